@@ -1,0 +1,210 @@
+//! The vocabulary of the hub: client ids, filters, event kinds and the messages
+//! subscribers receive. Plain data: nothing here locks, allocates on the hot path
+//! beyond an `Arc` clone, or knows about queues.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// An MQTT client id, cheap to clone (a shared, immutable string).
+///
+/// ```
+/// use mqtt_pulse::events::ClientId;
+/// let id = ClientId::from("probe-plant-a");
+/// assert_eq!(id.as_str(), "probe-plant-a");
+/// assert_eq!(id.to_string(), "probe-plant-a");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(Arc<str>);
+
+impl ClientId {
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ClientId {
+    fn from(id: &str) -> Self {
+        Self(Arc::from(id))
+    }
+}
+
+impl From<String> for ClientId {
+    fn from(id: String) -> Self {
+        Self(Arc::from(id))
+    }
+}
+
+impl From<&ClientId> for ClientId {
+    fn from(id: &ClientId) -> Self {
+        id.clone()
+    }
+}
+
+// `Borrow<str>` lets the hub's tables be searched with a `&str` without allocating;
+// it is sound because `Arc<str>` hashes and compares exactly as `str` does.
+impl Borrow<str> for ClientId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ClientId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Which clients a registration covers: one client id, or every client
+/// (Tortoise311's `:_`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClientFilter {
+    /// Every client, present and future.
+    Any,
+    /// Exactly this client id.
+    Id(ClientId),
+}
+
+impl From<&str> for ClientFilter {
+    fn from(id: &str) -> Self {
+        Self::Id(ClientId::from(id))
+    }
+}
+
+impl From<ClientId> for ClientFilter {
+    fn from(id: ClientId) -> Self {
+        Self::Id(id)
+    }
+}
+
+impl From<&ClientId> for ClientFilter {
+    fn from(id: &ClientId) -> Self {
+        Self::Id(id.clone())
+    }
+}
+
+/// The connection status of a client, as Tortoise311 reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// The broker accepted the CONNECT (CONNACK with return code 0).
+    Up,
+    /// The connection was lost or could not be made; a reconnect is pending.
+    Down,
+    /// A shutdown was requested; the connection is being closed.
+    Terminating,
+    /// The connection's task has ended; no further events come for this client
+    /// unless it is started again.
+    Terminated,
+}
+
+impl Status {
+    /// The lower-case name used in logs and metric labels (`up`, `down`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Down => "down",
+            Status::Terminating => "terminating",
+            Status::Terminated => "terminated",
+        }
+    }
+
+    /// Whether the client is connected. Every status but [`Status::Up`] reads as
+    /// not connected (0 on the `up` gauge).
+    pub fn is_up(self) -> bool {
+        self == Status::Up
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to a client. More kinds may be added; match with a wildcard arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The connection status changed. Sent only on a change.
+    Status(Status),
+    /// A PINGRESP answered an outstanding PINGREQ after this round-trip time
+    /// (PINGREQ written to PINGRESP read, on a monotonic clock).
+    PingResponse(Duration),
+}
+
+impl Event {
+    /// The kind a subscriber registers for to receive this event.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Status(_) => EventKind::Status,
+            Event::PingResponse(_) => EventKind::PingResponse,
+        }
+    }
+}
+
+/// The kinds of event one can register for (Tortoise311's `type` atom).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// [`Event::Status`] changes.
+    Status,
+    /// [`Event::PingResponse`] round trips.
+    PingResponse,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 2] = [EventKind::Status, EventKind::PingResponse];
+
+    /// The name used in logs and metric labels (`status`, `ping_response`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Status => "status",
+            EventKind::PingResponse => "ping_response",
+        }
+    }
+
+    /// Position in per-kind tables.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            EventKind::Status => 0,
+            EventKind::PingResponse => 1,
+        }
+    }
+
+    pub(crate) fn bit(self) -> u8 {
+        1 << self.index()
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a subscriber receives: Tortoise311's `{{Tortoise311, client_id}, type, value}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The client the event is about.
+    pub client_id: ClientId,
+    /// What happened.
+    pub event: Event,
+    /// Wall-clock time at which the event was dispatched.
+    pub at: SystemTime,
+}

@@ -1,0 +1,347 @@
+//! The events hub: the pub/sub core, modelled on Elixir's `Tortoise311.Events`.
+//!
+//! It owns the registrations (who wants which events of which client), each
+//! client's last status, and the per-kind delivery counters. It must never block
+//! or await in [`Events::dispatch`]: a connection driver calls it from its event
+//! loop, and a slow subscriber may cost only itself.
+//!
+//! # Rules
+//!
+//! * **Registration.** A [`Subscription`] holds any number of registrations, each a
+//!   `(ClientFilter, EventKind)` pair. [`ClientFilter::Any`] is Tortoise311's `:_`:
+//!   every client, including ones that appear later.
+//! * **Delivery.** An event dispatched for client `c` reaches each subscription
+//!   holding a registration for `(c, kind)` or `(Any, kind)` **once**, however many
+//!   of its registrations match (Tortoise311 would send it twice).
+//! * **Ordering.** Each subscription has one FIFO queue for all its registrations,
+//!   so it sees the events of a client — of every kind — in the order they were
+//!   dispatched. A connection dispatches its client's events from one task, which
+//!   makes that order the order in which they happened.
+//! * **Overflow.** Each queue is bounded (see [`DEFAULT_QUEUE_CAPACITY`]). An event
+//!   that does not fit is dropped for that subscription only and counted, so for
+//!   every subscription, and per kind over the whole hub,
+//!   `delivered + dropped == dispatched to it`. Nothing vanishes uncounted.
+//! * **Unregistering.** [`Subscription::unregister`] with a client id removes that
+//!   registration; with [`ClientFilter::Any`] it removes *every* registration of
+//!   that kind, as Tortoise311's `unregister(:_, type)` does. Removing something
+//!   never registered is a no-op. Dropping the subscription removes them all;
+//!   messages already queued can still be read until then.
+//! * **Present state.** The hub remembers each client's last status
+//!   ([`Events::status`], [`Events::clients`]) so a late subscriber can read the
+//!   present, then follow changes. The status is recorded *before* the event is
+//!   queued, so a subscriber that registers and then reads the status misses
+//!   nothing. A client whose status becomes [`Status::Terminated`] is forgotten.
+//! * **End.** When every [`Events`] handle is gone, a subscription's stream ends
+//!   after its queued messages.
+//!
+//! ```
+//! use mqtt_pulse::events::{ClientFilter, ClientId, Event, EventKind, Events, Status};
+//!
+//! # tokio_test_runtime(async {
+//! let events = Events::new();
+//! let mut exporter = events.register(ClientFilter::Any, EventKind::Status);
+//! exporter.register(ClientFilter::Any, EventKind::PingResponse);
+//!
+//! let plant = ClientId::from("plant-a");
+//! events.dispatch(&plant, Event::Status(Status::Up));
+//!
+//! let message = exporter.recv().await.unwrap();
+//! assert_eq!(message.client_id, plant);
+//! assert_eq!(message.event, Event::Status(Status::Up));
+//! assert_eq!(events.status("plant-a"), Some(Status::Up));
+//! # });
+//! # fn tokio_test_runtime(f: impl std::future::Future<Output = ()>) {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod message;
+mod subscription;
+
+pub use message::{ClientFilter, ClientId, Event, EventKind, Message, Status};
+pub use subscription::{Subscription, SubscriptionStats, TryRecvError};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use subscription::Subscriber;
+
+/// Queue capacity of a subscription made without an explicit one: room for about
+/// a second of events from a thousand clients pinging every second, while a stuck
+/// reader holds at most this many messages (~64 KiB) in memory.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+const KINDS: usize = EventKind::ALL.len();
+
+/// A cheap, cloneable handle on one events hub. Clones share the same hub.
+#[derive(Clone)]
+pub struct Events {
+    hub: Arc<Hub>,
+}
+
+pub(crate) struct Hub {
+    registry: RwLock<Registry>,
+    statuses: Mutex<HashMap<ClientId, ClientState>>,
+    counters: [KindCounters; KINDS],
+    next_subscriber_id: AtomicU64,
+    default_capacity: usize,
+}
+
+/// The subscribers of each kind: first the wildcard ones, then per client id.
+/// Dispatch reads it; only (un)registering writes it.
+#[derive(Default)]
+struct Registry {
+    wildcard: PerKind<Vec<Arc<Subscriber>>>,
+    by_client: HashMap<ClientId, PerKind<Vec<Arc<Subscriber>>>>,
+}
+
+type PerKind<T> = [T; KINDS];
+
+#[derive(Default)]
+struct KindCounters {
+    dispatched: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What the hub knows of a client right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientState {
+    /// The client.
+    pub client_id: ClientId,
+    /// Its last dispatched status.
+    pub status: Status,
+    /// When that status was dispatched.
+    pub since: SystemTime,
+}
+
+/// Hub-wide counters of one event kind since the hub was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// Events of this kind passed to [`Events::dispatch`].
+    pub dispatched: u64,
+    /// Copies queued for a subscription.
+    pub delivered: u64,
+    /// Copies dropped because a subscription's queue was full.
+    pub dropped: u64,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("default_capacity", &self.hub.default_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// A new, empty hub whose subscriptions queue [`DEFAULT_QUEUE_CAPACITY`] messages.
+    pub fn new() -> Self {
+        Self::with_queue_capacity(DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// A new, empty hub whose subscriptions queue up to `capacity` messages each
+    /// unless made with [`Events::subscribe_with_capacity`]. A capacity of 0 is
+    /// taken as 1.
+    pub fn with_queue_capacity(capacity: usize) -> Self {
+        Self {
+            hub: Arc::new(Hub {
+                registry: RwLock::default(),
+                statuses: Mutex::default(),
+                counters: Default::default(),
+                next_subscriber_id: AtomicU64::new(0),
+                default_capacity: capacity.max(1),
+            }),
+        }
+    }
+
+    /// A subscription with one registration, `(filter, kind)`, and the hub's
+    /// default queue capacity. Tortoise311's `register(client_id, type)`.
+    pub fn register(&self, filter: impl Into<ClientFilter>, kind: EventKind) -> Subscription {
+        let mut subscription = self.subscribe();
+        subscription.register(filter, kind);
+        subscription
+    }
+
+    /// A subscription with no registrations yet and the hub's default capacity.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_with_capacity(self.hub.default_capacity)
+    }
+
+    /// A subscription with no registrations yet whose queue holds up to
+    /// `capacity` messages (0 is taken as 1).
+    pub fn subscribe_with_capacity(&self, capacity: usize) -> Subscription {
+        let id = self.hub.next_subscriber_id.fetch_add(1, Ordering::Relaxed);
+        Subscription::new(&self.hub, id, capacity.max(1))
+    }
+
+    /// Delivers `event` about `client_id` to every matching subscription.
+    ///
+    /// Synchronous and wait-free with respect to subscribers: it takes a read lock
+    /// that only (un)registering contends for, and never waits for queue space.
+    /// Safe to call from any thread, inside or outside a tokio runtime.
+    pub fn dispatch(&self, client_id: &ClientId, event: Event) {
+        let kind = event.kind();
+        let at = SystemTime::now();
+        if let Event::Status(status) = event {
+            self.hub.record_status(client_id, status, at);
+        }
+        let message = Message {
+            client_id: client_id.clone(),
+            event,
+            at,
+        };
+
+        let k = kind.index();
+        let (mut delivered, mut dropped) = (0u64, 0u64);
+        let mut offer = |subscriber: &Subscriber| {
+            if subscriber.offer(&message) {
+                delivered += 1;
+            } else {
+                dropped += 1;
+            }
+        };
+        {
+            let registry = read(&self.hub.registry);
+            registry.wildcard[k].iter().for_each(|s| offer(s));
+            if let Some(lists) = registry.by_client.get(client_id.as_str()) {
+                // A subscription that also holds the wildcard for this kind got it above.
+                lists[k]
+                    .iter()
+                    .filter(|s| !s.has_wildcard(kind))
+                    .for_each(|s| offer(s));
+            }
+        }
+
+        let counters = &self.hub.counters[k];
+        counters.dispatched.fetch_add(1, Ordering::Relaxed);
+        if delivered > 0 {
+            counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+        }
+        if dropped > 0 {
+            counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// The last status dispatched for `client_id`, if the hub knows the client.
+    pub fn status(&self, client_id: &str) -> Option<Status> {
+        lock(&self.hub.statuses).get(client_id).map(|s| s.status)
+    }
+
+    /// Every client the hub knows (a status was dispatched for it and it is not
+    /// terminated), sorted by client id.
+    pub fn clients(&self) -> Vec<ClientState> {
+        let mut clients: Vec<_> = lock(&self.hub.statuses).values().cloned().collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        clients
+    }
+
+    /// Hub-wide counters for one kind of event.
+    pub fn stats(&self, kind: EventKind) -> KindStats {
+        let c = &self.hub.counters[kind.index()];
+        KindStats {
+            dispatched: c.dispatched.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Hub {
+    fn record_status(&self, client_id: &ClientId, status: Status, since: SystemTime) {
+        let mut statuses = lock(&self.statuses);
+        if status == Status::Terminated {
+            statuses.remove(client_id.as_str());
+        } else {
+            statuses.insert(
+                client_id.clone(),
+                ClientState {
+                    client_id: client_id.clone(),
+                    status,
+                    since,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn add(&self, subscriber: &Arc<Subscriber>, filter: &ClientFilter, kind: EventKind) {
+        let mut registry = write(&self.registry);
+        let k = kind.index();
+        match filter {
+            ClientFilter::Any => {
+                if !subscriber.has_wildcard(kind) {
+                    subscriber.set_wildcard(kind, true);
+                    registry.wildcard[k].push(Arc::clone(subscriber));
+                }
+            }
+            ClientFilter::Id(client_id) => {
+                let list = &mut registry.by_client.entry(client_id.clone()).or_default()[k];
+                if !list.iter().any(|s| s.id == subscriber.id) {
+                    list.push(Arc::clone(subscriber));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, subscriber: &Subscriber, filter: &ClientFilter, kind: EventKind) {
+        let mut registry = write(&self.registry);
+        let k = kind.index();
+        match filter {
+            ClientFilter::Any => {
+                subscriber.set_wildcard(kind, false);
+                registry.wildcard[k].retain(|s| s.id != subscriber.id);
+                // `unregister(:_, type)` drops every registration of that type.
+                registry.by_client.retain(|_, lists| {
+                    lists[k].retain(|s| s.id != subscriber.id);
+                    lists.iter().any(|l| !l.is_empty())
+                });
+            }
+            ClientFilter::Id(client_id) => {
+                if let Some(lists) = registry.by_client.get_mut(client_id.as_str()) {
+                    lists[k].retain(|s| s.id != subscriber.id);
+                    if lists.iter().all(|l| l.is_empty()) {
+                        registry.by_client.remove(client_id.as_str());
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn remove_all(&self, subscriber: &Subscriber, client_ids: &[ClientId]) {
+        let mut registry = write(&self.registry);
+        for k in 0..KINDS {
+            registry.wildcard[k].retain(|s| s.id != subscriber.id);
+        }
+        for client_id in client_ids {
+            if let Some(lists) = registry.by_client.get_mut(client_id.as_str()) {
+                lists.iter_mut().for_each(|l| l.retain(|s| s.id != subscriber.id));
+                if lists.iter().all(|l| l.is_empty()) {
+                    registry.by_client.remove(client_id.as_str());
+                }
+            }
+        }
+    }
+}
+
+// A panic elsewhere while a lock was held leaves the tables consistent (every
+// mutation is a single push/retain/insert), so poisoning is ignored rather than
+// turned into a panic on the event path.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}

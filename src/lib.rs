@@ -1,0 +1,15 @@
+//! mqtt-pulse: an MQTT 3.1.1 client-health monitor.
+//!
+//! Connections report their status and keep-alive round trips to an events hub
+//! modelled on Elixir's `Tortoise311.Events`; subscribers — the Prometheus and
+//! OpenTelemetry exporters among them — register for the clients and event kinds
+//! they care about.
+//!
+//! # Layout
+//!
+//! * [`events`] — the pub/sub core: registrations, non-blocking dispatch, bounded
+//!   per-subscriber queues, each client's last status.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod events;
