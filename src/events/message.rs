@@ -208,3 +208,76 @@ pub struct Message {
     /// Wall-clock time at which the event was dispatched.
     pub at: SystemTime,
 }
+
+/// Why a connection attempt failed or an established connection was lost.
+/// The label values of `mqtt_client_connect_failures_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// Nothing accepted the TCP connection (connection refused).
+    ConnectionRefused,
+    /// The TCP, TLS or MQTT handshake did not complete within the connect timeout.
+    Timeout,
+    /// The TLS handshake failed (unknown CA, bad certificate, wrong name…).
+    Tls,
+    /// The broker refused the CONNECT: bad user name or password (CONNACK 4).
+    BadCredentials,
+    /// The broker refused the CONNECT: not authorised (CONNACK 5).
+    NotAuthorized,
+    /// The broker refused the CONNECT: client identifier rejected (CONNACK 2).
+    IdentifierRejected,
+    /// The broker refused the CONNECT: unacceptable protocol version (CONNACK 1).
+    ProtocolVersion,
+    /// The broker refused the CONNECT: server unavailable (CONNACK 3).
+    ServerUnavailable,
+    /// No PINGRESP arrived in time for an outstanding PINGREQ.
+    PingTimeout,
+    /// The broker closed the connection.
+    ClosedByBroker,
+    /// The broker sent something that is not valid MQTT 3.1.1 at that point.
+    Protocol,
+    /// Any other socket or name-resolution error.
+    Io,
+}
+
+impl FailureReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [FailureReason; 12] = [
+        FailureReason::ConnectionRefused,
+        FailureReason::Timeout,
+        FailureReason::Tls,
+        FailureReason::BadCredentials,
+        FailureReason::NotAuthorized,
+        FailureReason::IdentifierRejected,
+        FailureReason::ProtocolVersion,
+        FailureReason::ServerUnavailable,
+        FailureReason::PingTimeout,
+        FailureReason::ClosedByBroker,
+        FailureReason::Protocol,
+        FailureReason::Io,
+    ];
+
+    /// The snake_case label value (`bad_credentials`, `ping_timeout`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::ConnectionRefused => "connection_refused",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Tls => "tls",
+            FailureReason::BadCredentials => "bad_credentials",
+            FailureReason::NotAuthorized => "not_authorized",
+            FailureReason::IdentifierRejected => "identifier_rejected",
+            FailureReason::ProtocolVersion => "protocol_version",
+            FailureReason::ServerUnavailable => "server_unavailable",
+            FailureReason::PingTimeout => "ping_timeout",
+            FailureReason::ClosedByBroker => "closed_by_broker",
+            FailureReason::Protocol => "protocol",
+            FailureReason::Io => "io",
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

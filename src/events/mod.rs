@@ -30,7 +30,10 @@
 //!   ([`Events::status`], [`Events::clients`]) so a late subscriber can read the
 //!   present, then follow changes. The status is recorded *before* the event is
 //!   queued, so a subscriber that registers and then reads the status misses
-//!   nothing. A client whose status becomes [`Status::Terminated`] is forgotten.
+//!   nothing. Connections also count their failures by [`FailureReason`] here
+//!   ([`Events::count_failure`], [`Events::failures`]); failures are counters,
+//!   not events. A client whose status becomes [`Status::Terminated`] is
+//!   forgotten, its failure counts with it.
 //! * **End.** When every [`Events`] handle is gone, a subscription's stream ends
 //!   after its queued messages.
 //!
@@ -58,10 +61,10 @@
 mod message;
 mod subscription;
 
-pub use message::{ClientFilter, ClientId, Event, EventKind, Message, Status};
+pub use message::{ClientFilter, ClientId, Event, EventKind, FailureReason, Message, Status};
 pub use subscription::{Subscription, SubscriptionStats, TryRecvError};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -84,6 +87,7 @@ pub struct Events {
 pub(crate) struct Hub {
     registry: RwLock<Registry>,
     statuses: Mutex<HashMap<ClientId, ClientState>>,
+    failures: Mutex<BTreeMap<(ClientId, FailureReason), u64>>,
     counters: [KindCounters; KINDS],
     next_subscriber_id: AtomicU64,
     default_capacity: usize,
@@ -115,6 +119,17 @@ pub struct ClientState {
     pub status: Status,
     /// When that status was dispatched.
     pub since: SystemTime,
+}
+
+/// How often one client failed for one reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureCount {
+    /// The client.
+    pub client_id: ClientId,
+    /// Why it failed.
+    pub reason: FailureReason,
+    /// How many times, since the hub first saw it fail.
+    pub count: u64,
 }
 
 /// Hub-wide counters of one event kind since the hub was made.
@@ -156,6 +171,7 @@ impl Events {
             hub: Arc::new(Hub {
                 registry: RwLock::default(),
                 statuses: Mutex::default(),
+                failures: Mutex::default(),
                 counters: Default::default(),
                 next_subscriber_id: AtomicU64::new(0),
                 default_capacity: capacity.max(1),
@@ -244,6 +260,28 @@ impl Events {
         clients
     }
 
+    /// Counts one failed connection attempt or lost connection of `client_id`.
+    /// Connection drivers call it; it is a counter, not an event, and is never
+    /// queued for subscribers.
+    pub fn count_failure(&self, client_id: &ClientId, reason: FailureReason) {
+        *lock(&self.hub.failures)
+            .entry((client_id.clone(), reason))
+            .or_insert(0) += 1;
+    }
+
+    /// Every non-zero failure count of the clients not terminated, sorted by
+    /// client id, then reason.
+    pub fn failures(&self) -> Vec<FailureCount> {
+        lock(&self.hub.failures)
+            .iter()
+            .map(|((client_id, reason), &count)| FailureCount {
+                client_id: client_id.clone(),
+                reason: *reason,
+                count,
+            })
+            .collect()
+    }
+
     /// Hub-wide counters for one kind of event.
     pub fn stats(&self, kind: EventKind) -> KindStats {
         let c = &self.hub.counters[kind.index()];
@@ -260,6 +298,7 @@ impl Hub {
         let mut statuses = lock(&self.statuses);
         if status == Status::Terminated {
             statuses.remove(client_id.as_str());
+            lock(&self.failures).retain(|(id, _), _| id != client_id);
         } else {
             statuses.insert(
                 client_id.clone(),
