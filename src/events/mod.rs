@@ -115,10 +115,31 @@ struct KindCounters {
 pub struct ClientState {
     /// The client.
     pub client_id: ClientId,
-    /// Its last dispatched status.
+    /// Its last dispatched status ([`Status::Down`] for a client announced but
+    /// never connected).
     pub status: Status,
-    /// When that status was dispatched.
+    /// When that status was dispatched (or the client announced).
     pub since: SystemTime,
+    /// What its connection told the hub about itself.
+    pub info: ClientInfo,
+}
+
+/// Static facts about a client's connection, given to [`Events::announce`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// The broker it connects to, as `host:port` (the `broker` metric label).
+    /// Empty when unknown.
+    pub broker: String,
+}
+
+impl ClientInfo {
+    /// Facts about a client connecting to `broker` (`host:port`).
+    pub fn new(broker: impl Into<String>) -> Self {
+        Self {
+            broker: broker.into(),
+        }
+    }
 }
 
 /// How often one client failed for one reason.
@@ -247,13 +268,28 @@ impl Events {
         }
     }
 
+    /// Makes `client_id` known before its first event, with `info` about its
+    /// connection; a new client's status is [`Status::Down`] until it connects.
+    /// Sends no event. Announcing a known client only replaces its info.
+    pub fn announce(&self, client_id: &ClientId, info: ClientInfo) {
+        lock(&self.hub.statuses)
+            .entry(client_id.clone())
+            .and_modify(|state| state.info = info.clone())
+            .or_insert_with(|| ClientState {
+                client_id: client_id.clone(),
+                status: Status::Down,
+                since: SystemTime::now(),
+                info,
+            });
+    }
+
     /// The last status dispatched for `client_id`, if the hub knows the client.
     pub fn status(&self, client_id: &str) -> Option<Status> {
         lock(&self.hub.statuses).get(client_id).map(|s| s.status)
     }
 
-    /// Every client the hub knows (a status was dispatched for it and it is not
-    /// terminated), sorted by client id.
+    /// Every client the hub knows (announced, or a status was dispatched for it,
+    /// and not terminated since), sorted by client id.
     pub fn clients(&self) -> Vec<ClientState> {
         let mut clients: Vec<_> = lock(&self.hub.statuses).values().cloned().collect();
         clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
@@ -300,14 +336,18 @@ impl Hub {
             statuses.remove(client_id.as_str());
             lock(&self.failures).retain(|(id, _), _| id != client_id);
         } else {
-            statuses.insert(
-                client_id.clone(),
-                ClientState {
+            statuses
+                .entry(client_id.clone())
+                .and_modify(|state| {
+                    state.status = status;
+                    state.since = since;
+                })
+                .or_insert_with(|| ClientState {
                     client_id: client_id.clone(),
                     status,
                     since,
-                },
-            );
+                    info: ClientInfo::default(),
+                });
         }
     }
 
