@@ -13,3 +13,5 @@
 #![forbid(unsafe_code)]
 
 pub mod events;
+pub mod exporter;
+pub mod http;

@@ -1,0 +1,1 @@
+//! Exporters: subscribers of the events hub that turn events into metrics.
