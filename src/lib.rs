@@ -9,9 +9,13 @@
 //!
 //! * [`events`] — the pub/sub core: registrations, non-blocking dispatch, bounded
 //!   per-subscriber queues, each client's last status.
+//! * [`connection`] — the connection driver: one task per MQTT connection
+//!   (rumqttc), reporting status and ping round trips to the hub; and the
+//!   tracker for services that poll their own rumqttc event loop.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod connection;
 pub mod events;
 pub mod exporter;
 pub mod http;

@@ -1,0 +1,341 @@
+//! The connection driver: one tokio task per monitored MQTT 3.1.1 connection,
+//! built on rumqttc, reporting `Status` and `PingResponse` events to the hub.
+//!
+//! It owns the socket, the timers (connect timeout, ping deadline, reconnect
+//! backoff) and the shutdown sequence; the protocol bookkeeping lives in the
+//! sans-I/O [`link`] and the reporting in [`ConnectionTracker`]. It must never
+//! block its loop: dispatch is non-blocking, incoming publishes go to a bounded
+//! queue with counted drops, so a slow subscriber cannot delay a ping or a
+//! reconnect.
+//!
+//! Lifecycle of the events, as Tortoise311 means them: `Up` when the broker
+//! accepts CONNECT; `Down` on any loss (socket error or close, missed PINGRESP —
+//! with the reason counted and logged — then reconnect after a backoff);
+//! `Terminating` then `Terminated` on shutdown. Each only on a change; a
+//! refused or failed connect sends nothing (the status stays Down) but is
+//! counted by reason.
+
+mod backoff;
+mod link;
+mod options;
+mod tls;
+mod tracker;
+
+pub use backoff::Backoff;
+pub use options::{ConnectionOptions, OptionsError};
+pub use tls::{ClientAuth, TlsOptions};
+pub use tracker::ConnectionTracker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ClientError, EventLoop, Outgoing, Packet, Publish, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+use crate::events::{ClientId, Events, Status};
+use backoff::Delays;
+
+/// How long a shutdown waits for the DISCONNECT packet to be written before
+/// closing the socket anyway.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Room in rumqttc's request channel between the handle and the task.
+const REQUEST_CAPACITY: usize = 64;
+
+/// A running, monitored MQTT connection: the handle of its task.
+///
+/// It is also a usable MQTT client: [`client`](Self::client) publishes through
+/// the same connection, [`subscribe`](Self::subscribe) subscribes (and
+/// re-subscribes after every reconnect that lost the session), and
+/// [`take_publishes`](Self::take_publishes) receives what arrives.
+///
+/// ```no_run
+/// use mqtt_pulse::connection::{Connection, ConnectionOptions};
+/// use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let events = Events::new();
+/// let mut status = events.register(ClientFilter::Any, EventKind::Status);
+///
+/// let options = ConnectionOptions::new("probe-1", "mqtt://127.0.0.1:1883")?;
+/// let connection = Connection::start(options, &events)?;
+/// let up = status.recv().await.unwrap();
+/// assert_eq!(up.event, Event::Status(Status::Up));
+///
+/// connection.shutdown().await; // Terminating, DISCONNECT, Terminated
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    client_id: ClientId,
+    client: AsyncClient,
+    events: Events,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    publishes: Option<mpsc::Receiver<Publish>>,
+    shared: Arc<Shared>,
+}
+
+/// What the handle and the task both see.
+#[derive(Debug, Default)]
+struct Shared {
+    subscriptions: Mutex<Vec<(String, QoS)>>,
+    dropped_publishes: AtomicU64,
+}
+
+impl Connection {
+    /// Validates `options` and starts the connection's task on the current
+    /// tokio runtime. It connects at once and keeps reconnecting until shut down.
+    ///
+    /// # Errors
+    /// [`OptionsError`] when an option is invalid or a file it names (password,
+    /// CA, certificate, key) cannot be used, or when called outside a runtime.
+    pub fn start(options: ConnectionOptions, events: &Events) -> Result<Self, OptionsError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| OptionsError::NoRuntime)?;
+        let mut mqtt_options = options.to_mqtt_options()?;
+        mqtt_options.set_request_channel_capacity(REQUEST_CAPACITY);
+        let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
+        // Our own connect timeout is sub-second capable; rumqttc's (whole
+        // seconds) is only a backstop.
+        let mut network = eventloop.network_options();
+        network.set_connection_timeout(options.connect_timeout.as_secs() + 1);
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+
+        let tracker = ConnectionTracker::new(events, options.client_id.clone(), options.broker());
+        let (publish_tx, publishes) = mpsc::channel(options.publish_capacity);
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let shared = Arc::new(Shared::default());
+        let driver = Driver {
+            eventloop,
+            tracker,
+            client: client.clone(),
+            publish_tx,
+            shared: Arc::clone(&shared),
+            delays: Delays::new(options.backoff),
+            connect_timeout: options.connect_timeout,
+            ping_timeout: options.ping_timeout(),
+        };
+        let task = runtime.spawn(driver.run(shutdown_rx));
+        Ok(Self {
+            client_id: options.client_id,
+            client,
+            events: events.clone(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            publishes: Some(publishes),
+            shared,
+        })
+    }
+
+    /// The client id this connection uses.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// Its current status, as the hub knows it.
+    pub fn status(&self) -> Status {
+        self.events
+            .status(self.client_id.as_str())
+            .unwrap_or(Status::Terminated)
+    }
+
+    /// The rumqttc client of this connection, to publish through it.
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
+    }
+
+    /// Subscribes to `topic`; the subscription is renewed after each reconnect
+    /// in which the broker did not keep the session.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the connection's task has ended.
+    pub async fn subscribe(&self, topic: impl Into<String>, qos: QoS) -> Result<(), ClientError> {
+        let topic = topic.into();
+        self.client.subscribe(topic.clone(), qos).await?;
+        self.shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((topic, qos));
+        Ok(())
+    }
+
+    /// The receiver of incoming PUBLISH packets (once; `None` afterwards). It
+    /// holds up to the configured publish capacity; more are dropped and counted
+    /// in [`dropped_publishes`](Self::dropped_publishes), never waited for.
+    pub fn take_publishes(&mut self) -> Option<mpsc::Receiver<Publish>> {
+        self.publishes.take()
+    }
+
+    /// Incoming publishes dropped because their queue was full.
+    pub fn dropped_publishes(&self) -> u64 {
+        self.shared.dropped_publishes.load(Ordering::Relaxed)
+    }
+
+    /// Shuts the connection down: reports `Terminating`, sends DISCONNECT (so
+    /// the broker publishes no last will), closes the socket, reports
+    /// `Terminated`, and returns when the task has ended.
+    pub async fn shutdown(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            // A panicked driver already reported Terminated through the
+            // tracker's Drop; there is nothing more to do with the error.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Dropping the sender tells the task to shut down gracefully on its own.
+        self.shutdown.take();
+    }
+}
+
+/// The task's state: the event loop and everything that reacts to it.
+struct Driver {
+    eventloop: EventLoop,
+    tracker: ConnectionTracker,
+    client: AsyncClient,
+    publish_tx: mpsc::Sender<Publish>,
+    shared: Arc<Shared>,
+    delays: Delays,
+    connect_timeout: Duration,
+    ping_timeout: Duration,
+}
+
+enum Step {
+    Shutdown,
+    PingTimeout,
+    ConnectTimeout,
+    Polled(Result<rumqttc::Event, rumqttc::ConnectionError>),
+}
+
+impl Driver {
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+        let mut connected_before = false;
+        loop {
+            let up = self.tracker.status() == Status::Up;
+            let ping_deadline = self
+                .tracker
+                .ping_deadline(self.ping_timeout)
+                .map(Instant::from_std);
+            // Until the broker accepts CONNECT, the whole attempt is bounded by the
+            // connect timeout; once up, the ping deadline watches the link.
+            let connect_timeout = (!up).then_some(self.connect_timeout);
+            let eventloop = &mut self.eventloop;
+            let poll = async move {
+                match connect_timeout {
+                    Some(limit) => timeout(limit, eventloop.poll())
+                        .await
+                        .map_or(Step::ConnectTimeout, Step::Polled),
+                    None => Step::Polled(eventloop.poll().await),
+                }
+            };
+            let step = tokio::select! {
+                biased;
+                _ = &mut shutdown => Step::Shutdown,
+                _ = sleep_until(ping_deadline.unwrap_or_else(Instant::now)), if ping_deadline.is_some() => {
+                    Step::PingTimeout
+                }
+                step = poll => step,
+            };
+            let failed = match step {
+                Step::Shutdown => break,
+                Step::Polled(Ok(event)) => {
+                    self.tracker.observe_at(&event, std::time::Instant::now());
+                    self.on_event(event, &mut connected_before);
+                    false
+                }
+                Step::Polled(Err(error)) => self.tracker.observe_error(&error).is_some(),
+                Step::PingTimeout => {
+                    self.tracker.ping_timed_out(self.ping_timeout);
+                    true
+                }
+                Step::ConnectTimeout => {
+                    self.tracker.connect_timed_out(self.connect_timeout);
+                    true
+                }
+            };
+            if failed {
+                // Drop the socket (if any) so the next poll reconnects from scratch.
+                self.eventloop.clean();
+                let delay = self.delays.next_delay();
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = sleep(delay) => {}
+                }
+            }
+        }
+        self.terminate().await;
+    }
+
+    fn on_event(&mut self, event: rumqttc::Event, connected_before: &mut bool) {
+        match event {
+            rumqttc::Event::Incoming(Packet::ConnAck(connack)) => {
+                self.delays.reset();
+                if *connected_before && !connack.session_present {
+                    self.resubscribe();
+                }
+                *connected_before = true;
+            }
+            rumqttc::Event::Incoming(Packet::Publish(publish)) => {
+                if self.publish_tx.try_send(publish).is_err() {
+                    self.shared
+                        .dropped_publishes
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn resubscribe(&self) {
+        let subscriptions = self
+            .shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if subscriptions.is_empty() {
+            return;
+        }
+        let filters = subscriptions
+            .into_iter()
+            .map(|(topic, qos)| rumqttc::SubscribeFilter::new(topic, qos));
+        if let Err(error) = self.client.try_subscribe_many(filters) {
+            tracing::warn!(client_id = %self.tracker.client_id(), %error, "could not renew subscriptions");
+        }
+    }
+
+    async fn terminate(mut self) {
+        let was_up = self.tracker.status() == Status::Up;
+        self.tracker.terminating();
+        if was_up && self.client.try_disconnect().is_ok() {
+            let flushed = timeout(DISCONNECT_TIMEOUT, async {
+                loop {
+                    match self.eventloop.poll().await {
+                        Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            if flushed.is_err() {
+                tracing::debug!(client_id = %self.tracker.client_id(), "DISCONNECT not written in time");
+            }
+        }
+        // Closing the socket before reporting Terminated: a subscriber that sees
+        // Terminated may rely on the connection being gone.
+        drop(self.eventloop);
+        self.tracker.terminated();
+    }
+}

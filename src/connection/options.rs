@@ -1,0 +1,504 @@
+//! What a connection is made from, validated into rumqttc's `MqttOptions`.
+//! Everything that can be wrong with the input is an [`OptionsError`] here,
+//! before any task starts; nothing in this file may panic on a bad value or put a
+//! password into an error or a `Debug` string.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use url::Url;
+
+use super::backoff::Backoff;
+use super::tls::TlsOptions;
+use crate::events::ClientId;
+
+/// The settings of one monitored MQTT connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use mqtt_pulse::connection::ConnectionOptions;
+///
+/// let options = ConnectionOptions::new("probe-plant-a", "mqtt://127.0.0.1:1883")?
+///     .with_keep_alive(Duration::from_secs(2))
+///     .with_credentials("probe", "s3cret");
+/// assert_eq!(options.broker(), "127.0.0.1:1883");
+/// assert!(!format!("{options:?}").contains("s3cret"));
+/// # Ok::<(), mqtt_pulse::connection::OptionsError>(())
+/// ```
+#[derive(Clone)]
+pub struct ConnectionOptions {
+    pub(crate) client_id: ClientId,
+    url: Url,
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    pub(crate) keep_alive: Duration,
+    ping_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Duration,
+    username: Option<String>,
+    password: Option<Password>,
+    tls: TlsOptions,
+    clean_session: bool,
+    pub(crate) backoff: Backoff,
+    pub(crate) publish_capacity: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Mqtt,
+    Mqtts,
+    Ws,
+    Wss,
+}
+
+/// Where the password comes from. Its `Debug` never shows the secret.
+#[derive(Clone)]
+enum Password {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Password::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Password::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// Why connection options cannot be used. Messages never contain a password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// The broker URL does not parse.
+    #[error("invalid broker URL: {0}")]
+    Url(url::ParseError),
+    /// The URL's scheme is not one of mqtt, mqtts, ws, wss.
+    #[error("unsupported broker URL scheme {0:?}: use mqtt://, mqtts://, ws:// or wss://")]
+    Scheme(String),
+    /// The URL has no host.
+    #[error("the broker URL has no host")]
+    NoHost,
+    /// The client id is empty.
+    #[error("the client id is empty")]
+    EmptyClientId,
+    /// MQTT carries keep-alive as whole seconds in 16 bits.
+    #[error("keep-alive must be whole seconds from 1s to 65535s, not {0:?}")]
+    KeepAlive(Duration),
+    /// A zero connect or ping timeout would fail every attempt.
+    #[error("the {0} must be longer than zero")]
+    ZeroTimeout(&'static str),
+    /// TLS settings were given for a plain `mqtt://` or `ws://` URL.
+    #[error("TLS settings are given but the URL scheme is {0}://; use mqtts:// or wss://")]
+    TlsOnPlainScheme(&'static str),
+    /// The password file cannot be read.
+    #[error("cannot read the password file {}: {source}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A certificate or key file cannot be read or holds no usable item.
+    #[error("cannot use the {what} file {}: {reason}", path.display())]
+    Pem {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// No CA file was given and the system has no usable root certificates.
+    #[error("no CA file is set and no system root certificates could be loaded: {0}")]
+    NoSystemRoots(String),
+    /// rustls rejected the TLS configuration.
+    #[error("invalid TLS configuration: {0}")]
+    Tls(rustls::Error),
+    /// The connection was started outside a tokio runtime.
+    #[error("a connection must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+impl ConnectionOptions {
+    /// Options for `client_id` connecting to `url` (`mqtt://host[:1883]`,
+    /// `mqtts://host[:8883]`, `ws://host[:80]/path`, `wss://host[:443]/path`).
+    /// A user name and password in the URL are used as credentials.
+    ///
+    /// Defaults: keep-alive 5 s, ping timeout half the keep-alive, connect
+    /// timeout 5 s, clean session, backoff 100 ms doubling to 30 s, system TLS
+    /// roots, 1,024 queued incoming publishes.
+    ///
+    /// # Errors
+    /// [`OptionsError`] if the URL does not parse, has another scheme, or has no
+    /// host, or if the client id is empty.
+    pub fn new(client_id: impl Into<ClientId>, url: &str) -> Result<Self, OptionsError> {
+        let client_id = client_id.into();
+        if client_id.as_str().is_empty() {
+            return Err(OptionsError::EmptyClientId);
+        }
+        let mut url = Url::parse(url).map_err(OptionsError::Url)?;
+        let (scheme, default_port) = match url.scheme() {
+            "mqtt" | "tcp" => (Scheme::Mqtt, 1883),
+            "mqtts" | "ssl" => (Scheme::Mqtts, 8883),
+            "ws" => (Scheme::Ws, 80),
+            "wss" => (Scheme::Wss, 443),
+            other => return Err(OptionsError::Scheme(other.to_owned())),
+        };
+        let host = match url.host_str() {
+            Some(host) if !host.is_empty() => host.trim_matches(['[', ']']).to_owned(),
+            _ => return Err(OptionsError::NoHost),
+        };
+        let port = url.port().unwrap_or(default_port);
+        let username = match url.username() {
+            "" => None,
+            user => Some(decode(user)),
+        };
+        let password = url.password().map(|p| Password::Inline(decode(p)));
+        // Keep the secret out of the URL handed to rumqttc (ws) and out of Debug.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Ok(Self {
+            client_id,
+            url,
+            scheme,
+            host,
+            port,
+            keep_alive: Duration::from_secs(5),
+            ping_timeout: None,
+            connect_timeout: Duration::from_secs(5),
+            username,
+            password,
+            tls: TlsOptions::default(),
+            clean_session: true,
+            backoff: Backoff::default(),
+            publish_capacity: 1024,
+        })
+    }
+
+    /// Sets how often the connection pings the broker: whole seconds, 1 to
+    /// 65,535 (checked when the connection starts). Defaults to 5 s.
+    #[must_use]
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Sets how long a PINGREQ may go unanswered before the connection counts
+    /// as lost (`ping_timeout`). Defaults to half the keep-alive, so a silent
+    /// broker is noticed within 1.5 keep-alive periods.
+    #[must_use]
+    pub fn with_ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets how long the TCP, TLS and MQTT handshakes together may take.
+    /// Defaults to 5 s.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the user name and password sent in CONNECT.
+    #[must_use]
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(Password::Inline(password.into()));
+        self
+    }
+
+    /// Sets the user name, with the password read from `path` when the
+    /// connection starts (one trailing newline is ignored).
+    #[must_use]
+    pub fn with_password_file(
+        mut self,
+        username: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(Password::File(path.into()));
+        self
+    }
+
+    /// Sets the TLS settings of an `mqtts://` or `wss://` connection.
+    /// Defaults to the system roots and no client certificate.
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Sets the CONNECT clean-session flag. Defaults to `true`.
+    #[must_use]
+    pub fn with_clean_session(mut self, clean_session: bool) -> Self {
+        self.clean_session = clean_session;
+        self
+    }
+
+    /// Sets the reconnect backoff. Defaults to 100 ms doubling up to 30 s.
+    #[must_use]
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets how many incoming PUBLISH packets wait for
+    /// [`Connection::take_publishes`](super::Connection::take_publishes)'s
+    /// receiver before more are dropped (and counted). Defaults to 1,024.
+    #[must_use]
+    pub fn with_publish_capacity(mut self, capacity: usize) -> Self {
+        self.publish_capacity = capacity.max(1);
+        self
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// The broker as `host:port`: the `broker` label of the metrics.
+    pub fn broker(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The ping timeout in force (explicit, or half the keep-alive).
+    pub(crate) fn ping_timeout(&self) -> Duration {
+        self.ping_timeout.unwrap_or(self.keep_alive / 2)
+    }
+
+    /// Validates everything and reads the files: the rumqttc options to connect with.
+    pub(crate) fn to_mqtt_options(&self) -> Result<MqttOptions, OptionsError> {
+        let keep_alive = self.keep_alive;
+        if keep_alive.subsec_nanos() != 0 || !(1..=65_535).contains(&keep_alive.as_secs()) {
+            return Err(OptionsError::KeepAlive(keep_alive));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(OptionsError::ZeroTimeout("connect timeout"));
+        }
+        if self.ping_timeout().is_zero() {
+            return Err(OptionsError::ZeroTimeout("ping timeout"));
+        }
+        let broker_addr = match self.scheme {
+            // rumqttc takes the whole URL as the address of a websocket broker.
+            Scheme::Ws | Scheme::Wss => self.url.to_string(),
+            Scheme::Mqtt | Scheme::Mqtts => self.host.clone(),
+        };
+        let mut options = MqttOptions::new(self.client_id.as_str(), broker_addr, self.port);
+        options.set_keep_alive(keep_alive);
+        options.set_clean_session(self.clean_session);
+        options.set_max_packet_size(256 * 1024, 256 * 1024);
+        match self.scheme {
+            Scheme::Mqtt | Scheme::Ws if !self.tls.is_default() => {
+                let name = if self.scheme == Scheme::Mqtt {
+                    "mqtt"
+                } else {
+                    "ws"
+                };
+                return Err(OptionsError::TlsOnPlainScheme(name));
+            }
+            Scheme::Mqtt => {}
+            Scheme::Ws => {
+                options.set_transport(Transport::Ws);
+            }
+            Scheme::Mqtts => {
+                let config = self.tls.client_config()?;
+                options.set_transport(Transport::Tls(TlsConfiguration::Rustls(config)));
+            }
+            Scheme::Wss => {
+                let config = self.tls.client_config()?;
+                options.set_transport(Transport::Wss(TlsConfiguration::Rustls(config)));
+            }
+        }
+        if let Some(username) = &self.username {
+            let password = match &self.password {
+                None => String::new(),
+                Some(Password::Inline(password)) => password.clone(),
+                Some(Password::File(path)) => read_password(path)?,
+            };
+            options.set_credentials(username.clone(), password);
+        }
+        Ok(options)
+    }
+}
+
+impl fmt::Debug for ConnectionOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionOptions")
+            .field("client_id", &self.client_id)
+            .field("url", &self.url.as_str())
+            .field("keep_alive", &self.keep_alive)
+            .field("ping_timeout", &self.ping_timeout())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("tls", &self.tls)
+            .field("clean_session", &self.clean_session)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+fn read_password(path: &PathBuf) -> Result<String, OptionsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| OptionsError::PasswordFile {
+        path: path.clone(),
+        source,
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+}
+
+fn decode(component: &str) -> String {
+    percent_encoding::percent_decode_str(component)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_scheme_with_its_default_port() {
+        for (url, broker) in [
+            ("mqtt://broker.example", "broker.example:1883"),
+            ("mqtts://broker.example", "broker.example:8883"),
+            ("ws://broker.example/mqtt", "broker.example:80"),
+            ("wss://broker.example/mqtt", "broker.example:443"),
+            ("mqtt://127.0.0.1:1884", "127.0.0.1:1884"),
+            ("mqtt://[::1]:1884", "[::1]:1884"),
+        ] {
+            let options = ConnectionOptions::new("c", url).unwrap();
+            assert_eq!(options.broker(), broker, "{url}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_clear_error() {
+        let err = |url| ConnectionOptions::new("c", url).unwrap_err().to_string();
+        assert!(err("http://broker.example").contains("unsupported broker URL scheme \"http\""));
+        assert!(err("not a url").contains("invalid broker URL"));
+        assert!(err("mqtt://").contains("no host") || err("mqtt://").contains("invalid"));
+        assert_eq!(
+            ConnectionOptions::new("", "mqtt://h")
+                .unwrap_err()
+                .to_string(),
+            "the client id is empty"
+        );
+    }
+
+    #[test]
+    fn keep_alive_must_be_whole_seconds_in_range() {
+        let with = |d| {
+            ConnectionOptions::new("c", "mqtt://h")
+                .unwrap()
+                .with_keep_alive(d)
+                .to_mqtt_options()
+        };
+        assert!(with(Duration::from_secs(1)).is_ok());
+        assert!(with(Duration::from_secs(65_535)).is_ok());
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(1500),
+            Duration::from_secs(65_536),
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.starts_with("keep-alive must be whole seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn credentials_from_the_url_are_decoded_and_kept_out_of_debug() {
+        let options = ConnectionOptions::new("c", "mqtt://probe:p%40ss@h:1883").unwrap();
+        let mqtt = options.to_mqtt_options().unwrap();
+        assert_eq!(
+            mqtt.credentials(),
+            Some(rumqttc::Login::new("probe", "p@ss"))
+        );
+        let debug = format!("{options:?}");
+        assert!(
+            !debug.contains("p%40ss") && !debug.contains("p@ss"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn password_file_is_read_at_start_without_its_newline() {
+        let path = std::env::temp_dir().join(format!("mqtt-pulse-pw-{}", std::process::id()));
+        std::fs::write(&path, "hunter2\n").unwrap();
+        let mqtt = ConnectionOptions::new("c", "mqtt://h")
+            .unwrap()
+            .with_password_file("probe", &path)
+            .to_mqtt_options()
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            mqtt.credentials(),
+            Some(rumqttc::Login::new("probe", "hunter2"))
+        );
+    }
+
+    #[test]
+    fn a_missing_password_file_names_the_file() {
+        let err = ConnectionOptions::new("c", "mqtt://h")
+            .unwrap()
+            .with_password_file("probe", "/nonexistent/pw")
+            .to_mqtt_options()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot read the password file /nonexistent/pw"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_settings_on_a_plain_url_are_an_error() {
+        let err = ConnectionOptions::new("c", "mqtt://h")
+            .unwrap()
+            .with_tls(TlsOptions {
+                ca_file: Some("ca.pem".into()),
+                client_auth: None,
+            })
+            .to_mqtt_options()
+            .unwrap_err();
+        assert!(matches!(err, OptionsError::TlsOnPlainScheme("mqtt")));
+    }
+
+    #[test]
+    fn a_missing_ca_file_names_the_file() {
+        let err = ConnectionOptions::new("c", "mqtts://h")
+            .unwrap()
+            .with_tls(TlsOptions {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                client_auth: None,
+            })
+            .to_mqtt_options()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn ping_timeout_defaults_to_half_the_keep_alive() {
+        let options = ConnectionOptions::new("c", "mqtt://h")
+            .unwrap()
+            .with_keep_alive(Duration::from_secs(4));
+        assert_eq!(options.ping_timeout(), Duration::from_secs(2));
+        let options = options.with_ping_timeout(Duration::from_millis(300));
+        assert_eq!(options.ping_timeout(), Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,112 @@
+//! The rustls client configuration of `mqtts://` and `wss://` connections.
+//!
+//! Built here rather than by rumqttc because rumqttc's default loads the
+//! system roots with `expect`: a bad file must become an error naming it, never
+//! a panic. It uses the ring provider explicitly, so it works whether or not a
+//! process-wide default provider was installed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use super::OptionsError;
+
+/// TLS settings of a connection. With no CA file, the system's roots are trusted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the CA certificates to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM files of a client certificate (chain) and its private key, for
+    /// mutual TLS.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// A client certificate and key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl TlsOptions {
+    /// Whether anything differs from the defaults.
+    pub(crate) fn is_default(&self) -> bool {
+        *self == TlsOptions::default()
+    }
+
+    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, OptionsError> {
+        let roots = match &self.ca_file {
+            Some(path) => roots_from_file(path)?,
+            None => system_roots()?,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(OptionsError::Tls)?
+            .with_root_certificates(roots);
+        let config = match &self.client_auth {
+            None => builder.with_no_client_auth(),
+            Some(auth) => {
+                let chain = certificates(&auth.cert_file)?;
+                let key = PrivateKeyDer::from_pem_file(&auth.key_file).map_err(|e| {
+                    OptionsError::Pem {
+                        what: "client key",
+                        path: auth.key_file.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(OptionsError::Tls)?
+            }
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, OptionsError> {
+    let pem_error = |reason: String| OptionsError::Pem {
+        what: "certificate",
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_error("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+fn roots_from_file(path: &Path) -> Result<RootCertStore, OptionsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots.add(cert).map_err(|e| OptionsError::Pem {
+            what: "CA certificate",
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<RootCertStore, OptionsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let reason = match found.errors.first() {
+            Some(e) => e.to_string(),
+            None => "none found".to_owned(),
+        };
+        return Err(OptionsError::NoSystemRoots(reason));
+    }
+    Ok(roots)
+}
