@@ -1,0 +1,633 @@
+//! The connection driver against real Mosquitto brokers: status and ping events
+//! as Tortoise311 means them, failure reasons, backoff, TLS, credentials, shutdown,
+//! and the client side (publish/subscribe through the same connection).
+//!
+//! Non-fault tests use the machine's broker at 127.0.0.1:1883; every test that
+//! kills, pauses or reconfigures a broker starts its own from the fixture.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Broker, TempDir, TestPki};
+use mqtt_pulse::connection::{Backoff, ClientAuth, Connection, ConnectionOptions, TlsOptions};
+use mqtt_pulse::events::{
+    ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
+};
+use rumqttc::QoS;
+use tokio::time::timeout;
+
+const SYSTEM_BROKER: &str = "mqtt://127.0.0.1:1883";
+
+fn client_id(test: &str) -> String {
+    format!("mqtt-pulse-test-{test}-{}", std::process::id())
+}
+
+fn options(url: &str, test: &str) -> ConnectionOptions {
+    ConnectionOptions::new(client_id(test).as_str(), url).unwrap()
+}
+
+/// The next message, failing the test if none comes within `limit`.
+async fn next(sub: &mut Subscription, limit: Duration) -> Message {
+    match timeout(limit, sub.recv()).await {
+        Ok(Some(message)) => message,
+        Ok(None) => panic!("the hub went away"),
+        Err(_) => panic!("no event within {limit:?}"),
+    }
+}
+
+async fn next_status(sub: &mut Subscription, limit: Duration) -> Status {
+    match next(sub, limit).await.event {
+        Event::Status(status) => status,
+        other => panic!("expected a status event, got {other:?}"),
+    }
+}
+
+fn failures(events: &Events, reason: FailureReason) -> u64 {
+    events
+        .failures()
+        .iter()
+        .filter(|f| f.reason == reason)
+        .map(|f| f.count)
+        .sum()
+}
+
+/// Waits for a failure count to reach `at_least`, polling the hub's counter
+/// (failures are counters, not events, so there is nothing to await).
+async fn wait_for_failures(events: &Events, reason: FailureReason, at_least: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while failures(events, reason) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {at_least} {reason} failures within {limit:?}: {:?}",
+            events.failures()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn goes_up_within_a_second_and_a_wildcard_subscriber_sees_it() {
+    let events = Events::new();
+    let mut wildcard = events.register(ClientFilter::Any, EventKind::Status);
+    let started = Instant::now();
+    let connection = Connection::start(options(SYSTEM_BROKER, "up"), &events).unwrap();
+
+    let message = next(&mut wildcard, Duration::from_secs(1)).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(message.client_id.as_str(), client_id("up"));
+    assert_eq!(message.event, Event::Status(Status::Up));
+    assert_eq!(connection.status(), Status::Up);
+    connection.shutdown().await;
+}
+
+#[tokio::test]
+async fn ping_responses_arrive_once_per_keep_alive_with_loopback_round_trips() {
+    let events = Events::new();
+    let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let connection = Connection::start(
+        options(SYSTEM_BROKER, "ping").with_keep_alive(Duration::from_secs(1)),
+        &events,
+    )
+    .unwrap();
+
+    let mut arrivals = Vec::new();
+    let window = Instant::now() + Duration::from_millis(5_400);
+    while let Ok(Some(message)) = timeout(window - Instant::now(), pings.recv()).await {
+        let Event::PingResponse(rtt) = message.event else {
+            panic!("unexpected {message:?}");
+        };
+        assert!(rtt < Duration::from_millis(50), "loopback RTT {rtt:?}");
+        assert!(rtt > Duration::ZERO);
+        arrivals.push(Instant::now());
+    }
+    assert!(
+        (4..=6).contains(&arrivals.len()),
+        "{} ping responses in 5.4 s with a 1 s keep-alive",
+        arrivals.len()
+    );
+    for gap in arrivals.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap > Duration::from_millis(800) && gap < Duration::from_millis(1_200),
+            "pings {gap:?} apart"
+        );
+    }
+    connection.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_down_at_once_and_up_again_after_its_restart() {
+    let broker = Arc::new(Broker::start());
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    };
+    let connection = Connection::start(
+        options(&broker.url(), "kill").with_backoff(backoff),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    let killed = Instant::now();
+    broker.kill();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Down
+    );
+    let detection = killed.elapsed();
+    assert!(
+        detection < Duration::from_millis(500),
+        "Down after {detection:?}"
+    );
+
+    let restarter = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || restarter.restart())
+        .await
+        .unwrap();
+    let restarted = Instant::now();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    // The longest a reconnect can wait is the backoff's max; allow for the
+    // handshake and a loaded machine on top.
+    let recovery = restarted.elapsed();
+    assert!(
+        recovery < backoff.max + Duration::from_millis(600),
+        "Up {recovery:?} after the restart"
+    );
+
+    // In order, no duplicates: nothing else was reported.
+    assert!(status.try_recv().is_err(), "an extra status event");
+    assert!(failures(&events, FailureReason::ClosedByBroker) >= 1);
+    connection.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_is_a_ping_timeout_within_two_keep_alives() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let keep_alive = Duration::from_secs(1);
+    let connection = Connection::start(
+        options(&broker.url(), "pause")
+            .with_keep_alive(keep_alive)
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_backoff(Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_millis(200),
+            }),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    let paused = Instant::now();
+    broker.pause();
+    assert_eq!(next_status(&mut status, 3 * keep_alive).await, Status::Down);
+    let detection = paused.elapsed();
+    assert!(
+        detection < 2 * keep_alive,
+        "Down {detection:?} after the pause"
+    );
+    assert_eq!(failures(&events, FailureReason::PingTimeout), 1);
+
+    // Attempts while paused complete TCP into the backlog and then time out.
+    wait_for_failures(&events, FailureReason::Timeout, 1, Duration::from_secs(3)).await;
+    broker.resume();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    assert!(status.try_recv().is_err(), "an extra status event");
+    connection.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_listener_that_never_speaks_mqtt_is_a_connect_timeout() {
+    // A real TCP listener that accepts (the kernel completes the handshake into
+    // the backlog) and never answers: no broker can be made this silent on demand.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("mqtt://{}", silent.local_addr().unwrap());
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connection = Connection::start(
+        options(&url, "silent")
+            .with_connect_timeout(Duration::from_millis(200))
+            .with_backoff(Backoff {
+                initial: Duration::from_millis(20),
+                max: Duration::from_millis(50),
+            }),
+        &events,
+    )
+    .unwrap();
+
+    wait_for_failures(&events, FailureReason::Timeout, 2, Duration::from_secs(3)).await;
+    assert_eq!(connection.status(), Status::Down);
+    assert!(
+        status.try_recv().is_err(),
+        "a failed connect sends no event"
+    );
+    connection.shutdown().await;
+    drop(silent);
+}
+
+#[tokio::test]
+async fn nothing_listening_is_refused_and_the_backoff_grows_to_its_cap() {
+    let port = common::free_port();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(160),
+    };
+    let connection = Connection::start(
+        options(&format!("mqtt://127.0.0.1:{port}"), "refused").with_backoff(backoff),
+        &events,
+    )
+    .unwrap();
+
+    // Each refused attempt bumps the counter; record when each one lands.
+    let mut attempts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = 0;
+    while attempts.len() < 9 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} attempts",
+            attempts.len()
+        );
+        let count = failures(&events, FailureReason::ConnectionRefused);
+        if count > seen {
+            assert_eq!(count, seen + 1, "attempts closer together than the poll");
+            seen = count;
+            attempts.push(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    let slack = Duration::from_millis(25);
+    // Equal jitter: the n-th delay lies in [ceiling/2, ceiling], the ceiling
+    // doubling from 20 ms up to 160 ms.
+    let ceilings = [20, 40, 80, 160, 160, 160, 160, 160].map(Duration::from_millis);
+    for (gap, ceiling) in gaps.iter().zip(ceilings) {
+        assert!(*gap >= ceiling / 2 - Duration::from_millis(3), "{gaps:?}");
+        assert!(*gap <= ceiling + slack, "{gaps:?} exceeds the cap");
+    }
+    assert!(gaps[gaps.len() - 1] > 2 * gaps[0], "no growth: {gaps:?}");
+    assert!(
+        status.try_recv().is_err(),
+        "a refused connect sends no event"
+    );
+    connection.shutdown().await;
+}
+
+/// Captures every log line of the current thread (the tests using it run on a
+/// current-thread runtime, so the connection task logs here too).
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = Buffer(Arc::clone(&buffer));
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_by_reason_and_never_logged() {
+    let (logs, _guard) = capture_logs();
+    let broker = Broker::builder().password("probe", "right-horse").start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+
+    let wrong = Connection::start(
+        options(&broker.url(), "wrong-pw").with_credentials("probe", "Wr0ng-Battery-Staple"),
+        &events,
+    )
+    .unwrap();
+    // Mosquitto 2 answers a bad user name or password on MQTT 3.1.1 with
+    // CONNACK 5 "not authorised", not 4 "bad user name or password" (the
+    // fixture's smoke test pins this), and the reason says what the broker said.
+    wait_for_failures(
+        &events,
+        FailureReason::NotAuthorized,
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        status.try_recv().is_err(),
+        "a refused connect sends no event"
+    );
+    wrong.shutdown().await;
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(1)).await,
+        Status::Terminating
+    );
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(1)).await,
+        Status::Terminated
+    );
+
+    let dir = TempDir::new("pw");
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "right-horse\n").unwrap();
+    let right = Connection::start(
+        options(&broker.url(), "right-pw").with_password_file("probe", &password_file),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    right.shutdown().await;
+
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("not_authorized"),
+        "the reason is logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("status=up"),
+        "the transition is logged:\n{logs}"
+    );
+    for secret in ["Wr0ng-Battery-Staple", "right-horse"] {
+        assert!(
+            !logs.contains(secret),
+            "a password leaked into the logs:\n{logs}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
+    let dir = TempDir::new("tls");
+    let pki = TestPki::generate(&*dir);
+    let stranger = TestPki::generate_named(&*dir, "other");
+    let broker = Broker::builder().tls(pki.server_files()).start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+
+    let trusted = Connection::start(
+        options(&broker.url(), "tls-ok").with_tls(TlsOptions {
+            ca_file: Some(pki.ca_pem_path.clone()),
+            client_auth: None,
+        }),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    trusted.shutdown().await;
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(1)).await,
+        Status::Terminating
+    );
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(1)).await,
+        Status::Terminated
+    );
+
+    let mismatched = Connection::start(
+        options(&broker.url(), "tls-bad-ca").with_tls(TlsOptions {
+            ca_file: Some(stranger.ca_pem_path.clone()),
+            client_auth: None,
+        }),
+        &events,
+    )
+    .unwrap();
+    wait_for_failures(&events, FailureReason::Tls, 1, Duration::from_secs(3)).await;
+    assert_eq!(mismatched.status(), Status::Down);
+    assert!(
+        status.try_recv().is_err(),
+        "never up with a CA that does not match"
+    );
+    mismatched.shutdown().await;
+}
+
+#[tokio::test]
+async fn mutual_tls_connects_with_a_client_certificate() {
+    let dir = TempDir::new("mtls");
+    let pki = TestPki::generate(&*dir);
+    let broker = Broker::builder()
+        .tls(pki.server_files())
+        .extra_config("require_certificate true")
+        .start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connection = Connection::start(
+        options(&broker.url(), "mtls").with_tls(TlsOptions {
+            ca_file: Some(pki.ca_pem_path.clone()),
+            client_auth: Some(ClientAuth {
+                cert_file: pki.client_cert_path.clone(),
+                key_file: pki.client_key_path.clone(),
+            }),
+        }),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    connection.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_reports_terminating_then_terminated_and_disconnects_cleanly() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connection = Connection::start(options(&broker.url(), "shutdown"), &events).unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    connection.shutdown().await;
+    // shutdown() returned: the task has ended and both events are queued.
+    assert_eq!(
+        status.try_recv().unwrap().event,
+        Event::Status(Status::Terminating)
+    );
+    assert_eq!(
+        status.try_recv().unwrap().event,
+        Event::Status(Status::Terminated)
+    );
+    assert!(status.try_recv().is_err());
+    assert_eq!(
+        events.status(&client_id("shutdown")),
+        None,
+        "the hub forgot it"
+    );
+
+    let id = client_id("shutdown");
+    broker.wait_for_log(
+        &format!("Received DISCONNECT from {id}"),
+        Duration::from_secs(2),
+    );
+    broker.wait_for_log(
+        &format!("Client {id} disconnected."),
+        Duration::from_secs(2),
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_delays_no_ping() {
+    let events = Events::new();
+    let stuck = events.subscribe_with_capacity(1);
+    let mut stuck = stuck;
+    stuck.register(ClientFilter::Any, EventKind::PingResponse);
+    let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let connection = Connection::start(
+        options(SYSTEM_BROKER, "stuck").with_keep_alive(Duration::from_secs(1)),
+        &events,
+    )
+    .unwrap();
+
+    for _ in 0..3 {
+        let message = next(&mut pings, Duration::from_millis(1_500)).await;
+        assert!(matches!(message.event, Event::PingResponse(_)));
+    }
+    assert_eq!(stuck.stats().delivered, 1);
+    assert!(stuck.stats().dropped >= 2, "{:?}", stuck.stats());
+    connection.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_and_subscribes_through_the_connection_across_a_reconnect() {
+    let broker = Arc::new(Broker::start());
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let mut connection = Connection::start(
+        options(&broker.url(), "pubsub").with_backoff(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        }),
+        &events,
+    )
+    .unwrap();
+    let mut publishes = connection.take_publishes().unwrap();
+    assert!(connection.take_publishes().is_none());
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    let topic = format!("mqtt-pulse/test/{}", client_id("pubsub"));
+    connection
+        .subscribe(topic.clone(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let id = client_id("pubsub");
+    broker.wait_for_log(
+        &format!("Received SUBSCRIBE from {id}"),
+        Duration::from_secs(2),
+    );
+    connection
+        .client()
+        .publish(topic.clone(), QoS::AtLeastOnce, false, "first")
+        .await
+        .unwrap();
+    let received = timeout(Duration::from_secs(2), publishes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.topic, topic);
+    assert_eq!(&received.payload[..], b"first");
+
+    // A restarted broker has no session: the subscription must be renewed.
+    broker.kill();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Down
+    );
+    let mark = broker.log_mark();
+    let restarter = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || restarter.restart())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    let renewed = format!("Received SUBSCRIBE from {id}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !broker.log_since(mark).contains(&renewed) {
+        assert!(
+            Instant::now() < deadline,
+            "no renewed SUBSCRIBE:\n{}",
+            broker.log_since(mark)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    connection
+        .client()
+        .publish(topic.clone(), QoS::AtLeastOnce, false, "second")
+        .await
+        .unwrap();
+    let received = timeout(Duration::from_secs(2), publishes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&received.payload[..], b"second");
+    connection.shutdown().await;
+}
+
+#[tokio::test]
+async fn starting_outside_a_runtime_or_with_bad_options_is_an_error() {
+    let events = Events::new();
+    let err = Connection::start(
+        options(SYSTEM_BROKER, "bad-ka").with_keep_alive(Duration::from_millis(500)),
+        &events,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("keep-alive must be whole seconds"),
+        "{err}"
+    );
+    assert!(
+        events.clients().is_empty(),
+        "a rejected connection is not announced"
+    );
+
+    let outside = std::thread::spawn(move || {
+        Connection::start(options(SYSTEM_BROKER, "no-rt"), &events)
+            .unwrap_err()
+            .to_string()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        outside,
+        "a connection must be started inside a tokio runtime"
+    );
+}
