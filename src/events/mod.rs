@@ -99,6 +99,9 @@ pub(crate) struct Hub {
 struct Registry {
     wildcard: PerKind<Vec<Arc<Subscriber>>>,
     by_client: HashMap<ClientId, PerKind<Vec<Arc<Subscriber>>>>,
+    /// Every live subscription's hub half, registered or not, by id. The hub is
+    /// the only owner of the queues' senders, so they close when it goes.
+    subscribers: HashMap<u64, Arc<Subscriber>>,
 }
 
 type PerKind<T> = [T; KINDS];
@@ -351,8 +354,18 @@ impl Hub {
         }
     }
 
-    pub(crate) fn add(&self, subscriber: &Arc<Subscriber>, filter: &ClientFilter, kind: EventKind) {
+    pub(crate) fn insert(&self, subscriber: Subscriber) {
+        write(&self.registry)
+            .subscribers
+            .insert(subscriber.id, Arc::new(subscriber));
+    }
+
+    pub(crate) fn add(&self, id: u64, filter: &ClientFilter, kind: EventKind) {
         let mut registry = write(&self.registry);
+        let Some(subscriber) = registry.subscribers.get(&id).cloned() else {
+            return;
+        };
+        let subscriber = &subscriber;
         let k = kind.index();
         match filter {
             ClientFilter::Any => {
@@ -370,8 +383,11 @@ impl Hub {
         }
     }
 
-    pub(crate) fn remove(&self, subscriber: &Subscriber, filter: &ClientFilter, kind: EventKind) {
+    pub(crate) fn remove(&self, id: u64, filter: &ClientFilter, kind: EventKind) {
         let mut registry = write(&self.registry);
+        let Some(subscriber) = registry.subscribers.get(&id).cloned() else {
+            return;
+        };
         let k = kind.index();
         match filter {
             ClientFilter::Any => {
@@ -394,14 +410,17 @@ impl Hub {
         }
     }
 
-    pub(crate) fn remove_all(&self, subscriber: &Subscriber, client_ids: &[ClientId]) {
+    pub(crate) fn remove_all(&self, id: u64, client_ids: &[ClientId]) {
         let mut registry = write(&self.registry);
+        if registry.subscribers.remove(&id).is_none() {
+            return;
+        }
         for k in 0..KINDS {
-            registry.wildcard[k].retain(|s| s.id != subscriber.id);
+            registry.wildcard[k].retain(|s| s.id != id);
         }
         for client_id in client_ids {
             if let Some(lists) = registry.by_client.get_mut(client_id.as_str()) {
-                lists.iter_mut().for_each(|l| l.retain(|s| s.id != subscriber.id));
+                lists.iter_mut().for_each(|l| l.retain(|s| s.id != id));
                 if lists.iter().all(|l| l.is_empty()) {
                     registry.by_client.remove(client_id.as_str());
                 }

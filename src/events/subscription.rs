@@ -11,13 +11,21 @@ use tokio::sync::mpsc;
 
 use super::{ClientFilter, ClientId, EventKind, Hub, Message};
 
-/// The half of a subscription that lives in the hub's registry.
+/// The half of a subscription that lives in the hub's registry. Only the hub
+/// holds it, so the queue's sender lives exactly as long as the hub: when the
+/// last [`Events`](super::Events) handle goes, the subscription's stream ends.
 pub(crate) struct Subscriber {
     pub(crate) id: u64,
     tx: mpsc::Sender<Message>,
     // One bit per kind this subscriber holds the wildcard for. Written only under
     // the registry's write lock and read under its read lock, so Relaxed suffices.
     wildcard_kinds: AtomicU8,
+    counters: Arc<Counters>,
+}
+
+/// Delivery counters, shared by both halves so they outlive the hub.
+#[derive(Default)]
+struct Counters {
     delivered: AtomicU64,
     dropped: AtomicU64,
 }
@@ -26,10 +34,10 @@ impl Subscriber {
     /// Queues a copy of `message` if there is room; counts it either way.
     pub(crate) fn offer(&self, message: &Message) -> bool {
         if self.tx.try_send(message.clone()).is_ok() {
-            self.delivered.fetch_add(1, Ordering::Relaxed);
+            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
             true
         } else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             false
         }
     }
@@ -42,7 +50,8 @@ impl Subscriber {
         if on {
             self.wildcard_kinds.fetch_or(kind.bit(), Ordering::Relaxed);
         } else {
-            self.wildcard_kinds.fetch_and(!kind.bit(), Ordering::Relaxed);
+            self.wildcard_kinds
+                .fetch_and(!kind.bit(), Ordering::Relaxed);
         }
     }
 }
@@ -70,7 +79,10 @@ impl Subscriber {
 /// ```
 pub struct Subscription {
     hub: Weak<Hub>,
-    subscriber: Arc<Subscriber>,
+    // The hub owns the `Subscriber` (and the sender); holding it here would keep
+    // the queue open after the hub is gone.
+    id: u64,
+    counters: Arc<Counters>,
     rx: mpsc::Receiver<Message>,
     registrations: HashSet<(ClientFilter, EventKind)>,
 }
@@ -99,15 +111,17 @@ pub enum TryRecvError {
 impl Subscription {
     pub(crate) fn new(hub: &Arc<Hub>, id: u64, capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity);
+        let counters = Arc::new(Counters::default());
+        hub.insert(Subscriber {
+            id,
+            tx,
+            wildcard_kinds: AtomicU8::new(0),
+            counters: Arc::clone(&counters),
+        });
         Self {
             hub: Arc::downgrade(hub),
-            subscriber: Arc::new(Subscriber {
-                id,
-                tx,
-                wildcard_kinds: AtomicU8::new(0),
-                delivered: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
-            }),
+            id,
+            counters,
             rx,
             registrations: HashSet::new(),
         }
@@ -120,7 +134,7 @@ impl Subscription {
         let Some(hub) = self.hub.upgrade() else {
             return; // no hub, no events: nothing to register with
         };
-        hub.add(&self.subscriber, &filter, kind);
+        hub.add(self.id, &filter, kind);
         self.registrations.insert((filter, kind));
     }
 
@@ -130,7 +144,7 @@ impl Subscription {
     pub fn unregister(&mut self, filter: impl Into<ClientFilter>, kind: EventKind) {
         let filter = filter.into();
         if let Some(hub) = self.hub.upgrade() {
-            hub.remove(&self.subscriber, &filter, kind);
+            hub.remove(self.id, &filter, kind);
         }
         match filter {
             ClientFilter::Any => self.registrations.retain(|(_, k)| *k != kind),
@@ -177,8 +191,8 @@ impl Subscription {
     /// This subscription's delivery counters.
     pub fn stats(&self) -> SubscriptionStats {
         SubscriptionStats {
-            delivered: self.subscriber.delivered.load(Ordering::Relaxed),
-            dropped: self.subscriber.dropped.load(Ordering::Relaxed),
+            delivered: self.counters.delivered.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -213,7 +227,7 @@ impl Drop for Subscription {
                     ClientFilter::Any => None,
                 })
                 .collect();
-            hub.remove_all(&self.subscriber, &client_ids);
+            hub.remove_all(self.id, &client_ids);
         }
     }
 }
