@@ -43,6 +43,7 @@ pub struct ConnectionOptions {
     clean_session: bool,
     pub(crate) backoff: Backoff,
     pub(crate) publish_capacity: usize,
+    max_inflight: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +131,7 @@ impl ConnectionOptions {
     ///
     /// Defaults: keep-alive 5 s, ping timeout half the keep-alive, connect
     /// timeout 5 s, clean session, backoff 100 ms doubling to 30 s, system TLS
-    /// roots, 1,024 queued incoming publishes.
+    /// roots, 1,024 queued incoming publishes, 10 publishes in flight.
     ///
     /// # Errors
     /// [`OptionsError`] if the URL does not parse, has another scheme, or has no
@@ -176,6 +177,7 @@ impl ConnectionOptions {
             clean_session: true,
             backoff: Backoff::default(),
             publish_capacity: 1024,
+            max_inflight: 10,
         })
     }
 
@@ -260,6 +262,15 @@ impl ConnectionOptions {
         self
     }
 
+    /// Sets how many outgoing QoS 1 and 2 publishes may await their
+    /// acknowledgement at once (0 is taken as 1). Defaults to 10: rumqttc
+    /// preallocates a slot per message, and a probe publishes little.
+    #[must_use]
+    pub fn with_max_inflight(mut self, max_inflight: u16) -> Self {
+        self.max_inflight = max_inflight.max(1);
+        self
+    }
+
     /// The client id.
     pub fn client_id(&self) -> &ClientId {
         &self.client_id
@@ -299,6 +310,7 @@ impl ConnectionOptions {
         let mut options = MqttOptions::new(self.client_id.as_str(), broker_addr, self.port);
         options.set_keep_alive(keep_alive);
         options.set_clean_session(self.clean_session);
+        options.set_inflight(self.max_inflight);
         options.set_max_packet_size(256 * 1024, 256 * 1024);
         match self.scheme {
             Scheme::Mqtt | Scheme::Ws if !self.tls.is_default() => {
