@@ -397,6 +397,7 @@ async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
         options(&broker.url(), "tls-ok").with_tls(TlsOptions {
             ca_file: Some(pki.ca_pem_path.clone()),
             client_auth: None,
+            ..Default::default()
         }),
         &events,
     )
@@ -419,6 +420,7 @@ async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
         options(&broker.url(), "tls-bad-ca").with_tls(TlsOptions {
             ca_file: Some(stranger.ca_pem_path.clone()),
             client_auth: None,
+            ..Default::default()
         }),
         &events,
     )
@@ -430,6 +432,28 @@ async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
         "never up with a CA that does not match"
     );
     mismatched.shutdown().await;
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_connects_without_the_ca() {
+    let dir = TempDir::new("tls-insecure");
+    let pki = TestPki::generate(&*dir);
+    let broker = Broker::builder().tls(pki.server_files()).start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connection = Connection::start(
+        options(&broker.url(), "tls-insecure").with_tls(TlsOptions {
+            insecure_skip_verify: true,
+            ..Default::default()
+        }),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    connection.shutdown().await;
 }
 
 #[tokio::test]
@@ -449,6 +473,7 @@ async fn mutual_tls_connects_with_a_client_certificate() {
                 cert_file: pki.client_cert_path.clone(),
                 key_file: pki.client_key_path.clone(),
             }),
+            ..Default::default()
         }),
         &events,
     )

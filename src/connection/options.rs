@@ -484,6 +484,7 @@ mod tests {
             .with_tls(TlsOptions {
                 ca_file: Some("ca.pem".into()),
                 client_auth: None,
+                ..Default::default()
             })
             .to_mqtt_options()
             .unwrap_err();
@@ -497,6 +498,7 @@ mod tests {
             .with_tls(TlsOptions {
                 ca_file: Some("/nonexistent/ca.pem".into()),
                 client_auth: None,
+                ..Default::default()
             })
             .to_mqtt_options()
             .unwrap_err()

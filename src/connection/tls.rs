@@ -22,6 +22,9 @@ pub struct TlsOptions {
     /// PEM files of a client certificate (chain) and its private key, for
     /// mutual TLS.
     pub client_auth: Option<ClientAuth>,
+    /// Accept any server certificate (signatures are still checked). For test
+    /// brokers only: it gives up protection against an impostor broker.
+    pub insecure_skip_verify: bool,
 }
 
 /// A client certificate and key, as PEM files.
@@ -41,14 +44,21 @@ impl TlsOptions {
 
     pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, OptionsError> {
         let roots = match &self.ca_file {
+            _ if self.insecure_skip_verify => RootCertStore::empty(),
             Some(path) => roots_from_file(path)?,
             None => system_roots()?,
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(OptionsError::Tls)?
-            .with_root_certificates(roots);
+            .map_err(OptionsError::Tls)?;
+        let builder = if self.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
         let config = match &self.client_auth {
             None => builder.with_no_client_auth(),
             Some(auth) => {
@@ -109,4 +119,55 @@ fn system_roots() -> Result<RootCertStore, OptionsError> {
         return Err(OptionsError::NoSystemRoots(reason));
     }
     Ok(roots)
+}
+
+/// The verifier behind `insecure_skip_verify`: any certificate chain is
+/// accepted, but the handshake signatures are still verified, so the session is
+/// at least bound to the key the server presented.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
