@@ -1,0 +1,191 @@
+//! The per-client series the Prometheus exporter accumulates from hub events:
+//! the ping round-trip histogram, the last round trip and the status-change
+//! counts. Sans-IO: it is fed [`Message`]s and read in place; it never touches
+//! the hub, a registry, a lock or the clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::events::{ClientId, Event, Message, Status};
+
+/// The statuses counted by `mqtt_client_status_changes_total`, in the order of
+/// their label values (`down` < `terminating` < `up`), which is the order the
+/// series are exposed in. `terminated` is absent: a terminated client is
+/// forgotten, its counters with it, so that series could never be read.
+pub(super) const COUNTED_STATUSES: [Status; 3] = [Status::Down, Status::Terminating, Status::Up];
+
+/// What the exporter has seen of one client since it started watching it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct ClientSeries {
+    /// Observations per histogram bucket, *not* cumulative; the last slot counts
+    /// the round trips above the highest bound.
+    pub bucket_counts: Box<[u64]>,
+    /// Sum of the round trips, in seconds.
+    pub rtt_sum_seconds: f64,
+    /// Number of round trips observed (the sum of `bucket_counts`).
+    pub rtt_count: u64,
+    /// The most recent round trip.
+    pub last_rtt: Option<Duration>,
+    /// Status events seen, indexed like [`COUNTED_STATUSES`].
+    pub status_changes: [u64; COUNTED_STATUSES.len()],
+}
+
+impl ClientSeries {
+    pub(super) fn new(bucket_slots: usize) -> Self {
+        Self {
+            bucket_counts: vec![0; bucket_slots].into_boxed_slice(),
+            rtt_sum_seconds: 0.0,
+            rtt_count: 0,
+            last_rtt: None,
+            status_changes: [0; COUNTED_STATUSES.len()],
+        }
+    }
+}
+
+/// Every watched client's series, keyed by client id.
+#[derive(Debug)]
+pub(super) struct SeriesTable {
+    /// Histogram upper bounds in seconds, strictly increasing, without `+Inf`.
+    bounds: Arc<[f64]>,
+    clients: HashMap<ClientId, ClientSeries>,
+}
+
+impl SeriesTable {
+    /// An empty table whose histograms use `bounds` (seconds, strictly increasing).
+    pub fn new(bounds: Arc<[f64]>) -> Self {
+        Self {
+            bounds,
+            clients: HashMap::new(),
+        }
+    }
+
+    /// Folds one hub message into the client's series. A `Terminated` status
+    /// removes the client: its series must disappear from the exposition.
+    pub fn apply(&mut self, message: &Message) {
+        match message.event {
+            Event::Status(Status::Terminated) => {
+                self.clients.remove(message.client_id.as_str());
+            }
+            Event::Status(status) => {
+                let Some(index) = COUNTED_STATUSES.iter().position(|&s| s == status) else {
+                    return;
+                };
+                self.entry(&message.client_id).status_changes[index] += 1;
+            }
+            Event::PingResponse(rtt) => {
+                let seconds = rtt.as_secs_f64();
+                // `le` buckets are inclusive: the first bound >= the value.
+                let slot = self.bounds.partition_point(|&bound| bound < seconds);
+                let series = self.entry(&message.client_id);
+                series.bucket_counts[slot] += 1;
+                series.rtt_sum_seconds += seconds;
+                series.rtt_count += 1;
+                series.last_rtt = Some(rtt);
+            }
+        }
+    }
+
+    /// Drops the series of every client for which `is_present` is false. Used
+    /// after the subscription lost messages, so a missed `Terminated` cannot
+    /// leave a forgotten client's series behind.
+    pub fn retain_present(&mut self, mut is_present: impl FnMut(&str) -> bool) {
+        self.clients.retain(|id, _| is_present(id.as_str()));
+    }
+
+    /// The series of `client_id`, if any event of it was seen.
+    pub fn get(&self, client_id: &str) -> Option<&ClientSeries> {
+        self.clients.get(client_id)
+    }
+
+    /// How many clients have series.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn entry(&mut self, client_id: &ClientId) -> &mut ClientSeries {
+        let slots = self.bounds.len() + 1;
+        // Look up by `&str` first so the common case (a known client) does not
+        // clone the id; `entry()` would need an owned key every time.
+        if !self.clients.contains_key(client_id.as_str()) {
+            self.clients
+                .insert(client_id.clone(), ClientSeries::new(slots));
+        }
+        self.clients
+            .get_mut(client_id.as_str())
+            .expect("inserted above")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn table() -> SeriesTable {
+        SeriesTable::new(Arc::from([0.001, 0.01, 0.1]))
+    }
+
+    fn message(client: &str, event: Event) -> Message {
+        Message {
+            client_id: ClientId::from(client),
+            event,
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn ping(client: &str, micros: u64) -> Message {
+        message(client, Event::PingResponse(Duration::from_micros(micros)))
+    }
+
+    #[test]
+    fn a_round_trip_lands_in_the_first_bucket_whose_bound_it_does_not_exceed() {
+        let mut table = table();
+        table.apply(&ping("a", 500)); // 0.0005 <= 0.001
+        table.apply(&ping("a", 1_000)); // exactly on the bound: inclusive
+        table.apply(&ping("a", 50_000)); // <= 0.1
+        table.apply(&ping("a", 2_000_000)); // above every bound
+
+        let series = table.get("a").unwrap();
+        assert_eq!(&*series.bucket_counts, &[2, 0, 1, 1]);
+        assert_eq!(series.rtt_count, 4);
+        assert!((series.rtt_sum_seconds - 2.0515).abs() < 1e-12);
+        assert_eq!(series.last_rtt, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn status_events_are_counted_per_status() {
+        let mut table = table();
+        for status in [Status::Up, Status::Down, Status::Up, Status::Terminating] {
+            table.apply(&message("a", Event::Status(status)));
+        }
+        // Indexed like COUNTED_STATUSES: down, terminating, up.
+        assert_eq!(table.get("a").unwrap().status_changes, [1, 1, 2]);
+    }
+
+    #[test]
+    fn terminated_forgets_the_client_and_a_restart_starts_from_zero() {
+        let mut table = table();
+        table.apply(&message("a", Event::Status(Status::Up)));
+        table.apply(&ping("a", 100));
+        table.apply(&message("a", Event::Status(Status::Terminated)));
+        assert!(table.get("a").is_none());
+        assert_eq!(table.len(), 0);
+
+        table.apply(&message("a", Event::Status(Status::Up)));
+        let series = table.get("a").unwrap();
+        assert_eq!(series.rtt_count, 0);
+        assert_eq!(series.status_changes, [0, 0, 1]);
+    }
+
+    #[test]
+    fn retain_present_drops_only_absent_clients() {
+        let mut table = table();
+        table.apply(&ping("kept", 100));
+        table.apply(&ping("gone", 100));
+        table.retain_present(|id| id == "kept");
+        assert!(table.get("kept").is_some());
+        assert!(table.get("gone").is_none());
+    }
+}

@@ -1,0 +1,695 @@
+//! One consistent view of everything the exporter exposes, taken once per
+//! scrape, and its two encodings: Prometheus text (the handle's fast path) and
+//! the `prometheus` crate's `MetricFamily` protos (for anyone who gathers the
+//! registry themselves). Both encodings read the same snapshot, so they cannot
+//! disagree. It owns the metric names, help texts, label names and the order of
+//! series; it must never lock, read the hub or touch the registry — the caller
+//! assembles the snapshot from those.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+
+use super::series::{COUNTED_STATUSES, ClientSeries, SeriesTable};
+use super::text;
+use crate::events::{ClientState, EventKind, FailureCount, FailureReason, KindStats};
+
+/// The metric families this exporter owns, in the lexicographic order of their
+/// names: the order `Registry::gather` sorts families into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Family {
+    ConnectFailures,
+    LastStatusChange,
+    PingRtt,
+    StatusChanges,
+    Up,
+    BuildInfo,
+    EventsDispatched,
+    EventsDropped,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] = [
+        Family::ConnectFailures,
+        Family::LastStatusChange,
+        Family::PingRtt,
+        Family::StatusChanges,
+        Family::Up,
+        Family::BuildInfo,
+        Family::EventsDispatched,
+        Family::EventsDropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::ConnectFailures => "mqtt_client_connect_failures_total",
+            Family::LastStatusChange => "mqtt_client_last_status_change_timestamp_seconds",
+            Family::PingRtt => "mqtt_client_ping_rtt_seconds",
+            Family::StatusChanges => "mqtt_client_status_changes_total",
+            Family::Up => "mqtt_client_up",
+            Family::BuildInfo => "mqtt_pulse_build_info",
+            Family::EventsDispatched => "mqtt_pulse_events_dispatched_total",
+            Family::EventsDropped => "mqtt_pulse_events_dropped_total",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Family::ConnectFailures => {
+                "Failed MQTT connection attempts and lost connections of the client, by reason."
+            }
+            Family::LastStatusChange => {
+                "Unix time in seconds at which the client's current connection status began \
+                 (or at which the client was announced, if it never connected)."
+            }
+            Family::PingRtt => {
+                "MQTT keep-alive round-trip time in seconds, from PINGREQ written to PINGRESP read."
+            }
+            Family::StatusChanges => {
+                "Connection status changes of the client seen since the exporter started, \
+                 by the status changed to."
+            }
+            Family::Up => {
+                "Whether the MQTT client is connected to its broker: 1 after an accepted CONNACK, \
+                 0 otherwise (never connected, connection lost, or shutting down)."
+            }
+            Family::BuildInfo => {
+                "Always 1; labelled with the mqtt-pulse version, the git revision and the rustc \
+                 version it was built from."
+            }
+            Family::EventsDispatched => "Events dispatched by the mqtt-pulse hub, by event type.",
+            Family::EventsDropped => {
+                "Event copies the mqtt-pulse hub dropped because a subscriber's queue was full, \
+                 by event type."
+            }
+        }
+    }
+
+    pub fn metric_type(self) -> MetricType {
+        match self {
+            Family::ConnectFailures
+            | Family::StatusChanges
+            | Family::EventsDispatched
+            | Family::EventsDropped => MetricType::COUNTER,
+            Family::LastStatusChange | Family::Up | Family::BuildInfo => MetricType::GAUGE,
+            Family::PingRtt => MetricType::HISTOGRAM,
+        }
+    }
+
+    fn type_text(self) -> &'static str {
+        match self.metric_type() {
+            MetricType::COUNTER => "counter",
+            MetricType::GAUGE => "gauge",
+            MetricType::HISTOGRAM => "histogram",
+            MetricType::SUMMARY => "summary",
+            MetricType::UNTYPED => "untyped",
+        }
+    }
+
+    /// The label names, in the order every sample carries them.
+    pub fn label_names(self) -> &'static [&'static str] {
+        match self {
+            Family::ConnectFailures => &["client_id", "broker", "reason"],
+            Family::LastStatusChange | Family::PingRtt | Family::Up => &["client_id", "broker"],
+            Family::StatusChanges => &["client_id", "broker", "status"],
+            Family::BuildInfo => &["version", "revision", "rustversion"],
+            Family::EventsDispatched | Family::EventsDropped => &["type"],
+        }
+    }
+}
+
+/// What the build-info gauge says about this binary.
+#[derive(Clone, Debug)]
+pub(super) struct BuildInfo {
+    pub version: &'static str,
+    pub revision: &'static str,
+    pub rustversion: &'static str,
+}
+
+/// Everything fixed at build time that encoding needs, rendered once.
+#[derive(Debug)]
+pub(super) struct Layout {
+    /// Histogram upper bounds in seconds, strictly increasing, without `+Inf`.
+    pub bounds: Arc<[f64]>,
+    /// `le="…"` for each bound, then `le="+Inf"`.
+    le_pairs: Box<[String]>,
+    /// `status="…"` for each of [`COUNTED_STATUSES`].
+    status_pairs: [String; COUNTED_STATUSES.len()],
+    build_info: BuildInfo,
+    build_info_pairs: String,
+}
+
+impl Layout {
+    pub fn new(bounds: Arc<[f64]>, build_info: BuildInfo) -> Self {
+        let le_pairs = bounds
+            .iter()
+            .map(|&bound| text::bound_text(bound))
+            .chain(std::iter::once("+Inf".to_owned()))
+            .map(|bound| pair("le", &bound))
+            .collect();
+        let status_pairs = COUNTED_STATUSES.map(|status| pair("status", status.as_str()));
+        let mut build_info_pairs = String::new();
+        for (index, (name, value)) in [
+            ("version", build_info.version),
+            ("revision", build_info.revision),
+            ("rustversion", build_info.rustversion),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if index > 0 {
+                build_info_pairs.push(',');
+            }
+            text::push_label_pair(&mut build_info_pairs, name, value);
+        }
+        Self {
+            bounds,
+            le_pairs,
+            status_pairs,
+            build_info,
+            build_info_pairs,
+        }
+    }
+}
+
+fn pair(name: &str, value: &str) -> String {
+    let mut out = String::new();
+    text::push_label_pair(&mut out, name, value);
+    out
+}
+
+/// A client the hub knows, with what the exporter saw of it.
+#[derive(Clone, Debug)]
+pub(super) struct ClientRow {
+    pub state: ClientState,
+    /// `None` until the exporter sees an event of this client.
+    pub series: Option<ClientSeries>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FailureRow {
+    /// Index into [`Snapshot::clients`].
+    client: usize,
+    reason: FailureReason,
+    count: u64,
+}
+
+/// The present, as of one scrape.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    /// Sorted by client id.
+    pub clients: Vec<ClientRow>,
+    /// Sorted by client, then by reason label (the order `gather` sorts into).
+    failures: Vec<FailureRow>,
+    /// Sorted by type label.
+    kinds: Vec<(EventKind, KindStats)>,
+}
+
+impl Snapshot {
+    /// Joins the hub's present (`clients`, sorted by id as `Events::clients`
+    /// returns them; `failures`; per-kind stats) with the exporter's series.
+    /// Per-client series exist exactly for the clients the hub knows: failure
+    /// counts of a client it does not know are left out.
+    pub fn new(
+        clients: Vec<ClientState>,
+        series: &SeriesTable,
+        failures: Vec<FailureCount>,
+        kinds: impl IntoIterator<Item = (EventKind, KindStats)>,
+    ) -> Self {
+        debug_assert!(clients.is_sorted_by(|a, b| a.client_id <= b.client_id));
+        let clients: Vec<ClientRow> = clients
+            .into_iter()
+            .map(|state| ClientRow {
+                series: series.get(state.client_id.as_str()).cloned(),
+                state,
+            })
+            .collect();
+        let mut failures: Vec<FailureRow> = failures
+            .into_iter()
+            .filter(|failure| failure.count > 0)
+            .filter_map(|failure| {
+                let client = clients
+                    .binary_search_by(|row| row.state.client_id.cmp(&failure.client_id))
+                    .ok()?;
+                Some(FailureRow {
+                    client,
+                    reason: failure.reason,
+                    count: failure.count,
+                })
+            })
+            .collect();
+        failures.sort_by(|a, b| (a.client, a.reason.as_str()).cmp(&(b.client, b.reason.as_str())));
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|(kind, _)| kind.as_str());
+        Self {
+            clients,
+            failures,
+            kinds,
+        }
+    }
+
+    /// Appends `family` in text format, or nothing if it has no samples.
+    pub fn write_text(
+        &self,
+        family: Family,
+        layout: &Layout,
+        labels: &ClientLabels,
+        out: &mut String,
+    ) {
+        if self.is_empty(family) {
+            return;
+        }
+        let name = family.name();
+        text::push_header(out, name, family.help(), family.type_text());
+        match family {
+            Family::ConnectFailures => {
+                let mut reason = String::new();
+                for failure in &self.failures {
+                    reason.clear();
+                    text::push_label_pair(&mut reason, "reason", failure.reason.as_str());
+                    text::push_series(out, name, "", labels.get(failure.client), &reason);
+                    text::push_u64_line(out, failure.count);
+                }
+            }
+            Family::LastStatusChange => {
+                for (index, row) in self.clients.iter().enumerate() {
+                    text::push_series(out, name, "", labels.get(index), "");
+                    text::push_f64_line(out, unix_seconds(&row.state));
+                }
+            }
+            Family::PingRtt => {
+                let empty = ClientSeries::new(layout.bounds.len() + 1);
+                for (index, row) in self.clients.iter().enumerate() {
+                    let series = row.series.as_ref().unwrap_or(&empty);
+                    let client = labels.get(index);
+                    let mut cumulative = 0;
+                    for (count, le) in series.bucket_counts.iter().zip(&layout.le_pairs) {
+                        cumulative += count;
+                        text::push_series(out, name, "_bucket", client, le);
+                        text::push_u64_line(out, cumulative);
+                    }
+                    text::push_series(out, name, "_sum", client, "");
+                    text::push_f64_line(out, series.rtt_sum_seconds);
+                    text::push_series(out, name, "_count", client, "");
+                    text::push_u64_line(out, series.rtt_count);
+                }
+            }
+            Family::StatusChanges => {
+                for (index, row) in self.clients.iter().enumerate() {
+                    let counts = row
+                        .series
+                        .as_ref()
+                        .map(|s| s.status_changes)
+                        .unwrap_or_default();
+                    for (count, status) in counts.iter().zip(&layout.status_pairs) {
+                        text::push_series(out, name, "", labels.get(index), status);
+                        text::push_u64_line(out, *count);
+                    }
+                }
+            }
+            Family::Up => {
+                for (index, row) in self.clients.iter().enumerate() {
+                    text::push_series(out, name, "", labels.get(index), "");
+                    text::push_u64_line(out, u64::from(row.state.status.is_up()));
+                }
+            }
+            Family::BuildInfo => {
+                text::push_series(out, name, "", &layout.build_info_pairs, "");
+                text::push_u64_line(out, 1);
+            }
+            Family::EventsDispatched | Family::EventsDropped => {
+                let mut kind_pair = String::new();
+                for (kind, stats) in &self.kinds {
+                    kind_pair.clear();
+                    text::push_label_pair(&mut kind_pair, "type", kind.as_str());
+                    text::push_series(out, name, "", "", &kind_pair);
+                    text::push_u64_line(out, kind_count(family, stats));
+                }
+            }
+        }
+    }
+
+    /// `family` as a proto, or `None` if it has no samples (as `gather` prunes).
+    pub fn to_proto(&self, family: Family, layout: &Layout) -> Option<MetricFamily> {
+        if self.is_empty(family) {
+            return None;
+        }
+        let client_labels = |row: &ClientRow| {
+            vec![
+                label("client_id", row.state.client_id.as_str()),
+                label("broker", &row.state.info.broker),
+            ]
+        };
+        let mut metrics = Vec::new();
+        match family {
+            Family::ConnectFailures => {
+                for failure in &self.failures {
+                    let mut labels = client_labels(&self.clients[failure.client]);
+                    labels.push(label("reason", failure.reason.as_str()));
+                    metrics.push(counter(labels, failure.count));
+                }
+            }
+            Family::LastStatusChange => {
+                for row in &self.clients {
+                    metrics.push(gauge(client_labels(row), unix_seconds(&row.state)));
+                }
+            }
+            Family::PingRtt => {
+                let empty = ClientSeries::new(layout.bounds.len() + 1);
+                for row in &self.clients {
+                    let series = row.series.as_ref().unwrap_or(&empty);
+                    let mut cumulative = 0;
+                    let buckets = layout
+                        .bounds
+                        .iter()
+                        .zip(series.bucket_counts.iter())
+                        .map(|(&bound, &count)| {
+                            cumulative += count;
+                            let mut bucket = Bucket::default();
+                            bucket.set_upper_bound(bound);
+                            bucket.set_cumulative_count(cumulative);
+                            bucket
+                        })
+                        .collect();
+                    let mut histogram = Histogram::default();
+                    histogram.set_bucket(buckets);
+                    histogram.set_sample_sum(series.rtt_sum_seconds);
+                    histogram.set_sample_count(series.rtt_count);
+                    let mut metric = Metric::from_label(client_labels(row));
+                    metric.set_histogram(histogram);
+                    metrics.push(metric);
+                }
+            }
+            Family::StatusChanges => {
+                for row in &self.clients {
+                    let counts = row
+                        .series
+                        .as_ref()
+                        .map(|s| s.status_changes)
+                        .unwrap_or_default();
+                    for (count, status) in counts.iter().zip(COUNTED_STATUSES) {
+                        let mut labels = client_labels(row);
+                        labels.push(label("status", status.as_str()));
+                        metrics.push(counter(labels, *count));
+                    }
+                }
+            }
+            Family::Up => {
+                for row in &self.clients {
+                    let up = if row.state.status.is_up() { 1.0 } else { 0.0 };
+                    metrics.push(gauge(client_labels(row), up));
+                }
+            }
+            Family::BuildInfo => {
+                let info = &layout.build_info;
+                let labels = vec![
+                    label("version", info.version),
+                    label("revision", info.revision),
+                    label("rustversion", info.rustversion),
+                ];
+                metrics.push(gauge(labels, 1.0));
+            }
+            Family::EventsDispatched | Family::EventsDropped => {
+                for (kind, stats) in &self.kinds {
+                    let labels = vec![label("type", kind.as_str())];
+                    metrics.push(counter(labels, kind_count(family, stats)));
+                }
+            }
+        }
+        let mut proto = MetricFamily::default();
+        proto.set_name(family.name().to_owned());
+        proto.set_help(family.help().to_owned());
+        proto.set_field_type(family.metric_type());
+        proto.set_metric(metrics);
+        Some(proto)
+    }
+
+    /// Every client's `client_id="…",broker="…"`, rendered once per scrape and
+    /// reused by each per-client family.
+    pub fn client_labels(&self) -> ClientLabels {
+        let mut labels = ClientLabels {
+            text: String::with_capacity(self.clients.len() * 64),
+            ends: Vec::with_capacity(self.clients.len()),
+        };
+        for row in &self.clients {
+            text::push_label_pair(&mut labels.text, "client_id", row.state.client_id.as_str());
+            labels.text.push(',');
+            text::push_label_pair(&mut labels.text, "broker", &row.state.info.broker);
+            labels.ends.push(labels.text.len());
+        }
+        labels
+    }
+
+    fn is_empty(&self, family: Family) -> bool {
+        match family {
+            Family::ConnectFailures => self.failures.is_empty(),
+            Family::LastStatusChange | Family::PingRtt | Family::StatusChanges | Family::Up => {
+                self.clients.is_empty()
+            }
+            Family::BuildInfo => false,
+            Family::EventsDispatched | Family::EventsDropped => self.kinds.is_empty(),
+        }
+    }
+}
+
+/// The rendered client label pairs of a snapshot, all in one string.
+#[derive(Debug)]
+pub(super) struct ClientLabels {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl ClientLabels {
+    fn get(&self, client: usize) -> &str {
+        let start = if client == 0 {
+            0
+        } else {
+            self.ends[client - 1]
+        };
+        &self.text[start..self.ends[client]]
+    }
+}
+
+fn kind_count(family: Family, stats: &KindStats) -> u64 {
+    if family == Family::EventsDropped {
+        stats.dropped
+    } else {
+        stats.dispatched
+    }
+}
+
+fn unix_seconds(state: &ClientState) -> f64 {
+    state
+        .since
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
+}
+
+fn counter(labels: Vec<LabelPair>, value: u64) -> Metric {
+    let mut counter = Counter::default();
+    counter.set_value(value as f64);
+    let mut metric = Metric::from_label(labels);
+    metric.set_counter(counter);
+    metric
+}
+
+fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
+    let mut gauge = Gauge::default();
+    gauge.set_value(value);
+    let mut metric = Metric::from_label(labels);
+    metric.set_gauge(gauge);
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::events::{ClientId, ClientInfo, Event, Message, Status};
+
+    fn layout() -> Layout {
+        Layout::new(
+            Arc::from([0.001, 0.01]),
+            BuildInfo {
+                version: "1.2.3",
+                revision: "abc",
+                rustversion: "1.95.0",
+            },
+        )
+    }
+
+    fn state(id: &str, status: Status, broker: &str) -> ClientState {
+        ClientState {
+            client_id: ClientId::from(id),
+            status,
+            since: UNIX_EPOCH + Duration::from_millis(1_500),
+            info: ClientInfo::new(broker),
+        }
+    }
+
+    fn all_text(snapshot: &Snapshot, layout: &Layout) -> String {
+        let labels = snapshot.client_labels();
+        let mut out = String::new();
+        for family in Family::ALL {
+            snapshot.write_text(family, layout, &labels, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn families_are_listed_in_name_order() {
+        assert!(Family::ALL.is_sorted_by_key(|f| f.name()));
+    }
+
+    #[test]
+    fn text_has_every_family_with_escaped_labels_and_cumulative_buckets() {
+        let layout = layout();
+        let mut series = SeriesTable::new(Arc::clone(&layout.bounds));
+        let quoted = ClientId::from("q\"<x>");
+        for event in [
+            Event::Status(Status::Up),
+            Event::PingResponse(Duration::from_micros(500)),
+            Event::PingResponse(Duration::from_millis(5)),
+            Event::PingResponse(Duration::from_secs(1)),
+        ] {
+            series.apply(&Message {
+                client_id: quoted.clone(),
+                event,
+                at: SystemTime::UNIX_EPOCH,
+            });
+        }
+        let snapshot = Snapshot::new(
+            vec![
+                state("a", Status::Down, "b:1"),
+                state("q\"<x>", Status::Up, "b:2"),
+            ],
+            &series,
+            vec![
+                FailureCount {
+                    client_id: ClientId::from("a"),
+                    reason: FailureReason::Timeout,
+                    count: 2,
+                },
+                FailureCount {
+                    client_id: ClientId::from("a"),
+                    reason: FailureReason::BadCredentials,
+                    count: 1,
+                },
+                FailureCount {
+                    client_id: ClientId::from("unknown"),
+                    reason: FailureReason::Io,
+                    count: 7,
+                },
+            ],
+            [
+                (
+                    EventKind::Status,
+                    KindStats {
+                        dispatched: 4,
+                        delivered: 4,
+                        dropped: 0,
+                    },
+                ),
+                (
+                    EventKind::PingResponse,
+                    KindStats {
+                        dispatched: 9,
+                        delivered: 8,
+                        dropped: 1,
+                    },
+                ),
+            ],
+        );
+        let text = all_text(&snapshot, &layout);
+        let expected_lines = [
+            r#"mqtt_client_connect_failures_total{client_id="a",broker="b:1",reason="bad_credentials"} 1"#,
+            r#"mqtt_client_connect_failures_total{client_id="a",broker="b:1",reason="timeout"} 2"#,
+            r#"mqtt_client_last_status_change_timestamp_seconds{client_id="a",broker="b:1"} 1.5"#,
+            r#"mqtt_client_ping_rtt_seconds_bucket{client_id="a",broker="b:1",le="+Inf"} 0"#,
+            r#"mqtt_client_ping_rtt_seconds_bucket{client_id="q\"<x>",broker="b:2",le="0.001"} 1"#,
+            r#"mqtt_client_ping_rtt_seconds_bucket{client_id="q\"<x>",broker="b:2",le="0.01"} 2"#,
+            r#"mqtt_client_ping_rtt_seconds_bucket{client_id="q\"<x>",broker="b:2",le="+Inf"} 3"#,
+            r#"mqtt_client_ping_rtt_seconds_sum{client_id="q\"<x>",broker="b:2"} 1.0055"#,
+            r#"mqtt_client_ping_rtt_seconds_count{client_id="q\"<x>",broker="b:2"} 3"#,
+            r#"mqtt_client_status_changes_total{client_id="a",broker="b:1",status="up"} 0"#,
+            r#"mqtt_client_status_changes_total{client_id="q\"<x>",broker="b:2",status="up"} 1"#,
+            r#"mqtt_client_up{client_id="a",broker="b:1"} 0"#,
+            r#"mqtt_client_up{client_id="q\"<x>",broker="b:2"} 1"#,
+            r#"mqtt_pulse_build_info{version="1.2.3",revision="abc",rustversion="1.95.0"} 1"#,
+            r#"mqtt_pulse_events_dispatched_total{type="ping_response"} 9"#,
+            r#"mqtt_pulse_events_dropped_total{type="ping_response"} 1"#,
+            "# TYPE mqtt_client_ping_rtt_seconds histogram",
+        ];
+        for line in expected_lines {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("unknown"),
+            "a client the hub does not know has no series"
+        );
+    }
+
+    #[test]
+    fn an_empty_hub_exposes_only_build_info_and_event_counters() {
+        let layout = layout();
+        let series = SeriesTable::new(Arc::clone(&layout.bounds));
+        let snapshot = Snapshot::new(
+            vec![],
+            &series,
+            vec![],
+            [(EventKind::Status, KindStats::default())],
+        );
+        let text = all_text(&snapshot, &layout);
+        assert!(!text.contains("mqtt_client_"), "{text}");
+        assert!(text.contains("mqtt_pulse_build_info{"));
+        assert!(text.contains("mqtt_pulse_events_dropped_total{type=\"status\"} 0"));
+        assert_eq!(snapshot.to_proto(Family::Up, &layout), None);
+    }
+
+    #[test]
+    fn protos_encode_to_the_same_text_as_the_fast_path() {
+        let layout = layout();
+        let mut series = SeriesTable::new(Arc::clone(&layout.bounds));
+        series.apply(&Message {
+            client_id: ClientId::from("b"),
+            event: Event::PingResponse(Duration::from_micros(1234)),
+            at: SystemTime::UNIX_EPOCH,
+        });
+        let snapshot = Snapshot::new(
+            vec![
+                state("a", Status::Up, "x:1"),
+                state("b", Status::Terminating, "x:2"),
+            ],
+            &series,
+            vec![FailureCount {
+                client_id: ClientId::from("b"),
+                reason: FailureReason::PingTimeout,
+                count: 3,
+            }],
+            EventKind::ALL.map(|kind| (kind, KindStats::default())),
+        );
+        let protos: Vec<MetricFamily> = Family::ALL
+            .iter()
+            .filter_map(|&family| snapshot.to_proto(family, &layout))
+            .collect();
+        let encoded = prometheus::TextEncoder::new()
+            .encode_to_string(&protos)
+            .unwrap();
+        assert_eq!(all_text(&snapshot, &layout), encoded);
+    }
+}

@@ -1,0 +1,689 @@
+//! The Prometheus exporter against real parts: `promtool` lints a real
+//! `/metrics` page, a real Prometheus scrapes a real server, and an embedding
+//! service's registry and router carry both its metrics and ours.
+//!
+//! Events are dispatched by hand here, with the same `announce` / `dispatch` /
+//! `count_failure` calls the connection driver makes. In the Prometheus test
+//! they all come from [`ProbeClient`], the one place to swap for a real
+//! connection to a real broker.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use http_body_util::BodyExt as _;
+use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, FailureReason, Status};
+use mqtt_pulse::exporter::prometheus::{
+    BuildError, DEFAULT_RTT_BUCKETS, PrometheusBuilder, PrometheusHandle,
+};
+use mqtt_pulse::http;
+use tower::ServiceExt as _;
+
+// ---------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------
+
+const BROKER: &str = "127.0.0.1:1883";
+
+fn exporter(events: &Events) -> PrometheusHandle {
+    let (handle, _consumer) = PrometheusBuilder::new(events)
+        .with_process_metrics(false)
+        .build()
+        .expect("a fresh registry takes the exporter");
+    // `render` applies queued events itself, so these tests need no consumer.
+    handle
+}
+
+fn up_with_pings(events: &Events, id: &str, rtts_micros: &[u64]) -> ClientId {
+    let id = ClientId::from(id);
+    events.announce(&id, ClientInfo::new(BROKER));
+    events.dispatch(&id, Event::Status(Status::Up));
+    for &micros in rtts_micros {
+        events.dispatch(&id, Event::PingResponse(Duration::from_micros(micros)));
+    }
+    id
+}
+
+/// `GET path` through the router, without a socket.
+async fn get_text(router: Router, path: &str) -> (StatusCode, String) {
+    let response = router
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name_and_labels, value) = line.rsplit_once(' ')?;
+            (name_and_labels == series).then(|| value.parse().unwrap())
+        })
+}
+
+fn client_series(name: &str, id: &str) -> String {
+    format!(r#"{name}{{client_id="{id}",broker="{BROKER}"}}"#)
+}
+
+// ---------------------------------------------------------------------------------
+// The page
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn promtool_finds_no_problem_in_a_real_metrics_page() {
+    let events = Events::new();
+    let handle = PrometheusBuilder::new(&events).install().unwrap(); // with process metrics
+    up_with_pings(&events, "plant-a", &[150, 900, 4_000]);
+    let down = up_with_pings(&events, "plant-b", &[2_000_000]);
+    events.dispatch(&down, Event::Status(Status::Down));
+    events.count_failure(&down, FailureReason::PingTimeout);
+    events.count_failure(&down, FailureReason::ConnectionRefused);
+    events.announce(&ClientId::from("never-connected"), ClientInfo::new(BROKER));
+    let odd = up_with_pings(&events, "odd \"quoted\" \\ id\nwith é", &[300]);
+    events.dispatch(&odd, Event::Status(Status::Terminating));
+
+    let (status, page) = get_text(http::router(handle), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("process_cpu_seconds_total"),
+        "process metrics are on by default"
+    );
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let problems = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "promtool failed: {problems}\n---\n{page}"
+    );
+    assert_eq!(problems.trim(), "", "promtool reported problems");
+}
+
+#[test]
+fn up_follows_the_present_status_and_a_client_never_connected_reads_zero() {
+    let events = Events::new();
+    let handle = exporter(&events);
+    let id = ClientId::from("probe");
+    events.announce(&id, ClientInfo::new(BROKER));
+    let up = client_series("mqtt_client_up", "probe");
+    assert_eq!(sample(&handle.render(), &up), Some(0.0));
+
+    events.dispatch(&id, Event::Status(Status::Up));
+    assert_eq!(sample(&handle.render(), &up), Some(1.0));
+    events.dispatch(&id, Event::Status(Status::Down));
+    let page = handle.render();
+    assert_eq!(sample(&page, &up), Some(0.0));
+    let changes = |status: &str| {
+        sample(
+            &page,
+            &format!(
+                r#"mqtt_client_status_changes_total{{client_id="probe",broker="{BROKER}",status="{status}"}}"#
+            ),
+        )
+    };
+    assert_eq!(changes("up"), Some(1.0));
+    assert_eq!(changes("down"), Some(1.0));
+    assert_eq!(changes("terminating"), Some(0.0), "counters start at zero");
+    assert_eq!(changes("terminated"), None, "never exposed");
+}
+
+#[test]
+fn a_terminated_client_loses_every_series_and_others_keep_theirs() {
+    let events = Events::new();
+    let handle = exporter(&events);
+    let gone = up_with_pings(&events, "gone", &[200, 300]);
+    events.count_failure(&gone, FailureReason::ClosedByBroker);
+    up_with_pings(&events, "kept", &[200]);
+    let page = handle.render();
+    for family in [
+        "mqtt_client_up{",
+        "mqtt_client_ping_rtt_seconds_bucket{",
+        "mqtt_client_status_changes_total{",
+        "mqtt_client_last_status_change_timestamp_seconds{",
+        "mqtt_client_connect_failures_total{",
+    ] {
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with(family) && l.contains("\"gone\"")),
+            "{family} before termination"
+        );
+    }
+
+    events.dispatch(&gone, Event::Status(Status::Terminating));
+    events.dispatch(&gone, Event::Status(Status::Terminated));
+    let page = handle.render();
+    assert!(
+        !page.contains("\"gone\""),
+        "no series of a terminated client:\n{page}"
+    );
+    assert_eq!(
+        sample(&page, &client_series("mqtt_client_up", "kept")),
+        Some(1.0)
+    );
+    assert!(
+        !page.contains("mqtt_client_connect_failures_total"),
+        "its only failure went with it"
+    );
+
+    // Started again: a new life, counted from zero.
+    up_with_pings(&events, "gone", &[]);
+    let page = handle.render();
+    assert_eq!(
+        sample(
+            &page,
+            &client_series("mqtt_client_ping_rtt_seconds_count", "gone")
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn histogram_counts_and_sums_match_the_dispatched_round_trips() {
+    let events = Events::new();
+    let handle = exporter(&events);
+    let rtts_micros = [100, 250, 251, 999, 7_500, 120_000, 3_000_000, 12_000_000];
+    up_with_pings(&events, "rtt", &rtts_micros);
+    let page = handle.render();
+
+    let count = sample(
+        &page,
+        &client_series("mqtt_client_ping_rtt_seconds_count", "rtt"),
+    );
+    assert_eq!(count, Some(rtts_micros.len() as f64));
+    let sum = sample(
+        &page,
+        &client_series("mqtt_client_ping_rtt_seconds_sum", "rtt"),
+    )
+    .unwrap();
+    let expected_sum: f64 = rtts_micros.iter().map(|&m| m as f64 / 1e6).sum();
+    assert!((sum - expected_sum).abs() < 1e-9, "{sum} != {expected_sum}");
+
+    let bounds = DEFAULT_RTT_BUCKETS.iter().map(|b| (b.to_string(), *b));
+    for (le, bound) in bounds.chain([("+Inf".to_owned(), f64::INFINITY)]) {
+        let series = format!(
+            r#"mqtt_client_ping_rtt_seconds_bucket{{client_id="rtt",broker="{BROKER}",le="{le}"}}"#
+        );
+        let expected = rtts_micros
+            .iter()
+            .filter(|&&m| m as f64 / 1e6 <= bound)
+            .count();
+        assert_eq!(sample(&page, &series), Some(expected as f64), "le={le}");
+    }
+}
+
+#[test]
+fn hub_counters_are_exposed_by_event_type_including_the_exporters_own_drops() {
+    let events = Events::new();
+    let (handle, _consumer) = PrometheusBuilder::new(&events)
+        .with_process_metrics(false)
+        .with_subscription_capacity(2)
+        .build()
+        .unwrap();
+    let id = ClientId::from("burst");
+    events.dispatch(&id, Event::Status(Status::Up));
+    for _ in 0..4 {
+        events.dispatch(&id, Event::PingResponse(Duration::from_micros(500)));
+    }
+    // Queue of 2: the status and one ping fit, three pings are dropped.
+    let page = handle.render();
+    let counter = |name: &str, kind: &str| sample(&page, &format!(r#"{name}{{type="{kind}"}}"#));
+    assert_eq!(
+        counter("mqtt_pulse_events_dispatched_total", "status"),
+        Some(1.0)
+    );
+    assert_eq!(
+        counter("mqtt_pulse_events_dispatched_total", "ping_response"),
+        Some(4.0)
+    );
+    assert_eq!(
+        counter("mqtt_pulse_events_dropped_total", "status"),
+        Some(0.0)
+    );
+    assert_eq!(
+        counter("mqtt_pulse_events_dropped_total", "ping_response"),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"mqtt_client_ping_rtt_seconds_count{client_id="burst",broker=""}"#
+        ),
+        Some(1.0),
+        "only what reached the exporter is in the histogram"
+    );
+}
+
+#[test]
+fn build_info_names_the_version() {
+    let handle = exporter(&Events::new());
+    let page = handle.render();
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("mqtt_pulse_build_info{"))
+        .expect("build info");
+    assert!(
+        line.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    assert!(
+        line.contains("revision=\"") && line.contains("rustversion=\""),
+        "{line}"
+    );
+    assert!(line.ends_with(" 1"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------
+// Registry and embedding
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn render_matches_a_plain_gather_through_the_text_encoder() {
+    let events = Events::new();
+    let registry = prometheus::Registry::new();
+    let theirs = prometheus::IntCounter::new("aaa_first_total", "Sorts before ours.").unwrap();
+    let last = prometheus::IntGauge::new("zzz_last", "Sorts after ours.").unwrap();
+    registry.register(Box::new(theirs.clone())).unwrap();
+    registry.register(Box::new(last.clone())).unwrap();
+    theirs.inc();
+    let (handle, _consumer) = PrometheusBuilder::new(&events)
+        .with_registry(registry.clone())
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    up_with_pings(&events, "b", &[300, 40_000]);
+    up_with_pings(&events, "a \"q\"", &[1]);
+    events.count_failure(&ClientId::from("b"), FailureReason::Tls);
+    events.count_failure(&ClientId::from("b"), FailureReason::BadCredentials);
+
+    let fast = handle.render();
+    let plain = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert_eq!(fast, plain);
+    assert!(
+        fast.starts_with("# HELP aaa_first_total"),
+        "families sorted by name"
+    );
+    assert!(fast.trim_end().ends_with("zzz_last 0"));
+}
+
+#[test]
+fn a_registry_with_a_prefix_and_common_labels_still_gets_them_applied() {
+    let events = Events::new();
+    let labels = [("site".to_owned(), "north".to_owned())].into();
+    let registry = prometheus::Registry::new_custom(Some("acme".into()), Some(labels)).unwrap();
+    let (handle, _consumer) = PrometheusBuilder::new(&events)
+        .with_registry(registry)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    up_with_pings(&events, "p", &[]);
+    let page = handle.render();
+    let up = page
+        .lines()
+        .find(|l| l.starts_with("acme_mqtt_client_up{"))
+        .expect("prefixed name");
+    assert!(up.contains(r#"site="north""#) && up.ends_with(" 1"), "{up}");
+}
+
+#[test]
+fn a_registry_takes_one_exporter_and_a_failed_build_leaves_nothing_behind() {
+    let registry = prometheus::Registry::new();
+    let first = PrometheusBuilder::new(&Events::new())
+        .with_registry(registry.clone())
+        .with_process_metrics(false)
+        .build();
+    assert!(first.is_ok());
+
+    let second = PrometheusBuilder::new(&Events::new())
+        .with_registry(registry.clone())
+        .build();
+    let Err(error) = second else {
+        panic!("a second exporter on one registry must be refused")
+    };
+    assert!(matches!(error, BuildError::Register { .. }), "{error:?}");
+    assert!(error.to_string().contains("its own registry"), "{error}");
+    assert!(
+        !registry
+            .gather()
+            .iter()
+            .any(|f| f.name().starts_with("process_")),
+        "the second build's process metrics were unregistered"
+    );
+
+    let buckets = PrometheusBuilder::new(&Events::new())
+        .with_buckets(&[0.5, 0.1])
+        .build();
+    assert!(matches!(buckets, Err(BuildError::InvalidBuckets(_))));
+}
+
+#[test]
+fn install_outside_a_runtime_says_what_to_do() {
+    let error = PrometheusBuilder::new(&Events::new())
+        .install()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::NoRuntime));
+    assert!(error.to_string().contains("build()"), "{error}");
+}
+
+#[tokio::test]
+async fn an_embedding_service_serves_its_metrics_and_ours_on_one_page() {
+    // The service's own registry and metric…
+    let registry = prometheus::Registry::new();
+    let orders = prometheus::IntCounter::new("shop_orders_total", "Orders taken.").unwrap();
+    registry.register(Box::new(orders.clone())).unwrap();
+    // …its own hub, fed by its own MQTT connections…
+    let events = Events::new();
+    let handle = PrometheusBuilder::new(&events)
+        .with_registry(registry.clone())
+        .install()
+        .unwrap();
+    // …and its own router, with ours merged in.
+    let app = Router::new()
+        .route("/orders", get(|| async { "no orders\n" }))
+        .merge(http::router(handle));
+
+    orders.inc_by(3);
+    up_with_pings(&events, "shop-mqtt", &[800]);
+    let (status, page) = get_text(app.clone(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sample(&page, "shop_orders_total"), Some(3.0));
+    assert_eq!(
+        sample(&page, &client_series("mqtt_client_up", "shop-mqtt")),
+        Some(1.0)
+    );
+    assert!(page.contains("process_resident_memory_bytes"));
+    assert_eq!(
+        get_text(app, "/orders").await,
+        (StatusCode::OK, "no orders\n".to_owned())
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The consumer task
+// ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_consumer_keeps_the_queue_short_between_scrapes() {
+    let events = Events::new();
+    let _handle = PrometheusBuilder::new(&events)
+        .with_process_metrics(false)
+        .with_subscription_capacity(16)
+        .install()
+        .unwrap();
+    let id = ClientId::from("steady");
+    events.dispatch(&id, Event::Status(Status::Up));
+    for _ in 0..1_000 {
+        events.dispatch(&id, Event::PingResponse(Duration::from_micros(200)));
+        // On this single-threaded runtime, yielding is what lets the consumer
+        // run — as a connection's own awaits do.
+        tokio::task::yield_now().await;
+    }
+    // 1,001 events through a queue of 16 with no render: only a running
+    // consumer gets them all through.
+    assert_eq!(events.stats(EventKind::PingResponse).dropped, 0);
+    assert_eq!(events.stats(EventKind::PingResponse).delivered, 1_000);
+}
+
+#[tokio::test]
+async fn the_consumer_ends_once_the_exporter_is_dropped() {
+    let events = Events::new();
+    let (handle, consumer) = PrometheusBuilder::new(&events).build().unwrap();
+    let consumer = tokio::spawn(consumer);
+    let clone = handle.clone();
+    drop(handle);
+    assert!(!consumer.is_finished(), "a clone still holds the exporter");
+    drop(clone);
+    tokio::time::timeout(Duration::from_secs(10), consumer)
+        .await
+        .expect("the consumer ends when the exporter is gone")
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// A real Prometheus
+// ---------------------------------------------------------------------------------
+
+/// The event source of the Prometheus test: one client of the monitored fleet.
+///
+/// Today it dispatches by hand exactly what the connection driver dispatches.
+/// To test against a real broker, replace its body with a real connection
+/// (`common::Broker` + the driver): `connect` starts it, `produce_pings` waits
+/// for keep-alive round trips, `lose_connection` stops the broker.
+struct ProbeClient {
+    events: Events,
+    id: ClientId,
+}
+
+impl ProbeClient {
+    fn connect(events: &Events, client_id: &str) -> Self {
+        let id = ClientId::from(client_id);
+        events.announce(&id, ClientInfo::new(BROKER));
+        events.dispatch(&id, Event::Status(Status::Up));
+        Self {
+            events: events.clone(),
+            id,
+        }
+    }
+
+    fn produce_pings(&self) {
+        for micros in [140, 160, 210] {
+            let rtt = Duration::from_micros(micros);
+            self.events.dispatch(&self.id, Event::PingResponse(rtt));
+        }
+    }
+
+    fn lose_connection(&self) {
+        self.events.dispatch(&self.id, Event::Status(Status::Down));
+        self.events
+            .count_failure(&self.id, FailureReason::ClosedByBroker);
+    }
+}
+
+/// A `prometheus` server started for one test, scraping one target every
+/// second; killed (by its pid) and its files removed on drop.
+struct PrometheusServer {
+    child: Child,
+    url: String,
+    dir: common::TempDir,
+}
+
+impl PrometheusServer {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let dir = common::TempDir::new("prometheus");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: mqtt-pulse\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = common::free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is installed (Debian package prometheus)");
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let ready = server
+            .poll(Duration::from_secs(30), || async {
+                let (status, _) = http_get(&format!("{}/-/ready", server.url)).await?;
+                (status == 200).then_some(())
+            })
+            .await;
+        assert!(
+            ready.is_some(),
+            "prometheus did not get ready:\n{}",
+            server.log()
+        );
+        server
+    }
+
+    /// The value of the instant query's first result, if it has one.
+    async fn query(&self, promql: &str) -> Option<f64> {
+        let url = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
+        let (status, body) = http_get(&url).await?;
+        if status != 200 {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Polls `attempt` every 200 ms until it yields a value or `timeout` passes.
+    async fn poll<T, F: Future<Output = Option<T>>>(
+        &self,
+        timeout: Duration,
+        mut attempt: impl FnMut() -> F,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = attempt().await {
+                return Some(value);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_get(url: &str) -> Option<(u16, String)> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+    let response = client.get(url.parse().ok()?).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_exporter() {
+    let events = Events::new();
+    let handle = PrometheusBuilder::new(&events).install().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::run(listener, http::router(handle), async {
+        let _ = server_stopped.await;
+    }));
+
+    let probe = ProbeClient::connect(&events, "prom-probe");
+    let prometheus = PrometheusServer::start(target).await;
+    let within = Duration::from_secs(30);
+
+    let up = prometheus
+        .poll(within, || prometheus.query(r#"up{job="mqtt-pulse"}"#))
+        .await;
+    assert_eq!(
+        up,
+        Some(1.0),
+        "Prometheus scraped us:\n{}",
+        prometheus.log()
+    );
+    let client_up = r#"mqtt_client_up{client_id="prom-probe"}"#;
+    let connected = prometheus
+        .poll(within, || async {
+            prometheus.query(client_up).await.filter(|&v| v == 1.0)
+        })
+        .await;
+    assert_eq!(connected, Some(1.0));
+
+    // A quantile needs the buckets to grow between two scrapes: keep pinging.
+    let median = r#"histogram_quantile(0.5, rate(mqtt_client_ping_rtt_seconds_bucket{client_id="prom-probe"}[1m]))"#;
+    let rtt = prometheus
+        .poll(within, || {
+            probe.produce_pings();
+            async { prometheus.query(median).await.filter(|v| v.is_finite()) }
+        })
+        .await
+        .expect("the median round trip is a number");
+    assert!(
+        rtt > 0.0 && rtt <= 0.000_25,
+        "round trips of ~0.2 ms, median {rtt}"
+    );
+
+    probe.lose_connection();
+    let disconnected = prometheus
+        .poll(within, || async {
+            prometheus.query(client_up).await.filter(|&v| v == 0.0)
+        })
+        .await;
+    assert_eq!(
+        disconnected,
+        Some(0.0),
+        "a later scrape sees the client down"
+    );
+    let failures =
+        r#"mqtt_client_connect_failures_total{client_id="prom-probe",reason="closed_by_broker"}"#;
+    let counted = prometheus.poll(within, || prometheus.query(failures)).await;
+    assert_eq!(counted, Some(1.0));
+
+    stop_server.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

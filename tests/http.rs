@@ -1,0 +1,439 @@
+//! The HTTP server: routes, formats and errors through `oneshot` (no socket),
+//! then real servers on port 0 for graceful shutdown, the request timeout and
+//! the shutdown signal.
+
+use std::io::Read as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::routing::get;
+use http_body_util::BodyExt as _;
+use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
+use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
+use mqtt_pulse::http::{self, METRICS_CONTENT_TYPE, REQUEST_TIMEOUT};
+use tokio::sync::{Notify, oneshot};
+use tower::ServiceExt as _;
+
+// ---------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------
+
+/// A hub with two clients and an exporter without process metrics, whose page
+/// therefore stays the same between two renders.
+fn exporter() -> (Events, PrometheusHandle) {
+    let events = Events::new();
+    let (handle, _consumer) = PrometheusBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    for (id, status) in [("plant-a", Status::Up), ("plant-b", Status::Down)] {
+        let id = ClientId::from(id);
+        events.announce(&id, ClientInfo::new("broker.example:8883"));
+        events.dispatch(&id, Event::Status(status));
+    }
+    events.dispatch(
+        &ClientId::from("plant-a"),
+        Event::PingResponse(Duration::from_micros(153)),
+    );
+    (events, handle)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
+    }
+
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+async fn call(router: Router, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn get_path(router: Router, path: &str) -> Reply {
+    call(router, Method::GET, path, &[]).await
+}
+
+// ---------------------------------------------------------------------------------
+// Routes through oneshot
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_are_served_in_the_text_format_0_0_4() {
+    let (_events, handle) = exporter();
+    let reply = get_path(http::router(handle), "/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header(header::CONTENT_TYPE),
+        Some(METRICS_CONTENT_TYPE)
+    );
+    assert_eq!(
+        METRICS_CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(
+        reply.header(header::CONTENT_ENCODING),
+        None,
+        "not asked for gzip"
+    );
+    assert!(
+        reply
+            .text()
+            .contains(r#"mqtt_client_up{client_id="plant-a",broker="broker.example:8883"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_gzipped_when_the_scraper_accepts_gzip() {
+    let (_events, handle) = exporter();
+    let router = http::router(handle);
+    let plain = get_path(router.clone(), "/metrics").await;
+    // What Prometheus sends.
+    let gzipped = call(
+        router,
+        Method::GET,
+        "/metrics",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+
+    assert_eq!(gzipped.status, StatusCode::OK);
+    assert_eq!(gzipped.header(header::CONTENT_ENCODING), Some("gzip"));
+    assert_eq!(
+        gzipped.header(header::CONTENT_TYPE),
+        Some(METRICS_CONTENT_TYPE)
+    );
+    assert!(gzipped.body.len() < plain.body.len());
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(&gzipped.body[..])
+        .read_to_string(&mut decoded)
+        .expect("a valid gzip stream");
+    assert_eq!(decoded, plain.text());
+}
+
+#[tokio::test]
+async fn unknown_paths_are_a_plain_text_404() {
+    let (_events, handle) = exporter();
+    for path in ["/nope", "/metrics/extra", "/-/"] {
+        let reply = get_path(http::router(handle.clone()), path).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(reply.text(), "404 page not found\n");
+        assert!(
+            reply
+                .header(header::CONTENT_TYPE)
+                .unwrap()
+                .starts_with("text/plain")
+        );
+    }
+}
+
+#[tokio::test]
+async fn other_methods_are_a_405_with_an_allow_header() {
+    let (_events, handle) = exporter();
+    for (method, path) in [
+        (Method::POST, "/metrics"),
+        (Method::DELETE, "/"),
+        (Method::PUT, "/-/healthy"),
+        (Method::POST, "/-/ready"),
+    ] {
+        let reply = call(http::router(handle.clone()), method.clone(), path, &[]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            reply.header(header::ALLOW),
+            Some("GET,HEAD"),
+            "{method} {path}"
+        );
+        assert_eq!(reply.text(), "405 method not allowed\n");
+    }
+}
+
+#[tokio::test]
+async fn head_answers_like_get_without_a_body() {
+    let (_events, handle) = exporter();
+    let reply = call(http::router(handle), Method::HEAD, "/metrics", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header(header::CONTENT_TYPE),
+        Some(METRICS_CONTENT_TYPE)
+    );
+    assert!(reply.body.is_empty());
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_200_in_plain_text() {
+    let (_events, handle) = exporter();
+    for (path, text) in [
+        ("/-/healthy", "mqtt-pulse is Healthy.\n"),
+        ("/-/ready", "mqtt-pulse is Ready.\n"),
+    ] {
+        let reply = get_path(http::router(handle.clone()), path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.text(), text);
+        assert_eq!(
+            reply.header(header::CONTENT_TYPE),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_landing_page_lists_clients_and_links_the_endpoints() {
+    let (_events, handle) = exporter();
+    let reply = get_path(http::router(handle), "/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header(header::CONTENT_TYPE),
+        Some("text/html; charset=utf-8")
+    );
+    let page = reply.text();
+    assert!(page.contains(&format!("version {}", env!("CARGO_PKG_VERSION"))));
+    for link in ["href=\"metrics\"", "href=\"-/healthy\"", "href=\"-/ready\""] {
+        assert!(page.contains(link), "{link}");
+    }
+    assert!(page.contains("<p>2 clients, 1 up.</p>"), "{page}");
+    let row = page
+        .lines()
+        .find(|l| l.contains("<td>plant-a</td>"))
+        .expect("a row for plant-a");
+    assert!(row.contains("<td>broker.example:8883</td>"), "{row}");
+    assert!(row.contains("<td class=\"up\">up</td>"), "{row}");
+    assert!(row.contains("<td>0.153 ms</td>"), "last RTT: {row}");
+    let row_b = page
+        .lines()
+        .find(|l| l.contains("<td>plant-b</td>"))
+        .unwrap();
+    assert!(
+        row_b.contains(">down<") && row_b.contains("<td>–</td>"),
+        "{row_b}"
+    );
+}
+
+#[tokio::test]
+async fn the_landing_page_escapes_what_clients_call_themselves() {
+    let (events, handle) = exporter();
+    let hostile = ClientId::from("<script>alert('x')</script>");
+    events.announce(&hostile, ClientInfo::new("\"><img src=x onerror=alert(1)>"));
+    let page = get_path(http::router(handle), "/").await.text();
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(!page.contains("<img"), "{page}");
+    assert!(page.contains("<td>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</td>"));
+    assert!(page.contains("<td>&quot;&gt;&lt;img src=x onerror=alert(1)&gt;</td>"));
+}
+
+// ---------------------------------------------------------------------------------
+// Real servers
+// ---------------------------------------------------------------------------------
+
+async fn http_get(url: &str) -> (StatusCode, String) {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<Bytes>>();
+    let response = client.get(url.parse().unwrap()).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A route that signals when a request reaches it and answers only when released.
+fn held_route(entered: Arc<Notify>, release: Arc<Notify>) -> Router {
+    Router::new().route(
+        "/held",
+        get(move || async move {
+            entered.notify_one();
+            release.notified().await;
+            "released\n"
+        }),
+    )
+}
+
+async fn refuses_connections(address: std::net::SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_but_finishes_the_request_in_flight() {
+    let (_events, handle) = exporter();
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let app = http::router(handle).merge(held_route(Arc::clone(&entered), Arc::clone(&release)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shut_down, shutdown) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::run(listener, app, async {
+        let _ = shutdown.await;
+    }));
+
+    let (status, body) = http_get(&format!("http://{address}/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("mqtt_client_up"));
+
+    let in_flight = tokio::spawn(async move { http_get(&format!("http://{address}/held")).await });
+    entered.notified().await;
+    shut_down.send(()).unwrap();
+
+    assert!(
+        refuses_connections(address, Duration::from_secs(5)).await,
+        "the listener closes once shutdown starts"
+    );
+    assert!(!server.is_finished(), "run waits for the request in flight");
+    release.notify_one();
+    assert_eq!(
+        in_flight.await.unwrap(),
+        (StatusCode::OK, "released\n".to_owned())
+    );
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("run returns once the last request is done")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stuck_handler_is_answered_503_after_the_request_timeout() {
+    let (_events, handle) = exporter();
+    let entered = Arc::new(Notify::new());
+    let app = http::router(handle).route(
+        "/stuck",
+        get({
+            let entered = Arc::clone(&entered);
+            move || async move {
+                entered.notify_one();
+                std::future::pending::<()>().await
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shut_down, shutdown) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::run(listener, app, async {
+        let _ = shutdown.await;
+    }));
+
+    let started = Instant::now();
+    let stuck = tokio::spawn(async move { http_get(&format!("http://{address}/stuck")).await });
+    entered.notified().await;
+    let (status, _) = tokio::time::timeout(REQUEST_TIMEOUT * 2, stuck)
+        .await
+        .expect("the stuck request is answered")
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() >= REQUEST_TIMEOUT,
+        "answered by the timeout"
+    );
+
+    shut_down.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("nothing left in flight")
+        .unwrap()
+        .unwrap();
+}
+
+/// A response body that sends one chunk and then never ends: what a scraper
+/// that stopped reading a large page looks like to the server.
+struct EndlessBody {
+    sent: bool,
+}
+
+impl futures_core::Stream for EndlessBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.sent {
+            std::task::Poll::Pending
+        } else {
+            self.sent = true;
+            std::task::Poll::Ready(Some(Ok(Bytes::from_static(b"first chunk\n"))))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_response_that_never_finishes_cannot_hold_shutdown_past_the_grace_period() {
+    let (_events, handle) = exporter();
+    let app = http::router(handle).route(
+        "/endless",
+        get(|| async { Body::from_stream(EndlessBody { sent: false }) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shut_down, shutdown) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::run(listener, app, async {
+        let _ = shutdown.await;
+    }));
+
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<Bytes>>();
+    let url = format!("http://{address}/endless").parse().unwrap();
+    let response = client.get(url).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the response is under way"
+    );
+
+    let shutdown_at = Instant::now();
+    shut_down.send(()).unwrap();
+    tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(10), server)
+        .await
+        .expect("run returns after the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(
+        shutdown_at.elapsed() >= REQUEST_TIMEOUT,
+        "run waited the grace period for the response in flight"
+    );
+    drop(response);
+}
+
+#[tokio::test]
+async fn shutdown_signal_completes_on_sigterm() {
+    let mut signal = std::pin::pin!(http::shutdown_signal());
+    // The first poll installs the handlers; only then is SIGTERM safe to send
+    // (before, it would end the test process).
+    let pending = std::future::poll_fn(|cx| std::task::Poll::Ready(signal.as_mut().poll(cx))).await;
+    assert!(pending.is_pending());
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), signal)
+        .await
+        .expect("SIGTERM completes the shutdown signal");
+}
