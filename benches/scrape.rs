@@ -8,12 +8,14 @@
 //!     registry themselves pays);
 //!   - `prometheus_client` — the same series kept and encoded by the
 //!     `prometheus-client` crate, for comparison.
-//! * `dispatch/{ping_response,status}/{quiet,scraping}`: one `Events::dispatch`
-//!   among 10,000 clients, with the exporter subscribed and its consumer
-//!   running, without (`quiet`) and with (`scraping`) another thread rendering
-//!   `/metrics` in a loop.
-//! * After criterion, a latency table of single dispatches (p50/p99/p99.9/max)
-//!   with and without a concurrent render loop, printed to stdout.
+//! * `dispatch/{ping_response,status}/{quiet,cpu_hog,scraping}`: one
+//!   `Events::dispatch` among 10,000 clients, with the exporter subscribed and
+//!   its consumer running; next to it nothing (`quiet`), a thread building
+//!   20 MB strings without touching the hub (`cpu_hog`, the control: what
+//!   sharing 2 cores costs by itself), or a thread rendering `/metrics` in a
+//!   loop (`scraping`).
+//! * After criterion, a table of single-dispatch latencies by event kind
+//!   (p50/p99/p99.9/max) under the same three backgrounds, printed to stdout.
 //!
 //! Run: `cargo bench --bench scrape` (add `-- render` or `-- dispatch` to filter;
 //! the latency table is skipped when a filter is given unless it is `latency`).
@@ -25,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, FailureReason, Status};
+use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, FailureReason, Status};
 use mqtt_pulse::exporter::prometheus::{DEFAULT_RTT_BUCKETS, PrometheusBuilder, PrometheusHandle};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -194,19 +196,47 @@ fn render(c: &mut Criterion) {
     group.finish();
 }
 
+/// What runs next to the dispatching thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Background {
+    /// Nothing but the exporter's consumer.
+    Quiet,
+    /// A thread doing a render's kind of work — building a 20 MB string in a
+    /// loop — without touching the hub or the exporter: the control that shows
+    /// what sharing two cores costs by itself.
+    CpuHog,
+    /// A thread reading the hub's present state in a loop (`Events::clients`,
+    /// `failures`, `stats`: what a render reads from the hub) and nothing
+    /// else: isolates the hub's locks from the rest of a render.
+    HubReads,
+    /// A thread rendering `/metrics` in a loop.
+    Scraping,
+}
+
+impl Background {
+    fn label(self) -> &'static str {
+        match self {
+            Background::Quiet => "quiet",
+            Background::CpuHog => "cpu_hog",
+            Background::HubReads => "hub_reads",
+            Background::Scraping => "scraping",
+        }
+    }
+}
+
 /// A fleet of 10,000 with the exporter's consumer running on a runtime thread,
-/// and optionally another thread rendering `/metrics` in a loop.
+/// and a [`Background`] thread.
 struct DispatchRig {
     events: Events,
     ids: Vec<ClientId>,
     stop: Arc<AtomicBool>,
-    renders: Arc<AtomicU64>,
+    rounds: Arc<AtomicU64>,
     threads: Vec<thread::JoinHandle<()>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl DispatchRig {
-    fn new(render_loop: bool) -> Self {
+    fn new(background: Background) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
@@ -224,19 +254,34 @@ impl DispatchRig {
             events.announce(id, ClientInfo::new(BROKER));
             events.dispatch(id, Event::Status(Status::Up));
         }
+        let page_len = handle.render().len();
         let stop = Arc::new(AtomicBool::new(false));
-        let renders = Arc::new(AtomicU64::new(0));
+        let rounds = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
-        if render_loop {
-            let (stop, rendered) = (Arc::clone(&stop), Arc::clone(&renders));
+        if background != Background::Quiet {
+            let (stop, done) = (Arc::clone(&stop), Arc::clone(&rounds));
+            let hub = events.clone();
             threads.push(thread::spawn(move || {
+                let line = "mqtt_client_ping_rtt_seconds_bucket{client_id=\"x\",le=\"1\"} 0\n";
                 while !stop.load(Ordering::Relaxed) {
-                    black_box(handle.render());
-                    rendered.fetch_add(1, Ordering::Relaxed);
+                    if background == Background::Scraping {
+                        black_box(handle.render());
+                    } else if background == Background::HubReads {
+                        black_box(hub.clients());
+                        black_box(hub.failures());
+                        black_box(EventKind::ALL.map(|kind| hub.stats(kind)));
+                    } else {
+                        let mut page = String::new();
+                        while page.len() < page_len {
+                            page.push_str(black_box(line));
+                        }
+                        black_box(page);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
             }));
-            // Measure only once a render is really under way.
-            while renders.load(Ordering::Relaxed) == 0 {
+            // Measure only once the background work is really under way.
+            while rounds.load(Ordering::Relaxed) == 0 {
                 thread::yield_now();
             }
         }
@@ -244,7 +289,7 @@ impl DispatchRig {
             events,
             ids,
             stop,
-            renders,
+            rounds,
             threads,
             _runtime: runtime,
         }
@@ -260,10 +305,8 @@ impl DispatchRig {
             };
             (id, Event::Status(status))
         } else {
-            (
-                id,
-                Event::PingResponse(Duration::from_micros(150 + (i % 500) as u64)),
-            )
+            let rtt = Duration::from_micros(150 + (i % 500) as u64);
+            (id, Event::PingResponse(rtt))
         }
     }
 }
@@ -277,14 +320,21 @@ impl Drop for DispatchRig {
     }
 }
 
+const BACKGROUNDS: [Background; 4] = [
+    Background::Quiet,
+    Background::CpuHog,
+    Background::HubReads,
+    Background::Scraping,
+];
+
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     group.sample_size(30);
-    for (label, render_loop) in [("quiet", false), ("scraping", true)] {
-        let rig = DispatchRig::new(render_loop);
+    for background in BACKGROUNDS {
+        let rig = DispatchRig::new(background);
         for (kind, status_every) in [("ping_response", 0), ("status", 1)] {
             let mut i = 0usize;
-            group.bench_function(BenchmarkId::new(kind, label), |b| {
+            group.bench_function(BenchmarkId::new(kind, background.label()), |b| {
                 b.iter(|| {
                     let (id, event) = rig.event(i, status_every);
                     i = i.wrapping_add(1);
@@ -292,48 +342,55 @@ fn dispatch(c: &mut Criterion) {
                 })
             });
         }
-        if render_loop {
-            eprintln!(
-                "dispatch: {} renders ran concurrently",
-                rig.renders.load(Ordering::Relaxed)
-            );
-        }
     }
     group.finish();
 }
 
-/// Per-call dispatch latency percentiles, which a mean would hide: a render
-/// that delayed dispatch would show in the tail.
+/// Per-call dispatch latency percentiles, by event kind, which a mean would
+/// hide: a scrape that delayed dispatch would show in the tail, beyond what
+/// the CPU-hog control shows.
 fn dispatch_latency_table() {
-    const CALLS: usize = 400_000;
-    println!("\ndispatch latency, 10,000 clients, {CALLS} calls (1 in 100 a status change)");
-    println!("| concurrent render loop | p50 | p99 | p99.9 | max | renders during run |");
-    println!("|---|---|---|---|---|---|");
-    for render_loop in [false, true] {
-        let rig = DispatchRig::new(render_loop);
-        let renders_before = rig.renders.load(Ordering::Relaxed);
-        let mut nanos: Vec<u64> = Vec::with_capacity(CALLS);
+    const CALLS: usize = 1_000_000;
+    println!("\ndispatch latency, 10,000 clients, {CALLS} calls (1 in 100 a status change), ns");
+    println!(
+        "| background | ping p50 | ping p99 | ping p99.9 | ping max | \
+         status p50 | status p99 | status p99.9 | status max | background rounds |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for background in BACKGROUNDS {
+        let rig = DispatchRig::new(background);
+        let rounds_before = rig.rounds.load(Ordering::Relaxed);
+        let mut ping_nanos: Vec<u64> = Vec::with_capacity(CALLS);
+        let mut status_nanos: Vec<u64> = Vec::with_capacity(CALLS / 100 + 1);
         for i in 0..CALLS {
             let (id, event) = rig.event(i, 100);
+            let is_status = matches!(event, Event::Status(_));
             let start = Instant::now();
             rig.events.dispatch(id, event);
-            nanos.push(start.elapsed().as_nanos() as u64);
+            let nanos = start.elapsed().as_nanos() as u64;
+            if is_status {
+                status_nanos.push(nanos);
+            } else {
+                ping_nanos.push(nanos);
+            }
             if i.is_multiple_of(10_000) {
                 // Let the consumer keep up, as a connection's own pacing would.
                 thread::yield_now();
             }
         }
-        nanos.sort_unstable();
-        let at = |q: f64| nanos[((nanos.len() - 1) as f64 * q) as usize];
-        println!(
-            "| {} | {} ns | {} ns | {} ns | {} µs | {} |",
-            if render_loop { "yes" } else { "no" },
-            at(0.5),
-            at(0.99),
-            at(0.999),
-            nanos[nanos.len() - 1] / 1_000,
-            rig.renders.load(Ordering::Relaxed) - renders_before,
-        );
+        let rounds = rig.rounds.load(Ordering::Relaxed) - rounds_before;
+        let [ping, status] = [&mut ping_nanos, &mut status_nanos].map(|nanos| {
+            nanos.sort_unstable();
+            let at = |q: f64| nanos[((nanos.len() - 1) as f64 * q) as usize];
+            format!(
+                "{} | {} | {} | {}",
+                at(0.5),
+                at(0.99),
+                at(0.999),
+                nanos[nanos.len() - 1]
+            )
+        });
+        println!("| {} | {ping} | {status} | {rounds} |", background.label());
     }
 }
 

@@ -342,8 +342,8 @@ impl PrometheusHandle {
     /// ([`prometheus::TEXT_FORMAT`]), families sorted by name. Reflects every
     /// event dispatched before the call.
     ///
-    /// CPU-bound for large fleets (about 10 ms for 10,000 clients): from async
-    /// code, call it in `spawn_blocking`.
+    /// CPU-bound for large fleets (about 10 ms for 10,000 clients in a release
+    /// build): from async code, call it in `spawn_blocking`.
     pub fn render(&self) -> String {
         self.shared.catch_up();
         let encoder = TextEncoder::new();
