@@ -12,9 +12,11 @@
 //! * [`connection`] — the connection driver: one task per MQTT connection
 //!   (rumqttc), reporting status and ping round trips to the hub; and the
 //!   tracker for services that poll their own rumqttc event loop.
+//! * [`config`] — the daemon's TOML config file: targets, defaults, OTLP; errors as `file:line:col: …`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod connection;
 pub mod events;
 pub mod exporter;
