@@ -237,6 +237,16 @@ enum PasswordSource {
     File(PathBuf),
 }
 
+impl PasswordSource {
+    /// The config key it is written with.
+    fn key(&self) -> &'static str {
+        match self {
+            PasswordSource::Inline(_) => "password",
+            PasswordSource::File(_) => "password_file",
+        }
+    }
+}
+
 impl fmt::Debug for PasswordSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

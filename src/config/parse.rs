@@ -181,6 +181,17 @@ struct Seen {
     client_ids: HashMap<ClientId, (String, usize, bool)>,
 }
 
+/// The keys of one `[[target]]` as written, before defaults are applied.
+#[derive(Default)]
+struct WrittenTarget {
+    url: Option<Url>,
+    client_id: Option<Spanned<ClientId>>,
+    username: Option<String>,
+    /// The password's source and the span of its key.
+    password: Option<(PasswordSource, Span)>,
+    layer: Layer,
+}
+
 impl Reader<'_> {
     fn location(&self, span: &Span) -> Location {
         Location::of(self.text, span.start)
@@ -594,165 +605,43 @@ impl Reader<'_> {
         defaults: &Defaults,
         seen: &mut Seen,
     ) -> Result<TargetConfig, ConfigError> {
-        let unnamed = Place::Table(format!("[[target]] #{}", index + 1));
         let DeValue::Table(table) = item.get_ref() else {
             return Err(self.wrong_type("target", &Place::Top, item, "a table"));
         };
         let header = item.span();
-        let line = self.location(&header).line;
-
-        let Some(name_value) = table.get("name") else {
-            let problem = Problem::MissingKey {
-                key: "name",
-                place: unnamed.phrase(),
-            };
-            return Err(self.error(&header, problem));
-        };
-        let name = self.string("name", &unnamed, name_value)?;
-        if let Some(reason) = text_problem(name) {
-            return Err(self.bad_value("name", &unnamed, &name_value.span(), reason));
-        }
-        let name_line = self.location(&name_value.span()).line;
-        if let Some(&first_line) = seen.names.get(name) {
-            let problem = Problem::DuplicateName {
-                name: name.to_owned(),
-                first_line,
-            };
-            return Err(self.error(&name_value.span(), problem));
-        }
-        seen.names.insert(name.to_owned(), name_line);
+        let name_value = self.target_name(index, table, &header, seen)?;
+        let name = name_value.get_ref();
         let place = Place::Table(format!("[[target]] {name:?}"));
-
-        let mut url = None;
-        let mut client_id = None;
-        let mut username = None;
-        let mut password: Option<(PasswordSource, &Key<'_>)> = None;
-        let mut layer = Layer::default();
-        for (key, value) in in_file_order(table) {
-            let key_name = key.get_ref().as_ref();
-            match key_name {
-                "name" => {}
-                "url" => {
-                    url =
-                        Some(self.url(self.string("url", &place, value)?, &place, &value.span())?)
-                }
-                "client_id" => {
-                    let id = self.string("client_id", &place, value)?;
-                    if let Some(reason) = text_problem(id).or_else(|| mqtt_length_problem(id)) {
-                        return Err(self.bad_value("client_id", &place, &value.span(), reason));
-                    }
-                    client_id = Some(Spanned::new(value.span(), ClientId::from(id)));
-                }
-                "username" => username = Some(self.mqtt_string("username", &place, value)?),
-                "password" | "password_file" => {
-                    let source = if key_name == "password" {
-                        PasswordSource::Inline(self.mqtt_string("password", &place, value)?)
-                    } else {
-                        PasswordSource::File(self.readable_file("password_file", &place, value)?)
-                    };
-                    if let Some((_, first)) = &password {
-                        let problem = Problem::Conflict {
-                            first: static_key(first.get_ref()),
-                            second: static_key(key_name),
-                            place: place.phrase(),
-                        };
-                        return Err(self.error(&key.span(), problem));
-                    }
-                    password = Some((source, key));
-                }
-                _ => {
-                    if !self.layer_entry(&mut layer, key_name, value, &place)? {
-                        let known = [TARGET_ONLY_KEYS, LAYER_KEYS].concat();
-                        return Err(self.unknown_key(key, &place, &known, NESTED_KEYS));
-                    }
-                }
-            }
-        }
-        let Some(url) = url else {
+        let written = self.target_keys(table, &place)?;
+        let Some(url) = written.url else {
             let problem = Problem::MissingKey {
                 key: "url",
                 place: place.phrase(),
             };
             return Err(self.error(&header, problem));
         };
-        if let (None, Some((source, key))) = (&username, &password) {
-            let present = match source {
-                PasswordSource::Inline(_) => "password",
-                PasswordSource::File(_) => "password_file",
-            };
-            let problem = Problem::Unpaired {
-                present,
-                missing: "username",
-                place: place.phrase(),
-                advice: "MQTT sends a password only with a user name",
-            };
-            return Err(self.error(&key.span(), problem));
-        }
-        if let Some((PasswordSource::Inline(_), key)) = &password {
-            let message = format!(
-                "inline `password` {}: put it in a file readable only by mqtt-pulse and set `password_file`",
-                place.phrase()
-            );
-            self.warn(&key.span(), message);
-        }
+        self.check_password(&written.username, &written.password, &place)?;
+        let client_id = self.unique_client_id(&name_value, written.client_id, &place, seen)?;
 
-        let (client_id, client_id_span, derived) = match client_id {
-            Some(id) => (id.get_ref().clone(), id.span(), false),
-            None => {
-                let id = format!("{CLIENT_ID_PREFIX}{name}");
-                if let Some(reason) = mqtt_length_problem(&id) {
-                    let reason = format!("the client id derived from it {reason}; set `client_id`");
-                    return Err(self.bad_value("name", &place, &name_value.span(), reason));
-                }
-                (ClientId::from(id), name_value.span(), true)
-            }
-        };
-        let client_id_line = self.location(&client_id_span).line;
-        if let Some((other, other_line, other_derived)) = seen.client_ids.get(&client_id) {
-            let problem = Problem::DuplicateClientId {
-                client_id: client_id.to_string(),
-                place: place.phrase(),
-                derived,
-                other: other.clone(),
-                other_line: *other_line,
-                other_derived: *other_derived,
-            };
-            return Err(self.error(&client_id_span, problem));
-        }
-        seen.client_ids.insert(
-            client_id.clone(),
-            (name.to_owned(), client_id_line, derived),
-        );
-
-        let tls = self.merged_tls(
-            &url,
-            layer.tls.as_ref(),
-            defaults.layer.tls.as_ref(),
-            &place,
-        )?;
+        let layer = written.layer;
+        let own_tls = layer.tls.as_ref();
+        let tls = self.merged_tls(&url, own_tls, defaults.layer.tls.as_ref(), &place)?;
         let backoff = self.backoff(&layer, defaults.backoff, &place)?;
         let mut labels = defaults.layer.labels.clone();
         labels.extend(layer.labels);
+        let inherited = &defaults.layer;
         let settings = TargetSettings {
-            name: name.to_owned(),
+            name: name.clone(),
             url,
             client_id,
-            username,
-            password: password.map(|(source, _)| source),
-            keep_alive: layer
-                .keep_alive
-                .or(defaults.layer.keep_alive)
-                .unwrap_or(DEFAULT_KEEP_ALIVE),
-            connect_timeout: layer
-                .connect_timeout
-                .or(defaults.layer.connect_timeout)
+            username: written.username,
+            password: written.password.map(|(source, _)| source),
+            keep_alive: (layer.keep_alive.or(inherited.keep_alive)).unwrap_or(DEFAULT_KEEP_ALIVE),
+            connect_timeout: (layer.connect_timeout.or(inherited.connect_timeout))
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            ping_timeout: layer.ping_timeout.or(defaults.layer.ping_timeout),
+            ping_timeout: layer.ping_timeout.or(inherited.ping_timeout),
             backoff,
-            clean_session: layer
-                .clean_session
-                .or(defaults.layer.clean_session)
-                .unwrap_or(true),
+            clean_session: (layer.clean_session.or(inherited.clean_session)).unwrap_or(true),
             labels,
             tls,
         };
@@ -763,9 +652,160 @@ impl Reader<'_> {
             .map_err(|error| self.bad_value("url", &place, &header, error.to_string()))?;
         Ok(TargetConfig {
             settings,
-            line,
+            line: self.location(&header).line,
             options,
         })
+    }
+
+    /// The target's `name`, read first so that every other message can name
+    /// the target; unique among the targets.
+    fn target_name(
+        &self,
+        index: usize,
+        table: &DeTable<'_>,
+        header: &Span,
+        seen: &mut Seen,
+    ) -> Result<Spanned<String>, ConfigError> {
+        let unnamed = Place::Table(format!("[[target]] #{}", index + 1));
+        let Some(value) = table.get("name") else {
+            let problem = Problem::MissingKey {
+                key: "name",
+                place: unnamed.phrase(),
+            };
+            return Err(self.error(header, problem));
+        };
+        let name = self.string("name", &unnamed, value)?;
+        if let Some(reason) = text_problem(name) {
+            return Err(self.bad_value("name", &unnamed, &value.span(), reason));
+        }
+        if let Some(&first_line) = seen.names.get(name) {
+            let problem = Problem::DuplicateName {
+                name: name.to_owned(),
+                first_line,
+            };
+            return Err(self.error(&value.span(), problem));
+        }
+        let line = self.location(&value.span()).line;
+        seen.names.insert(name.to_owned(), line);
+        Ok(Spanned::new(value.span(), name.to_owned()))
+    }
+
+    /// Every key of a `[[target]]` but `name`, each checked on its own.
+    fn target_keys(
+        &mut self,
+        table: &DeTable<'_>,
+        place: &Place,
+    ) -> Result<WrittenTarget, ConfigError> {
+        let mut written = WrittenTarget::default();
+        for (key, value) in in_file_order(table) {
+            let key_name = key.get_ref().as_ref();
+            match key_name {
+                "name" => {}
+                "url" => {
+                    let text = self.string("url", place, value)?;
+                    written.url = Some(self.url(text, place, &value.span())?);
+                }
+                "client_id" => {
+                    let id = self.string("client_id", place, value)?;
+                    if let Some(reason) = text_problem(id).or_else(|| mqtt_length_problem(id)) {
+                        return Err(self.bad_value("client_id", place, &value.span(), reason));
+                    }
+                    written.client_id = Some(Spanned::new(value.span(), ClientId::from(id)));
+                }
+                "username" => written.username = Some(self.mqtt_string("username", place, value)?),
+                "password" | "password_file" => {
+                    let source = if key_name == "password" {
+                        PasswordSource::Inline(self.mqtt_string("password", place, value)?)
+                    } else {
+                        PasswordSource::File(self.readable_file("password_file", place, value)?)
+                    };
+                    if let Some((first, _)) = &written.password {
+                        let problem = Problem::Conflict {
+                            first: first.key(),
+                            second: source.key(),
+                            place: place.phrase(),
+                        };
+                        return Err(self.error(&key.span(), problem));
+                    }
+                    written.password = Some((source, key.span()));
+                }
+                _ => {
+                    if !self.layer_entry(&mut written.layer, key_name, value, place)? {
+                        let known = [TARGET_ONLY_KEYS, LAYER_KEYS].concat();
+                        return Err(self.unknown_key(key, place, &known, NESTED_KEYS));
+                    }
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// A password needs a user name (MQTT 3.1.1 sends none without one); an
+    /// inline one is warned about.
+    fn check_password(
+        &mut self,
+        username: &Option<String>,
+        password: &Option<(PasswordSource, Span)>,
+        place: &Place,
+    ) -> Result<(), ConfigError> {
+        let Some((source, key_span)) = password else {
+            return Ok(());
+        };
+        if username.is_none() {
+            let problem = Problem::Unpaired {
+                present: source.key(),
+                missing: "username",
+                place: place.phrase(),
+                advice: "MQTT sends a password only with a user name",
+            };
+            return Err(self.error(key_span, problem));
+        }
+        if let PasswordSource::Inline(_) = source {
+            let message = format!(
+                "inline `password` {}: put it in a file readable only by mqtt-pulse and set `password_file`",
+                place.phrase()
+            );
+            self.warn(key_span, message);
+        }
+        Ok(())
+    }
+
+    /// The target's client id — `client_id`, or derived from the name — unique
+    /// among the targets: a broker disconnects the older of two connections
+    /// with one id.
+    fn unique_client_id(
+        &self,
+        name: &Spanned<String>,
+        written: Option<Spanned<ClientId>>,
+        place: &Place,
+        seen: &mut Seen,
+    ) -> Result<ClientId, ConfigError> {
+        let (client_id, span, derived) = match written {
+            Some(id) => (id.get_ref().clone(), id.span(), false),
+            None => {
+                let id = format!("{CLIENT_ID_PREFIX}{}", name.get_ref());
+                if let Some(reason) = mqtt_length_problem(&id) {
+                    let reason = format!("the client id derived from it {reason}; set `client_id`");
+                    return Err(self.bad_value("name", place, &name.span(), reason));
+                }
+                (ClientId::from(id), name.span(), true)
+            }
+        };
+        if let Some((other, other_line, other_derived)) = seen.client_ids.get(&client_id) {
+            let problem = Problem::DuplicateClientId {
+                client_id: client_id.to_string(),
+                place: place.phrase(),
+                derived,
+                other: other.clone(),
+                other_line: *other_line,
+                other_derived: *other_derived,
+            };
+            return Err(self.error(&span, problem));
+        }
+        let line = self.location(&span).line;
+        let first = (name.get_ref().clone(), line, derived);
+        seen.client_ids.insert(client_id.clone(), first);
+        Ok(client_id)
     }
 
     /// A broker URL: one of the four schemes, a host, no credentials. The URL
@@ -1017,14 +1057,6 @@ fn label_name_problem(name: &str) -> Option<&'static str> {
         )
     } else {
         None
-    }
-}
-
-fn static_key(key: &str) -> &'static str {
-    if key == "password" {
-        "password"
-    } else {
-        "password_file"
     }
 }
 
