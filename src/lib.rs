@@ -12,12 +12,19 @@
 //! * [`connection`] — the connection driver: one task per MQTT connection
 //!   (rumqttc), reporting status and ping round trips to the hub; and the
 //!   tracker for services that poll their own rumqttc event loop.
-//! * [`config`] — the daemon's TOML config file: targets, defaults, OTLP; errors as `file:line:col: …`.
+//! * [`exporter`] — subscribers that turn events into metrics: the Prometheus
+//!   collector and its embedding builder.
+//! * [`http`] — the axum router (`/metrics`, landing page, health) and server.
+//! * [`config`] — the daemon's TOML config file: targets, defaults, OTLP;
+//!   errors as `file:line:col: …`.
+//! * [`daemon`] — the `mqtt-pulse` binary's life: flags, logging, targets,
+//!   reload, shutdown. `main.rs` only calls it.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod events;
 pub mod exporter;
 pub mod http;

@@ -1,0 +1,100 @@
+//! The daemon's command line, in the style of node_exporter and
+//! blackbox_exporter: dotted flag names, each also read from an environment
+//! variable. It only describes the flags; it never acts on them.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// `--version` text: version, source revision and compiler.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("MQTT_PULSE_REVISION"),
+    ", rustc ",
+    env!("MQTT_PULSE_RUSTC_VERSION"),
+    ")"
+);
+
+/// Command-line flags of the `mqtt-pulse` daemon.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mqtt-pulse",
+    version = LONG_VERSION,
+    about = "MQTT 3.1.1 client-health monitor: keeps MQTT connections alive and \
+             exports their status and keep-alive round trips as Prometheus metrics.",
+    after_help = "Without --config.file it monitors mqtt://127.0.0.1:1883. \
+                  SIGHUP or POST /-/reload re-reads the config file."
+)]
+pub struct Cli {
+    /// The TOML config file (see mqtt-pulse.example.toml).
+    #[arg(
+        long = "config.file",
+        env = "MQTT_PULSE_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub config_file: Option<PathBuf>,
+
+    /// Validate the config file, print a one-line summary and exit (0 valid, 1 not).
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+
+    /// Address to serve /metrics on, as host:port or :port (all interfaces).
+    /// Repeat the flag to listen on several.
+    #[arg(
+        long = "web.listen-address",
+        env = "MQTT_PULSE_WEB_LISTEN_ADDRESS",
+        value_name = "ADDRESS",
+        default_value = ":9883",
+        value_delimiter = ','
+    )]
+    pub listen_addresses: Vec<String>,
+
+    /// Prometheus exporter-toolkit web config (TLS, basic auth) — not supported yet.
+    #[arg(
+        long = "web.config.file",
+        env = "MQTT_PULSE_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Only log messages at this level or more severe.
+    #[arg(
+        long = "log.level",
+        env = "MQTT_PULSE_LOG_LEVEL",
+        value_enum,
+        default_value_t = LogLevel::Info
+    )]
+    pub log_level: LogLevel,
+
+    /// Log line format.
+    #[arg(
+        long = "log.format",
+        env = "MQTT_PULSE_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Logfmt
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Severity threshold of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including each failed connect attempt.
+    Debug,
+    /// Status transitions, startup, reloads.
+    Info,
+    /// Problems that need a look.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `ts=… level=info msg="…" key=value`, as Prometheus components log.
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,458 @@
+//! The `mqtt-pulse` daemon: one [`Connection`] per configured target, the
+//! Prometheus exporter, the HTTP server(s), reload and shutdown.
+//!
+//! It owns the process lifecycle — start everything or fail with one line,
+//! reload on SIGHUP or `POST /-/reload` (an invalid file changes nothing), and
+//! on SIGINT/SIGTERM stop serving, disconnect every target cleanly and return.
+//! It must never leave a half-applied config: a reload validates every new or
+//! changed target before touching a running one.
+
+mod cli;
+mod logging;
+
+pub use cli::{Cli, LONG_VERSION, LogFormat, LogLevel};
+pub use logging::init_logging;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use prometheus::{Gauge, IntGauge, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, ConfigError, TargetConfig, diff};
+use crate::connection::{Connection, OptionsError};
+use crate::events::Events;
+use crate::exporter::prometheus::{BuildError, PrometheusBuilder};
+
+/// Why the daemon could not start or keep running. `Display` is the one line
+/// the binary prints before exiting with status 1.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The config file cannot be read or is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A target's connection settings are unusable (e.g. a certificate file
+    /// that holds no certificate).
+    #[error("target {target:?}: {source}")]
+    Target {
+        /// The target's name.
+        target: String,
+        /// What is wrong.
+        source: OptionsError,
+    },
+    /// A `--web.listen-address` is not `host:port` or `:port`.
+    #[error("invalid --web.listen-address {address:?}: {reason}")]
+    ListenAddress {
+        /// The flag's value.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The flag's value.
+        address: String,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// `--web.config.file` was given; serving TLS and basic auth is not
+    /// implemented yet, and silently serving plain HTTP would be worse.
+    #[error(
+        "--web.config.file is not supported yet: /metrics cannot be served with TLS or \
+         basic auth by this version; remove the flag or put a TLS proxy in front"
+    )]
+    WebConfigUnsupported,
+    /// The exporter could not be registered.
+    #[error("cannot set up the Prometheus exporter: {0}")]
+    Exporter(#[from] BuildError),
+    /// The tokio runtime could not be started.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+}
+
+/// Runs the daemon as the binary does: `--config.check`, or start, serve until
+/// SIGINT/SIGTERM, shut down. Builds its own multi-threaded runtime.
+///
+/// # Errors
+/// [`DaemonError`] for anything that keeps the daemon from starting.
+pub fn main(cli: Cli) -> Result<(), DaemonError> {
+    if cli.config_check {
+        return check_config(&cli);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(run(cli, crate::http::shutdown_signal()))
+}
+
+fn check_config(cli: &Cli) -> Result<(), DaemonError> {
+    let config = Config::load_or_default(cli.config_file.as_deref())?;
+    for warning in config.warnings() {
+        eprintln!("{warning}");
+    }
+    let names: Vec<&str> = config.targets().iter().map(|t| t.name()).collect();
+    let origin = match cli.config_file.as_deref() {
+        Some(path) => path.display().to_string(),
+        None => "no config file (built-in default)".to_owned(),
+    };
+    println!(
+        "{origin}: OK, {} target{} ({})",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    );
+    Ok(())
+}
+
+/// Starts every target and the HTTP server(s), serves until `shutdown`
+/// completes, then stops serving and disconnects every target cleanly.
+///
+/// # Errors
+/// [`DaemonError`] if the config, a target, the exporter or a listen address
+/// is unusable; nothing keeps running then.
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    if cli.web_config_file.is_some() {
+        return Err(DaemonError::WebConfigUnsupported);
+    }
+    let config = Config::load_or_default(cli.config_file.as_deref())?;
+    let mut listeners = Vec::new();
+    for address in &cli.listen_addresses {
+        listeners.push((address.clone(), bind(address).await?));
+    }
+
+    let events = Events::new();
+    let registry = Registry::new();
+    let reload_metrics = ReloadMetrics::register(&registry);
+    let handle = PrometheusBuilder::new(&events)
+        .with_registry(registry)
+        .install()?;
+    let mut supervisor = Supervisor {
+        events,
+        config_path: cli.config_file.clone(),
+        config: Config::default_local(),
+        running: BTreeMap::new(),
+        reload_metrics,
+    };
+    supervisor.apply(config)?;
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
+    let app = crate::http::router(handle).merge(reload_router(reload_tx));
+    let (stop_serving, serving_stopped) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    for (address, listener) in listeners {
+        let mut stopped = serving_stopped.clone();
+        let app = app.clone();
+        servers.spawn(async move {
+            let until = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) = crate::http::run(listener, app, until).await {
+                tracing::error!(%address, %error, "HTTP server failed");
+            }
+        });
+    }
+    tracing::info!(
+        version = LONG_VERSION,
+        targets = supervisor.running.len(),
+        listen = ?cli.listen_addresses,
+        config = ?cli.config_file,
+        "mqtt-pulse started"
+    );
+
+    let mut hangups = hangup_signals();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(request) = reload_rx.recv() => {
+                let outcome = supervisor.reload().await;
+                let _ = request.reply.send(outcome);
+            }
+            Some(()) = hangups.recv() => {
+                let _ = supervisor.reload().await;
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    let _ = stop_serving.send(true);
+    while servers.join_next().await.is_some() {}
+    supervisor.shutdown().await;
+    Ok(())
+}
+
+/// Binds `host:port`, or `:port` on every interface (IPv6 and IPv4 where the
+/// machine has IPv6, else IPv4).
+async fn bind(address: &str) -> Result<TcpListener, DaemonError> {
+    let invalid = |reason: String| DaemonError::ListenAddress {
+        address: address.to_owned(),
+        reason,
+    };
+    let listen_error = |source| DaemonError::Listen {
+        address: address.to_owned(),
+        source,
+    };
+    if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(format!("{port:?} is not a port number")))?;
+        return match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
+            Ok(listener) => Ok(listener),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(listen_error(e)),
+            // No IPv6 on this machine: all IPv4 interfaces then.
+            Err(_) => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+                .await
+                .map_err(listen_error),
+        };
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(invalid("expected host:port or :port".into()));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid("expected host:port or :port".into()));
+    }
+    let mut resolved = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| invalid(format!("cannot resolve the host: {e}")))?;
+    let Some(socket_address) = resolved.next() else {
+        return Err(invalid("the host resolves to no address".into()));
+    };
+    TcpListener::bind(socket_address)
+        .await
+        .map_err(listen_error)
+}
+
+/// The running targets and the config they came from.
+struct Supervisor {
+    events: Events,
+    config_path: Option<PathBuf>,
+    config: Config,
+    running: BTreeMap<String, Connection>,
+    reload_metrics: ReloadMetrics,
+}
+
+/// What a reload did, by target name.
+#[derive(Debug, Default)]
+struct ReloadSummary {
+    added: Vec<String>,
+    removed: Vec<String>,
+    changed: Vec<String>,
+    unchanged: usize,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "added {:?}, removed {:?}, changed {:?}, {} unchanged",
+            self.added, self.removed, self.changed, self.unchanged
+        )
+    }
+}
+
+impl Supervisor {
+    /// Re-reads the config file and applies it; on any error nothing changes.
+    async fn reload(&mut self) -> Result<ReloadSummary, String> {
+        let outcome = match Config::load_or_default(self.config_path.as_deref()) {
+            Ok(config) => self.apply_changes(config).await,
+            Err(error) => Err(DaemonError::from(error)),
+        };
+        match &outcome {
+            Ok(summary) => {
+                self.reload_metrics.succeeded();
+                tracing::info!(%summary, "config reloaded");
+            }
+            Err(error) => {
+                self.reload_metrics.failed();
+                tracing::error!(%error, "config reload failed; keeping the running config");
+            }
+        }
+        outcome.map_err(|e| e.to_string())
+    }
+
+    /// Starts every target of the first config.
+    fn apply(&mut self, config: Config) -> Result<(), DaemonError> {
+        validate_targets(config.targets().iter())?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        for target in config.targets() {
+            start(&mut self.running, &self.events, target)?;
+        }
+        self.config = config;
+        self.reload_metrics.succeeded();
+        Ok(())
+    }
+
+    async fn apply_changes(&mut self, config: Config) -> Result<ReloadSummary, DaemonError> {
+        let changes = diff(&self.config, &config);
+        validate_targets(changes.added.iter().chain(&changes.changed).copied())?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let mut summary = ReloadSummary {
+            unchanged: changes.unchanged.len(),
+            ..ReloadSummary::default()
+        };
+        // Stop before starting: a new target may take over a client id.
+        let running = &mut self.running;
+        for target in &changes.removed {
+            stop(running, target.name()).await;
+            summary.removed.push(target.name().to_owned());
+        }
+        for target in &changes.changed {
+            stop(running, target.name()).await;
+            start(running, &self.events, target)?;
+            summary.changed.push(target.name().to_owned());
+        }
+        for target in &changes.added {
+            start(running, &self.events, target)?;
+            summary.added.push(target.name().to_owned());
+        }
+        self.config = config;
+        Ok(summary)
+    }
+
+    async fn shutdown(self) {
+        let mut stopping = JoinSet::new();
+        for connection in self.running.into_values() {
+            stopping.spawn(connection.shutdown());
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+}
+
+fn start(
+    running: &mut BTreeMap<String, Connection>,
+    events: &Events,
+    target: &TargetConfig,
+) -> Result<(), DaemonError> {
+    let connection = Connection::start(target.connection_options(), events).map_err(|source| {
+        DaemonError::Target {
+            target: target.name().to_owned(),
+            source,
+        }
+    })?;
+    running.insert(target.name().to_owned(), connection);
+    Ok(())
+}
+
+async fn stop(running: &mut BTreeMap<String, Connection>, name: &str) {
+    if let Some(connection) = running.remove(name) {
+        connection.shutdown().await;
+    }
+}
+
+/// Checks what starting these targets would check, without starting them.
+fn validate_targets<'a>(
+    targets: impl Iterator<Item = &'a TargetConfig>,
+) -> Result<(), DaemonError> {
+    for target in targets {
+        target
+            .connection_options()
+            .to_mqtt_options()
+            .map_err(|source| DaemonError::Target {
+                target: target.name().to_owned(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// `mqtt_pulse_config_last_reload_successful` and its timestamp, as
+/// Prometheus itself exports them.
+struct ReloadMetrics {
+    successful: IntGauge,
+    success_timestamp: Gauge,
+}
+
+impl ReloadMetrics {
+    fn register(registry: &Registry) -> Self {
+        let successful = IntGauge::new(
+            "mqtt_pulse_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful (1) or not (0).",
+        )
+        .expect("a valid metric name");
+        let success_timestamp = Gauge::new(
+            "mqtt_pulse_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load, in seconds.",
+        )
+        .expect("a valid metric name");
+        // A fresh registry holds nothing yet, so registering cannot clash.
+        let _ = registry.register(Box::new(successful.clone()));
+        let _ = registry.register(Box::new(success_timestamp.clone()));
+        Self {
+            successful,
+            success_timestamp,
+        }
+    }
+
+    fn succeeded(&self) {
+        self.successful.set(1);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.success_timestamp.set(now.as_secs_f64());
+    }
+
+    fn failed(&self) {
+        self.successful.set(0);
+    }
+}
+
+/// A reload asked for over HTTP, answered when it is done.
+struct ReloadRequest {
+    reply: oneshot::Sender<Result<ReloadSummary, String>>,
+}
+
+fn reload_router(requests: mpsc::Sender<ReloadRequest>) -> Router {
+    Router::new()
+        .route("/-/reload", post(reload))
+        .with_state(requests)
+}
+
+async fn reload(State(requests): State<mpsc::Sender<ReloadRequest>>) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    if requests.send(ReloadRequest { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    match answer.await {
+        Ok(Ok(summary)) => (StatusCode::OK, format!("config reloaded: {summary}\n")),
+        Ok(Err(error)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("config reload failed: {error}\n"),
+        ),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+    }
+}
+
+/// SIGHUP as a stream of `()`; empty (never yields) if the handler cannot be
+/// installed, which is logged.
+fn hangup_signals() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    // A reload already pending covers this one too.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(error) => tracing::warn!(%error, "cannot handle SIGHUP; reload with POST /-/reload"),
+    }
+    rx
+}
