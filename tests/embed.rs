@@ -1,0 +1,118 @@
+//! The embedding shape of `examples/embed.rs`, against a real broker: a service
+//! with its own registry, metric, routes and rumqttc event loop adds a tracker
+//! and the exporter, and one `/metrics` shows both its metric and ours.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use common::Broker;
+use http_body_util::BodyExt;
+use mqtt_pulse::connection::ConnectionTracker;
+use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
+use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use prometheus::{IntCounter, Registry};
+use rumqttc::{AsyncClient, MqttOptions};
+use tower::ServiceExt;
+
+async fn get_text(app: &Router, path: &str) -> (StatusCode, String) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own() {
+    let broker = Broker::start();
+    let registry = Registry::new();
+    let handled =
+        IntCounter::new("app_requests_handled_total", "Requests the app handled.").unwrap();
+    registry.register(Box::new(handled.clone())).unwrap();
+    handled.inc_by(7);
+    let app_routes = Router::new().route("/hello", get(|| async { "hello" }));
+
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    status.register(ClientFilter::Any, EventKind::PingResponse);
+    let mut tracker = ConnectionTracker::new(&events, "embedded-app", broker.addr());
+    let handle = PrometheusBuilder::new(&events)
+        .with_registry(registry)
+        .install()
+        .unwrap();
+    let app = app_routes.merge(mqtt_pulse::http::router(handle));
+
+    let mut options = MqttOptions::new("embedded-app", "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(1));
+    let (_client, mut eventloop) = AsyncClient::new(options, 16);
+    let driver = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(event) => tracker.observe(&event),
+                Err(error) => {
+                    tracker.observe_error(&error);
+                    return tracker; // the test ends the loop by killing the broker
+                }
+            }
+        }
+    });
+
+    // Up, then one measured ping, as the hub reports them.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| matches!(e, Event::PingResponse(_))) {
+        let message = tokio::time::timeout_at(deadline.into(), status.recv())
+            .await
+            .expect("up and a ping response within 3 s")
+            .unwrap();
+        seen.push(message.event);
+    }
+    assert_eq!(seen[0], Event::Status(Status::Up));
+
+    let (code, page) = get_text(&app, "/metrics").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(page.contains("app_requests_handled_total 7"), "{page}");
+    let broker_label = broker.addr();
+    assert!(
+        page.contains(&format!(
+            "mqtt_client_up{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 1"
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "mqtt_client_ping_rtt_seconds_count{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 1"
+        )),
+        "{page}"
+    );
+    assert_eq!(
+        get_text(&app, "/hello").await,
+        (StatusCode::OK, "hello".into())
+    );
+
+    // The service's connection drops: the tracker reports Down by reason.
+    broker.kill();
+    let tracker = driver.await.unwrap();
+    assert_eq!(tracker.status(), Status::Down);
+    let (_, page) = get_text(&app, "/metrics").await;
+    assert!(
+        page.contains(&format!(
+            "mqtt_client_up{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 0"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("reason=\"closed_by_broker\"} 1"), "{page}");
+
+    // Dropping the tracker ends the client's series.
+    drop(tracker);
+    let (_, page) = get_text(&app, "/metrics").await;
+    assert!(!page.contains("client_id=\"embedded-app\""), "{page}");
+}
