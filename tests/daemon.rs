@@ -1,0 +1,1042 @@
+//! The `mqtt-pulse` binary as users run it: bad input fails with one line and
+//! a status of 1 (checked for every `tests/testdata/bad-*.toml`, through both
+//! `--config.check` and the serving path), reload by `POST /-/reload` and SIGHUP
+//! against real Mosquitto brokers, clean shutdown on SIGTERM, secrets kept out
+//! of every output, and the two log formats.
+//!
+//! Every daemon runs on a free port with its config in a temp dir, and is
+//! killed when its guard drops. Nothing waits a fixed time: each test polls a
+//! real condition (a scrape, a broker log line, the process's exit) against a
+//! deadline.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Broker, TempDir, free_port, wait_until};
+use mqtt_pulse::config::Config;
+use mqtt_pulse::daemon::{DaemonError, LONG_VERSION};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+/// How long a daemon may take to serve, a target to connect, a reload to show.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// How long a one-shot run (`--config.check`, a failing start) may take.
+const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SIGTERM may take to end the daemon.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Environment variables the daemon reads flags from: removed from every run so
+/// the caller's environment cannot change what is tested.
+const FLAG_ENV: &[&str] = &[
+    "MQTT_PULSE_CONFIG_FILE",
+    "MQTT_PULSE_WEB_LISTEN_ADDRESS",
+    "MQTT_PULSE_WEB_CONFIG_FILE",
+    "MQTT_PULSE_LOG_LEVEL",
+    "MQTT_PULSE_LOG_FORMAT",
+];
+
+fn binary() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("mqtt-pulse")
+}
+
+// ---------------------------------------------------------------------------------
+// One-shot runs
+// ---------------------------------------------------------------------------------
+
+/// Runs the binary to completion (killed after [`ONE_SHOT_TIMEOUT`]) with
+/// `RUST_BACKTRACE=1`, so that a panic or an error printed with a backtrace
+/// would show.
+fn run(args: &[&str]) -> Output {
+    let mut command = assert_cmd::Command::new(binary());
+    command
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .timeout(ONE_SHOT_TIMEOUT);
+    for name in FLAG_ENV {
+        command.env_remove(name);
+    }
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mqtt-pulse {args:?}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exit status 1, nothing on stdout, and exactly `expected` as the one line on
+/// stderr: no panic, no backtrace, no second line.
+fn assert_fails_with_one_line(output: &Output, expected: &str, what: &str) {
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    let context = format!("{what}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}");
+    assert_eq!(output.status.code(), Some(1), "exit status: {context}");
+    assert!(stdout.is_empty(), "something on stdout: {context}");
+    assert!(!stderr.contains("panicked"), "a panic: {context}");
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "a backtrace hint: {context}"
+    );
+    assert!(
+        !stderr.contains("stack backtrace"),
+        "a backtrace: {context}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "not one line: {context}");
+    assert_eq!(stderr, format!("{expected}\n"), "{context}");
+}
+
+/// `--config.file <file> --web.listen-address 127.0.0.1:<free port>`: the
+/// serving path, which must fail before it serves.
+fn serve_args(config: &str, port: u16) -> Vec<String> {
+    vec![
+        "--config.file".into(),
+        config.into(),
+        "--web.listen-address".into(),
+        format!("127.0.0.1:{port}"),
+    ]
+}
+
+fn run_owned(args: &[String]) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args)
+}
+
+#[test]
+fn every_bad_config_fails_with_the_librarys_one_line_through_check_and_serve() {
+    let mut bad_files: Vec<PathBuf> = fs::read_dir("tests/testdata")
+        .expect("read tests/testdata")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("bad-") && name.ends_with(".toml")
+        })
+        .collect();
+    bad_files.sort();
+    assert!(
+        bad_files.len() >= 40,
+        "expected the bad-*.toml table of tests/config.rs, found {bad_files:?}"
+    );
+
+    for path in &bad_files {
+        let error = Config::load(path)
+            .err()
+            .unwrap_or_else(|| panic!("{} loads, but it is a bad-* file", path.display()));
+        let expected = format!("mqtt-pulse: {error}");
+        let file = path.to_str().expect("a UTF-8 path");
+
+        let check = run(&["--config.file", file, "--config.check"]);
+        assert_fails_with_one_line(&check, &expected, &format!("--config.check {file}"));
+
+        let serve = run_owned(&serve_args(file, free_port()));
+        assert_fails_with_one_line(&serve, &expected, &format!("serving {file}"));
+    }
+}
+
+#[test]
+fn a_missing_or_unreadable_config_file_fails_with_one_line() {
+    let dir = TempDir::new("daemon-unreadable");
+    let missing = dir.join("missing.toml");
+    // A directory: unreadable as a file even for root, unlike a chmod 000 file.
+    let directory = dir.join("config.toml");
+    fs::create_dir(&directory).unwrap();
+
+    for path in [&missing, &directory] {
+        let error = Config::load(path).expect_err("an unreadable file");
+        let expected = format!("mqtt-pulse: {error}");
+        assert!(
+            expected.contains("cannot read the config file"),
+            "{expected}"
+        );
+        let file = path.to_str().unwrap();
+
+        let check = run(&["--config.file", file, "--config.check"]);
+        assert_fails_with_one_line(&check, &expected, &format!("--config.check {file}"));
+        let serve = run_owned(&serve_args(file, free_port()));
+        assert_fails_with_one_line(&serve, &expected, &format!("serving {file}"));
+    }
+}
+
+#[test]
+fn a_listen_address_in_use_fails_with_one_line() {
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = run(&[
+        "--config.file",
+        "tests/testdata/good-minimal.toml",
+        "--web.listen-address",
+        &address,
+    ]);
+    let in_use = io::Error::from_raw_os_error(nix::errno::Errno::EADDRINUSE as i32);
+    assert_fails_with_one_line(
+        &output,
+        &format!("mqtt-pulse: cannot listen on {address}: {in_use}"),
+        "listen address in use",
+    );
+    drop(taken);
+}
+
+#[test]
+fn malformed_listen_addresses_fail_with_one_line() {
+    let cases = [
+        (
+            "nonsense",
+            "mqtt-pulse: invalid --web.listen-address \"nonsense\": expected host:port or :port",
+        ),
+        (
+            ":99999",
+            "mqtt-pulse: invalid --web.listen-address \":99999\": \"99999\" is not a port number",
+        ),
+        (
+            "host:",
+            "mqtt-pulse: invalid --web.listen-address \"host:\": expected host:port or :port",
+        ),
+    ];
+    for (address, expected) in cases {
+        let output = run(&[
+            "--config.file",
+            "tests/testdata/good-minimal.toml",
+            "--web.listen-address",
+            address,
+        ]);
+        assert_fails_with_one_line(
+            &output,
+            expected,
+            &format!("--web.listen-address {address}"),
+        );
+    }
+}
+
+#[test]
+fn web_config_file_is_refused_with_one_clear_line() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let output = run(&[
+        "--config.file",
+        "tests/testdata/good-minimal.toml",
+        "--web.listen-address",
+        &listen,
+        "--web.config.file",
+        "x",
+    ]);
+    let expected = format!("mqtt-pulse: {}", DaemonError::WebConfigUnsupported);
+    assert!(
+        expected.contains("--web.config.file is not supported"),
+        "{expected}"
+    );
+    assert_fails_with_one_line(&output, &expected, "--web.config.file x");
+}
+
+#[test]
+fn an_unknown_flag_is_clap_usage_error_status_2() {
+    let output = run(&["--no-such-flag"]);
+    let stderr = text(&output.stderr);
+    // clap's convention for usage errors; anything non-zero would do for a
+    // shell, but 2 is what it documents and what scripts can tell apart from 1.
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument '--no-such-flag'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn config_check_on_a_good_file_prints_a_one_line_summary() {
+    let output = run(&[
+        "--config.file",
+        "tests/testdata/good-full.toml",
+        "--config.check",
+    ]);
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "tests/testdata/good-full.toml: OK, 3 targets (plain, tls-own, websocket)\n"
+    );
+    // The file turns TLS verification off for one target: warned, one line.
+    let config = Config::load(Path::new("tests/testdata/good-full.toml")).unwrap();
+    let expected: String = config
+        .warnings()
+        .iter()
+        .map(|warning| format!("{warning}\n"))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn version_names_the_version_revision_and_compiler() {
+    let output = run(&["--version"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    assert_eq!(stdout, format!("mqtt-pulse {LONG_VERSION}\n"));
+    let rest = LONG_VERSION
+        .strip_prefix(concat!(env!("CARGO_PKG_VERSION"), " (revision "))
+        .unwrap_or_else(|| panic!("{LONG_VERSION}"));
+    let (revision, rustc) = rest
+        .strip_suffix(')')
+        .and_then(|rest| rest.split_once(", rustc "))
+        .unwrap_or_else(|| panic!("{LONG_VERSION}"));
+    assert!(!revision.is_empty() && !revision.contains(' '), "{stdout}");
+    // The compiler is always known: build.rs runs it.
+    assert!(
+        rustc.split('.').count() >= 3 && rustc.split('.').all(|p| !p.is_empty()),
+        "{stdout}"
+    );
+    assert!(output.stderr.is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// HTTP, metrics, broker logs
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    body: String,
+}
+
+/// One HTTP/1.1 request with `Connection: close`, read to the end.
+fn http(port: u16, method: &str, path: &str) -> io::Result<HttpResponse> {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let length = if method == "GET" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{length}\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not an HTTP response: {:?}", text(&raw)),
+        )
+    })
+}
+
+fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut body = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut chunked = false;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        }
+        if name == "content-length" {
+            body = body.get(..value.parse::<usize>().ok()?)?;
+        }
+    }
+    let body = if chunked {
+        let mut decoded = Vec::new();
+        loop {
+            let end = body.windows(2).position(|w| w == b"\r\n")?;
+            let size = std::str::from_utf8(&body[..end]).ok()?;
+            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+            if size == 0 {
+                break decoded;
+            }
+            decoded.extend_from_slice(body.get(end + 2..end + 2 + size)?);
+            body = body.get(end + 2 + size + 2..)?;
+        }
+    } else {
+        body.to_vec()
+    };
+    Some(HttpResponse {
+        status,
+        body: String::from_utf8(body).ok()?,
+    })
+}
+
+/// One sample of a `/metrics` page.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A scraped `/metrics` page.
+struct Metrics {
+    text: String,
+    samples: Vec<Sample>,
+}
+
+impl Metrics {
+    fn parse(text: String) -> Metrics {
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| parse_sample(line).unwrap_or_else(|| panic!("unparsable line {line:?}")))
+            .collect();
+        Metrics { text, samples }
+    }
+
+    /// The value of the one sample called `name` whose labels include `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut matching = self.samples.iter().filter(|sample| {
+            sample.name == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| sample.labels.get(*key).map(String::as_str) == Some(value))
+        });
+        let found = matching.next()?;
+        assert!(
+            matching.next().is_none(),
+            "more than one {name} with {labels:?}:\n{}",
+            self.text
+        );
+        Some(found.value)
+    }
+
+    fn up(&self, client_id: &str) -> Option<f64> {
+        self.value("mqtt_client_up", &[("client_id", client_id)])
+    }
+
+    fn status_changes(&self, client_id: &str, status: &str) -> Option<f64> {
+        self.value(
+            "mqtt_client_status_changes_total",
+            &[("client_id", client_id), ("status", status)],
+        )
+    }
+
+    fn reload_successful(&self) -> Option<f64> {
+        self.value("mqtt_pulse_config_last_reload_successful", &[])
+    }
+
+    /// Whether any series carries this client id.
+    fn has_client(&self, client_id: &str) -> bool {
+        self.samples
+            .iter()
+            .any(|sample| sample.labels.get("client_id").map(String::as_str) == Some(client_id))
+    }
+}
+
+/// `name{a="x",b="y"} value` or `name value` (no timestamps on this page).
+fn parse_sample(line: &str) -> Option<Sample> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        number => number.parse().ok()?,
+    };
+    let Some((name, rest)) = series.split_once('{') else {
+        return Some(Sample {
+            name: series.to_owned(),
+            labels: BTreeMap::new(),
+            value,
+        });
+    };
+    let mut labels = BTreeMap::new();
+    let mut chars = rest.strip_suffix('}')?.chars().peekable();
+    while chars.peek().is_some() {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '"' => break,
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                other => value.push(other),
+            }
+        }
+        labels.insert(key, value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// How many times `client_id` connected to `broker`, counted by mosquitto's
+/// "New client connected from <addr> as <id> (p2, c1, k5)." line.
+fn connects(log: &str, client_id: &str) -> usize {
+    connect_lines(log, client_id).len()
+}
+
+fn connect_lines<'a>(log: &'a str, client_id: &str) -> Vec<&'a str> {
+    let as_id = format!(" as {client_id} (");
+    log.lines()
+        .filter(|line| line.contains("New client connected from ") && line.contains(&as_id))
+        .collect()
+}
+
+/// How many DISCONNECT packets `client_id` sent, by mosquitto's log.
+fn disconnects(log: &str, client_id: &str) -> usize {
+    let needle = format!(": Received DISCONNECT from {client_id}");
+    log.lines()
+        .filter(|line| line.trim_end().ends_with(&needle))
+        .count()
+}
+
+// ---------------------------------------------------------------------------------
+// The daemon
+// ---------------------------------------------------------------------------------
+
+/// A running `mqtt-pulse` on a free port, killed (SIGKILL) and reaped on drop
+/// if it is still running. Its stderr (the logs) goes to a file in `dir`.
+struct Daemon {
+    child: Child,
+    port: u16,
+    stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `mqtt-pulse --web.listen-address 127.0.0.1:<free port> <args>`
+    /// and waits until `/-/ready` answers 200.
+    fn start(dir: &Path, args: &[&str]) -> Daemon {
+        for attempt in 0.. {
+            let port = free_port();
+            let stderr_path = dir.join(format!("daemon-{port}.stderr"));
+            let stderr = fs::File::create(&stderr_path).unwrap();
+            let mut command = Command::new(binary());
+            command
+                .arg("--web.listen-address")
+                .arg(format!("127.0.0.1:{port}"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr);
+            for name in FLAG_ENV {
+                command.env_remove(name);
+            }
+            let child = command.spawn().expect("spawn mqtt-pulse");
+            let mut daemon = Daemon {
+                child,
+                port,
+                stderr_path,
+            };
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if let Some(status) = daemon.child.try_wait().unwrap() {
+                    let stderr = daemon.stderr();
+                    // Someone took the free port in between: try another one.
+                    if stderr.contains("cannot listen on") && attempt < 5 {
+                        break;
+                    }
+                    panic!("mqtt-pulse {args:?} exited ({status}) before serving:\n{stderr}");
+                }
+                if http(port, "GET", "/-/ready").is_ok_and(|r| r.status == 200) {
+                    return daemon;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "mqtt-pulse {args:?} not ready within {DEADLINE:?}:\n{}",
+                    daemon.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        unreachable!()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    fn stderr(&self) -> String {
+        text(&fs::read(&self.stderr_path).unwrap_or_default())
+    }
+
+    fn request(&self, method: &str, path: &str) -> HttpResponse {
+        http(self.port, method, path).unwrap_or_else(|e| {
+            panic!(
+                "{method} {path} on mqtt-pulse failed: {e}\n--- stderr ---\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    fn metrics(&self) -> Metrics {
+        let response = self.request("GET", "/metrics");
+        assert_eq!(response.status, 200, "{}", response.body);
+        Metrics::parse(response.body)
+    }
+
+    /// Scrapes until `condition` holds; panics with the last page and the logs
+    /// after [`DEADLINE`].
+    fn wait_for_metrics(&self, what: &str, condition: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let metrics = self.metrics();
+            if condition(&metrics) {
+                return metrics;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "not within {DEADLINE:?}: {what}\n--- /metrics ---\n{}\n--- stderr ---\n{}",
+                    metrics.text,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        signal::kill(self.pid(), signal).unwrap_or_else(|e| panic!("kill -{signal}: {e}"));
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mqtt-pulse still running {SHUTDOWN_DEADLINE:?} after SIGTERM:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = signal::kill(self.pid(), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A `[[target]]` table.
+fn target(name: &str, broker: &Broker, extra: &str) -> String {
+    format!(
+        "[[target]]\nname = \"{name}\"\nurl = \"{}\"\n{extra}\n",
+        broker.url()
+    )
+}
+
+/// Short reconnect delays, so a refused connect is retried within the test.
+const DEFAULTS: &str =
+    "[defaults]\nkeep_alive = \"5s\"\nbackoff = { initial = \"50ms\", max = \"500ms\" }\n\n";
+
+fn write_config(path: &Path, targets: &[String]) {
+    fs::write(path, format!("{DEFAULTS}{}", targets.concat())).unwrap();
+}
+
+/// Waits until `broker`'s log since `mark` satisfies `condition`.
+fn wait_for_broker_log(broker: &Broker, mark: usize, what: &str, condition: impl Fn(&str) -> bool) {
+    assert!(
+        wait_until(DEADLINE, || condition(&broker.log_since(mark))),
+        "broker on port {} never showed: {what}\n--- log since mark ---\n{}",
+        broker.port(),
+        broker.log_since(mark)
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Reload and shutdown
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
+    let broker_a = Broker::start();
+    let broker_b = Broker::start();
+    let dir = TempDir::new("daemon-reload");
+    let config = dir.join("mqtt-pulse.toml");
+    let a = || target("a", &broker_a, "");
+    let c = || target("c", &broker_b, "");
+    let d = |keep_alive: &str| target("d", &broker_a, &format!("keep_alive = \"{keep_alive}\""));
+    write_config(&config, &[a(), target("b", &broker_b, ""), d("5s")]);
+
+    let mut daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()]);
+    let metrics = daemon.wait_for_metrics("a, b and d up", |m| {
+        ["mqtt-pulse-a", "mqtt-pulse-b", "mqtt-pulse-d"]
+            .iter()
+            .all(|id| m.up(id) == Some(1.0))
+    });
+    assert_eq!(
+        metrics.value(
+            "mqtt_client_up",
+            &[("client_id", "mqtt-pulse-a"), ("broker", &broker_a.addr())]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value(
+            "mqtt_client_up",
+            &[("client_id", "mqtt-pulse-b"), ("broker", &broker_b.addr())]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metrics.reload_successful(), Some(1.0));
+    assert_eq!(connects(&broker_a.log(), "mqtt-pulse-a"), 1);
+    assert_eq!(connects(&broker_a.log(), "mqtt-pulse-d"), 1);
+    assert!(connect_lines(&broker_a.log(), "mqtt-pulse-d")[0].contains(", k5"));
+
+    // a unchanged, b removed, c added, d changed.
+    write_config(&config, &[a(), c(), d("2s")]);
+    let response = daemon.request("POST", "/-/reload");
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.body,
+        "config reloaded: added [\"c\"], removed [\"b\"], changed [\"d\"], 1 unchanged\n"
+    );
+    let metrics = daemon.wait_for_metrics("c up, b gone", |m| {
+        m.up("mqtt-pulse-c") == Some(1.0) && !m.has_client("mqtt-pulse-b")
+    });
+    assert_eq!(
+        metrics.value(
+            "mqtt_client_up",
+            &[("client_id", "mqtt-pulse-c"), ("broker", &broker_b.addr())]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !metrics.text.contains("mqtt-pulse-b"),
+        "b's series are still there:\n{}",
+        metrics.text
+    );
+    // d: disconnected cleanly, then connected again with the new keep-alive.
+    wait_for_broker_log(&broker_a, 0, "d connecting a second time", |log| {
+        connects(log, "mqtt-pulse-d") == 2
+    });
+    let log_a = broker_a.log();
+    assert_eq!(disconnects(&log_a, "mqtt-pulse-d"), 1, "{log_a}");
+    assert!(
+        connect_lines(&log_a, "mqtt-pulse-d")[1].contains(", k2"),
+        "{log_a}"
+    );
+    wait_for_broker_log(&broker_b, 0, "DISCONNECT from b", |log| {
+        disconnects(log, "mqtt-pulse-b") == 1
+    });
+    let metrics = daemon.wait_for_metrics("d up again", |m| m.up("mqtt-pulse-d") == Some(1.0));
+    // a: the same connection all along.
+    assert_eq!(
+        connects(&broker_a.log(), "mqtt-pulse-a"),
+        1,
+        "{}",
+        broker_a.log()
+    );
+    assert_eq!(disconnects(&broker_a.log(), "mqtt-pulse-a"), 0);
+    assert_eq!(metrics.up("mqtt-pulse-a"), Some(1.0));
+    assert_eq!(metrics.status_changes("mqtt-pulse-a", "down"), Some(0.0));
+    assert_eq!(metrics.status_changes("mqtt-pulse-a", "up"), Some(1.0));
+    assert_eq!(metrics.reload_successful(), Some(1.0));
+
+    // Reload is POST only.
+    assert_eq!(daemon.request("GET", "/-/reload").status, 405);
+
+    // An invalid file: 500 with the one-line error, and nothing changes.
+    fs::write(
+        &config,
+        format!("{DEFAULTS}{}{}keep_alvie = \"1s\"\n", a(), c()),
+    )
+    .unwrap();
+    let error = Config::load(&config).expect_err("an unknown key");
+    let response = daemon.request("POST", "/-/reload");
+    assert_eq!(response.status, 500, "{}", response.body);
+    assert_eq!(response.body, format!("config reload failed: {error}\n"));
+    assert_eq!(response.body.lines().count(), 1);
+    let metrics = daemon.metrics();
+    assert_eq!(metrics.reload_successful(), Some(0.0));
+    for id in ["mqtt-pulse-a", "mqtt-pulse-c", "mqtt-pulse-d"] {
+        assert_eq!(metrics.up(id), Some(1.0), "{id}:\n{}", metrics.text);
+        assert_eq!(metrics.status_changes(id, "down"), Some(0.0), "{id}");
+    }
+    assert!(!metrics.has_client("mqtt-pulse-b"));
+    assert_eq!(connects(&broker_a.log(), "mqtt-pulse-a"), 1);
+    assert_eq!(connects(&broker_a.log(), "mqtt-pulse-d"), 2);
+    assert_eq!(connects(&broker_b.log(), "mqtt-pulse-c"), 1);
+    assert!(daemon.stderr().contains("config reload failed"));
+
+    // A valid file and SIGHUP: e is added, and the reload counts as a success again.
+    write_config(&config, &[a(), c(), d("2s"), target("e", &broker_b, "")]);
+    daemon.signal(Signal::SIGHUP);
+    let metrics = daemon.wait_for_metrics("e up and the last reload successful", |m| {
+        m.up("mqtt-pulse-e") == Some(1.0) && m.reload_successful() == Some(1.0)
+    });
+    for id in ["mqtt-pulse-a", "mqtt-pulse-c", "mqtt-pulse-d"] {
+        assert_eq!(metrics.up(id), Some(1.0), "{id}");
+    }
+    assert_eq!(connects(&broker_a.log(), "mqtt-pulse-a"), 1);
+    assert_eq!(connects(&broker_a.log(), "mqtt-pulse-d"), 2);
+    assert_eq!(connects(&broker_b.log(), "mqtt-pulse-c"), 1);
+    assert_eq!(metrics.status_changes("mqtt-pulse-a", "down"), Some(0.0));
+
+    // SIGTERM: exit 0, every remaining client says DISCONNECT.
+    let (mark_a, mark_b) = (broker_a.log_mark(), broker_b.log_mark());
+    let status = daemon.terminate();
+    assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+    for (broker, mark, ids) in [
+        (&broker_a, mark_a, ["mqtt-pulse-a", "mqtt-pulse-d"]),
+        (&broker_b, mark_b, ["mqtt-pulse-c", "mqtt-pulse-e"]),
+    ] {
+        wait_for_broker_log(broker, mark, &format!("DISCONNECT from {ids:?}"), |log| {
+            ids.iter().all(|id| disconnects(log, id) == 1)
+        });
+    }
+    assert!(daemon.stderr().contains("shutting down"));
+}
+
+// ---------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------
+
+/// The right password; "plugh" appears nowhere else.
+const SECRET: &str = "s3cr3t-plugh-7781";
+const SECRET_PART: &str = "plugh";
+/// The wrong password of the `wrong` target: a secret just the same.
+const WRONG: &str = "wr0ng-frotz-2203";
+const WRONG_PART: &str = "frotz";
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in [SECRET, SECRET_PART, WRONG, WRONG_PART] {
+        assert!(
+            !text.contains(secret),
+            "{what} shows a password ({secret:?}):\n{text}"
+        );
+    }
+}
+
+fn secrets_are_kept_out_of_everything(format: &str) {
+    let broker = Broker::builder().password("probe", SECRET).start();
+    let dir = TempDir::new(&format!("daemon-secrets-{format}"));
+    fs::write(dir.join("password"), format!("{SECRET}\n")).unwrap();
+    fs::write(dir.join("wrong-password"), format!("{WRONG}\n")).unwrap();
+    let config = dir.join("mqtt-pulse.toml");
+    let inline = target(
+        "inline",
+        &broker,
+        &format!("username = \"probe\"\npassword = \"{SECRET}\""),
+    );
+    let file = target(
+        "file",
+        &broker,
+        "username = \"probe\"\npassword_file = \"password\"",
+    );
+    let wrong = target(
+        "wrong",
+        &broker,
+        "username = \"probe\"\npassword_file = \"wrong-password\"",
+    );
+    write_config(&config, &[inline.clone(), file.clone(), wrong.clone()]);
+    let config_arg = config.to_str().unwrap();
+
+    // --config.check: the summary and the inline-password warning, no secret.
+    let check = run(&["--config.file", config_arg, "--config.check"]);
+    let (stdout, stderr) = (text(&check.stdout), text(&check.stderr));
+    assert_eq!(check.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{config_arg}: OK, 3 targets (inline, file, wrong)\n")
+    );
+    assert!(
+        stderr.contains("warning: inline `password` in [[target]] \"inline\""),
+        "{stderr}"
+    );
+    assert_no_secret("--config.check", &format!("{stdout}{stderr}"));
+
+    let mut daemon = Daemon::start(
+        &dir,
+        &[
+            "--config.file",
+            config_arg,
+            "--log.level",
+            "debug",
+            "--log.format",
+            format,
+        ],
+    );
+    let metrics = daemon.wait_for_metrics("inline and file up, wrong refused", |m| {
+        m.up("mqtt-pulse-inline") == Some(1.0)
+            && m.up("mqtt-pulse-file") == Some(1.0)
+            && m.value(
+                "mqtt_client_connect_failures_total",
+                &[
+                    ("client_id", "mqtt-pulse-wrong"),
+                    ("reason", "not_authorized"),
+                ],
+            )
+            .is_some_and(|failures| failures >= 1.0)
+    });
+    assert_eq!(metrics.up("mqtt-pulse-wrong"), Some(0.0));
+    assert_no_secret("/metrics", &metrics.text);
+    let page = daemon.request("GET", "/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("mqtt-pulse-inline"), "{}", page.body);
+    assert_no_secret("the landing page", &page.body);
+
+    // Broken files with the password right next to the fault.
+    let broken = [
+        // An unknown key one line below the password.
+        format!("{DEFAULTS}{inline}pasword = \"{SECRET}\"\n"),
+        // A syntax error on the password's own line.
+        format!(
+            "{DEFAULTS}{}password = \"{SECRET}\" trailing\n",
+            target("x", &broker, "username = \"probe\"")
+        ),
+        // A bad value on the line after the password.
+        format!("{DEFAULTS}{inline}keep_alive = \"forever\"\n"),
+        // The password written twice.
+        format!("{DEFAULTS}{inline}password = \"{SECRET}\"\n"),
+    ];
+    for text in &broken {
+        fs::write(&config, text).unwrap();
+        let error = Config::load(&config).expect_err("a broken file");
+        let response = daemon.request("POST", "/-/reload");
+        assert_eq!(response.status, 500, "{}", response.body);
+        assert_eq!(response.body, format!("config reload failed: {error}\n"));
+        assert_no_secret("the reload error", &response.body);
+
+        let check = run(&["--config.file", config_arg, "--config.check"]);
+        assert_fails_with_one_line(&check, &format!("mqtt-pulse: {error}"), "--config.check");
+        assert_no_secret("--config.check", &text_of(&check));
+    }
+    // ... while every target keeps running.
+    let metrics = daemon.metrics();
+    assert_eq!(metrics.reload_successful(), Some(0.0));
+    assert_eq!(metrics.up("mqtt-pulse-inline"), Some(1.0));
+
+    let status = daemon.terminate();
+    assert_eq!(status.code(), Some(0));
+    let logs = daemon.stderr();
+    assert_no_secret("the logs", &logs);
+    assert!(
+        logs.contains("warning: inline `password` in [[target]]"),
+        "no inline-password warning in the logs:\n{logs}"
+    );
+    assert!(logs.contains("config reload failed"), "{logs}");
+    assert!(logs.contains("not_authorized"), "{logs}");
+    if format == "json" {
+        for line in logs.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        }
+    }
+}
+
+fn text_of(output: &Output) -> String {
+    format!("{}{}", text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn secrets_are_kept_out_of_logfmt_logs_metrics_pages_and_errors() {
+    secrets_are_kept_out_of_everything("logfmt");
+}
+
+#[test]
+fn secrets_are_kept_out_of_json_logs_metrics_pages_and_errors() {
+    secrets_are_kept_out_of_everything("json");
+}
+
+// ---------------------------------------------------------------------------------
+// Log formats
+// ---------------------------------------------------------------------------------
+
+/// Runs a daemon with one target until it is up, stops it, returns its logs.
+fn logs_of_one_connection(format: &str, broker: &Broker) -> String {
+    let dir = TempDir::new(&format!("daemon-logs-{format}"));
+    let config = dir.join("mqtt-pulse.toml");
+    write_config(&config, &[target("x", broker, "")]);
+    let mut daemon = Daemon::start(
+        &dir,
+        &[
+            "--config.file",
+            config.to_str().unwrap(),
+            "--log.format",
+            format,
+        ],
+    );
+    daemon.wait_for_metrics("x up", |m| m.up("mqtt-pulse-x") == Some(1.0));
+    assert_eq!(daemon.terminate().code(), Some(0));
+    daemon.stderr()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_transition_fields() {
+    let broker = Broker::start();
+    let logs = logs_of_one_connection("json", &broker);
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{logs}"))
+        })
+        .collect();
+    assert!(!lines.is_empty());
+    let field = |line: &serde_json::Value, name: &str| -> Option<String> {
+        let value = line
+            .get("fields")
+            .and_then(|f| f.get(name))
+            .or_else(|| line.get(name))?;
+        value.as_str().map(str::to_owned)
+    };
+    let transition = lines
+        .iter()
+        .find(|line| field(line, "status").as_deref() == Some("up"))
+        .unwrap_or_else(|| panic!("no status=up line:\n{logs}"));
+    assert_eq!(
+        field(transition, "client_id").as_deref(),
+        Some("mqtt-pulse-x")
+    );
+    assert_eq!(field(transition, "broker"), Some(broker.addr()));
+    assert_eq!(
+        transition.get("level").and_then(|l| l.as_str()),
+        Some("INFO"),
+        "{transition}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| field(line, "status").as_deref() == Some("terminated")),
+        "no status=terminated line on shutdown:\n{logs}"
+    );
+}
+
+#[test]
+fn logfmt_logs_carry_level_and_status() {
+    let broker = Broker::start();
+    let logs = logs_of_one_connection("logfmt", &broker);
+    for line in logs.lines() {
+        assert!(line.starts_with("ts="), "not logfmt: {line}");
+        assert!(line.contains(" level="), "no level: {line}");
+    }
+    let transition = logs
+        .lines()
+        .find(|line| line.contains(" status=up"))
+        .unwrap_or_else(|| panic!("no status=up line:\n{logs}"));
+    assert!(transition.contains(" level=info"), "{transition}");
+    assert!(
+        transition.contains(" client_id=mqtt-pulse-x"),
+        "{transition}"
+    );
+    assert!(
+        transition.contains(&format!(" broker={}", broker.addr())),
+        "{transition}"
+    );
+}
