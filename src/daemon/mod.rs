@@ -127,6 +127,16 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     if cli.web_config_file.is_some() {
         return Err(DaemonError::WebConfigUnsupported);
     }
+    // Take over SIGHUP, and let `shutdown` install its handlers (a signal
+    // future does on its first poll), before anything can be asked to reload
+    // or stop: until then those signals would kill the process outright.
+    let mut hangups = hangup_signals();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(()),
+        () = std::future::ready(()) => {}
+    }
     let config = Config::load_or_default(cli.config_file.as_deref())?;
     let mut listeners = Vec::new();
     for address in &cli.listen_addresses {
@@ -172,8 +182,6 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         "mqtt-pulse started"
     );
 
-    let mut hangups = hangup_signals();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
