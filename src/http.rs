@@ -48,7 +48,6 @@ use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::events::Status;
 use crate::exporter::prometheus::{ClientSummary, PrometheusHandle};
 
 /// The `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
@@ -249,12 +248,13 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
     ));
     for client in clients {
         let status = client.state.status;
+        // The status doubles as the cell's CSS class (`up`, `down`, …).
         let _ = writeln!(
             page,
             "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
             escape_html(client.state.client_id.as_str()),
             escape_html(&client.state.info.broker),
-            status_class(status),
+            status.as_str(),
             status,
             client
                 .last_ping_rtt
@@ -264,10 +264,6 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
     }
     page.push_str("</tbody>\n</table>\n</body>\n</html>\n");
     page
-}
-
-fn status_class(status: Status) -> &'static str {
-    status.as_str()
 }
 
 fn escape_html(text: &str) -> String {

@@ -4,9 +4,11 @@
 //! per sample, because a scrape of ten thousand clients writes about a quarter
 //! of a million samples.
 //!
-//! Numbers are written exactly as the `prometheus` crate's `TextEncoder` writes
-//! them (Rust's shortest round-trip `Display`), so our fast path and a plain
-//! `gather()` + `TextEncoder` produce the same bytes.
+//! Finite numbers are written exactly as the `prometheus` crate's `TextEncoder`
+//! writes them (Rust's shortest round-trip `Display`), so our fast path and a
+//! plain `gather()` + `TextEncoder` produce the same bytes; infinities are
+//! spelled `+Inf`/`-Inf` as the format wants (the encoder writes `inf`), but
+//! the exporter's own values are always finite.
 
 use std::fmt::Write as _;
 
