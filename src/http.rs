@@ -208,7 +208,7 @@ async fn not_found() -> (StatusCode, &'static str) {
     (StatusCode::NOT_FOUND, "404 page not found\n")
 }
 
-async fn method_not_allowed() -> (StatusCode, &'static str) {
+pub(crate) async fn method_not_allowed() -> (StatusCode, &'static str) {
     (StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n")
 }
 

@@ -1040,3 +1040,24 @@ fn logfmt_logs_carry_level_and_status() {
         "{transition}"
     );
 }
+
+#[test]
+fn healthcheck_exits_zero_for_a_running_daemon_and_one_line_otherwise() {
+    let dir = TempDir::new("daemon-healthcheck");
+    let daemon = Daemon::start(&dir, &[]);
+    let address = format!("127.0.0.1:{}", daemon.port);
+    let healthy = run(&["healthcheck", "--web.listen-address", &address]);
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+    // The `:port` form of the daemon's own flag means this machine.
+    let port_only = format!(":{}", daemon.port);
+    let healthy = run(&["--web.listen-address", &port_only, "healthcheck"]);
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let down = run(&["healthcheck", "--web.listen-address", &nobody]);
+    assert_fails_with_one_line(
+        &down,
+        &format!("mqtt-pulse: healthcheck of {nobody} failed: Connection refused (os error 111)"),
+        "healthcheck with nothing listening",
+    );
+}

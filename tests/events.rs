@@ -524,7 +524,7 @@ fn announce_makes_a_client_known_as_down_without_an_event() {
     assert_eq!(clients.len(), 1);
     assert_eq!(clients[0].client_id, id("plant"));
     assert_eq!(clients[0].status, Status::Down);
-    assert_eq!(clients[0].info.broker, "broker.local:1883");
+    assert_eq!(&*clients[0].info.broker, "broker.local:1883");
     assert_eq!(all.try_recv(), Err(TryRecvError::Empty));
     assert_eq!(events.stats(EventKind::Status), kind_stats(0, 0, 0));
 }
@@ -1169,7 +1169,7 @@ fn check(
     let clients: Vec<_> = events
         .clients()
         .into_iter()
-        .map(|c| (c.client_id.to_string(), c.status, c.info.broker))
+        .map(|c| (c.client_id.to_string(), c.status, c.info.broker.to_string()))
         .collect();
     let want: Vec<_> = model
         .statuses

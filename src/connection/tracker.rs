@@ -38,7 +38,7 @@ use crate::events::{ClientId, ClientInfo, Event, Events, FailureReason, Status};
 pub struct ConnectionTracker {
     events: Events,
     client_id: ClientId,
-    broker: String,
+    broker: std::sync::Arc<str>,
     link: Link,
 }
 
@@ -47,8 +47,8 @@ impl ConnectionTracker {
     /// (`host:port`). The hub knows the client from now on, as Down.
     pub fn new(events: &Events, client_id: impl Into<ClientId>, broker: impl Into<String>) -> Self {
         let client_id = client_id.into();
-        let broker = broker.into();
-        events.announce(&client_id, ClientInfo::new(broker.clone()));
+        let broker: std::sync::Arc<str> = broker.into().into();
+        events.announce(&client_id, ClientInfo::new(std::sync::Arc::clone(&broker)));
         Self {
             events: events.clone(),
             client_id,

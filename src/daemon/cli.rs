@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// `--version` text: version, source revision and compiler.
 pub const LONG_VERSION: &str = concat!(
@@ -27,6 +27,10 @@ pub const LONG_VERSION: &str = concat!(
                   SIGHUP or POST /-/reload re-reads the config file."
 )]
 pub struct Cli {
+    /// What to do instead of running the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The TOML config file (see mqtt-pulse.example.toml).
     #[arg(
         long = "config.file",
@@ -46,7 +50,8 @@ pub struct Cli {
         env = "MQTT_PULSE_WEB_LISTEN_ADDRESS",
         value_name = "ADDRESS",
         default_value = ":9883",
-        value_delimiter = ','
+        value_delimiter = ',',
+        global = true
     )]
     pub listen_addresses: Vec<String>,
 
@@ -75,6 +80,15 @@ pub struct Cli {
         default_value_t = LogFormat::Logfmt
     )]
     pub log_format: LogFormat,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Ask a running mqtt-pulse at the first --web.listen-address whether it is
+    /// healthy (GET /-/healthy); exit 0 if so, 1 if not. For container health
+    /// checks, where the image has no curl.
+    Healthcheck,
 }
 
 /// Severity threshold of the logs.

@@ -10,7 +10,7 @@
 mod cli;
 mod logging;
 
-pub use cli::{Cli, LONG_VERSION, LogFormat, LogLevel};
+pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel};
 pub use logging::init_logging;
 
 use std::collections::BTreeMap;
@@ -77,6 +77,14 @@ pub enum DaemonError {
     /// The exporter could not be registered.
     #[error("cannot set up the Prometheus exporter: {0}")]
     Exporter(#[from] BuildError),
+    /// `healthcheck` found no healthy mqtt-pulse at the address.
+    #[error("healthcheck of {address} failed: {reason}")]
+    Unhealthy {
+        /// Where it asked.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The tokio runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -88,6 +96,10 @@ pub enum DaemonError {
 /// # Errors
 /// [`DaemonError`] for anything that keeps the daemon from starting.
 pub fn main(cli: Cli) -> Result<(), DaemonError> {
+    if let Some(Command::Healthcheck) = cli.command {
+        let address = cli.listen_addresses.first().map_or(":9883", String::as_str);
+        return healthcheck(address);
+    }
     if cli.config_check {
         return check_config(&cli);
     }
@@ -96,6 +108,49 @@ pub fn main(cli: Cli) -> Result<(), DaemonError> {
         .build()
         .map_err(DaemonError::Runtime)?;
     runtime.block_on(run(cli, crate::http::shutdown_signal()))
+}
+
+/// `GET /-/healthy` on the daemon listening at `address` (`:port` and
+/// wildcard hosts mean this machine). A dozen lines of HTTP/1.1 by hand keep
+/// an HTTP client library out of the binary for one request to loopback.
+fn healthcheck(address: &str) -> Result<(), DaemonError> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    let unhealthy = |reason: String| DaemonError::Unhealthy {
+        address: address.to_owned(),
+        reason,
+    };
+    let target = match address.rsplit_once(':') {
+        Some(("" | "0.0.0.0" | "[::]", port)) => format!("127.0.0.1:{port}"),
+        _ => address.to_owned(),
+    };
+    let socket = target
+        .to_socket_addrs()
+        .map_err(|e| unhealthy(e.to_string()))?
+        .next()
+        .ok_or_else(|| unhealthy("the address resolves to nothing".into()))?;
+    let timeout = Duration::from_secs(3);
+    let mut stream =
+        TcpStream::connect_timeout(&socket, timeout).map_err(|e| unhealthy(e.to_string()))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let request = format!("GET /-/healthy HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| unhealthy(e.to_string()))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| unhealthy(e.to_string()))?;
+    let status_line = String::from_utf8_lossy(&response);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(unhealthy(format!("answered {status_line:?}")))
+    }
 }
 
 fn check_config(cli: &Cli) -> Result<(), DaemonError> {
@@ -429,6 +484,7 @@ struct ReloadRequest {
 fn reload_router(requests: mpsc::Sender<ReloadRequest>) -> Router {
     Router::new()
         .route("/-/reload", post(reload))
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(requests)
 }
 

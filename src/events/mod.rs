@@ -133,12 +133,12 @@ pub struct ClientState {
 pub struct ClientInfo {
     /// The broker it connects to, as `host:port` (the `broker` metric label).
     /// Empty when unknown.
-    pub broker: String,
+    pub broker: Arc<str>,
 }
 
 impl ClientInfo {
     /// Facts about a client connecting to `broker` (`host:port`).
-    pub fn new(broker: impl Into<String>) -> Self {
+    pub fn new(broker: impl Into<Arc<str>>) -> Self {
         Self {
             broker: broker.into(),
         }
