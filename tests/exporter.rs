@@ -3,9 +3,9 @@
 //! service's registry and router carry both its metrics and ours.
 //!
 //! Events are dispatched by hand here, with the same `announce` / `dispatch` /
-//! `count_failure` calls the connection driver makes. In the Prometheus test
-//! they all come from [`ProbeClient`], the one place to swap for a real
-//! connection to a real broker.
+//! `count_failure` calls the connection driver makes — except in the
+//! Prometheus test, where [`ProbeClient`] is a real connection to a real
+//! Mosquitto that the test kills.
 
 mod common;
 
@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
+use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, FailureReason, Status};
 use mqtt_pulse::exporter::prometheus::{
     BuildError, DEFAULT_RTT_BUCKETS, PrometheusBuilder, PrometheusHandle,
@@ -470,39 +471,34 @@ async fn the_consumer_ends_once_the_exporter_is_dropped() {
 // A real Prometheus
 // ---------------------------------------------------------------------------------
 
-/// The event source of the Prometheus test: one client of the monitored fleet.
-///
-/// Today it dispatches by hand exactly what the connection driver dispatches.
-/// To test against a real broker, replace its body with a real connection
-/// (`common::Broker` + the driver): `connect` starts it, `produce_pings` waits
-/// for keep-alive round trips, `lose_connection` stops the broker.
+/// The monitored client of the Prometheus test: a real connection (the
+/// driver, keep-alive 1 s) to a real broker of its own, which the test kills.
 struct ProbeClient {
-    events: Events,
-    id: ClientId,
+    broker: common::Broker,
+    connection: Option<Connection>,
 }
 
 impl ProbeClient {
     fn connect(events: &Events, client_id: &str) -> Self {
-        let id = ClientId::from(client_id);
-        events.announce(&id, ClientInfo::new(BROKER));
-        events.dispatch(&id, Event::Status(Status::Up));
+        let broker = common::Broker::start();
+        let options = ConnectionOptions::new(client_id, &broker.url())
+            .unwrap()
+            .with_keep_alive(Duration::from_secs(1));
+        let connection = Connection::start(options, events).unwrap();
         Self {
-            events: events.clone(),
-            id,
-        }
-    }
-
-    fn produce_pings(&self) {
-        for micros in [140, 160, 210] {
-            let rtt = Duration::from_micros(micros);
-            self.events.dispatch(&self.id, Event::PingResponse(rtt));
+            broker,
+            connection: Some(connection),
         }
     }
 
     fn lose_connection(&self) {
-        self.events.dispatch(&self.id, Event::Status(Status::Down));
-        self.events
-            .count_failure(&self.id, FailureReason::ClosedByBroker);
+        self.broker.kill();
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.shutdown().await;
+        }
     }
 }
 
@@ -654,18 +650,18 @@ async fn a_real_prometheus_scrapes_the_exporter() {
         .await;
     assert_eq!(connected, Some(1.0));
 
-    // A quantile needs the buckets to grow between two scrapes: keep pinging.
+    // A quantile needs the buckets to grow between two scrapes: the real
+    // connection pings every second.
     let median = r#"histogram_quantile(0.5, rate(mqtt_client_ping_rtt_seconds_bucket{client_id="prom-probe"}[1m]))"#;
     let rtt = prometheus
-        .poll(within, || {
-            probe.produce_pings();
-            async { prometheus.query(median).await.filter(|v| v.is_finite()) }
+        .poll(within, || async {
+            prometheus.query(median).await.filter(|v| v.is_finite())
         })
         .await
         .expect("the median round trip is a number");
     assert!(
-        rtt > 0.0 && rtt <= 0.000_25,
-        "round trips of ~0.2 ms, median {rtt}"
+        rtt > 0.0 && rtt < 0.05,
+        "loopback round trips are well under 50 ms, median {rtt}"
     );
 
     probe.lose_connection();
@@ -684,6 +680,7 @@ async fn a_real_prometheus_scrapes_the_exporter() {
     let counted = prometheus.poll(within, || prometheus.query(failures)).await;
     assert_eq!(counted, Some(1.0));
 
+    probe.shutdown().await;
     stop_server.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
