@@ -77,6 +77,10 @@ pub enum DaemonError {
     /// The exporter could not be registered.
     #[error("cannot set up the Prometheus exporter: {0}")]
     Exporter(#[from] BuildError),
+    /// The OTLP exporter's settings (`[otlp]` or `OTEL_*`) are unusable.
+    #[cfg(feature = "otlp")]
+    #[error("cannot set up the OTLP exporter: {0}")]
+    Otlp(#[from] crate::exporter::otlp::OtlpError),
     /// `healthcheck` found no healthy mqtt-pulse at the address.
     #[error("healthcheck of {address} failed: {reason}")]
     Unhealthy {
@@ -202,8 +206,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let registry = Registry::new();
     let reload_metrics = ReloadMetrics::register(&registry);
     let handle = PrometheusBuilder::new(&events)
-        .with_registry(registry)
+        .with_registry(registry.clone())
         .install()?;
+    // Before the targets start, so their first status changes are counted.
+    let otlp = start_otlp(&config, &events, &registry)?;
     let mut supervisor = Supervisor {
         events,
         config_path: cli.config_file.clone(),
@@ -253,9 +259,65 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     tracing::info!("shutting down");
     let _ = stop_serving.send(true);
     while servers.join_next().await.is_some() {}
+    // The last push carries the targets as they were, not as the daemon's own
+    // disconnects leave them.
+    stop_otlp(otlp).await;
     supervisor.shutdown().await;
     Ok(())
 }
+
+/// The running OTLP exporter, if `[otlp]` or `OTEL_EXPORTER_OTLP_*` asks for one.
+#[cfg(feature = "otlp")]
+type Otlp = Option<crate::exporter::otlp::OtlpHandle>;
+#[cfg(not(feature = "otlp"))]
+type Otlp = Option<std::convert::Infallible>;
+
+#[cfg(feature = "otlp")]
+fn start_otlp(config: &Config, events: &Events, registry: &Registry) -> Result<Otlp, DaemonError> {
+    use crate::exporter::otlp::{OtlpBuilder, configured_by_env};
+    let builder = match config.otlp() {
+        Some(otlp) => OtlpBuilder::new(events).with_config(otlp),
+        None if configured_by_env() => OtlpBuilder::new(events),
+        None => return Ok(None),
+    };
+    let handle = builder
+        .with_prometheus_registry(registry.clone())
+        .install()?;
+    tracing::info!(
+        protocol = ?handle.protocol(),
+        endpoint = handle.endpoint(),
+        interval = ?handle.interval(),
+        "pushing metrics over OTLP"
+    );
+    Ok(Some(handle))
+}
+
+#[cfg(not(feature = "otlp"))]
+fn start_otlp(
+    config: &Config,
+    _events: &Events,
+    _registry: &Registry,
+) -> Result<Otlp, DaemonError> {
+    if config.otlp().is_some() {
+        tracing::warn!(
+            "the config file has an [otlp] table, but this build has no OTLP support (feature `otlp`); ignoring it"
+        );
+    }
+    Ok(None)
+}
+
+/// Pushes the last batch and stops the OTLP exporter.
+#[cfg(feature = "otlp")]
+async fn stop_otlp(otlp: Otlp) {
+    if let Some(otlp) = otlp
+        && let Err(error) = otlp.shutdown().await
+    {
+        tracing::warn!(%error, "the final OTLP push failed");
+    }
+}
+
+#[cfg(not(feature = "otlp"))]
+async fn stop_otlp(_otlp: Otlp) {}
 
 /// Binds `host:port`, or `:port` on every interface (IPv6 and IPv4 where the
 /// machine has IPv6, else IPv4).
@@ -365,6 +427,12 @@ impl Supervisor {
         validate_targets(changes.added.iter().chain(&changes.changed).copied())?;
         for warning in config.warnings() {
             tracing::warn!("{warning}");
+        }
+        if self.config.otlp() != config.otlp() {
+            tracing::warn!(
+                "the [otlp] table changed; OTLP export keeps its running settings until \
+                 mqtt-pulse is restarted"
+            );
         }
         let mut summary = ReloadSummary {
             unchanged: changes.unchanged.len(),

@@ -8,5 +8,9 @@
 //!
 //! * [`prometheus`] — a collector on a `prometheus::Registry`, with a handle that
 //!   renders the text exposition format (served by [`crate::http`]).
+//! * `otlp` — the same health pushed to an OpenTelemetry collector over OTLP
+//!   (feature `otlp`, on by default).
 
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod prometheus;

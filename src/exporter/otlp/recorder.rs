@@ -1,0 +1,285 @@
+//! From hub events to OpenTelemetry measurements: the exporter's wildcard
+//! subscription, the ping histogram it records into, the per-client status
+//! change counts, and the callbacks the SDK calls at each collection.
+//!
+//! It owns the subscription and its per-client state. It must never block the
+//! hub: events are read from its own queue, on its consumer task or inside a
+//! collection (on the SDK's reader thread), never awaited under a lock. It
+//! must never panic in a callback: a panic there would end the SDK's reader
+//! thread, and with it every later export.
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
+
+use futures_core::Stream;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{AsyncInstrument, Histogram};
+use tokio::sync::oneshot;
+
+use crate::events::{ClientId, ClientState, Event, Events, Message, Status, Subscription};
+
+/// Attribute keys (OpenTelemetry semantic conventions, sorted by key so the
+/// SDK need not sort them on every measurement).
+pub(super) const CLIENT_ID: &str = "mqtt.client.id";
+pub(super) const SERVER_ADDRESS: &str = "server.address";
+pub(super) const SERVER_PORT: &str = "server.port";
+pub(super) const STATUS: &str = "status";
+
+/// The statuses counted by `mqtt.client.status.changes`, as the Prometheus
+/// exporter counts them. `terminated` is absent: a terminated client is
+/// forgotten, its counts with it.
+const COUNTED_STATUSES: [Status; 3] = [Status::Down, Status::Terminating, Status::Up];
+
+/// Events applied under one lock before the consumer yields.
+const CONSUMER_BATCH: usize = 1024;
+
+/// The state shared by the handle, the consumer task and the SDK callbacks.
+pub(super) struct Shared {
+    events: Events,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    subscription: Subscription,
+    rtt: Histogram<f64>,
+    /// Each client's attributes, built once from the hub's `broker`.
+    attributes: HashMap<ClientId, Arc<[KeyValue]>>,
+    /// Status events seen per client, indexed like [`COUNTED_STATUSES`].
+    changes: HashMap<ClientId, [u64; COUNTED_STATUSES.len()]>,
+}
+
+impl Shared {
+    pub(super) fn new(events: Events, subscription: Subscription, rtt: Histogram<f64>) -> Self {
+        Self {
+            events,
+            inner: Mutex::new(Inner {
+                subscription,
+                rtt,
+                attributes: HashMap::new(),
+                changes: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The `mqtt.client.up` callback: 1 or 0 for every client the hub knows,
+    /// read from its present state.
+    pub(super) fn observe_up(&self, observer: &dyn AsyncInstrument<i64>) {
+        for state in self.events.clients() {
+            let attributes = client_attributes(&state.client_id, &state.info.broker);
+            observer.observe(i64::from(state.status.is_up()), &attributes);
+        }
+    }
+
+    /// The `mqtt.client.status.changes` callback: the counts of every client
+    /// the hub knows (zero for the statuses it has not had), after applying
+    /// the queued events. Clients the hub forgot are dropped here too, in case
+    /// their `Terminated` was lost to a full queue.
+    pub(super) fn observe_changes(&self, observer: &dyn AsyncInstrument<u64>) {
+        let mut inner = lock(&self.inner);
+        inner.apply_queued(&self.events, usize::MAX);
+        // Read after catching up: a client the list lacks was terminated.
+        let clients = self.events.clients();
+        inner.retain_present(&clients);
+        for state in &clients {
+            let counts = inner
+                .changes
+                .get(state.client_id.as_str())
+                .copied()
+                .unwrap_or_default();
+            let base = client_attributes(&state.client_id, &state.info.broker);
+            for (status, count) in COUNTED_STATUSES.iter().zip(counts) {
+                let mut attributes = Vec::with_capacity(base.len() + 1);
+                attributes.extend_from_slice(&base);
+                attributes.push(KeyValue::new(STATUS, status.as_str()));
+                observer.observe(count, &attributes);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Applies up to `limit` queued events; returns how many.
+    fn apply_queued(&mut self, events: &Events, limit: usize) -> usize {
+        let mut applied = 0;
+        while applied < limit {
+            let Ok(message) = self.subscription.try_recv() else {
+                break;
+            };
+            self.apply(events, &message);
+            applied += 1;
+        }
+        applied
+    }
+
+    fn apply(&mut self, events: &Events, message: &Message) {
+        let id = &message.client_id;
+        match message.event {
+            Event::Status(Status::Terminated) => {
+                self.attributes.remove(id.as_str());
+                self.changes.remove(id.as_str());
+            }
+            Event::Status(status) => {
+                if let Some(index) = COUNTED_STATUSES.iter().position(|&s| s == status) {
+                    match self.changes.get_mut(id.as_str()) {
+                        Some(counts) => counts[index] += 1,
+                        None => {
+                            let mut counts = [0; COUNTED_STATUSES.len()];
+                            counts[index] = 1;
+                            self.changes.insert(id.clone(), counts);
+                        }
+                    }
+                }
+            }
+            Event::PingResponse(rtt) => {
+                let attributes = self.attributes_of(events, id);
+                self.rtt.record(rtt.as_secs_f64(), &attributes);
+            }
+        }
+    }
+
+    /// The client's attributes. A client not seen yet makes the cache reload
+    /// from the hub (which knows every announced client, so this happens about
+    /// once per client); one the hub does not know gets its id alone.
+    fn attributes_of(&mut self, events: &Events, id: &ClientId) -> Arc<[KeyValue]> {
+        if let Some(attributes) = self.attributes.get(id.as_str()) {
+            return Arc::clone(attributes);
+        }
+        for state in events.clients() {
+            self.attributes
+                .entry(state.client_id.clone())
+                .or_insert_with(|| client_attributes(&state.client_id, &state.info.broker).into());
+        }
+        Arc::clone(
+            self.attributes
+                .entry(id.clone())
+                .or_insert_with(|| client_attributes(id, "").into()),
+        )
+    }
+
+    /// Forgets every client not in `present` (sorted by client id).
+    fn retain_present(&mut self, present: &[ClientState]) {
+        let known = |id: &ClientId| {
+            present
+                .binary_search_by(|state| state.client_id.as_str().cmp(id.as_str()))
+                .is_ok()
+        };
+        self.changes.retain(|id, _| known(id));
+        self.attributes.retain(|id, _| known(id));
+    }
+}
+
+/// `mqtt.client.id`, and `server.address` / `server.port` split from the
+/// hub's `host:port` broker (IPv6 hosts come as `[addr]:port`; the address
+/// is given without brackets). A broker that is empty or has no numeric port
+/// gives only what it has.
+pub(super) fn client_attributes(id: &ClientId, broker: &str) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(3);
+    attributes.push(KeyValue::new(CLIENT_ID, id.as_str().to_owned()));
+    let (host, port) = split_broker(broker);
+    if !host.is_empty() {
+        attributes.push(KeyValue::new(SERVER_ADDRESS, host.to_owned()));
+    }
+    if let Some(port) = port {
+        attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+    }
+    attributes
+}
+
+pub(super) fn split_broker(broker: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = broker.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, port)) => (host, port.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (broker, None),
+        };
+    }
+    // A bare IPv6 address has no port to split off.
+    if broker.matches(':').count() > 1 {
+        return (broker, None);
+    }
+    match broker.split_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, port.parse().ok())
+        }
+        _ => (broker, None),
+    }
+}
+
+/// Reads the subscription until `stopped` fires or the state is gone, so the
+/// queue stays short between collections.
+pub(super) async fn consume(shared: Weak<Shared>, mut stopped: oneshot::Receiver<()>) {
+    loop {
+        let applied = poll_fn(|cx| {
+            if Pin::new(&mut stopped).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            let Some(shared) = shared.upgrade() else {
+                return Poll::Ready(None);
+            };
+            let mut inner = lock(&shared.inner);
+            // Polled under the lock, never awaited under it; a collection
+            // may drain the queue in between, which only means a spurious
+            // wake-up here.
+            match Pin::new(&mut inner.subscription).poll_next(cx) {
+                Poll::Ready(Some(first)) => {
+                    inner.apply(&shared.events, &first);
+                    let more = inner.apply_queued(&shared.events, CONSUMER_BATCH - 1);
+                    Poll::Ready(Some(1 + more))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match applied {
+            None => return,
+            Some(applied) if applied >= CONSUMER_BATCH => tokio::task::yield_now().await,
+            Some(_) => {}
+        }
+    }
+}
+
+// A panic elsewhere while the lock was held leaves the state consistent
+// (each update is a map insert or an increment), and a poisoned lock must not
+// turn into a panic in an SDK callback.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brokers_split_into_address_and_port() {
+        for (broker, expected) in [
+            ("broker.example:1883", ("broker.example", Some(1883))),
+            ("127.0.0.1:8883", ("127.0.0.1", Some(8883))),
+            ("[::1]:1883", ("::1", Some(1883))),
+            ("[fe80::1%eth0]:1883", ("fe80::1%eth0", Some(1883))),
+            ("[::1]", ("::1", None)),
+            ("broker.example", ("broker.example", None)),
+            ("broker.example:", ("broker.example:", None)),
+            ("broker.example:99999", ("broker.example", None)),
+            ("", ("", None)),
+        ] {
+            assert_eq!(split_broker(broker), expected, "{broker:?}");
+        }
+    }
+
+    #[test]
+    fn attributes_are_sorted_by_key_and_skip_what_is_unknown() {
+        let id = ClientId::from("probe");
+        let full = client_attributes(&id, "[::1]:1883");
+        let keys: Vec<&str> = full.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, [CLIENT_ID, SERVER_ADDRESS, SERVER_PORT]);
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(SERVER_PORT < STATUS);
+        assert_eq!(full[2].value, opentelemetry::Value::I64(1883));
+        let bare = client_attributes(&id, "");
+        assert_eq!(bare.len(), 1);
+    }
+}
