@@ -90,6 +90,15 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
     events.count_failure(&down, FailureReason::PingTimeout);
     events.count_failure(&down, FailureReason::ConnectionRefused);
     events.announce(&ClientId::from("never-connected"), ClientInfo::new(BROKER));
+    let labelled = ClientId::from("labelled");
+    events.announce(
+        &labelled,
+        ClientInfo::new(BROKER).with_labels([
+            ("site".to_owned(), "north \"7\"".to_owned()),
+            ("area".to_owned(), "b".to_owned()),
+        ]),
+    );
+    events.dispatch(&labelled, Event::Status(Status::Up));
     let odd = up_with_pings(&events, "odd \"quoted\" \\ id\nwith é", &[300]);
     events.dispatch(&odd, Event::Status(Status::Terminating));
 
@@ -99,6 +108,19 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
         page.contains("process_cpu_seconds_total"),
         "process metrics are on by default"
     );
+    // Extra constant labels follow ours, sorted by name, escaped, on every
+    // per-client family.
+    let labels = format!(r#"client_id="labelled",broker="{BROKER}",area="b",site="north \"7\"""#);
+    for family in [
+        "mqtt_client_up",
+        "mqtt_client_ping_rtt_seconds_count",
+        "mqtt_client_last_status_change_timestamp_seconds",
+    ] {
+        assert!(
+            page.contains(&format!("{family}{{{labels}}}")),
+            "{family}:\n{page}"
+        );
+    }
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

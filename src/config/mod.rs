@@ -265,7 +265,8 @@ impl TargetSettings {
             .with_connect_timeout(self.connect_timeout)
             .with_backoff(self.backoff)
             .with_clean_session(self.clean_session)
-            .with_tls(self.tls.clone());
+            .with_tls(self.tls.clone())
+            .with_labels(self.labels.clone());
         if let Some(timeout) = self.ping_timeout {
             options = options.with_ping_timeout(timeout);
         }

@@ -55,7 +55,6 @@ const TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file", "insecure_skip_v
 const NESTED_KEYS: &[(&str, &[&str])] = &[("tls", TLS_KEYS), ("backoff", BACKOFF_KEYS)];
 const OTLP_KEYS: &[&str] = &["endpoint", "protocol", "interval", "timeout", "headers"];
 /// The labels mqtt-pulse's own metrics carry; a constant label may not reuse them.
-const OWN_LABELS: &[&str] = &["client_id", "broker", "status", "reason", "type"];
 /// MQTT strings carry a 16-bit length.
 const MQTT_STRING_MAX: usize = 65_535;
 
@@ -1040,24 +1039,9 @@ fn mqtt_length_problem(text: &str) -> Option<String> {
     (text.len() > MQTT_STRING_MAX).then(|| format!("must be at most {MQTT_STRING_MAX} bytes long"))
 }
 
-/// Why `name` cannot be a constant label, if it cannot.
+/// Why `name` cannot be a constant label, if it cannot: the exporters' rule.
 fn label_name_problem(name: &str) -> Option<&'static str> {
-    let mut chars = name.chars();
-    let well_formed = chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !well_formed {
-        Some("label names match [a-zA-Z_][a-zA-Z0-9_]*")
-    } else if name.starts_with("__") {
-        Some("names starting with __ are reserved for Prometheus")
-    } else if OWN_LABELS.contains(&name) {
-        Some(
-            "mqtt-pulse sets this label itself (client_id, broker, status, reason and type are taken)",
-        )
-    } else {
-        None
-    }
+    crate::exporter::label_name_problem(name)
 }
 
 #[cfg(test)]

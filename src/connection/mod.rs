@@ -110,7 +110,8 @@ impl Connection {
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
 
-        let tracker = ConnectionTracker::new(events, options.client_id.clone(), options.broker());
+        let tracker =
+            ConnectionTracker::with_info(events, options.client_id.clone(), options.client_info());
         let (publish_tx, publishes) = mpsc::channel(options.publish_capacity);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let shared = Arc::new(Shared::default());

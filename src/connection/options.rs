@@ -12,7 +12,7 @@ use url::Url;
 
 use super::backoff::Backoff;
 use super::tls::TlsOptions;
-use crate::events::ClientId;
+use crate::events::{ClientId, ClientInfo};
 
 /// The settings of one monitored MQTT connection.
 ///
@@ -44,6 +44,7 @@ pub struct ConnectionOptions {
     pub(crate) backoff: Backoff,
     pub(crate) publish_capacity: usize,
     max_inflight: u16,
+    labels: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +117,14 @@ pub enum OptionsError {
     /// No CA file was given and the system has no usable root certificates.
     #[error("no CA file is set and no system root certificates could be loaded: {0}")]
     NoSystemRoots(String),
+    /// An extra label name is not a valid Prometheus label name or is taken.
+    #[error("invalid label name {name:?}: {problem}")]
+    Label {
+        /// The name.
+        name: String,
+        /// The rule it breaks.
+        problem: &'static str,
+    },
     /// rustls rejected the TLS configuration.
     #[error("invalid TLS configuration: {0}")]
     Tls(rustls::Error),
@@ -178,6 +187,7 @@ impl ConnectionOptions {
             backoff: Backoff::default(),
             publish_capacity: 1024,
             max_inflight: 10,
+            labels: Vec::new(),
         })
     }
 
@@ -271,6 +281,27 @@ impl ConnectionOptions {
         self
     }
 
+    /// Sets extra constant labels for this client's metrics (say
+    /// `site="north"`); names are checked when the connection starts. Defaults
+    /// to none.
+    #[must_use]
+    pub fn with_labels<K, V>(mut self, labels: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.labels = labels
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect();
+        self
+    }
+
+    /// What the hub is told about this client: its broker and labels.
+    pub(crate) fn client_info(&self) -> ClientInfo {
+        ClientInfo::new(self.broker()).with_labels(self.labels.iter().cloned())
+    }
+
     /// The client id.
     pub fn client_id(&self) -> &ClientId {
         &self.client_id
@@ -301,6 +332,14 @@ impl ConnectionOptions {
         }
         if self.ping_timeout().is_zero() {
             return Err(OptionsError::ZeroTimeout("ping timeout"));
+        }
+        for (name, _) in &self.labels {
+            if let Some(problem) = crate::exporter::label_name_problem(name) {
+                return Err(OptionsError::Label {
+                    name: name.clone(),
+                    problem,
+                });
+            }
         }
         let broker_addr = match self.scheme {
             // rumqttc takes the whole URL as the address of a websocket broker.
@@ -359,6 +398,7 @@ impl fmt::Debug for ConnectionOptions {
             .field("tls", &self.tls)
             .field("clean_session", &self.clean_session)
             .field("backoff", &self.backoff)
+            .field("labels", &self.labels)
             .finish()
     }
 }
@@ -504,6 +544,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn labels_are_checked_and_handed_to_the_hub_sorted() {
+        let options = ConnectionOptions::new("c", "mqtt://h:1")
+            .unwrap()
+            .with_labels([("site", "north"), ("area", "b7")]);
+        assert!(options.to_mqtt_options().is_ok());
+        let info = options.client_info();
+        assert_eq!(&*info.broker, "h:1");
+        assert_eq!(
+            &*info.labels,
+            [
+                ("area".to_owned(), "b7".to_owned()),
+                ("site".to_owned(), "north".to_owned())
+            ]
+        );
+        for bad in ["client_id", "__x", "1st", "a-b"] {
+            let err = ConnectionOptions::new("c", "mqtt://h")
+                .unwrap()
+                .with_labels([(bad, "v")])
+                .to_mqtt_options()
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid label name {bad:?}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -46,9 +46,16 @@ impl ConnectionTracker {
     /// Starts tracking `client_id`, connected (or connecting) to `broker`
     /// (`host:port`). The hub knows the client from now on, as Down.
     pub fn new(events: &Events, client_id: impl Into<ClientId>, broker: impl Into<String>) -> Self {
-        let client_id = client_id.into();
         let broker: std::sync::Arc<str> = broker.into().into();
-        events.announce(&client_id, ClientInfo::new(std::sync::Arc::clone(&broker)));
+        Self::with_info(events, client_id, ClientInfo::new(broker))
+    }
+
+    /// As [`new`](Self::new), with everything the hub should know of the
+    /// client: its broker and extra constant labels.
+    pub fn with_info(events: &Events, client_id: impl Into<ClientId>, info: ClientInfo) -> Self {
+        let client_id = client_id.into();
+        let broker = std::sync::Arc::clone(&info.broker);
+        events.announce(&client_id, info);
         Self {
             events: events.clone(),
             client_id,

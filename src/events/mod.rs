@@ -134,6 +134,9 @@ pub struct ClientInfo {
     /// The broker it connects to, as `host:port` (the `broker` metric label).
     /// Empty when unknown.
     pub broker: Arc<str>,
+    /// Extra constant labels of the client's series (say `site="north"`),
+    /// sorted by name.
+    pub labels: Arc<[(String, String)]>,
 }
 
 impl ClientInfo {
@@ -141,7 +144,17 @@ impl ClientInfo {
     pub fn new(broker: impl Into<Arc<str>>) -> Self {
         Self {
             broker: broker.into(),
+            labels: Arc::new([]),
         }
+    }
+
+    /// The same facts with these extra constant labels (sorted by name here).
+    #[must_use]
+    pub fn with_labels(mut self, labels: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut labels: Vec<_> = labels.into_iter().collect();
+        labels.sort();
+        self.labels = labels.into();
+        self
     }
 }
 

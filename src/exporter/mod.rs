@@ -14,3 +14,27 @@
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod prometheus;
+
+/// The labels every per-client series already has, which a client's extra
+/// constant labels may not reuse.
+pub(crate) const OWN_LABELS: &[&str] = &["client_id", "broker", "status", "reason", "type"];
+
+/// Why `name` cannot be an extra constant label, if it cannot.
+pub(crate) fn label_name_problem(name: &str) -> Option<&'static str> {
+    let mut chars = name.chars();
+    let well_formed = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !well_formed {
+        Some("label names match [a-zA-Z_][a-zA-Z0-9_]*")
+    } else if name.starts_with("__") {
+        Some("names starting with __ are reserved for Prometheus")
+    } else if OWN_LABELS.contains(&name) {
+        Some(
+            "mqtt-pulse sets this label itself (client_id, broker, status, reason and type are taken)",
+        )
+    } else {
+        None
+    }
+}

@@ -19,7 +19,9 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Histogram};
 use tokio::sync::oneshot;
 
-use crate::events::{ClientId, ClientState, Event, Events, Message, Status, Subscription};
+use crate::events::{
+    ClientId, ClientInfo, ClientState, Event, Events, Message, Status, Subscription,
+};
 
 /// Attribute keys (OpenTelemetry semantic conventions, sorted by key so the
 /// SDK need not sort them on every measurement).
@@ -68,7 +70,7 @@ impl Shared {
     /// read from its present state.
     pub(super) fn observe_up(&self, observer: &dyn AsyncInstrument<i64>) {
         for state in self.events.clients() {
-            let attributes = client_attributes(&state.client_id, &state.info.broker);
+            let attributes = client_attributes(&state.client_id, &state.info);
             observer.observe(i64::from(state.status.is_up()), &attributes);
         }
     }
@@ -89,11 +91,13 @@ impl Shared {
                 .get(state.client_id.as_str())
                 .copied()
                 .unwrap_or_default();
-            let base = client_attributes(&state.client_id, &state.info.broker);
+            let base = client_attributes(&state.client_id, &state.info);
             for (status, count) in COUNTED_STATUSES.iter().zip(counts) {
                 let mut attributes = Vec::with_capacity(base.len() + 1);
                 attributes.extend_from_slice(&base);
                 attributes.push(KeyValue::new(STATUS, status.as_str()));
+                // Extra labels may sort after `status`: keep the whole set sorted.
+                attributes.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
                 observer.observe(count, &attributes);
             }
         }
@@ -150,12 +154,12 @@ impl Inner {
         for state in events.clients() {
             self.attributes
                 .entry(state.client_id.clone())
-                .or_insert_with(|| client_attributes(&state.client_id, &state.info.broker).into());
+                .or_insert_with(|| client_attributes(&state.client_id, &state.info).into());
         }
         Arc::clone(
             self.attributes
                 .entry(id.clone())
-                .or_insert_with(|| client_attributes(id, "").into()),
+                .or_insert_with(|| client_attributes(id, &ClientInfo::default()).into()),
         )
     }
 
@@ -171,20 +175,24 @@ impl Inner {
     }
 }
 
-/// `mqtt.client.id`, and `server.address` / `server.port` split from the
-/// hub's `host:port` broker (IPv6 hosts come as `[addr]:port`; the address
-/// is given without brackets). A broker that is empty or has no numeric port
-/// gives only what it has.
-pub(super) fn client_attributes(id: &ClientId, broker: &str) -> Vec<KeyValue> {
-    let mut attributes = Vec::with_capacity(3);
+/// `mqtt.client.id`, `server.address` / `server.port` split from the hub's
+/// `host:port` broker (IPv6 hosts come as `[addr]:port`; the address is given
+/// without brackets), and the client's extra constant labels, sorted by key.
+/// A broker that is empty or has no numeric port gives only what it has.
+pub(super) fn client_attributes(id: &ClientId, info: &ClientInfo) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(3 + info.labels.len());
     attributes.push(KeyValue::new(CLIENT_ID, id.as_str().to_owned()));
-    let (host, port) = split_broker(broker);
+    let (host, port) = split_broker(&info.broker);
     if !host.is_empty() {
         attributes.push(KeyValue::new(SERVER_ADDRESS, host.to_owned()));
     }
     if let Some(port) = port {
         attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
     }
+    for (name, value) in info.labels.iter() {
+        attributes.push(KeyValue::new(name.clone(), value.clone()));
+    }
+    attributes.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
     attributes
 }
 
@@ -273,13 +281,25 @@ mod tests {
     #[test]
     fn attributes_are_sorted_by_key_and_skip_what_is_unknown() {
         let id = ClientId::from("probe");
-        let full = client_attributes(&id, "[::1]:1883");
+        let full = client_attributes(&id, &ClientInfo::new("[::1]:1883"));
         let keys: Vec<&str> = full.iter().map(|kv| kv.key.as_str()).collect();
         assert_eq!(keys, [CLIENT_ID, SERVER_ADDRESS, SERVER_PORT]);
         assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
         assert!(SERVER_PORT < STATUS);
         assert_eq!(full[2].value, opentelemetry::Value::I64(1883));
-        let bare = client_attributes(&id, "");
+        let bare = client_attributes(&id, &ClientInfo::default());
         assert_eq!(bare.len(), 1);
+        let labelled = client_attributes(
+            &id,
+            &ClientInfo::new("h:1").with_labels([
+                ("zone".to_owned(), "z1".to_owned()),
+                ("area".to_owned(), "a".to_owned()),
+            ]),
+        );
+        let keys: Vec<&str> = labelled.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["area", CLIENT_ID, SERVER_ADDRESS, SERVER_PORT, "zone"]
+        );
     }
 }

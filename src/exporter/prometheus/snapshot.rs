@@ -338,10 +338,14 @@ impl Snapshot {
             return None;
         }
         let client_labels = |row: &ClientRow| {
-            vec![
+            let mut labels = vec![
                 label("client_id", row.state.client_id.as_str()),
                 label("broker", &row.state.info.broker),
-            ]
+            ];
+            for (name, value) in row.state.info.labels.iter() {
+                labels.push(label(name, value));
+            }
+            labels
         };
         let mut metrics = Vec::new();
         match family {
@@ -427,8 +431,8 @@ impl Snapshot {
         Some(proto)
     }
 
-    /// Every client's `client_id="…",broker="…"`, rendered once per scrape and
-    /// reused by each per-client family.
+    /// Every client's `client_id="…",broker="…"` and its extra constant
+    /// labels, rendered once per scrape and reused by each per-client family.
     pub fn client_labels(&self) -> ClientLabels {
         let mut labels = ClientLabels {
             text: String::with_capacity(self.clients.len() * 64),
@@ -438,6 +442,10 @@ impl Snapshot {
             text::push_label_pair(&mut labels.text, "client_id", row.state.client_id.as_str());
             labels.text.push(',');
             text::push_label_pair(&mut labels.text, "broker", &row.state.info.broker);
+            for (name, value) in row.state.info.labels.iter() {
+                labels.text.push(',');
+                text::push_label_pair(&mut labels.text, name, value);
+            }
             labels.ends.push(labels.text.len());
         }
         labels
