@@ -214,22 +214,25 @@ fn malformed_listen_addresses_fail_with_one_line() {
 }
 
 #[test]
-fn web_config_file_is_refused_with_one_clear_line() {
+fn a_missing_web_config_file_fails_with_one_clear_line() {
+    // Every other bad web config is in tests/web_config.rs.
     let listen = format!("127.0.0.1:{}", free_port());
+    let missing = "tests/testdata/web/no-such-web-config.yml";
     let output = run(&[
         "--config.file",
         "tests/testdata/good-minimal.toml",
         "--web.listen-address",
         &listen,
         "--web.config.file",
-        "x",
+        missing,
     ]);
-    let expected = format!("mqtt-pulse: {}", DaemonError::WebConfigUnsupported);
+    let error = mqtt_pulse::http::WebConfig::load(missing).expect_err("a missing file");
+    let expected = format!("mqtt-pulse: {}", DaemonError::from(error));
     assert!(
-        expected.contains("--web.config.file is not supported"),
+        expected.contains("cannot read the web config file") && expected.contains(missing),
         "{expected}"
     );
-    assert_fails_with_one_line(&output, &expected, "--web.config.file x");
+    assert_fails_with_one_line(&output, &expected, "--web.config.file missing");
 }
 
 #[test]

@@ -55,7 +55,9 @@ pub struct Cli {
     )]
     pub listen_addresses: Vec<String>,
 
-    /// Prometheus exporter-toolkit web config (TLS, basic auth) — not supported yet.
+    /// Prometheus exporter-toolkit web config file: TLS (certificate files are
+    /// re-read when they change), client certificates, basic auth, response
+    /// headers, rate limit. Read at start; /-/healthy and /-/ready stay open.
     #[arg(
         long = "web.config.file",
         env = "MQTT_PULSE_WEB_CONFIG_FILE",

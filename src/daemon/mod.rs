@@ -67,13 +67,9 @@ pub enum DaemonError {
         /// The operating system's reason.
         source: io::Error,
     },
-    /// `--web.config.file` was given; serving TLS and basic auth is not
-    /// implemented yet, and silently serving plain HTTP would be worse.
-    #[error(
-        "--web.config.file is not supported yet: /metrics cannot be served with TLS or \
-         basic auth by this version; remove the flag or put a TLS proxy in front"
-    )]
-    WebConfigUnsupported,
+    /// The `--web.config.file` cannot be read or is invalid.
+    #[error("{0}")]
+    WebConfig(#[from] crate::http::WebConfigError),
     /// The exporter could not be registered.
     #[error("cannot set up the Prometheus exporter: {0}")]
     Exporter(#[from] BuildError),
@@ -183,9 +179,10 @@ fn check_config(cli: &Cli) -> Result<(), DaemonError> {
 /// [`DaemonError`] if the config, a target, the exporter or a listen address
 /// is unusable; nothing keeps running then.
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    if cli.web_config_file.is_some() {
-        return Err(DaemonError::WebConfigUnsupported);
-    }
+    let web_config = match cli.web_config_file.as_deref() {
+        Some(path) => crate::http::WebConfig::load(path)?,
+        None => crate::http::WebConfig::default(),
+    };
     // Take over SIGHUP, and let `shutdown` install its handlers (a signal
     // future does on its first poll), before anything can be asked to reload
     // or stop: until then those signals would kill the process outright.
@@ -226,11 +223,12 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     for (address, listener) in listeners {
         let mut stopped = serving_stopped.clone();
         let app = app.clone();
+        let server = crate::http::Server::new().with_web_config(web_config.clone());
         servers.spawn(async move {
             let until = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
-            if let Err(error) = crate::http::run(listener, app, until).await {
+            if let Err(error) = server.serve(listener, app, until).await {
                 tracing::error!(%address, %error, "HTTP server failed");
             }
         });

@@ -1,13 +1,31 @@
 //! The HTTP face of the exporter, in the manner of node_exporter and
 //! blackbox_exporter: `/metrics`, a landing page at `/`, `/-/healthy` and
-//! `/-/ready`.
+//! `/-/ready`, over plain HTTP or — with a [`WebConfig`] read from the
+//! Prometheus exporter-toolkit's `--web.config.file` format — HTTPS, with
+//! client certificates, basic auth, extra response headers and a rate limit.
 //!
 //! It owns routing, response formats (text exposition 0.0.4, gzip when the
-//! scraper asks for it), the request timeout and graceful shutdown. It must
-//! never render on an async worker thread — ten thousand clients are
-//! milliseconds of CPU, done in `spawn_blocking` — and never serve anything but
-//! metrics and what the hub knows of each client: no configuration, no
-//! credentials.
+//! scraper asks for it), serving, and what keeps one client from taking the
+//! server down:
+//!
+//! * a request gets [`REQUEST_TIMEOUT`] to be answered (then `503`), and
+//!   shutdown waits that long at most for the requests in flight;
+//! * a client gets [`HEADER_READ_TIMEOUT`] to send a request's headers (and
+//!   to finish the TLS handshake, and to start the next request on an idle
+//!   keep-alive connection), then the connection is closed — a slow-loris
+//!   client that trickles its headers holds nothing for long;
+//! * at most [`MAX_CONCURRENT_RENDERS`] renders of `/metrics` or `/` run at
+//!   once, more are answered `503` with `Retry-After` at once;
+//! * a request body over [`MAX_REQUEST_BODY`] is answered `413`;
+//! * with a web config: `429` beyond its `rate_limit`, `401` (with
+//!   `WWW-Authenticate: Basic realm="mqtt-pulse"`) without valid credentials.
+//!   The health endpoints stay open — no credentials, no rate limit — so
+//!   container and load-balancer probes work; see [`web_config`].
+//!
+//! It must never render on an async worker thread — ten thousand clients are
+//! milliseconds of CPU, done in `spawn_blocking` — nor check a bcrypt password
+//! there, and never serve anything but metrics and what the hub knows of each
+//! client: no configuration, no credentials.
 //!
 //! ```
 //! use mqtt_pulse::events::Events;
@@ -29,20 +47,49 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! With TLS and basic auth from a web config file:
+//!
+//! ```no_run
+//! # use mqtt_pulse::events::Events;
+//! # use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+//! use mqtt_pulse::http::{Server, WebConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let handle = PrometheusBuilder::new(&Events::new()).install()?;
+//! let web_config = WebConfig::load("web-config.yml")?;
+//! let listener = tokio::net::TcpListener::bind("[::]:9883").await?;
+//! Server::new()
+//!     .with_web_config(web_config)
+//!     .serve(listener, mqtt_pulse::http::router(handle), mqtt_pulse::http::shutdown_signal())
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod auth;
+mod limits;
+mod tls;
+pub mod web_config;
+
+pub use limits::{MAX_CONCURRENT_RENDERS, MAX_REQUEST_BODY};
+pub use web_config::{WebConfig, WebConfigError};
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -59,18 +106,29 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 /// scrape timeout is 10 s too.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client may take to send a request's headers, to finish the TLS
+/// handshake, or to start its next request on a keep-alive connection, before
+/// the connection is closed (see [`Server::with_header_read_timeout`]).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The exporter's routes: `GET /metrics`, `GET /` (landing page), `GET
 /// /-/healthy`, `GET /-/ready`, with `HEAD` for each, gzip when the client
 /// accepts it, `405` with an `Allow` header for other methods and a plain-text
-/// `404` fallback.
+/// `404` fallback. At most [`MAX_CONCURRENT_RENDERS`] requests to `/metrics`
+/// and `/` are served at once (the routes of one call share the cap); more are
+/// answered `503` with `Retry-After: 1`.
 ///
 /// Mount it on a service's own router with [`Router::merge`]. A router that
 /// has its own fallback cannot be merged with one that also has one: call
 /// [`Router::reset_fallback`] on this one first.
 pub fn router(handle: PrometheusHandle) -> Router {
+    let cap = limits::render_cap();
+    let capped = |route: MethodRouter<PrometheusHandle>| {
+        route.layer(from_fn_with_state(Arc::clone(&cap), limits::cap_renders))
+    };
     Router::new()
-        .route("/", get(landing_page))
-        .route("/metrics", get(metrics))
+        .route("/", capped(get(landing_page)))
+        .route("/metrics", capped(get(metrics)))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .method_not_allowed_fallback(method_not_allowed)
@@ -81,8 +139,9 @@ pub fn router(handle: PrometheusHandle) -> Router {
         .with_state(handle)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting, lets the requests in flight finish and returns.
+/// Serves `router` on `listener` over plain HTTP until `shutdown` completes,
+/// then stops accepting, lets the requests in flight finish and returns:
+/// [`Server::new()`]`.serve(listener, router, shutdown)`.
 ///
 /// Every request gets at most [`REQUEST_TIMEOUT`] (then `503`), and after
 /// `shutdown` the server waits at most that long for open connections — a
@@ -90,45 +149,160 @@ pub fn router(handle: PrometheusHandle) -> Router {
 ///
 /// # Errors
 ///
-/// The listener's error if its address cannot be read or accepting fails
-/// for good.
+/// The listener's error if its address cannot be read.
 pub async fn run(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let address = listener.local_addr()?;
-    let app = router
+    Server::new().serve(listener, router, shutdown).await
+}
+
+/// Serves a router with the limits described in the [module docs](self),
+/// over plain HTTP or, with a [`WebConfig`], as it says: TLS, basic auth,
+/// response headers, rate limit.
+///
+/// Build one per listener; clones of one [`WebConfig`] share the certificate
+/// state and the basic-auth memory.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Server {
+    web_config: WebConfig,
+    header_read_timeout: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Server {
+    /// Plain HTTP, no auth, [`HEADER_READ_TIMEOUT`].
+    pub fn new() -> Self {
+        Server {
+            web_config: WebConfig::default(),
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+
+    /// TLS, basic auth, response headers and rate limit as `web_config` says.
+    /// Defaults to [`WebConfig::default()`]: plain HTTP without auth.
+    pub fn with_web_config(mut self, web_config: WebConfig) -> Self {
+        self.web_config = web_config;
+        self
+    }
+
+    /// How long a client may take to send a request's headers, to complete
+    /// the TLS handshake, to send its first request, or to start the next one
+    /// on an idle keep-alive connection. Defaults to [`HEADER_READ_TIMEOUT`].
+    /// For HTTP/2 (TLS with ALPN `h2`), the handshake and the first request
+    /// are bounded; later streams rely on the request timeout.
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Serves `router` on `listener` until `shutdown` completes, then stops
+    /// accepting, lets the requests in flight finish — for at most
+    /// [`REQUEST_TIMEOUT`] — and returns.
+    ///
+    /// # Errors
+    ///
+    /// The listener's error if its address cannot be read.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let address = listener.local_addr()?;
+        let Server {
+            web_config,
+            header_read_timeout,
+        } = self;
+        let app = protect(router, &web_config).into_make_service();
+
+        let handle = axum_server::Handle::<SocketAddr>::new();
+        let mut server = axum_server::Server::<SocketAddr>::from_listener(listener)
+            .handle(handle.clone())
+            .first_request_timeout(header_read_timeout)
+            .accept_error_handler(|remote, error| {
+                // Failed handshakes, clients gone before their first request:
+                // normal on an open port, not worth more than a debug line.
+                tracing::debug!(?remote, %error, "connection dropped before its first request");
+            });
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(header_read_timeout);
+        tracing::info!(
+            %address,
+            tls = web_config.is_tls(),
+            basic_auth = web_config.has_basic_auth(),
+            "serving HTTP"
+        );
+        let serving = async move {
+            match &web_config.tls {
+                Some(tls) => {
+                    let server = server.acceptor(tls.acceptor(header_read_timeout));
+                    if web_config.http2 {
+                        server.serve(app).await
+                    } else {
+                        server.http1_only().serve(app).await
+                    }
+                }
+                // HTTP/2 only with TLS, as in the exporter-toolkit.
+                None => server.http1_only().serve(app).await,
+            }
+        };
+        tokio::pin!(serving);
+        tokio::select! {
+            served = &mut serving => return served,
+            () = shutdown => {}
+        }
+        tracing::info!(%address, "shutting down the HTTP server");
+        handle.graceful_shutdown(None);
+        tokio::select! {
+            served = &mut serving => served,
+            () = tokio::time::sleep(REQUEST_TIMEOUT) => {
+                tracing::warn!(%address, "connections still open after the grace period; closing them");
+                handle.shutdown();
+                serving.await
+            }
+        }
+    }
+}
+
+/// The router with the web config's checks and the server's limits around
+/// it, outermost first: tracing, response headers, request timeout, body
+/// limit, rate limit, basic auth.
+fn protect(router: Router, web_config: &WebConfig) -> Router {
+    let mut app = router;
+    if let Some(auth) = &web_config.auth {
+        app = app.layer(from_fn_with_state(Arc::clone(auth), auth::require));
+    }
+    if let Some(limiter) = &web_config.rate_limit {
+        app = app.layer(from_fn_with_state(Arc::clone(limiter), limits::rate_limit));
+    }
+    app = app
+        .layer(from_fn(limits::limit_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
-        ))
-        .layer(TraceLayer::new_for_http());
-
-    let shutdown_started = Arc::new(Notify::new());
-    let signal = {
-        let shutdown_started = Arc::clone(&shutdown_started);
-        async move {
-            shutdown.await;
-            tracing::info!(%address, "shutting down the HTTP server");
-            // `notify_one` keeps a permit, so the grace timer below starts even
-            // if it was not yet waiting.
-            shutdown_started.notify_one();
-        }
-    };
-    let grace_period_over = async {
-        shutdown_started.notified().await;
-        tokio::time::sleep(REQUEST_TIMEOUT).await;
-    };
-
-    tracing::info!(%address, "serving HTTP");
-    tokio::select! {
-        served = axum::serve(listener, app).with_graceful_shutdown(signal) => served,
-        () = grace_period_over => {
-            tracing::warn!(%address, "connections still open after the grace period; closing them");
-            Ok(())
-        }
+        ));
+    if !web_config.headers.is_empty() {
+        app = app.layer(from_fn_with_state(
+            Arc::clone(&web_config.headers),
+            limits::add_headers,
+        ));
     }
+    app.layer(TraceLayer::new_for_http())
+}
+
+/// The endpoints probes poll: open without credentials, never rate limited.
+pub(crate) fn is_probe(path: &str) -> bool {
+    matches!(path, "/-/healthy" | "/-/ready")
 }
 
 /// Completes when the process receives SIGINT (Ctrl-C) or SIGTERM; pass it to
