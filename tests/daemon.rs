@@ -1064,3 +1064,40 @@ fn healthcheck_exits_zero_for_a_running_daemon_and_one_line_otherwise() {
         "healthcheck with nothing listening",
     );
 }
+
+#[test]
+fn extra_labels_from_the_config_are_on_every_client_series() {
+    let broker = Broker::start();
+    let dir = TempDir::new("daemon-labels");
+    let config = dir.join("mqtt-pulse.toml");
+    fs::write(
+        &config,
+        format!(
+            "[defaults]\nlabels = {{ site = \"north\", area = \"default\" }}\n\n{}",
+            target("lab", &broker, "labels = { area = \"b7\" }")
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()]);
+    let metrics = daemon.wait_for_metrics("the labelled target up", |m| {
+        m.value(
+            "mqtt_client_up",
+            &[
+                ("client_id", "mqtt-pulse-lab"),
+                ("site", "north"),
+                ("area", "b7"),
+            ],
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        metrics.value(
+            "mqtt_client_ping_rtt_seconds_count",
+            &[
+                ("client_id", "mqtt-pulse-lab"),
+                ("site", "north"),
+                ("area", "b7")
+            ],
+        ),
+        Some(0.0)
+    );
+}

@@ -1675,9 +1675,10 @@ fn demo_script_runs_the_stack_on_free_ports_and_ctrl_c_leaves_nothing_behind() {
     );
     assert!(!output.contains(":1883"), "{output}");
 
-    // The deploy broker config lets the deploy exporter config in, on our port only.
+    // The deploy broker config lets the deploy exporter config in, on our port
+    // only; the deploy config's extra label rides along.
     let up = format!(
-        r#"mqtt_client_up{{client_id="mqtt-pulse-mosquitto",broker="127.0.0.1:{mqtt_port}"}} 1"#
+        r#"mqtt_client_up{{client_id="mqtt-pulse-mosquitto",broker="127.0.0.1:{mqtt_port}",site="demo"}} 1"#
     );
     let page = poll(DEADLINE, || {
         let (_, page) = http_get(web_port, "/metrics").ok()?;
