@@ -247,30 +247,36 @@ impl Events {
         if let Event::Status(status) = event {
             self.hub.record_status(client_id, status, at);
         }
-        let message = Message {
+        let mut message = Some(Message {
             client_id: client_id.clone(),
             event,
             at,
-        };
+        });
 
         let k = kind.index();
         let (mut delivered, mut dropped) = (0u64, 0u64);
-        let mut offer = |subscriber: &Subscriber| {
-            if subscriber.offer(&message) {
-                delivered += 1;
-            } else {
-                dropped += 1;
-            }
-        };
         {
             let registry = read(&self.hub.registry);
-            registry.wildcard[k].iter().for_each(|s| offer(s));
-            if let Some(lists) = registry.by_client.get(client_id.as_str()) {
-                // A subscription that also holds the wildcard for this kind got it above.
-                lists[k]
-                    .iter()
-                    .filter(|s| !s.has_wildcard(kind))
-                    .for_each(|s| offer(s));
+            let specific = registry
+                .by_client
+                .get(client_id.as_str())
+                .into_iter()
+                .flat_map(|lists| lists[k].iter())
+                // A subscription that also holds the wildcard got it from there.
+                .filter(|s| !s.has_wildcard(kind));
+            let mut targets = registry.wildcard[k].iter().chain(specific).peekable();
+            while let Some(subscriber) = targets.next() {
+                // The last target gets the message itself rather than a copy.
+                let copy = match targets.peek() {
+                    Some(_) => message.clone(),
+                    None => message.take(),
+                };
+                let Some(copy) = copy else { break };
+                if subscriber.offer(copy) {
+                    delivered += 1;
+                } else {
+                    dropped += 1;
+                }
             }
         }
 

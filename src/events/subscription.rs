@@ -23,18 +23,18 @@ pub(crate) struct Subscriber {
     counters: Arc<Counters>,
 }
 
-/// Delivery counters, shared by both halves so they outlive the hub.
+/// The drop counter, shared by both halves so it outlives the hub. Deliveries
+/// are counted on the receiving side instead (received + still queued), which
+/// keeps an atomic write per subscriber off the dispatch path.
 #[derive(Default)]
 struct Counters {
-    delivered: AtomicU64,
     dropped: AtomicU64,
 }
 
 impl Subscriber {
-    /// Queues a copy of `message` if there is room; counts it either way.
-    pub(crate) fn offer(&self, message: &Message) -> bool {
-        if self.tx.try_send(message.clone()).is_ok() {
-            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+    /// Queues a copy of `message` if there is room; counts a drop otherwise.
+    pub(crate) fn offer(&self, message: Message) -> bool {
+        if self.tx.try_send(message).is_ok() {
             true
         } else {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -84,6 +84,8 @@ pub struct Subscription {
     id: u64,
     counters: Arc<Counters>,
     rx: mpsc::Receiver<Message>,
+    /// Messages handed out so far: with what is still queued, the deliveries.
+    received: u64,
     registrations: HashSet<(ClientFilter, EventKind)>,
 }
 
@@ -123,6 +125,7 @@ impl Subscription {
             id,
             counters,
             rx,
+            received: 0,
             registrations: HashSet::new(),
         }
     }
@@ -162,15 +165,19 @@ impl Subscription {
     /// The next message, waiting for one if the queue is empty. `None` once the
     /// hub is gone and the queue is drained.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        let message = self.rx.recv().await;
+        self.received += u64::from(message.is_some());
+        message
     }
 
     /// The next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
-        self.rx.try_recv().map_err(|e| match e {
+        let message = self.rx.try_recv().map_err(|e| match e {
             mpsc::error::TryRecvError::Empty => TryRecvError::Empty,
             mpsc::error::TryRecvError::Disconnected => TryRecvError::Closed,
-        })
+        })?;
+        self.received += 1;
+        Ok(message)
     }
 
     /// How many messages are waiting in the queue.
@@ -188,10 +195,11 @@ impl Subscription {
         self.rx.max_capacity()
     }
 
-    /// This subscription's delivery counters.
+    /// This subscription's delivery counters. `delivered` counts what was
+    /// received plus what is still queued.
     pub fn stats(&self) -> SubscriptionStats {
         SubscriptionStats {
-            delivered: self.counters.delivered.load(Ordering::Relaxed),
+            delivered: self.received + self.rx.len() as u64,
             dropped: self.counters.dropped.load(Ordering::Relaxed),
         }
     }
@@ -201,7 +209,11 @@ impl futures_core::Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = polled {
+            self.received += 1;
+        }
+        polled
     }
 }
 
