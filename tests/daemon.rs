@@ -1101,3 +1101,36 @@ fn extra_labels_from_the_config_are_on_every_client_series() {
         Some(0.0)
     );
 }
+
+#[test]
+fn config_check_also_checks_the_web_config_and_certificate_contents() {
+    let web = "tests/testdata/web/bad-bcrypt-hash.yml";
+    let expected = format!(
+        "mqtt-pulse: {}",
+        mqtt_pulse::http::WebConfig::load(Path::new(web)).unwrap_err()
+    );
+    let output = run(&["--config.check", "--web.config.file", web]);
+    assert_fails_with_one_line(&output, &expected, "--config.check with a bad web config");
+
+    // The config loader checks that files exist; starting also reads them.
+    let dir = TempDir::new("daemon-check-pem");
+    let config = dir.join("mqtt-pulse.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[target]]\nname = \"t\"\nurl = \"mqtts://127.0.0.1:8883\"\n[target.tls]\nca_file = \"{}\"\n",
+            fs::canonicalize("tests/testdata/web/not-a-certificate.pem")
+                .unwrap()
+                .display()
+        ),
+    )
+    .unwrap();
+    let output = run(&["--config.check", "--config.file", config.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("mqtt-pulse: target \"t\": cannot use the certificate file")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}

@@ -155,6 +155,11 @@ fn healthcheck(address: &str) -> Result<(), DaemonError> {
 
 fn check_config(cli: &Cli) -> Result<(), DaemonError> {
     let config = Config::load_or_default(cli.config_file.as_deref())?;
+    // What starting would check too: certificate and key contents, the web config.
+    validate_targets(config.targets().iter())?;
+    if let Some(path) = &cli.web_config_file {
+        crate::http::WebConfig::load(path)?;
+    }
     for warning in config.warnings() {
         eprintln!("{warning}");
     }
