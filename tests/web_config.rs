@@ -1536,3 +1536,40 @@ fn curl_scrapes_with_a_client_certificate_and_basic_auth() {
         "the handshake fails without a certificate"
     );
 }
+
+#[test]
+fn the_healthcheck_subcommand_speaks_tls_when_the_web_config_turns_it_on() {
+    let dir = TempDir::new("web-healthcheck");
+    TestPki::generate(&dir);
+    let serving = Serving::start(web_config(&dir, TLS_ONLY));
+    let address = format!("127.0.0.1:{}", serving.port);
+    let web_yml = dir.join("web.yml");
+    let healthcheck = |with_web_config: bool| {
+        let mut command = assert_cmd::Command::new(binary());
+        command
+            .args(["healthcheck", "--web.listen-address", &address])
+            .timeout(DEADLINE);
+        if with_web_config {
+            command.arg("--web.config.file").arg(&web_yml);
+        }
+        for name in FLAG_ENV {
+            command.env_remove(name);
+        }
+        command.output().unwrap()
+    };
+    let over_tls = healthcheck(true);
+    assert!(
+        over_tls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&over_tls.stderr)
+    );
+    // Without the web config it speaks plain HTTP to a TLS port: unhealthy.
+    let plain = healthcheck(false);
+    assert_eq!(plain.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        stderr.starts_with(&format!("mqtt-pulse: healthcheck of {address} failed"))
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}

@@ -61,7 +61,8 @@ pub struct Cli {
     #[arg(
         long = "web.config.file",
         env = "MQTT_PULSE_WEB_CONFIG_FILE",
-        value_name = "PATH"
+        value_name = "PATH",
+        global = true
     )]
     pub web_config_file: Option<PathBuf>,
 
@@ -89,7 +90,9 @@ pub struct Cli {
 pub enum Command {
     /// Ask a running mqtt-pulse at the first --web.listen-address whether it is
     /// healthy (GET /-/healthy); exit 0 if so, 1 if not. For container health
-    /// checks, where the image has no curl.
+    /// checks, where the image has no curl. With a --web.config.file that turns
+    /// TLS on it asks over TLS (any server certificate accepted: it is asking
+    /// its own machine).
     Healthcheck,
 }
 
