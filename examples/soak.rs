@@ -1,0 +1,687 @@
+//! Soak benchmark: many monitored connections to one local mosquitto that is
+//! killed and restarted on a fixed period, for a long time.
+//!
+//! ```text
+//! cargo run --release --example soak                       # 1,000 connections, 30 min
+//! cargo run --release --example soak -- --minutes 3
+//! cargo run --release --example soak -- --connections 1000 --minutes 30 --period 30
+//! ```
+//!
+//! It raises its file-descriptor limit, starts its own `mosquitto` (on a free
+//! 127.0.0.1 port below the ephemeral range, `max_connections -1`; the broker
+//! inherits the limit), and runs what the daemon runs: N
+//! `mqtt_pulse::connection::Connection`s (default keep-alive and backoff) on one
+//! events hub, the Prometheus exporter on that hub, rendered every 15 s as a
+//! scraper would, and one wildcard subscriber for status and ping-response
+//! events that keeps the books of every client.
+//!
+//! Every `--period` seconds it SIGKILLs the broker, waits for every client to
+//! report Down, restarts the broker on the same port and waits for every client
+//! to report Up. It records:
+//! - the resident memory (VmRSS) of this process once all clients are first up,
+//!   after every cycle, and at the end (before shutting the connections down);
+//! - per client, the Up and Down events seen, and whether they alternated;
+//! - the hub's dispatched/delivered/dropped counters, and the subscriber's own;
+//! - the final state: every client up (hub and `/metrics` render), then every
+//!   client terminated after shutdown.
+//!
+//! It prints one line per cycle and a summary; it exits 1 if an event was lost
+//! or a client did not come back (RSS growth is reported against the 5%
+//! target, not enforced).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mqtt_pulse::connection::{Connection, ConnectionOptions};
+use mqtt_pulse::events::{
+    ClientFilter, ClientId, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
+};
+use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+
+/// Room in the bookkeeping subscriber's queue: minutes of events even if it
+/// fell behind, so a drop there would mean a bug, not a slow reader.
+const WATCHER_CAPACITY: usize = 1 << 18;
+/// How long every client gets to report Down after a kill, and Up after a restart.
+const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
+const ALL_UP_LIMIT: Duration = Duration::from_secs(90);
+/// How often the exporter is rendered, as a Prometheus scrape would.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
+
+struct Args {
+    connections: usize,
+    minutes: f64,
+    period: Duration,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        connections: 1000,
+        minutes: 30.0,
+        period: Duration::from_secs(30),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--connections" => args.connections = number(&value()) as usize,
+            "--minutes" => args.minutes = number(&value()),
+            "--period" => args.period = Duration::from_secs_f64(number(&value())),
+            other => fail(&format!(
+                "unknown flag {other} (flags: --connections N, --minutes N, --period SECONDS)"
+            )),
+        }
+    }
+    if args.connections == 0 || args.period.is_zero() || args.minutes <= 0.0 {
+        fail("--connections, --minutes and --period must be positive");
+    }
+    args
+}
+
+fn number(text: &str) -> f64 {
+    text.parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .unwrap_or_else(|| fail(&format!("not a number: {text}")))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("soak: {message}");
+    std::process::exit(2)
+}
+
+fn main() {
+    raise_fd_limit();
+    let args = parse_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let ok = runtime.block_on(soak(&args));
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// What the bookkeeping subscriber saw of one client.
+#[derive(Clone, Copy, Debug, Default)]
+struct ClientBook {
+    ups: u64,
+    downs: u64,
+    pings: u64,
+    last: Option<Status>,
+    /// Status events that did not alternate Up, Down, Up, … starting with Up.
+    out_of_order: u64,
+}
+
+/// The books of every client, kept from the subscriber's messages.
+struct Books {
+    index: HashMap<ClientId, usize>,
+    clients: Vec<ClientBook>,
+    up_now: usize,
+    down_now: usize,
+    terminated: usize,
+    received: u64,
+    unknown: u64,
+}
+
+impl Books {
+    fn new(ids: &[ClientId]) -> Self {
+        Books {
+            index: ids.iter().cloned().zip(0..).collect(),
+            clients: vec![ClientBook::default(); ids.len()],
+            up_now: 0,
+            down_now: 0,
+            terminated: 0,
+            received: 0,
+            unknown: 0,
+        }
+    }
+
+    fn apply(&mut self, message: Message) {
+        self.received += 1;
+        let Some(&i) = self.index.get(message.client_id.as_str()) else {
+            self.unknown += 1;
+            return;
+        };
+        let book = &mut self.clients[i];
+        let status = match message.event {
+            Event::Status(status) => status,
+            Event::PingResponse(_) => {
+                book.pings += 1;
+                return;
+            }
+            _ => return,
+        };
+        let expected = matches!(
+            (book.last, status),
+            (None | Some(Status::Down), Status::Up)
+                | (Some(Status::Up), Status::Down)
+                | (Some(Status::Up | Status::Down), Status::Terminating)
+                | (Some(Status::Terminating), Status::Terminated)
+        );
+        if !expected {
+            book.out_of_order += 1;
+        }
+        match book.last {
+            Some(Status::Up) => self.up_now -= 1,
+            Some(Status::Down) => self.down_now -= 1,
+            _ => {}
+        }
+        match status {
+            Status::Up => {
+                book.ups += 1;
+                self.up_now += 1;
+            }
+            Status::Down => {
+                book.downs += 1;
+                self.down_now += 1;
+            }
+            Status::Terminated => self.terminated += 1,
+            _ => {}
+        }
+        book.last = Some(status);
+    }
+}
+
+/// Applies messages until `done` holds; false if `limit` passes first.
+async fn pump_until(
+    watcher: &mut Subscription,
+    books: &mut Books,
+    limit: Duration,
+    done: impl Fn(&Books) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(books) {
+        match tokio::time::timeout_at(deadline, watcher.recv()).await {
+            Ok(Some(message)) => books.apply(message),
+            Ok(None) => panic!("the events hub went away"),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Applies messages until the clock reaches `until`.
+async fn pump_for(watcher: &mut Subscription, books: &mut Books, until: Instant) {
+    let until = tokio::time::Instant::from_std(until);
+    while let Ok(message) = tokio::time::timeout_at(until, watcher.recv()).await {
+        books.apply(message.expect("the events hub went away"));
+    }
+}
+
+async fn soak(args: &Args) -> bool {
+    let n = args.connections;
+    let cycles = ((args.minutes * 60.0) / args.period.as_secs_f64())
+        .floor()
+        .max(1.0) as usize;
+    let mut broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    println!(
+        "soak: {n} connections to mosquitto on 127.0.0.1:{} (pid {}), killed and restarted \
+         every {:?}, {cycles} cycles ({} min)",
+        broker.port,
+        broker.child.id(),
+        args.period,
+        args.minutes
+    );
+
+    let events = Events::new();
+    let handle = PrometheusBuilder::new(&events)
+        .install()
+        .expect("the exporter on a fresh registry");
+    let mut watcher = events.subscribe_with_capacity(WATCHER_CAPACITY);
+    watcher.register(ClientFilter::Any, EventKind::Status);
+    watcher.register(ClientFilter::Any, EventKind::PingResponse);
+
+    // A scraper: render every 15 s off the async workers, as /metrics does.
+    let renders = Arc::new(AtomicU64::new(0));
+    let scraper = {
+        let handle = handle.clone();
+        let renders = Arc::clone(&renders);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SCRAPE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let handle = handle.clone();
+                let page = tokio::task::spawn_blocking(move || handle.render())
+                    .await
+                    .expect("render");
+                assert!(page.contains("mqtt_client_up"), "a render without clients");
+                renders.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let ids: Vec<ClientId> = (0..n)
+        .map(|i| ClientId::from(format!("soak-{i:05}")))
+        .collect();
+    let mut books = Books::new(&ids);
+    let started = Instant::now();
+    let connections: Vec<Connection> = ids
+        .iter()
+        .map(|id| {
+            let options = ConnectionOptions::new(id, &url).expect("valid options");
+            Connection::start(options, &events).expect("a connection")
+        })
+        .collect();
+    if !pump_until(&mut watcher, &mut books, ALL_UP_LIMIT, |b| b.up_now == n).await {
+        println!(
+            "FAIL: only {} of {n} up after {ALL_UP_LIMIT:?}",
+            books.up_now
+        );
+        return false;
+    }
+    let rss_start = rss_kib();
+    println!(
+        "all {n} up after {:.2} s; RSS {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        rss_start / 1024.0
+    );
+
+    let mut ok = true;
+    let mut rss_samples = vec![rss_start];
+    let mut down_times = Vec::new();
+    let mut up_times = Vec::new();
+    let mut next_kill = Instant::now() + args.period;
+    for cycle in 1..=cycles {
+        pump_for(&mut watcher, &mut books, next_kill).await;
+        next_kill += args.period;
+
+        let killed = Instant::now();
+        broker.kill();
+        if !pump_until(&mut watcher, &mut books, ALL_DOWN_LIMIT, |b| {
+            b.down_now == n
+        })
+        .await
+        {
+            println!(
+                "FAIL cycle {cycle}: only {} of {n} down after {ALL_DOWN_LIMIT:?}",
+                books.down_now
+            );
+            ok = false;
+            break;
+        }
+        let all_down = killed.elapsed();
+        let restarted = Instant::now();
+        broker.restart();
+        let restart_took = restarted.elapsed();
+        if !pump_until(&mut watcher, &mut books, ALL_UP_LIMIT, |b| b.up_now == n).await {
+            println!(
+                "FAIL cycle {cycle}: only {} of {n} up {ALL_UP_LIMIT:?} after the restart",
+                books.up_now
+            );
+            ok = false;
+            break;
+        }
+        let all_up = restarted.elapsed();
+        let off = books
+            .clients
+            .iter()
+            .filter(|c| c.downs != cycle as u64 || c.ups != cycle as u64 + 1)
+            .count();
+        if off > 0 {
+            println!(
+                "cycle {cycle}: {off} clients with a Down/Up count other than one per restart"
+            );
+            ok = false;
+        }
+        let rss = rss_kib();
+        rss_samples.push(rss);
+        down_times.push(all_down.as_secs_f64());
+        up_times.push(all_up.as_secs_f64());
+        println!(
+            "cycle {cycle}/{cycles} at {:.0} s: kill -> all down {:.3} s; broker restart {:.3} s, \
+             -> all up {:.3} s; RSS {:.1} MiB; events received {}",
+            started.elapsed().as_secs_f64(),
+            all_down.as_secs_f64(),
+            restart_took.as_secs_f64(),
+            all_up.as_secs_f64(),
+            rss / 1024.0,
+            books.received
+        );
+        if next_kill < Instant::now() {
+            // A cycle overran the period; keep the period between kills.
+            next_kill = Instant::now() + args.period;
+        }
+    }
+
+    // The end: everything back up. Measure before shutting anything down.
+    let rss_end = rss_kib();
+    let elapsed = started.elapsed();
+    // Let the bookkeeper catch up with what is queued (pings) without waiting.
+    while let Ok(message) = watcher.try_recv() {
+        books.apply(message);
+    }
+    let hub_up = events
+        .clients()
+        .iter()
+        .filter(|c| c.status == Status::Up)
+        .count();
+    let page = {
+        let handle = handle.clone();
+        tokio::task::spawn_blocking(move || handle.render())
+            .await
+            .expect("render")
+    };
+    let rendered_up = page
+        .lines()
+        .filter(|l| l.starts_with("mqtt_client_up{") && l.ends_with(" 1"))
+        .count();
+    let failures = events.failures();
+    let failures_by = |reason: FailureReason| -> u64 {
+        failures
+            .iter()
+            .filter(|f| f.reason == reason)
+            .map(|f| f.count)
+            .sum()
+    };
+    let closed_by_broker = failures_by(FailureReason::ClosedByBroker);
+    let refused = failures_by(FailureReason::ConnectionRefused);
+    let timeouts = failures_by(FailureReason::Timeout);
+    let other_failures: u64 = failures
+        .iter()
+        .filter(|f| {
+            !matches!(
+                f.reason,
+                FailureReason::ClosedByBroker
+                    | FailureReason::ConnectionRefused
+                    | FailureReason::Timeout
+            )
+        })
+        .map(|f| f.count)
+        .sum();
+
+    // Shut everything down and see every client terminate.
+    let shutdowns: Vec<_> = connections
+        .into_iter()
+        .map(|c| tokio::spawn(c.shutdown()))
+        .collect();
+    for shutdown in shutdowns {
+        shutdown.await.expect("a shutdown");
+    }
+    let all_terminated = pump_until(&mut watcher, &mut books, Duration::from_secs(10), |b| {
+        b.terminated == n
+    })
+    .await;
+    scraper.abort();
+    let _ = scraper.await;
+
+    let status = events.stats(EventKind::Status);
+    let pings = events.stats(EventKind::PingResponse);
+    let mine = watcher.stats();
+    // Two wildcard subscribers take every event: the bookkeeper and the exporter.
+    let subscribers = 2;
+    let hub_balanced = status.delivered + status.dropped == subscribers * status.dispatched
+        && pings.delivered + pings.dropped == subscribers * pings.dispatched;
+    let mine_balanced = mine.delivered + mine.dropped == status.dispatched + pings.dispatched;
+    let restarts = rss_samples.len() as u64 - 1;
+    let exact_books = books
+        .clients
+        .iter()
+        .all(|c| c.ups == restarts + 1 && c.downs == restarts && c.out_of_order == 0);
+    let (ups, downs, book_pings): (u64, u64, u64) =
+        books.clients.iter().fold((0, 0, 0), |(u, d, p), c| {
+            (u + c.ups, d + c.downs, p + c.pings)
+        });
+    let ups_per_client = minmax(books.clients.iter().map(|c| c.ups));
+    let downs_per_client = minmax(books.clients.iter().map(|c| c.downs));
+    let growth = (rss_end - rss_start) / rss_start * 100.0;
+    let rss_max = rss_samples.iter().copied().fold(0.0, f64::max);
+
+    println!("\n## soak summary");
+    println!(
+        "{n} connections, {restarts} kill+restart cycles every {:?}, {:.1} min from all-up",
+        args.period,
+        elapsed.as_secs_f64() / 60.0
+    );
+    println!(
+        "RSS: start (all up) {:.1} MiB, end {:.1} MiB, max {:.1} MiB, growth {growth:+.2}% \
+         (target < 5%: {})",
+        rss_start / 1024.0,
+        rss_end / 1024.0,
+        rss_max / 1024.0,
+        if growth < 5.0 { "met" } else { "NOT met" }
+    );
+    // A leak keeps growing; an allocator's high-water mark levels off.
+    let half = rss_samples[rss_samples.len() / 2];
+    println!(
+        "RSS growth over the second half (cycle {} to the end): {:+.2}%",
+        rss_samples.len() / 2,
+        (rss_end - half) / half * 100.0
+    );
+    println!(
+        "RSS per cycle (MiB): {}",
+        rss_samples
+            .iter()
+            .map(|r| format!("{:.1}", r / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if !down_times.is_empty() {
+        println!(
+            "kill -> all down: median {:.3} s, max {:.3} s; restart -> all up: median {:.3} s, \
+             max {:.3} s",
+            median(&down_times),
+            max(&down_times),
+            median(&up_times),
+            max(&up_times)
+        );
+    }
+    println!(
+        "Up events {ups} (per client {}..{}), Down events {downs} (per client {}..{}), \
+         expected {} and {} per client; out of order {}; ping responses {book_pings}",
+        ups_per_client.0,
+        ups_per_client.1,
+        downs_per_client.0,
+        downs_per_client.1,
+        restarts + 1,
+        restarts,
+        books.clients.iter().map(|c| c.out_of_order).sum::<u64>()
+    );
+    println!(
+        "hub status: dispatched {} delivered {} dropped {}; ping_response: dispatched {} \
+         delivered {} dropped {}; {subscribers} subscribers: delivered + dropped == \
+         {subscribers} x dispatched: {hub_balanced}",
+        status.dispatched,
+        status.delivered,
+        status.dropped,
+        pings.dispatched,
+        pings.delivered,
+        pings.dropped
+    );
+    println!(
+        "bookkeeper: delivered {} dropped {} received {} (delivered + dropped == dispatched: \
+         {mine_balanced}); unknown clients {}",
+        mine.delivered, mine.dropped, books.received, books.unknown
+    );
+    println!(
+        "failures: closed_by_broker {closed_by_broker} (expected {}), connection_refused \
+         {refused}, timeout {timeouts}, other {other_failures}",
+        n as u64 * restarts
+    );
+    println!(
+        "final: hub up {hub_up}/{n}, /metrics up {rendered_up}/{n}, scrapes {}, \
+         terminated after shutdown {}/{n}",
+        renders.load(Ordering::Relaxed),
+        books.terminated
+    );
+
+    let lossless = hub_balanced
+        && mine_balanced
+        && mine.dropped == 0
+        && books.received == mine.delivered
+        && exact_books;
+    let all_back = hub_up == n && rendered_up == n && all_terminated;
+    ok &= lossless && all_back;
+    println!(
+        "verdict: no lost event {lossless}, all up at the end {all_back}, RSS growth < 5% {}",
+        growth < 5.0
+    );
+    broker.kill();
+    ok
+}
+
+fn minmax(values: impl Iterator<Item = u64>) -> (u64, u64) {
+    values.fold((u64::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::MIN, f64::max)
+}
+
+fn rss_kib() -> f64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .expect("VmRSS in /proc/self/status")
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+}
+
+/// A private mosquitto on a fixed port that can be killed and restarted; killed
+/// and its directory removed on drop.
+struct Mosquitto {
+    child: Child,
+    running: bool,
+    port: u16,
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Mosquitto {
+    fn start() -> Self {
+        let port = free_port_below_ephemeral();
+        let dir =
+            std::env::temp_dir().join(format!("mqtt-pulse-soak-{}-{port}", std::process::id()));
+        fs::create_dir_all(&dir).expect("broker dir");
+        let config = dir.join("mosquitto.conf");
+        let mut text = String::new();
+        if running_as_root() {
+            // mosquitto would switch to user `mosquitto`, who cannot write our log.
+            text.push_str("user root\n");
+        }
+        text.push_str(&format!(
+            "listener {port} 127.0.0.1\nmax_connections -1\nallow_anonymous true\n\
+             persistence false\nlog_dest file {}\nlog_type error\nlog_type warning\n",
+            dir.join("mosquitto.log").display()
+        ));
+        fs::write(&config, text).expect("mosquitto.conf");
+        let child = spawn(&config, port);
+        Mosquitto {
+            child,
+            running: true,
+            port,
+            dir,
+            config,
+        }
+    }
+
+    /// SIGKILL and reap: when this returns, the port refuses connections.
+    fn kill(&mut self) {
+        if self.running {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.running = false;
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.config, self.port);
+        self.running = true;
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts mosquitto and waits (≤ 5 s) until it listens on `port`. The raised
+/// file-descriptor limit is inherited.
+fn spawn(config: &std::path::Path, port: u16) -> Child {
+    let mut child = Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start /usr/sbin/mosquitto");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // No probe connection: the LISTEN socket in /proc says the kernel accepts
+    // connections for it (the previous broker was reaped, so it is this one).
+    while !listening(port) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "mosquitto exited at start ({status}); see {}",
+                config.display()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+fn listening(port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1] == local && fields[3] == "0A"
+        })
+    })
+}
+
+/// A free 127.0.0.1 port below the kernel's ephemeral range, so no client's
+/// source port can take it while the broker is down.
+fn free_port_below_ephemeral() -> u16 {
+    let low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (from, to) = (20_000u16, low.saturating_sub(1).max(20_001));
+    for _ in 0..1000 {
+        let port = fastrand::u16(from..to);
+        if port != 1883 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {from}..{to}");
+}
+
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
