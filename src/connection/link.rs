@@ -115,6 +115,9 @@ pub(crate) fn classify(error: &ConnectionError) -> Option<FailureReason> {
         ConnectionError::Io(e) => classify_io(e),
         ConnectionError::MqttState(state) => match state {
             StateError::Io(e) => classify_io(e),
+            // rumqttc's codec reports a socket error met while reading or
+            // writing a packet (a reset, a broken pipe) as a codec error.
+            StateError::Deserialization(rumqttc::mqttbytes::Error::Io(e)) => classify_io(e),
             StateError::AwaitPingResp => FailureReason::PingTimeout,
             StateError::ConnectionAborted => FailureReason::ClosedByBroker,
             _ => FailureReason::Protocol,
@@ -310,6 +313,12 @@ mod tests {
             ),
             (
                 ConnectionError::MqttState(StateError::ConnectionAborted),
+                R::ClosedByBroker,
+            ),
+            (
+                ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::Io(io::Error::from(io::ErrorKind::ConnectionReset)),
+                )),
                 R::ClosedByBroker,
             ),
             (
