@@ -25,16 +25,22 @@
 //! - the final state: every client up (hub and `/metrics` render), then every
 //!   client terminated after shutdown.
 //!
+//! Next to RSS it reports the live heap: the bytes allocated and not yet
+//! freed, counted by a thin wrapper around the system allocator. RSS also
+//! holds what the allocator keeps after a free; the live heap does not, so a
+//! leak shows in both, an allocator's high-water mark only in RSS.
+//!
 //! It prints one line per cycle and a summary; it exits 1 if an event was lost
 //! or a client did not come back (RSS growth is reported against the 5%
 //! target, not enforced).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
@@ -51,6 +57,59 @@ const ALL_DOWN_LIMIT: Duration = Duration::from_secs(30);
 const ALL_UP_LIMIT: Duration = Duration::from_secs(90);
 /// How often the exporter is rendered, as a Prometheus scrape would.
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Bytes allocated and not freed, by everything in this process.
+static LIVE_HEAP: AtomicIsize = AtomicIsize::new(0);
+
+/// The system allocator, counting live bytes in [`LIVE_HEAP`].
+struct CountingAllocator;
+
+// SAFETY: every call is passed unchanged to the system allocator, which
+// upholds the `GlobalAlloc` contract; the counting only reads sizes.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        let block = unsafe { System.alloc(layout) };
+        if !block.is_null() {
+            LIVE_HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        block
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let block = unsafe { System.alloc_zeroed(layout) };
+        if !block.is_null() {
+            LIVE_HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        block
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // SAFETY: `block` came from this allocator (so from `System`) with `layout`.
+        unsafe { System.dealloc(block, layout) };
+        LIVE_HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `dealloc`, and `new_size` is valid for `layout`'s alignment.
+        let moved = unsafe { System.realloc(block, layout, new_size) };
+        if !moved.is_null() {
+            LIVE_HEAP.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn live_heap_kib() -> f64 {
+    LIVE_HEAP.load(Ordering::Relaxed) as f64 / 1024.0
+}
 
 struct Args {
     connections: usize,
@@ -98,6 +157,11 @@ fn fail(message: &str) -> ! {
 }
 
 fn main() {
+    // Quiet unless asked: RUST_LOG=mqtt_pulse=info shows every status change and its cause.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     raise_fd_limit();
     let args = parse_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -278,14 +342,17 @@ async fn soak(args: &Args) -> bool {
         return false;
     }
     let rss_start = rss_kib();
+    let heap_start = live_heap_kib();
     println!(
-        "all {n} up after {:.2} s; RSS {:.1} MiB",
+        "all {n} up after {:.2} s; RSS {:.1} MiB; live heap {:.1} MiB",
         started.elapsed().as_secs_f64(),
-        rss_start / 1024.0
+        rss_start / 1024.0,
+        heap_start / 1024.0
     );
 
     let mut ok = true;
     let mut rss_samples = vec![rss_start];
+    let mut heap_samples = vec![heap_start];
     let mut down_times = Vec::new();
     let mut up_times = Vec::new();
     let mut next_kill = Instant::now() + args.period;
@@ -333,16 +400,19 @@ async fn soak(args: &Args) -> bool {
         }
         let rss = rss_kib();
         rss_samples.push(rss);
+        let heap = live_heap_kib();
+        heap_samples.push(heap);
         down_times.push(all_down.as_secs_f64());
         up_times.push(all_up.as_secs_f64());
         println!(
             "cycle {cycle}/{cycles} at {:.0} s: kill -> all down {:.3} s; broker restart {:.3} s, \
-             -> all up {:.3} s; RSS {:.1} MiB; events received {}",
+             -> all up {:.3} s; RSS {:.1} MiB; live heap {:.1} MiB; events received {}",
             started.elapsed().as_secs_f64(),
             all_down.as_secs_f64(),
             restart_took.as_secs_f64(),
             all_up.as_secs_f64(),
             rss / 1024.0,
+            heap / 1024.0,
             books.received
         );
         if next_kill < Instant::now() {
@@ -353,6 +423,7 @@ async fn soak(args: &Args) -> bool {
 
     // The end: everything back up. Measure before shutting anything down.
     let rss_end = rss_kib();
+    let heap_end = live_heap_kib();
     let elapsed = started.elapsed();
     // Let the bookkeeper catch up with what is queued (pings) without waiting.
     while let Ok(message) = watcher.try_recv() {
@@ -374,27 +445,22 @@ async fn soak(args: &Args) -> bool {
         .filter(|l| l.starts_with("mqtt_client_up{") && l.ends_with(" 1"))
         .count();
     let failures = events.failures();
-    let failures_by = |reason: FailureReason| -> u64 {
-        failures
-            .iter()
-            .filter(|f| f.reason == reason)
-            .map(|f| f.count)
-            .sum()
-    };
-    let closed_by_broker = failures_by(FailureReason::ClosedByBroker);
-    let refused = failures_by(FailureReason::ConnectionRefused);
-    let timeouts = failures_by(FailureReason::Timeout);
-    let other_failures: u64 = failures
+    // Every loss is one failure; so is every refused or timed-out attempt.
+    let mut failures_by_reason: Vec<(FailureReason, u64)> = Vec::new();
+    for failure in &failures {
+        match failures_by_reason
+            .iter_mut()
+            .find(|(r, _)| *r == failure.reason)
+        {
+            Some((_, count)) => *count += failure.count,
+            None => failures_by_reason.push((failure.reason, failure.count)),
+        }
+    }
+    failures_by_reason.sort();
+    let losses: u64 = failures_by_reason
         .iter()
-        .filter(|f| {
-            !matches!(
-                f.reason,
-                FailureReason::ClosedByBroker
-                    | FailureReason::ConnectionRefused
-                    | FailureReason::Timeout
-            )
-        })
-        .map(|f| f.count)
+        .filter(|(r, _)| !matches!(r, FailureReason::ConnectionRefused | FailureReason::Timeout))
+        .map(|(_, count)| count)
         .sum();
 
     // Shut everything down and see every client terminate.
@@ -463,6 +529,23 @@ async fn soak(args: &Args) -> bool {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    let heap_half = heap_samples[heap_samples.len() / 2];
+    println!(
+        "live heap: start (all up) {:.2} MiB, end {:.2} MiB, growth {:+.2}%; over the second \
+         half {:+.2}%",
+        heap_start / 1024.0,
+        heap_end / 1024.0,
+        (heap_end - heap_start) / heap_start * 100.0,
+        (heap_end - heap_half) / heap_half * 100.0
+    );
+    println!(
+        "live heap per cycle (MiB): {}",
+        heap_samples
+            .iter()
+            .map(|h| format!("{:.2}", h / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     if !down_times.is_empty() {
         println!(
             "kill -> all down: median {:.3} s, max {:.3} s; restart -> all up: median {:.3} s, \
@@ -501,8 +584,13 @@ async fn soak(args: &Args) -> bool {
         mine.delivered, mine.dropped, books.received, books.unknown
     );
     println!(
-        "failures: closed_by_broker {closed_by_broker} (expected {}), connection_refused \
-         {refused}, timeout {timeouts}, other {other_failures}",
+        "failures by reason: {}; losses (all but refused and timed-out attempts) {losses}, \
+         expected one per client per restart: {}",
+        failures_by_reason
+            .iter()
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         n as u64 * restarts
     );
     println!(
