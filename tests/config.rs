@@ -1143,3 +1143,20 @@ proptest! {
         check_outcome(&Config::parse(&text, &origin), &origin);
     }
 }
+
+#[test]
+fn a_file_name_with_a_newline_still_makes_a_one_line_error() {
+    // Found by the toml-ish proptest: `ca_file = "multi\nline"`.
+    let dir = std::env::temp_dir().join(format!("mqtt-pulse-config-nl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("newline.toml");
+    std::fs::write(
+        &path,
+        "[[target]]\nname = \"a\"\nurl = \"mqtts://h\"\n[target.tls]\nca_file = \"multi\\nline\"\n",
+    )
+    .unwrap();
+    let message = Config::load(&path).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!message.contains('\n'), "{message:?}");
+    assert!(message.contains("multi\\nline"), "{message:?}");
+}

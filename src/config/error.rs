@@ -19,7 +19,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file cannot be read (missing, a directory, no permission).
-    #[error("{}: cannot read the config file: {source}", path.display())]
+    #[error("{}: cannot read the config file: {source}", OneLine(path))]
     Read {
         /// The file.
         path: PathBuf,
@@ -27,7 +27,7 @@ pub enum ConfigError {
         source: io::Error,
     },
     /// The file was read but something in it is wrong.
-    #[error("{}{}: {problem}", path.display(), LocationSuffix(*location))]
+    #[error("{}{}: {problem}", OneLine(path), LocationSuffix(*location))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -165,7 +165,7 @@ pub enum Problem {
         reason: &'static str,
     },
     /// A file the config names cannot be read now.
-    #[error("cannot read `{key}` {place}: {}: {source}", path.display())]
+    #[error("cannot read `{key}` {place}: {}: {source}", OneLine(path))]
     UnreadableFile {
         /// The key naming the file.
         key: &'static str,
@@ -297,5 +297,23 @@ mod tests {
             error.to_string(),
             "a.toml: no [[target]] in the file; add at least one target to monitor"
         );
+    }
+}
+
+/// A path shown on one line: control characters in it (a newline in a file
+/// name) are escaped, so an error stays the one line it promises to be.
+struct OneLine<'a>(&'a std::path::Path);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        for c in self.0.display().to_string().chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
