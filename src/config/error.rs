@@ -259,6 +259,24 @@ fn derived_note(derived: bool) -> &'static str {
     }
 }
 
+/// A path shown on one line: control characters in it (a newline in a file
+/// name) are escaped, so an error stays the one line it promises to be.
+struct OneLine<'a>(&'a std::path::Path);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        for c in self.0.display().to_string().chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,23 +315,5 @@ mod tests {
             error.to_string(),
             "a.toml: no [[target]] in the file; add at least one target to monitor"
         );
-    }
-}
-
-/// A path shown on one line: control characters in it (a newline in a file
-/// name) are escaped, so an error stays the one line it promises to be.
-struct OneLine<'a>(&'a std::path::Path);
-
-impl fmt::Display for OneLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write as _;
-        for c in self.0.display().to_string().chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                f.write_char(c)?;
-            }
-        }
-        Ok(())
     }
 }
