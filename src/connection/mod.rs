@@ -23,7 +23,6 @@ mod tracker;
 
 pub use backoff::Backoff;
 pub use options::{ConnectionOptions, OptionsError};
-pub(crate) use tls::AnyServerCertificate;
 pub use tls::{ClientAuth, TlsOptions};
 pub use tracker::ConnectionTracker;
 

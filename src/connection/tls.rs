@@ -125,7 +125,7 @@ fn system_roots() -> Result<RootCertStore, OptionsError> {
 /// accepted, but the handshake signatures are still verified, so the session is
 /// at least bound to the key the server presented.
 #[derive(Debug)]
-pub(crate) struct AnyServerCertificate(pub(crate) Arc<rustls::crypto::CryptoProvider>);
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
     fn verify_server_cert(

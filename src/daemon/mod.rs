@@ -143,19 +143,16 @@ fn healthcheck(address: &str, tls: bool) -> Result<(), DaemonError> {
     let mut stream: Box<dyn ReadWrite> = if tls {
         // The server is this machine's own mqtt-pulse: which certificate it
         // shows is not the question, whether it answers is.
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| unhealthy(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(
-                crate::connection::AnyServerCertificate(provider),
-            ))
-            .with_no_client_auth();
+        let config = crate::connection::TlsOptions {
+            insecure_skip_verify: true,
+            ..Default::default()
+        }
+        .client_config()
+        .map_err(|e| unhealthy(e.to_string()))?;
         let name = rustls::pki_types::ServerName::try_from("localhost")
             .map_err(|e| unhealthy(e.to_string()))?;
-        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
-            .map_err(|e| unhealthy(e.to_string()))?;
+        let connection =
+            rustls::ClientConnection::new(config, name).map_err(|e| unhealthy(e.to_string()))?;
         Box::new(rustls::StreamOwned::new(connection, tcp))
     } else {
         Box::new(tcp)
