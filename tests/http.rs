@@ -132,7 +132,46 @@ async fn metrics_are_gzipped_when_the_scraper_accepts_gzip() {
     flate2::read::GzDecoder::new(&gzipped.body[..])
         .read_to_string(&mut decoded)
         .expect("a valid gzip stream");
-    assert_eq!(decoded, plain.text());
+    // The same page, but for the count of the plain scrape answered before it.
+    let counted = r#"promhttp_metric_handler_requests_total{code="200"} "#;
+    assert!(plain.text().contains(&format!("{counted}0\n")));
+    assert_eq!(
+        decoded.replace(&format!("{counted}1\n"), &format!("{counted}0\n")),
+        plain.text()
+    );
+    assert_eq!(gzipped.header(header::VARY), Some("accept-encoding"));
+}
+
+#[tokio::test]
+async fn gzip_refused_with_a_zero_quality_is_not_used() {
+    let (_events, handle) = exporter();
+    let reply = call(
+        http::router(handle),
+        Method::GET,
+        "/metrics",
+        &[("accept-encoding", "gzip;q=0, identity")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header(header::CONTENT_ENCODING), None);
+    assert!(reply.text().contains("mqtt_client_up"));
+}
+
+#[tokio::test]
+async fn scrapes_are_counted_like_promhttp_counts_them() {
+    let (_events, handle) = exporter();
+    let router = http::router(handle);
+    for _ in 0..3 {
+        assert_eq!(
+            get_path(router.clone(), "/metrics").await.status,
+            StatusCode::OK
+        );
+    }
+    let page = get_path(router, "/metrics").await.text();
+    // Three answered before this one, which is itself in flight while it renders.
+    assert!(page.contains("promhttp_metric_handler_requests_total{code=\"200\"} 3\n"));
+    assert!(page.contains("promhttp_metric_handler_requests_total{code=\"503\"} 0\n"));
+    assert!(page.contains("promhttp_metric_handler_requests_in_flight 1\n"));
 }
 
 #[tokio::test]
@@ -283,6 +322,76 @@ async fn refuses_connections(address: std::net::SocketAddr, timeout: Duration) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// A thousand concurrent scrapes — what the old cap of 8 answered with `503`s —
+/// are all answered, each with every event dispatched before it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_storm_is_answered_in_full_by_shared_renders() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    const SCRAPES: usize = 1_000;
+    let (events, handle) = exporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shut_down, shutdown) = oneshot::channel::<()>();
+    let server = tokio::spawn(http::run(listener, http::router(handle), async {
+        let _ = shutdown.await;
+    }));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<http_body_util::Empty<Bytes>>();
+
+    let scrapes: Vec<_> = (0..SCRAPES)
+        .map(|n| {
+            // Each scrape goes out after the event that names it, so its page must show it.
+            let id = ClientId::from(format!("storm-{n}").as_str());
+            events.announce(&id, ClientInfo::new("broker.example:8883"));
+            let gzip = n % 2 == 0;
+            let mut request = Request::get(format!("http://{address}/metrics"));
+            if gzip {
+                request = request.header(header::ACCEPT_ENCODING, "gzip");
+            }
+            let request = request.body(http_body_util::Empty::new()).unwrap();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let response = client.request(request).await.unwrap();
+                let (parts, body) = response.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                let text = if parts.headers.get(header::CONTENT_ENCODING).is_some() {
+                    let mut text = String::new();
+                    flate2::read::GzDecoder::new(&body[..])
+                        .read_to_string(&mut text)
+                        .unwrap();
+                    text
+                } else {
+                    String::from_utf8(body.to_vec()).unwrap()
+                };
+                (n, gzip, parts, text)
+            })
+        })
+        .collect();
+    for scrape in scrapes {
+        let (n, gzip, parts, text) = scrape.await.unwrap();
+        assert_eq!(parts.status, StatusCode::OK, "scrape {n}");
+        assert_eq!(
+            parts.headers.get(header::CONTENT_ENCODING).is_some(),
+            gzip,
+            "scrape {n}"
+        );
+        assert!(
+            text.contains(&format!("mqtt_client_up{{client_id=\"storm-{n}\",")),
+            "scrape {n} misses the client announced before it"
+        );
+    }
+    let (status, page) = http_get(&format!("http://{address}/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(&format!(
+        "promhttp_metric_handler_requests_total{{code=\"200\"}} {SCRAPES}\n"
+    )));
+    assert!(page.contains("promhttp_metric_handler_requests_total{code=\"503\"} 0\n"));
+    shut_down.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -1076,8 +1076,9 @@ fn request_bodies_over_the_limit_are_answered_413() {
 }
 
 #[test]
-fn scrapes_beyond_the_concurrency_cap_are_answered_503_at_once() {
+fn landing_pages_beyond_the_render_cap_are_answered_503_at_once() {
     // Ten thousand clients: a render long enough for a burst to overlap it.
+    // (`/metrics` shares its renders among waiting scrapes instead: tests/http.rs.)
     let serving = Serving::with(Server::new(), exporter(10_000));
     let port = serving.port;
     let burst = MAX_CONCURRENT_RENDERS * 3;
@@ -1089,7 +1090,7 @@ fn scrapes_beyond_the_concurrency_cap_are_answered_503_at_once() {
             std::thread::spawn(move || {
                 start.wait();
                 let sent = Instant::now();
-                let response = exchange(&mut stream, &get("/metrics")).unwrap();
+                let response = exchange(&mut stream, &get("/")).unwrap();
                 (response, sent.elapsed())
             })
         })
@@ -1120,7 +1121,7 @@ fn scrapes_beyond_the_concurrency_cap_are_answered_503_at_once() {
         );
     }
     // The cap frees up.
-    assert_eq!(http(port, &get("/metrics")).unwrap().status, 200);
+    assert_eq!(http(port, &get("/")).unwrap().status, 200);
 }
 
 // ---------------------------------------------------------------------------------

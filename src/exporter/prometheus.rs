@@ -21,6 +21,8 @@
 //! | `mqtt_pulse_events_dropped_total` | counter | type | [`Events::stats`] |
 //! | `mqtt_pulse_build_info` | gauge 1 | version, revision, rustversion | the build |
 //! | `process_*` | process metrics | | `/proc` (Linux), optional |
+//! | `promhttp_metric_handler_requests_total` | counter | code | `/metrics` answers, once [`http::router`](crate::http::router) serves the handle |
+//! | `promhttp_metric_handler_requests_in_flight` | gauge | | `/metrics` requests being answered, likewise |
 //!
 //! # Rules
 //!
@@ -97,14 +99,14 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
 use futures_core::Stream;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Registry, TextEncoder};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::sync::oneshot;
 
 use self::series::SeriesTable;
@@ -275,6 +277,7 @@ impl PrometheusBuilder {
             }),
             events: self.events,
             render_size_hint: AtomicUsize::new(0),
+            scrape_stats: OnceLock::new(),
             _stop: stop,
         });
 
@@ -401,6 +404,65 @@ impl PrometheusHandle {
     }
 }
 
+/// The `promhttp_metric_handler_*` families that node_exporter and every Go
+/// exporter serve, so the dashboards and alerts written for those read this
+/// exporter's `/metrics` answers too.
+#[derive(Clone, Debug)]
+pub(crate) struct ScrapeStats {
+    /// `/metrics` answers by HTTP status code.
+    pub(crate) requests: IntCounterVec,
+    /// `/metrics` requests being answered now.
+    pub(crate) in_flight: IntGauge,
+}
+
+impl ScrapeStats {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "promhttp_metric_handler_requests_total",
+                "Total number of scrapes by HTTP status code.",
+            ),
+            &["code"],
+        )?;
+        // As promhttp does: the codes a scrape usually ends with exist from the start.
+        for code in ["200", "500", "503"] {
+            requests.with_label_values(&[code]);
+        }
+        let in_flight = IntGauge::new(
+            "promhttp_metric_handler_requests_in_flight",
+            "Current number of scrapes being served.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        if let Err(error) = registry.register(Box::new(in_flight.clone())) {
+            let _ = registry.unregister(Box::new(requests));
+            return Err(error);
+        }
+        Ok(ScrapeStats {
+            requests,
+            in_flight,
+        })
+    }
+}
+
+impl PrometheusHandle {
+    /// The handler metrics of `/metrics`, registered on this handle's registry
+    /// the first time they are asked for (so an embedder who serves the
+    /// handle some other way never sees them). `None`, with a warning, when
+    /// the registry already has metrics of those names.
+    pub(crate) fn scrape_stats(&self) -> Option<&ScrapeStats> {
+        self.shared
+            .scrape_stats
+            .get_or_init(|| match ScrapeStats::register(&self.registry) {
+                Ok(stats) => Some(stats),
+                Err(error) => {
+                    tracing::warn!(%error, "not counting /metrics requests: the registry refused promhttp_metric_handler_*");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
 impl fmt::Debug for PrometheusHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrometheusHandle")
@@ -426,6 +488,7 @@ struct Shared {
     inbox: Mutex<Inbox>,
     series: Mutex<SeriesTable>,
     render_size_hint: AtomicUsize,
+    scrape_stats: OnceLock<Option<ScrapeStats>>,
     /// Dropped with the last handle or collector, which ends the consumer.
     _stop: oneshot::Sender<()>,
 }

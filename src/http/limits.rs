@@ -1,5 +1,5 @@
-//! What keeps one client from taking the exporter down: a cap on concurrent
-//! page renders, a request body limit, the web config's rate limit, and the
+//! What keeps one client from taking the exporter down: caps on concurrent
+//! requests, a request body limit, the web config's rate limit, and the
 //! response headers it asks for.
 //!
 //! It owns those axum middlewares and their answers (`503`, `413`, `429`).
@@ -17,10 +17,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-/// How many `/metrics` and landing-page renders may run at once; more are
-/// answered `503` at once. A render of 10,000 clients is tens of milliseconds
-/// of CPU and ~20 MB: eight bound both, and leave room for Prometheus HA pairs
-/// and a few people looking.
+/// How many `/metrics` requests may be answered at once; more are answered
+/// `503` at once. Waiting scrapes share one render (see [`router`](super::router)),
+/// so this bounds connections held, not CPU: room for a thousand scrapers.
+pub const MAX_CONCURRENT_SCRAPES: usize = 1024;
+
+/// How many landing pages may be rendered at once; more are answered `503` at
+/// once. The page is for people, rendered per request: a table of 10,000
+/// clients is milliseconds of CPU and megabytes, and eight is plenty of people.
 pub const MAX_CONCURRENT_RENDERS: usize = 8;
 
 /// The largest request body accepted; a larger one is answered `413`. No
@@ -28,30 +32,36 @@ pub const MAX_CONCURRENT_RENDERS: usize = 8;
 /// what a client can make the server buffer.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
-/// The render cap shared by the routes of one [`router`](super::router).
-pub(crate) type RenderCap = Arc<Semaphore>;
-
-pub(crate) fn render_cap() -> RenderCap {
-    Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS))
+/// A cap on the requests one route answers at once, shared by the clones of a
+/// [`router`](super::router).
+#[derive(Clone, Debug)]
+pub(crate) struct Cap {
+    permits: Arc<Semaphore>,
+    limit: usize,
 }
 
-/// Middleware: runs the request while holding one of the render permits, or
+impl Cap {
+    pub(crate) fn new(limit: usize) -> Self {
+        Cap {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+}
+
+/// Middleware: runs the request while holding one of the cap's permits, or
 /// answers `503` with `Retry-After` when all are taken.
-pub(crate) async fn cap_renders(
-    State(cap): State<RenderCap>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Ok(_permit) = cap.try_acquire() else {
+pub(crate) async fn cap(State(cap): State<Cap>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = cap.permits.try_acquire() else {
         tracing::debug!(
             path = request.uri().path(),
-            limit = MAX_CONCURRENT_RENDERS,
-            "refused: too many concurrent renders"
+            limit = cap.limit,
+            "refused: too many concurrent requests"
         );
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-            "503 too many concurrent scrapes; try again\n",
+            "503 too many concurrent requests; try again\n",
         )
             .into_response();
     };
@@ -194,12 +204,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn renders_beyond_the_cap_are_answered_503_at_once_and_the_cap_frees_up() {
+    async fn requests_beyond_the_cap_are_answered_503_at_once_and_the_cap_frees_up() {
         let entered = Arc::new(Semaphore::new(0));
         // Semaphores rather than `Notify`: a permit given before the handler
         // waits is not lost.
         let release = Arc::new(Semaphore::new(0));
-        let cap = render_cap();
+        let cap = Cap::new(MAX_CONCURRENT_RENDERS);
         let router = Router::new()
             .route(
                 "/render",
@@ -212,7 +222,7 @@ mod tests {
                     }
                 }),
             )
-            .layer(axum::middleware::from_fn_with_state(cap, cap_renders));
+            .layer(axum::middleware::from_fn_with_state(cap, super::cap));
         let get_render = || Request::get("/render").body(Body::empty()).unwrap();
 
         let held: Vec<_> = (0..MAX_CONCURRENT_RENDERS)

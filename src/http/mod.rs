@@ -14,8 +14,11 @@
 //!   to finish the TLS handshake, and to start the next request on an idle
 //!   keep-alive connection), then the connection is closed — a slow-loris
 //!   client that trickles its headers holds nothing for long;
-//! * at most [`MAX_CONCURRENT_RENDERS`] renders of `/metrics` or `/` run at
-//!   once, more are answered `503` with `Retry-After` at once;
+//! * scrapes of `/metrics` that wait at the same time share one render (and
+//!   one gzip): a scrape storm costs one render at a time, never one per
+//!   request; at most [`MAX_CONCURRENT_SCRAPES`] are answered at once and at
+//!   most [`MAX_CONCURRENT_RENDERS`] landing pages are rendered at once, more
+//!   are answered `503` with `Retry-After` at once;
 //! * a request body over [`MAX_REQUEST_BODY`] is answered `413`;
 //! * with a web config: `429` beyond its `rate_limit`, `401` (with
 //!   `WWW-Authenticate: Basic realm="mqtt-pulse"`) without valid credentials.
@@ -70,12 +73,14 @@
 
 mod auth;
 mod limits;
+mod scrape;
 mod tls;
 pub mod web_config;
 
-pub use limits::{MAX_CONCURRENT_RENDERS, MAX_REQUEST_BODY};
+pub use limits::{MAX_CONCURRENT_RENDERS, MAX_CONCURRENT_SCRAPES, MAX_REQUEST_BODY};
 pub use web_config::{WebConfig, WebConfigError};
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
@@ -85,10 +90,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
@@ -114,29 +119,46 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The exporter's routes: `GET /metrics`, `GET /` (landing page), `GET
 /// /-/healthy`, `GET /-/ready`, with `HEAD` for each, gzip when the client
 /// accepts it, `405` with an `Allow` header for other methods and a plain-text
-/// `404` fallback. At most [`MAX_CONCURRENT_RENDERS`] requests to `/metrics`
-/// and `/` are served at once (the routes of one call share the cap); more are
-/// answered `503` with `Retry-After: 1`.
+/// `404` fallback.
+///
+/// Scrapes of `/metrics` waiting at the same time share one render, which
+/// starts after each of them arrived, so every answer reflects every event
+/// dispatched before its request. At most [`MAX_CONCURRENT_SCRAPES`] scrapes
+/// and [`MAX_CONCURRENT_RENDERS`] landing pages are answered at once (the
+/// clones of one router share the caps); more are answered `503` with
+/// `Retry-After: 1`. `/metrics` answers are counted in
+/// `promhttp_metric_handler_requests_total` and
+/// `promhttp_metric_handler_requests_in_flight` on the handle's registry, as
+/// node_exporter counts its own.
 ///
 /// Mount it on a service's own router with [`Router::merge`]. A router that
 /// has its own fallback cannot be merged with one that also has one: call
 /// [`Router::reset_fallback`] on this one first.
 pub fn router(handle: PrometheusHandle) -> Router {
-    let cap = limits::render_cap();
-    let capped = |route: MethodRouter<PrometheusHandle>| {
-        route.layer(from_fn_with_state(Arc::clone(&cap), limits::cap_renders))
-    };
+    let metrics = get(scrape::metrics)
+        .layer(from_fn_with_state(
+            limits::Cap::new(MAX_CONCURRENT_SCRAPES),
+            limits::cap,
+        ))
+        .layer(from_fn_with_state(
+            handle.scrape_stats().cloned(),
+            scrape::count,
+        ))
+        .with_state(scrape::Scrapes::new(handle.clone()));
+    let landing_page = get(landing_page)
+        .layer::<_, Infallible>(from_fn_with_state(
+            limits::Cap::new(MAX_CONCURRENT_RENDERS),
+            limits::cap,
+        ))
+        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
+        .with_state(handle);
     Router::new()
-        .route("/", capped(get(landing_page)))
-        .route("/metrics", capped(get(metrics)))
+        .route("/", landing_page)
+        .route("/metrics", metrics)
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        // A 10,000-client page is ~20 MB; fastest gzip still shrinks it ~15x
-        // at a fraction of the default level's CPU.
-        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
-        .with_state(handle)
 }
 
 /// Serves `router` on `listener` over plain HTTP until `shutdown` completes,
@@ -334,20 +356,6 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
-    }
-}
-
-async fn metrics(State(handle): State<PrometheusHandle>) -> Response {
-    match tokio::task::spawn_blocking(move || handle.render()).await {
-        Ok(body) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "rendering /metrics failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rendering the metrics failed\n",
-            )
-                .into_response()
-        }
     }
 }
 
