@@ -640,6 +640,91 @@ fn a_certificate_replaced_on_disk_is_served_from_the_next_connection_without_res
 }
 
 #[test]
+fn an_update_applies_to_the_next_request_and_connection_and_refuses_what_needs_a_restart() {
+    let dir = TempDir::new("web-update");
+    let first_pki = TestPki::generate(&dir);
+    let hash = |password: &str| bcrypt::hash(password, 4).unwrap();
+    let first = web_config(
+        &dir,
+        &format!(
+            "{TLS_ONLY}http_server_config:\n  headers:\n    X-Frame-Options: deny\n{}",
+            users(&hash(PASSWORD))
+        ),
+    );
+    let serving = Serving::start(first.clone());
+    let scrape = |client: &TlsClient, password: &str| {
+        client
+            .exchange(
+                serving.port,
+                &request(
+                    "GET",
+                    "/metrics",
+                    &[("Authorization", &basic(USER, password))],
+                ),
+            )
+            .unwrap()
+    };
+    let old_client = TlsClient::new(&first_pki.ca_pem_path);
+    let before = scrape(&old_client, PASSWORD);
+    assert_eq!(before.response.status, 200);
+    assert_eq!(before.response.header("x-frame-options"), Some("deny"));
+
+    // A new file elsewhere: new certificate (so not the followed files), a
+    // new password, other headers, a rate limit.
+    let second_dir = dir.join("second");
+    let second_pki = TestPki::generate(&second_dir);
+    let new_password = "rotated-password-51f2";
+    let second = web_config(
+        &second_dir,
+        &format!(
+            "{TLS_ONLY}http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n\
+             rate_limit:\n  interval: 1h\n  burst: 2\n{}",
+            users(&hash(new_password))
+        ),
+    );
+    let runtime = serving.runtime.as_ref().unwrap();
+    runtime.block_on(first.update(second)).unwrap();
+
+    let new_client = TlsClient::new(&second_pki.ca_pem_path);
+    let after = scrape(&new_client, new_password);
+    assert_eq!(after.response.status, 200);
+    assert_eq!(after.server_cert, der(&second_pki.server_cert_path));
+    assert_eq!(
+        after.response.header("x-content-type-options"),
+        Some("nosniff")
+    );
+    assert_eq!(after.response.header("x-frame-options"), None);
+    assert!(
+        old_client
+            .exchange(serving.port, &get("/-/healthy"))
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+    // The old password is refused, and then the new burst of 2 is spent.
+    assert_eq!(scrape(&new_client, PASSWORD).response.status, 401);
+    assert_eq!(scrape(&new_client, new_password).response.status, 429);
+
+    // Turning TLS off takes a restart: refused, and nothing changes.
+    let plain_dir = dir.join("plain");
+    fs::create_dir_all(&plain_dir).unwrap();
+    let plain = web_config(&plain_dir, &users(&hash("plain-password")));
+    let error = runtime.block_on(first.update(plain)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: tls_server_config was removed (turning TLS off), which takes a restart; \
+             nothing in the file was applied",
+            plain_dir.join("web.yml").display()
+        )
+    );
+    let still = new_client
+        .exchange(serving.port, &get("/-/healthy"))
+        .unwrap();
+    assert_eq!(still.response.status, 200);
+    assert_eq!(still.server_cert, der(&second_pki.server_cert_path));
+}
+
+#[test]
 fn inline_pem_works_like_files() {
     let dir = TempDir::new("web-inline");
     let pki = TestPki::generate(&dir);
@@ -1471,6 +1556,97 @@ fn the_daemon_serves_https_with_basic_auth_keeps_probes_open_and_never_shows_a_s
             assert!(!text.contains(secret), "{what} show {secret:?}:\n{text}");
         }
     }
+}
+
+#[test]
+fn sighup_and_post_reload_reread_the_web_config_and_a_bad_one_changes_nothing() {
+    let dir = TempDir::new("web-daemon-reload");
+    let web = dir.join("web.yml");
+    let hash = |password: &str| bcrypt::hash(password, 4).unwrap();
+    let rotated = "rotated-password-9c03";
+    fs::write(&web, users(&hash(PASSWORD))).unwrap();
+    let healthy = |port| http(port, &get("/-/healthy")).is_ok_and(|r| r.status == 200);
+    let mut daemon = Daemon::start(
+        &dir,
+        &[
+            "--config.file",
+            "tests/testdata/good-minimal.toml",
+            "--web.config.file",
+            web.to_str().unwrap(),
+        ],
+        healthy,
+    );
+    let port = daemon.port;
+    let call = |method: &str, path: &str, password: &str| {
+        http(
+            port,
+            &request(method, path, &[("Authorization", &basic(USER, password))]),
+        )
+        .unwrap()
+    };
+    assert_eq!(call("GET", "/metrics", PASSWORD).status, 200);
+
+    // POST /-/reload: the new password from this request on.
+    fs::write(&web, users(&hash(rotated))).unwrap();
+    let reloaded = call("POST", "/-/reload", PASSWORD);
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    assert!(
+        reloaded.body.contains("web config reloaded"),
+        "{reloaded:?}"
+    );
+    assert_eq!(call("GET", "/metrics", PASSWORD).status, 401);
+    assert_eq!(call("GET", "/metrics", rotated).status, 200);
+
+    // SIGHUP: back to the first password, seen once the reload is done.
+    fs::write(&web, users(&hash(PASSWORD))).unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while call("GET", "/metrics", PASSWORD).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(call("GET", "/metrics", rotated).status, 401);
+
+    // Turning TLS on takes a restart: the reload fails and changes nothing,
+    // and so does a file that does not parse.
+    let pki = TestPki::generate(&dir);
+    assert!(pki.server_cert_path.exists());
+    for (file, expected) in [
+        (
+            format!("{TLS_ONLY}{}", users(&hash(rotated))),
+            "tls_server_config was added (turning TLS on), which takes a restart".to_owned(),
+        ),
+        (
+            format!("basic_auth_users:\n  {USER}: not-a-bcrypt-hash\n"),
+            format!("{}:2:", web.display()),
+        ),
+    ] {
+        fs::write(&web, &file).unwrap();
+        let failed = call("POST", "/-/reload", PASSWORD);
+        assert_eq!(failed.status, 500, "{failed:?}");
+        assert!(failed.body.contains(&expected), "{failed:?}");
+        let page = call("GET", "/metrics", PASSWORD);
+        assert_eq!(
+            page.status, 200,
+            "still plain HTTP with the password before"
+        );
+        assert!(
+            page.body
+                .contains("mqtt_pulse_config_last_reload_successful 0\n"),
+            "{page:?}"
+        );
+    }
+    let stderr = daemon.stderr();
+    assert!(
+        !stderr.contains(PASSWORD) && !stderr.contains(rotated),
+        "{stderr}"
+    );
+    assert!(daemon.terminate().success());
 }
 
 #[test]

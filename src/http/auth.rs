@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
+use super::web_config::LivePolicy;
 use super::web_config::Secret;
 
 /// The `WWW-Authenticate` challenge of a `401`.
@@ -153,15 +154,21 @@ impl BasicAuth {
 /// credentials, answers everything else `401` with a `WWW-Authenticate`
 /// challenge.
 pub(crate) async fn require(
-    State(auth): State<Arc<BasicAuth>>,
+    State(policy): State<LivePolicy>,
     request: Request,
     next: Next,
 ) -> Response {
-    if super::is_probe(request.uri().path())
-        || auth
-            .allows(request.headers().get(header::AUTHORIZATION))
-            .await
-    {
+    let policy = policy.now();
+    let allowed = match &policy.auth {
+        Some(auth) => {
+            super::is_probe(request.uri().path())
+                || auth
+                    .allows(request.headers().get(header::AUTHORIZATION))
+                    .await
+        }
+        None => true,
+    };
+    if allowed {
         return next.run(request).await;
     }
     tracing::debug!(
@@ -223,6 +230,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn auth(users: &[(&str, &str)]) -> BasicAuth {
         BasicAuth::new(

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
+
+use super::web_config::LivePolicy;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
@@ -151,13 +153,18 @@ impl RateLimiter {
     }
 }
 
-/// Middleware: `429` when the bucket is empty; the health endpoints pass.
+/// Middleware: `429` when the web config's bucket is empty; the health
+/// endpoints pass.
 pub(crate) async fn rate_limit(
-    State(limiter): State<Arc<RateLimiter>>,
+    State(policy): State<LivePolicy>,
     request: Request,
     next: Next,
 ) -> Response {
-    if super::is_probe(request.uri().path()) || limiter.allow() {
+    let allowed = match &policy.now().rate_limit {
+        Some(limiter) => super::is_probe(request.uri().path()) || limiter.allow(),
+        None => true,
+    };
+    if allowed {
         return next.run(request).await;
     }
     (StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n").into_response()
@@ -166,12 +173,12 @@ pub(crate) async fn rate_limit(
 /// Middleware: sets the web config's `http_server_config.headers` on every
 /// response, errors included.
 pub(crate) async fn add_headers(
-    State(headers): State<Arc<Vec<(HeaderName, HeaderValue)>>>,
+    State(policy): State<LivePolicy>,
     request: Request,
     next: Next,
 ) -> Response {
     let mut response = next.run(request).await;
-    for (name, value) in headers.iter() {
+    for (name, value) in &policy.now().headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
     response

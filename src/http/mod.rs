@@ -85,7 +85,6 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -300,26 +299,19 @@ impl Server {
 /// it, outermost first: tracing, response headers, request timeout, body
 /// limit, rate limit, basic auth.
 fn protect(router: Router, web_config: &WebConfig) -> Router {
-    let mut app = router;
-    if let Some(auth) = &web_config.auth {
-        app = app.layer(from_fn_with_state(Arc::clone(auth), auth::require));
-    }
-    if let Some(limiter) = &web_config.rate_limit {
-        app = app.layer(from_fn_with_state(Arc::clone(limiter), limits::rate_limit));
-    }
-    app = app
+    // The web config's checks read its policy on every request, so an update
+    // applies to the next one.
+    let policy = web_config.live_policy();
+    router
+        .layer(from_fn_with_state(policy.clone(), auth::require))
+        .layer(from_fn_with_state(policy.clone(), limits::rate_limit))
         .layer(from_fn(limits::limit_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
-        ));
-    if !web_config.headers.is_empty() {
-        app = app.layer(from_fn_with_state(
-            Arc::clone(&web_config.headers),
-            limits::add_headers,
-        ));
-    }
-    app.layer(TraceLayer::new_for_http())
+        ))
+        .layer(from_fn_with_state(policy, limits::add_headers))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// The endpoints probes poll: open without credentials, never rate limited.

@@ -453,22 +453,24 @@ impl TlsSettings {
 /// compared; never shown (`TlsServer`'s `Debug` leaves it out).
 type Snapshot = Vec<Option<Vec<u8>>>;
 
-/// The TLS side of a web config while serving: the current rustls config and
-/// what its files looked like when it was loaded.
+/// The TLS side of a web config while serving: the current rustls config,
+/// the settings it was built from and what their files looked like then.
 pub(crate) struct TlsServer {
-    settings: Arc<TlsSettings>,
     rustls: RustlsConfig,
-    loaded: tokio::sync::Mutex<Snapshot>,
+    /// Locked while a connection checks the files, or a reload replaces it.
+    loaded: tokio::sync::Mutex<Loaded>,
+}
+
+#[derive(Clone)]
+struct Loaded {
+    settings: Arc<TlsSettings>,
+    files: Snapshot,
 }
 
 impl fmt::Debug for TlsServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsServer")
-            .field("cert", &self.settings.cert)
-            .field("key", &self.settings.key)
-            .field("client_ca", &self.settings.client_ca)
-            .field("client_auth", &self.settings.client_auth)
-            .finish_non_exhaustive()
+        // Not the settings: reading them would mean waiting for the lock.
+        f.debug_struct("TlsServer").finish_non_exhaustive()
     }
 }
 
@@ -477,17 +479,20 @@ impl TlsServer {
     pub(crate) fn new(settings: TlsSettings) -> Result<Self, TlsBuildError> {
         // What the files held, then the config from them: a change made in
         // between is built again on the next connection, never missed.
-        let snapshot = settings.snapshot();
+        let files = settings.snapshot();
         let config = settings.server_config()?;
         Ok(TlsServer {
-            settings: Arc::new(settings),
             rustls: RustlsConfig::from_config(Arc::new(config)),
-            loaded: tokio::sync::Mutex::new(snapshot),
+            loaded: tokio::sync::Mutex::new(Loaded {
+                settings: Arc::new(settings),
+                files,
+            }),
         })
     }
 
-    /// The acceptor for a server: brings the certificate up to date, then
-    /// does the handshake within `handshake_timeout`.
+    /// The acceptor for a listener: TLS with this config, reloading it before
+    /// a handshake when the files changed, and at most `handshake_timeout`
+    /// for the handshake.
     pub(crate) fn acceptor(
         self: &Arc<Self>,
         handshake_timeout: Duration,
@@ -499,16 +504,24 @@ impl TlsServer {
             })
     }
 
+    /// Serves `newer`'s settings and certificate from the next connection on.
+    pub(crate) async fn replace_with(&self, newer: &TlsServer) {
+        let mut loaded = self.loaded.lock().await;
+        // `newer` is not serving, so nothing else holds its lock.
+        *loaded = newer.loaded.lock().await.clone();
+        self.rustls.reload_from_config(newer.rustls.get_inner());
+    }
+
     /// Reloads the config if a followed file changed since it was loaded.
     async fn refresh(&self) {
-        if !self.settings.follows_files() {
-            return;
-        }
         // One check at a time: a burst of connections does not start a burst
         // of reloads.
         let mut loaded = self.loaded.lock().await;
-        let settings = Arc::clone(&self.settings);
-        let previous = loaded.clone();
+        if !loaded.settings.follows_files() {
+            return;
+        }
+        let settings = Arc::clone(&loaded.settings);
+        let previous = loaded.files.clone();
         let checked = tokio::task::spawn_blocking(move || {
             let now = settings.snapshot();
             if now == previous {
@@ -518,17 +531,17 @@ impl TlsServer {
             (now, Some(config))
         })
         .await;
-        let web_config = self.settings.web_config.display();
+        let web_config = loaded.settings.web_config.display().to_string();
         match checked {
             Ok((_, None)) => {}
             Ok((now, Some(Ok(config)))) => {
                 self.rustls.reload_from_config(Arc::new(config));
-                *loaded = now;
+                loaded.files = now;
                 tracing::info!(%web_config, "TLS files changed; serving the new certificate");
             }
             Ok((now, Some(Err(error)))) => {
                 // Not retried until the files change again.
-                *loaded = now;
+                loaded.files = now;
                 tracing::warn!(
                     %web_config,
                     %error,

@@ -40,16 +40,17 @@
 //!
 //! # Where mqtt-pulse differs from the exporter-toolkit, on purpose
 //!
-//! * **Read once, at start.** The toolkit re-reads the whole file on every
-//!   request; here it is read when the daemon starts (a bad file stops it with
-//!   one line). Only the certificate, key and client CA *files* are followed:
-//!   they are read on every new connection (a few KB, off the async workers)
-//!   and, when their contents changed, loaded, so a renewed certificate is
-//!   served from the next connection on without a restart. A renewal that
-//!   cannot be loaded (half-written files, a key that does not match) is
-//!   logged and the previous certificate stays in use. Users, headers and the
-//!   rate limit need a restart to change; SIGHUP and `POST /-/reload` reload
-//!   only the targets' config file.
+//! * **Read at start and on reload.** The toolkit re-reads the whole file on
+//!   every request; here it is read when the daemon starts (a bad file stops
+//!   it with one line) and again on SIGHUP or `POST /-/reload`, with the
+//!   targets' config: a bad file, or one that turns TLS on or off or changes
+//!   `http2` (which takes a restart), fails the reload and changes nothing
+//!   (see [`WebConfig::update`]). Between reloads the certificate, key and
+//!   client CA *files* are followed: they are read on every new connection (a
+//!   few KB, off the async workers) and, when their contents changed, loaded,
+//!   so a renewed certificate is served from the next connection on. A
+//!   renewal that cannot be loaded (half-written files, a key that does not
+//!   match) is logged and the previous certificate stays in use.
 //! * **Health endpoints stay open.** `GET /-/healthy` and `GET /-/ready`
 //!   answer without basic auth and are not rate limited, so container and
 //!   load-balancer probes work without credentials; they say nothing but
@@ -82,7 +83,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue};
@@ -95,33 +96,46 @@ use super::tls::{ClientAuth, PemSource, TlsServer, TlsSettings, TlsVersions};
 
 /// A loaded and checked web config: what [`Server`](super::Server) needs to
 /// serve TLS, check basic auth, add response headers and limit the request
-/// rate. Cheap to clone; clones share the TLS state and the auth cache.
+/// rate. Cheap to clone; clones share the TLS state, the auth cache and
+/// [`update`](WebConfig::update)s.
 ///
 /// [`WebConfig::default()`] is plain HTTP without auth.
 #[derive(Clone, Default)]
 pub struct WebConfig {
+    /// The file it was read from; `None` for [`WebConfig::default()`].
+    path: Option<PathBuf>,
     pub(crate) tls: Option<Arc<TlsServer>>,
     pub(crate) http2: bool,
-    pub(crate) headers: Arc<Vec<(HeaderName, HeaderValue)>>,
-    pub(crate) auth: Option<Arc<BasicAuth>>,
-    pub(crate) rate_limit: Option<Arc<RateLimiter>>,
+    /// What every request is checked against, shared by the clones and
+    /// replaced by [`WebConfig::update`].
+    policy: Arc<RwLock<Arc<Policy>>>,
+}
+
+/// The per-request part of a web config.
+#[derive(Default)]
+pub(crate) struct Policy {
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) auth: Option<BasicAuth>,
+    pub(crate) rate_limit: Option<RateLimiter>,
 }
 
 impl fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the hashes, never an inline key: only what is configured.
+        let policy = self.policy();
         f.debug_struct("WebConfig")
+            .field("path", &self.path)
             .field("tls", &self.tls.is_some())
             .field("http2", &self.http2)
             .field(
                 "headers",
-                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                &policy.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field(
                 "basic_auth_users",
-                &self.auth.as_ref().map(|a| a.user_count()),
+                &policy.auth.as_ref().map(BasicAuth::user_count),
             )
-            .field("rate_limit", &self.rate_limit)
+            .field("rate_limit", &policy.rate_limit)
             .finish()
     }
 }
@@ -167,13 +181,73 @@ impl WebConfig {
             Some(tls) => reader.tls(tls, http2)?,
             None => None,
         };
+        let policy = Policy {
+            headers: reader.headers(http.headers)?,
+            auth: reader.users(raw.basic_auth_users)?,
+            rate_limit: reader.rate_limit(raw.rate_limit)?,
+        };
         Ok(WebConfig {
+            path: Some(path.to_owned()),
             tls: tls.map(Arc::new),
             http2,
-            headers: Arc::new(reader.headers(http.headers)?),
-            auth: reader.users(raw.basic_auth_users)?.map(Arc::new),
-            rate_limit: reader.rate_limit(raw.rate_limit)?.map(Arc::new),
+            policy: Arc::new(RwLock::new(Arc::new(policy))),
         })
+    }
+
+    /// Serves `newer` from now on wherever this config (or a clone of it) is
+    /// served: users, headers and rate limit from the next request, TLS
+    /// settings and certificates from the next connection. Connections already
+    /// open keep the TLS session they have. The rate limit starts full, and
+    /// each scraper's password is checked with bcrypt once more.
+    ///
+    /// What the listeners were started with cannot change: turning TLS on or
+    /// off, or `http2`, needs a restart.
+    ///
+    /// # Errors
+    ///
+    /// [`WebConfigError::NeedsRestart`] when `newer` differs in what needs a
+    /// restart; nothing changes then.
+    pub async fn update(&self, newer: WebConfig) -> Result<(), WebConfigError> {
+        self.check_update(&newer)?;
+        if let (Some(tls), Some(newer_tls)) = (&self.tls, &newer.tls) {
+            tls.replace_with(newer_tls).await;
+        }
+        let policy = newer.policy();
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        Ok(())
+    }
+
+    /// Whether [`update`](Self::update) would take `newer`.
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Self::update).
+    pub fn check_update(&self, newer: &WebConfig) -> Result<(), WebConfigError> {
+        let what = if self.is_tls() != newer.is_tls() {
+            if newer.is_tls() {
+                "tls_server_config was added (turning TLS on)"
+            } else {
+                "tls_server_config was removed (turning TLS off)"
+            }
+        } else if self.is_tls() && self.http2 != newer.http2 {
+            "http_server_config.http2 changed"
+        } else {
+            return Ok(());
+        };
+        Err(WebConfigError::NeedsRestart {
+            path: newer.path.clone().unwrap_or_default(),
+            what,
+        })
+    }
+
+    /// What a request is checked against now.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The policy, for middlewares that read it on every request.
+    pub(crate) fn live_policy(&self) -> LivePolicy {
+        LivePolicy(Arc::clone(&self.policy))
     }
 
     /// Whether connections are served with TLS.
@@ -185,7 +259,17 @@ impl WebConfig {
     /// Whether requests (other than the health endpoints) need basic auth.
     #[must_use]
     pub fn has_basic_auth(&self) -> bool {
-        self.auth.is_some()
+        self.policy().auth.is_some()
+    }
+}
+
+/// The web config's per-request policy as it is now; see [`WebConfig::update`].
+#[derive(Clone)]
+pub(crate) struct LivePolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl LivePolicy {
+    pub(crate) fn now(&self) -> Arc<Policy> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -256,6 +340,18 @@ pub enum WebConfigError {
         at: Position,
         /// What is wrong and what to do.
         message: String,
+    },
+    /// A reloaded file changes what the listeners were started with; see
+    /// [`WebConfig::update`].
+    #[error(
+        "{}: {what}, which takes a restart; nothing in the file was applied",
+        path.display()
+    )]
+    NeedsRestart {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        what: &'static str,
     },
 }
 
@@ -887,7 +983,7 @@ mod tests {
                 WebConfig::from_yaml(text, "web.yml").unwrap_or_else(|e| panic!("{text:?}: {e}"));
             assert!(!config.is_tls() && !config.has_basic_auth(), "{text:?}");
             assert!(
-                config.rate_limit.is_none() && config.headers.is_empty(),
+                config.policy().rate_limit.is_none() && config.policy().headers.is_empty(),
                 "{text:?}"
             );
         }
