@@ -2,7 +2,7 @@
 //! and what that load costs the event path.
 //!
 //! ```text
-//! cargo run --release --example load                   # 3 runs, wrk -c1000 and -c8, 30 s each
+//! cargo run --release --example load                   # 3 runs, wrk -c1000, -c1000 gzip, -c8, 30 s each
 //! cargo run --release --example load -- --runs 1 --duration 10
 //! ```
 //!
@@ -20,12 +20,14 @@
 //! one finds the exporter's consumer task parked and pays for waking it.
 //!
 //! Phases of a run: quiet (no HTTP load) → `wrk -t2 -c1000 -d<duration>s
-//! --latency` → quiet → `wrk -t2 -c8 …` → quiet. `wrk` runs as a second process
-//! (its file-descriptor limit raised with ours). A layer around the router
-//! counts the responses by status and times the handler, so the 503s of the
-//! render cap (`MAX_CONCURRENT_RENDERS` = 8) are told apart from anything else
-//! (wrk's "Non-2xx" count is a little lower: the server also counts the
-//! responses still in flight when wrk stops). wrk's socket errors include its
+//! --latency` → quiet → the same with `Accept-Encoding: gzip`, as Prometheus
+//! sends it → quiet → `wrk -t2 -c8 …` → quiet (`--connections 1000,1000gz,8`;
+//! `gz` adds the header). `wrk` runs as a second process (its file-descriptor
+//! limit raised with ours). A layer around the router counts the responses by
+//! status and times the handler, so the 503s of the scrape cap
+//! (`MAX_CONCURRENT_SCRAPES` = 1024) are told apart from anything else (wrk's
+//! "Non-2xx" count is a little lower: the server also counts the responses
+//! still in flight when wrk stops). wrk's socket errors include its
 //! "timeout": requests without a response after its default 2 s.
 //!
 //! Figures per wrk configuration: requests/s, 200s, 503s, other statuses,
@@ -59,7 +61,8 @@ struct Args {
     quiet: Duration,
     rate: u64,
     batch: usize,
-    connections: Vec<usize>,
+    /// wrk's connection count, and whether it asks for gzip.
+    connections: Vec<(usize, bool)>,
 }
 
 fn parse_args() -> Args {
@@ -70,7 +73,7 @@ fn parse_args() -> Args {
         quiet: Duration::from_secs(5),
         rate: 100_000,
         batch: 100,
-        connections: vec![1000, 8],
+        connections: vec![(1000, false), (1000, true), (8, false)],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -86,11 +89,17 @@ fn parse_args() -> Args {
             "--rate" => args.rate = number(&value()),
             "--batch" => args.batch = number(&value()).max(1) as usize,
             "--connections" => {
-                args.connections = value().split(',').map(|c| number(c) as usize).collect();
+                args.connections = value()
+                    .split(',')
+                    .map(|c| match c.strip_suffix("gz") {
+                        Some(c) => (number(c) as usize, true),
+                        None => (number(c) as usize, false),
+                    })
+                    .collect();
             }
             other => fail(&format!(
                 "unknown flag {other} (flags: --clients N, --runs N, --duration SECONDS, \
-                 --quiet SECONDS, --rate EVENTS_PER_SECOND, --batch EVENTS, --connections C1,C2)"
+                 --quiet SECONDS, --rate EVENTS_PER_SECOND, --batch EVENTS, --connections C1,C2gz,…)"
             )),
         }
     }
@@ -155,6 +164,8 @@ struct RunFigures {
     quiet: DispatchCost,
     loads: Vec<LoadFigures>,
     page_bytes: usize,
+    /// The page as the server gzips it.
+    gzip_bytes: usize,
     events_dispatched: u64,
     events_dropped: u64,
 }
@@ -187,17 +198,18 @@ fn report(args: &Args, runs: &[RunFigures]) {
         values[values.len() / 2]
     };
     println!(
-        "\n{} hand-dispatched clients, /metrics page {} bytes, dispatch rate {} events/s, \
+        "\n{} hand-dispatched clients, /metrics page {} bytes ({} gzipped), dispatch rate {} events/s, \
          wrk {} s per configuration, median of {} runs",
         args.clients,
         runs[0].page_bytes,
+        runs[0].gzip_bytes,
         args.rate,
         args.duration,
         runs.len()
     );
     print!("| figure |");
-    for c in &args.connections {
-        print!(" wrk -t2 -c{c} |");
+    for (c, gzip) in &args.connections {
+        print!(" wrk -t2 -c{c}{} |", if *gzip { " gzip" } else { "" });
     }
     print!("\n|---|");
     for _ in &args.connections {
@@ -208,7 +220,7 @@ fn report(args: &Args, runs: &[RunFigures]) {
     let rows: [Row; 10] = [
         ("requests/s", |l| l.requests_per_second, 0),
         ("200 responses", |l| l.ok as f64, 0),
-        ("503 responses (render cap)", |l| l.unavailable as f64, 0),
+        ("503 responses (scrape cap)", |l| l.unavailable as f64, 0),
         ("other statuses", |l| l.other_status as f64, 0),
         ("wrk non-2xx", |l| l.wrk_non_2xx as f64, 0),
         (
@@ -341,7 +353,7 @@ fn run_once(args: &Args) -> RunFigures {
     };
     quiet(&phase);
     let mut loads = Vec::new();
-    for (i, &connections) in args.connections.iter().enumerate() {
+    for (i, &(connections, gzip)) in args.connections.iter().enumerate() {
         *seen.lock().unwrap() = Seen::default();
         phase.store(PHASE_LOAD + i as u8, Ordering::Relaxed);
         let output = Command::new(WRK)
@@ -350,6 +362,11 @@ fn run_once(args: &Args) -> RunFigures {
                 &format!("-c{connections}"),
                 &format!("-d{}s", args.duration),
             ])
+            .args(if gzip {
+                &["-H", "Accept-Encoding: gzip"][..]
+            } else {
+                &[][..]
+            })
             .arg("--latency")
             .arg(&url)
             .output()
@@ -364,8 +381,9 @@ fn run_once(args: &Args) -> RunFigures {
             ));
         }
         println!(
-            "--- wrk -t2 -c{connections} -d{}s --latency {url}\n{text}",
-            args.duration
+            "--- wrk -t2 -c{connections} -d{}s{} --latency {url}\n{text}",
+            args.duration,
+            if gzip { " -H 'Accept-Encoding: gzip'" } else { "" }
         );
         let mut figures = parse_wrk(&text);
         let mut seen = std::mem::take(&mut *seen.lock().unwrap());
@@ -413,6 +431,13 @@ fn run_once(args: &Args) -> RunFigures {
         quiet,
         loads,
         page_bytes: page.len(),
+        gzip_bytes: {
+            use std::io::Write as _;
+            let mut gzip =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gzip.write_all(page.as_bytes()).expect("gzip into memory");
+            gzip.finish().expect("gzip into memory").len()
+        },
         events_dispatched: pings.dispatched,
         events_dropped: pings.dropped,
     }
