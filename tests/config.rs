@@ -550,6 +550,80 @@ fn a_problem_is_found_wherever_defaults_are_written() {
     assert_eq!(config.targets()[0].keep_alive(), secs(7));
 }
 
+#[test]
+fn the_number_of_targets_and_the_length_of_labels_are_bounded_with_a_clear_error() {
+    use mqtt_pulse::config::MAX_TARGETS;
+    use mqtt_pulse::exporter::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
+    let origin = Path::new("big.toml");
+    let targets = |count: usize| {
+        (0..count)
+            .map(|i| format!("[[target]]\nname = \"t{i}\"\nurl = \"mqtt://h\"\n"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        Config::parse(&targets(MAX_TARGETS), origin)
+            .unwrap()
+            .targets()
+            .len(),
+        MAX_TARGETS
+    );
+    let error = Config::parse(&targets(MAX_TARGETS + 1), origin).unwrap_err();
+    // Pointing at the first target too many: three lines per target.
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "big.toml:{}:1: {} targets; one mqtt-pulse process monitors at most {MAX_TARGETS}: \
+             split them over several instances",
+            3 * MAX_TARGETS + 1,
+            MAX_TARGETS + 1
+        )
+    );
+
+    let target = |extra: &str| format!("[[target]]\nname = \"a\"\nurl = \"mqtt://h\"\n{extra}");
+    let long_value = "v".repeat(MAX_LABEL_VALUE_LENGTH);
+    let long_name = "n".repeat(MAX_LABEL_NAME_LENGTH);
+    let fits = target(&format!("labels = {{ {long_name} = \"{long_value}\" }}\n"));
+    assert!(Config::parse(&fits, origin).is_ok());
+    let fits = target(&format!("client_id = \"{long_value}\"\n"));
+    assert!(Config::parse(&fits, origin).is_ok());
+    for (extra, expected) in [
+        (
+            format!("labels = {{ site = \"{long_value}x\" }}\n"),
+            "big.toml:4:19: bad `site` in `labels` of [[target]] \"a\": label values are at most 1024 bytes long",
+        ),
+        (
+            format!("labels = {{ {long_name}x = \"v\" }}\n"),
+            "big.toml:4:12: ",
+        ),
+        (
+            format!("client_id = \"{long_value}x\"\n"),
+            "big.toml:4:13: bad `client_id` in [[target]] \"a\": must be at most 1024 bytes long (it is the client_id label of every series)",
+        ),
+    ] {
+        let message = Config::parse(&target(&extra), origin)
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with(expected), "{message}");
+        assert!(
+            !message.contains(&long_value),
+            "the value is not echoed: {message}"
+        );
+    }
+    // A name whose derived client id (`mqtt-pulse-<name>`) would be too long.
+    let name = "n".repeat(MAX_LABEL_VALUE_LENGTH);
+    let message = Config::parse(
+        &format!("[[target]]\nname = \"{name}\"\nurl = \"mqtt://h\"\n"),
+        origin,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(message.starts_with("big.toml:2:8: "), "{message}");
+    assert!(
+        message.contains("the client id derived from it must be at most 1024 bytes long"),
+        "{message}"
+    );
+}
+
 mod reload {
     use super::*;
 

@@ -68,16 +68,23 @@ pub struct Location {
 impl Location {
     /// The position of byte `offset` in `text` (clamped to its end).
     pub(crate) fn of(text: &str, offset: usize) -> Location {
+        Self::in_lines(text, &line_starts(text), offset)
+    }
+
+    /// As [`of`](Self::of), with `text`'s [`line_starts`] made once: a file of
+    /// ten thousand targets asks for a location per target.
+    pub(crate) fn in_lines(text: &str, line_starts: &[usize], offset: usize) -> Location {
         let mut offset = offset.min(text.len());
         while !text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &text[..offset];
-        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+        // The last line starting at or before `offset`; the first starts at 0.
+        let line = line_starts.partition_point(|&start| start <= offset);
+        let line_start = line_starts[line - 1];
         // A byte-order mark is not something an editor shows as a column.
-        let column_text = before[line_start..].trim_start_matches('\u{feff}');
+        let column_text = text[line_start..offset].trim_start_matches('\u{feff}');
         Location {
-            line: before.matches('\n').count() + 1,
+            line,
             column: column_text.chars().count() + 1,
         }
     }
@@ -238,6 +245,23 @@ pub enum Problem {
     /// A file with no `[[target]]`: nothing to monitor.
     #[error("no [[target]] in the file; add at least one target to monitor")]
     NoTargets,
+    /// More `[[target]]`s than [`MAX_TARGETS`](super::MAX_TARGETS).
+    #[error(
+        "{count} targets; one mqtt-pulse process monitors at most {max}: split them over several instances"
+    )]
+    TooManyTargets {
+        /// How many the file has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The byte offset where each line of `text` starts: 0, then after each `\n`.
+pub(crate) fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(newline, _)| newline + 1))
+        .collect()
 }
 
 struct Suggestion<'a>(Option<&'a str>);

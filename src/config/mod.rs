@@ -55,6 +55,11 @@ use crate::events::ClientId;
 
 pub use error::{ConfigError, Location, Problem};
 
+/// The most targets one file may have: one process monitors at most this many
+/// connections (measured in BENCHMARKS.md, "Connection scale"); more is a
+/// mistake or a job for several instances.
+pub const MAX_TARGETS: usize = 10_000;
+
 /// The keep-alive of a target that sets none.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// The connect timeout of a target that sets none.

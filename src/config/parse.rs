@@ -69,6 +69,7 @@ pub(super) struct Parsed {
 pub(super) fn document(text: &str, origin: &Path) -> Result<Parsed, ConfigError> {
     let mut reader = Reader {
         text,
+        line_starts: super::error::line_starts(text),
         origin,
         base: origin.parent().unwrap_or(Path::new("")),
         warnings: Vec::new(),
@@ -99,6 +100,7 @@ pub(super) fn document(text: &str, origin: &Path) -> Result<Parsed, ConfigError>
 /// The walk's context: the text for locations, the origin for messages.
 struct Reader<'t> {
     text: &'t str,
+    line_starts: Vec<usize>,
     origin: &'t Path,
     /// Where relative file paths start.
     base: &'t Path,
@@ -193,7 +195,7 @@ struct WrittenTarget {
 
 impl Reader<'_> {
     fn location(&self, span: &Span) -> Location {
-        Location::of(self.text, span.start)
+        Location::in_lines(self.text, &self.line_starts, span.start)
     }
 
     fn error(&self, span: &Span, problem: Problem) -> ConfigError {
@@ -511,6 +513,9 @@ impl Reader<'_> {
                 return Err(self.error(&key.span(), problem));
             }
             let text = self.string(name, &inner, value)?;
+            if let Some(reason) = crate::exporter::label_value_problem(text) {
+                return Err(self.bad_value(name, &inner, &value.span(), reason.to_owned()));
+            }
             labels.insert(name.to_owned(), text.to_owned());
         }
         Ok(labels)
@@ -588,6 +593,13 @@ impl Reader<'_> {
         };
         if items.is_empty() {
             return Err(self.error(&value.span(), Problem::NoTargets));
+        }
+        if let Some(first_too_many) = items.get(super::MAX_TARGETS) {
+            let problem = Problem::TooManyTargets {
+                count: items.len(),
+                max: super::MAX_TARGETS,
+            };
+            return Err(self.error(&first_too_many.span(), problem));
         }
         let mut seen = Seen::default();
         let mut targets = Vec::with_capacity(items.len());
@@ -706,7 +718,8 @@ impl Reader<'_> {
                 }
                 "client_id" => {
                     let id = self.string("client_id", place, value)?;
-                    if let Some(reason) = text_problem(id).or_else(|| mqtt_length_problem(id)) {
+                    if let Some(reason) = text_problem(id).or_else(|| client_id_length_problem(id))
+                    {
                         return Err(self.bad_value("client_id", place, &value.span(), reason));
                     }
                     written.client_id = Some(Spanned::new(value.span(), ClientId::from(id)));
@@ -783,7 +796,7 @@ impl Reader<'_> {
             Some(id) => (id.get_ref().clone(), id.span(), false),
             None => {
                 let id = format!("{CLIENT_ID_PREFIX}{}", name.get_ref());
-                if let Some(reason) = mqtt_length_problem(&id) {
+                if let Some(reason) = client_id_length_problem(&id) {
                     let reason = format!("the client id derived from it {reason}; set `client_id`");
                     return Err(self.bad_value("name", place, &name.span(), reason));
                 }
@@ -1035,8 +1048,14 @@ fn text_problem(text: &str) -> Option<String> {
     }
 }
 
-fn mqtt_length_problem(text: &str) -> Option<String> {
-    (text.len() > MQTT_STRING_MAX).then(|| format!("must be at most {MQTT_STRING_MAX} bytes long"))
+/// Why `id` is too long for a client id: MQTT's limit, and the label's.
+fn client_id_length_problem(id: &str) -> Option<String> {
+    (id.len() > crate::exporter::MAX_LABEL_VALUE_LENGTH).then(|| {
+        format!(
+            "must be at most {} bytes long (it is the client_id label of every series)",
+            crate::exporter::MAX_LABEL_VALUE_LENGTH
+        )
+    })
 }
 
 /// Why `name` cannot be a constant label, if it cannot: the exporters' rule.

@@ -333,8 +333,10 @@ impl ConnectionOptions {
         if self.ping_timeout().is_zero() {
             return Err(OptionsError::ZeroTimeout("ping timeout"));
         }
-        for (name, _) in &self.labels {
-            if let Some(problem) = crate::exporter::label_name_problem(name) {
+        for (name, value) in &self.labels {
+            let problem = crate::exporter::label_name_problem(name)
+                .or_else(|| crate::exporter::label_value_problem(value));
+            if let Some(problem) = problem {
                 return Err(OptionsError::Label {
                     name: name.clone(),
                     problem,

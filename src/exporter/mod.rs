@@ -19,8 +19,20 @@ pub mod prometheus;
 /// constant labels may not reuse.
 pub(crate) const OWN_LABELS: &[&str] = &["client_id", "broker", "status", "reason", "type"];
 
+/// The longest name of an extra constant label, in bytes.
+pub const MAX_LABEL_NAME_LENGTH: usize = 128;
+
+/// The longest value of an extra constant label, in bytes — and, in the
+/// config file, of a client id, which is the `client_id` label of every series
+/// of its client. Far beyond any sensible label; short of a page where every
+/// sample of a client carries kilobytes of labels.
+pub const MAX_LABEL_VALUE_LENGTH: usize = 1024;
+
 /// Why `name` cannot be an extra constant label, if it cannot.
 pub(crate) fn label_name_problem(name: &str) -> Option<&'static str> {
+    if name.len() > MAX_LABEL_NAME_LENGTH {
+        return Some("label names are at most 128 bytes long");
+    }
     let mut chars = name.chars();
     let well_formed = chars
         .next()
@@ -37,4 +49,9 @@ pub(crate) fn label_name_problem(name: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Why `value` cannot be the value of a label, if it cannot.
+pub(crate) fn label_value_problem(value: &str) -> Option<&'static str> {
+    (value.len() > MAX_LABEL_VALUE_LENGTH).then_some("label values are at most 1024 bytes long")
 }
