@@ -117,8 +117,9 @@ pub enum OptionsError {
     /// No CA file was given and the system has no usable root certificates.
     #[error("no CA file is set and no system root certificates could be loaded: {0}")]
     NoSystemRoots(String),
-    /// An extra label name is not a valid Prometheus label name or is taken.
-    #[error("invalid label name {name:?}: {problem}")]
+    /// An extra label's name is not a valid Prometheus label name, is taken or
+    /// is too long, or its value is too long.
+    #[error("invalid label {name:?}: {problem}")]
     Label {
         /// The name.
         name: String,
@@ -282,7 +283,8 @@ impl ConnectionOptions {
     }
 
     /// Sets extra constant labels for this client's metrics (say
-    /// `site="north"`); names are checked when the connection starts. Defaults
+    /// `site="north"`); names and value lengths are checked when the
+    /// connection starts (see [`MAX_LABEL_VALUE_LENGTH`](crate::exporter::MAX_LABEL_VALUE_LENGTH)). Defaults
     /// to none.
     #[must_use]
     pub fn with_labels<K, V>(mut self, labels: impl IntoIterator<Item = (K, V)>) -> Self
@@ -423,6 +425,29 @@ fn decode(component: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_labels_are_checked_by_name_and_value_length() {
+        let options = |name: &str, value: String| {
+            ConnectionOptions::new(&ClientId::from("c"), "mqtt://127.0.0.1")
+                .unwrap()
+                .with_labels([(name.to_owned(), value)])
+                .to_mqtt_options()
+        };
+        assert!(options("site", "v".repeat(1024)).is_ok());
+        let error = options("site", "v".repeat(1025)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid label \"site\": label values are at most 1024 bytes long"
+        );
+        let error = options("client_id", "v".into()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid label \"client_id\": ")
+        );
+        assert!(options(&"n".repeat(129), "v".into()).is_err());
+    }
 
     #[test]
     fn parses_each_scheme_with_its_default_port() {
