@@ -596,7 +596,7 @@ mod tests {
                 .unwrap_err();
             assert!(
                 err.to_string()
-                    .starts_with(&format!("invalid label name {bad:?}")),
+                    .starts_with(&format!("invalid label {bad:?}")),
                 "{err}"
             );
         }
