@@ -383,7 +383,11 @@ fn run_once(args: &Args) -> RunFigures {
         println!(
             "--- wrk -t2 -c{connections} -d{}s{} --latency {url}\n{text}",
             args.duration,
-            if gzip { " -H 'Accept-Encoding: gzip'" } else { "" }
+            if gzip {
+                " -H 'Accept-Encoding: gzip'"
+            } else {
+                ""
+            }
         );
         let mut figures = parse_wrk(&text);
         let mut seen = std::mem::take(&mut *seen.lock().unwrap());
@@ -433,8 +437,7 @@ fn run_once(args: &Args) -> RunFigures {
         page_bytes: page.len(),
         gzip_bytes: {
             use std::io::Write as _;
-            let mut gzip =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             gzip.write_all(page.as_bytes()).expect("gzip into memory");
             gzip.finish().expect("gzip into memory").len()
         },
