@@ -18,29 +18,31 @@
 //! Every `--period` seconds it SIGKILLs the broker, waits for every client to
 //! report Down, restarts the broker on the same port and waits for every client
 //! to report Up. It records:
-//! - the resident memory (VmRSS) of this process once all clients are first up,
-//!   after every cycle, and at the end (before shutting the connections down);
+//! - the resident memory (VmRSS) of this process right after all clients came
+//!   up (first, and after every restart: a reconnect storm's high-water mark)
+//!   and settled, a period later, just before each kill and at the end; the
+//!   RSS growth it judges is settled start to settled end;
 //! - per client, the Up and Down events seen, and whether they alternated;
 //! - the hub's dispatched/delivered/dropped counters, and the subscriber's own;
 //! - the final state: every client up (hub and `/metrics` render), then every
 //!   client terminated after shutdown.
 //!
-//! Next to RSS it reports the live heap: the bytes allocated and not yet
-//! freed, counted by a thin wrapper around the system allocator. RSS also
-//! holds what the allocator keeps after a free; the live heap does not, so a
-//! leak shows in both, an allocator's high-water mark only in RSS.
+//! Next to RSS it reports the live heap (jemalloc's `stats.allocated`): the
+//! bytes allocated and not yet freed. RSS also holds what the allocator keeps
+//! after a free; the live heap does not, so a leak shows in both, an
+//! allocator's high-water mark only in RSS. It runs with the daemon's
+//! allocator (feature `jemalloc`, on by default), set up as the daemon does.
 //!
 //! It prints one line per cycle and a summary; it exits 1 if an event was lost
 //! or a client did not come back (RSS growth is reported against the 5%
 //! target, not enforced).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
@@ -58,57 +60,80 @@ const ALL_UP_LIMIT: Duration = Duration::from_secs(90);
 /// How often the exporter is rendered, as a Prometheus scrape would.
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 
-/// Bytes allocated and not freed, by everything in this process.
-static LIVE_HEAP: AtomicIsize = AtomicIsize::new(0);
+// The daemon's allocator, set up as the daemon sets it up (src/main.rs and
+// `return_freed_memory` in src/daemon/mod.rs), so RSS here is what the daemon's
+// would be. `--no-default-features --features otlp` measures glibc's malloc.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// The system allocator, counting live bytes in [`LIVE_HEAP`].
-struct CountingAllocator;
+fn start_allocator() {
+    #[cfg(feature = "jemalloc")]
+    tikv_jemalloc_ctl::background_thread::write(true).expect("jemalloc's background thread");
+}
 
-// SAFETY: every call is passed unchanged to the system allocator, which
-// upholds the `GlobalAlloc` contract; the counting only reads sizes.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        let block = unsafe { System.alloc(layout) };
-        if !block.is_null() {
-            LIVE_HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        block
+/// The bytes allocated and not yet freed (jemalloc's `stats.allocated`); not
+/// known with another allocator.
+fn live_heap_kib() -> Option<f64> {
+    #[cfg(feature = "jemalloc")]
+    {
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        let allocated = tikv_jemalloc_ctl::stats::allocated::read().ok()?;
+        Some(allocated as f64 / 1024.0)
     }
+    #[cfg(not(feature = "jemalloc"))]
+    None
+}
 
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let block = unsafe { System.alloc_zeroed(layout) };
-        if !block.is_null() {
-            LIVE_HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        block
+/// jemalloc's `stats.active` (pages of live allocations: the live heap plus
+/// the free space in partly used pages) and `stats.resident` (every page it
+/// has in memory, metadata and not yet purged pages included), in KiB.
+fn allocator_pages_kib() -> Option<(f64, f64)> {
+    #[cfg(feature = "jemalloc")]
+    {
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        let active = tikv_jemalloc_ctl::stats::active::read().ok()?;
+        let resident = tikv_jemalloc_ctl::stats::resident::read().ok()?;
+        Some((active as f64 / 1024.0, resident as f64 / 1024.0))
     }
+    #[cfg(not(feature = "jemalloc"))]
+    None
+}
 
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        // SAFETY: `block` came from this allocator (so from `System`) with `layout`.
-        unsafe { System.dealloc(block, layout) };
-        LIVE_HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
+/// Resident memory and live heap at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Memory {
+    rss: f64,
+    heap: Option<f64>,
+    pages: Option<(f64, f64)>,
+}
 
-    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`, and `new_size` is valid for `layout`'s alignment.
-        let moved = unsafe { System.realloc(block, layout, new_size) };
-        if !moved.is_null() {
-            LIVE_HEAP.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
+impl Memory {
+    fn now() -> Self {
+        Memory {
+            rss: rss_kib(),
+            heap: live_heap_kib(),
+            pages: allocator_pages_kib(),
         }
-        moved
     }
 }
 
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-fn live_heap_kib() -> f64 {
-    LIVE_HEAP.load(Ordering::Relaxed) as f64 / 1024.0
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RSS {:.1} MiB", self.rss / 1024.0)?;
+        if let Some(heap) = self.heap {
+            write!(f, ", live heap {:.2} MiB", heap / 1024.0)?;
+        }
+        if let Some((active, resident)) = self.pages {
+            write!(
+                f,
+                " (jemalloc active {:.1}, resident {:.1})",
+                active / 1024.0,
+                resident / 1024.0
+            )?;
+        }
+        Ok(())
+    }
 }
 
 struct Args {
@@ -162,6 +187,7 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    start_allocator();
     raise_fd_limit();
     let args = parse_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -341,23 +367,24 @@ async fn soak(args: &Args) -> bool {
         );
         return false;
     }
-    let rss_start = rss_kib();
-    let heap_start = live_heap_kib();
+    let first_up = Memory::now();
     println!(
-        "all {n} up after {:.2} s; RSS {:.1} MiB; live heap {:.1} MiB",
+        "all {n} up after {:.2} s; {first_up}",
         started.elapsed().as_secs_f64(),
-        rss_start / 1024.0,
-        heap_start / 1024.0
     );
 
     let mut ok = true;
-    let mut rss_samples = vec![rss_start];
-    let mut heap_samples = vec![heap_start];
+    // Memory right after every client came back (the storm's high-water mark)...
+    let mut after_storm = vec![first_up];
+    // ...and a period later, just before the next kill: what the process
+    // holds in steady operation. The start and end figures are these.
+    let mut settled = Vec::new();
     let mut down_times = Vec::new();
     let mut up_times = Vec::new();
     let mut next_kill = Instant::now() + args.period;
     for cycle in 1..=cycles {
         pump_for(&mut watcher, &mut books, next_kill).await;
+        settled.push(Memory::now());
         next_kill += args.period;
 
         let killed = Instant::now();
@@ -398,21 +425,18 @@ async fn soak(args: &Args) -> bool {
             );
             ok = false;
         }
-        let rss = rss_kib();
-        rss_samples.push(rss);
-        let heap = live_heap_kib();
-        heap_samples.push(heap);
+        let memory = Memory::now();
+        after_storm.push(memory);
         down_times.push(all_down.as_secs_f64());
         up_times.push(all_up.as_secs_f64());
         println!(
             "cycle {cycle}/{cycles} at {:.0} s: kill -> all down {:.3} s; broker restart {:.3} s, \
-             -> all up {:.3} s; RSS {:.1} MiB; live heap {:.1} MiB; events received {}",
+             -> all up {:.3} s; {memory} (before the kill: {}); events received {}",
             started.elapsed().as_secs_f64(),
             all_down.as_secs_f64(),
             restart_took.as_secs_f64(),
             all_up.as_secs_f64(),
-            rss / 1024.0,
-            heap / 1024.0,
+            settled[settled.len() - 1],
             books.received
         );
         if next_kill < Instant::now() {
@@ -421,9 +445,10 @@ async fn soak(args: &Args) -> bool {
         }
     }
 
-    // The end: everything back up. Measure before shutting anything down.
-    let rss_end = rss_kib();
-    let heap_end = live_heap_kib();
+    // The end: everything back up for one more period. Measure before
+    // shutting anything down.
+    pump_for(&mut watcher, &mut books, Instant::now() + args.period).await;
+    settled.push(Memory::now());
     let elapsed = started.elapsed();
     // Let the bookkeeper catch up with what is queued (pings) without waiting.
     while let Ok(message) = watcher.try_recv() {
@@ -486,7 +511,7 @@ async fn soak(args: &Args) -> bool {
     let hub_balanced = status.delivered + status.dropped == subscribers * status.dispatched
         && pings.delivered + pings.dropped == subscribers * pings.dispatched;
     let mine_balanced = mine.delivered + mine.dropped == status.dispatched + pings.dispatched;
-    let restarts = rss_samples.len() as u64 - 1;
+    let restarts = after_storm.len() as u64 - 1;
     let exact_books = books
         .clients
         .iter()
@@ -497,8 +522,8 @@ async fn soak(args: &Args) -> bool {
         });
     let ups_per_client = minmax(books.clients.iter().map(|c| c.ups));
     let downs_per_client = minmax(books.clients.iter().map(|c| c.downs));
-    let growth = (rss_end - rss_start) / rss_start * 100.0;
-    let rss_max = rss_samples.iter().copied().fold(0.0, f64::max);
+    let (start, end) = (settled[0], settled[settled.len() - 1]);
+    let growth = percent(start.rss, end.rss);
 
     println!("\n## soak summary");
     println!(
@@ -507,45 +532,56 @@ async fn soak(args: &Args) -> bool {
         elapsed.as_secs_f64() / 60.0
     );
     println!(
-        "RSS: start (all up) {:.1} MiB, end {:.1} MiB, max {:.1} MiB, growth {growth:+.2}% \
-         (target < 5%: {})",
-        rss_start / 1024.0,
-        rss_end / 1024.0,
-        rss_max / 1024.0,
+        "RSS settled (a period after all came up, before the first kill) {:.1} MiB -> \
+         settled at the end {:.1} MiB: growth {growth:+.2}% (target < 5%: {})",
+        start.rss / 1024.0,
+        end.rss / 1024.0,
         if growth < 5.0 { "met" } else { "NOT met" }
     );
     // A leak keeps growing; an allocator's high-water mark levels off.
-    let half = rss_samples[rss_samples.len() / 2];
+    let half = settled[settled.len() / 2];
     println!(
-        "RSS growth over the second half (cycle {} to the end): {:+.2}%",
-        rss_samples.len() / 2,
-        (rss_end - half) / half * 100.0
+        "RSS settled over the second half: {:+.2}%; max settled {:.1} MiB",
+        percent(half.rss, end.rss),
+        settled.iter().map(|m| m.rss).fold(0.0, f64::max) / 1024.0
     );
     println!(
-        "RSS per cycle (MiB): {}",
-        rss_samples
+        "RSS right after all came up: first {:.1} MiB, last {:.1} MiB ({:+.2}%), max {:.1} MiB",
+        first_up.rss / 1024.0,
+        after_storm[after_storm.len() - 1].rss / 1024.0,
+        percent(first_up.rss, after_storm[after_storm.len() - 1].rss),
+        after_storm.iter().map(|m| m.rss).fold(0.0, f64::max) / 1024.0
+    );
+    let mib = |samples: &[Memory], pick: fn(&Memory) -> Option<f64>| {
+        samples
             .iter()
-            .map(|r| format!("{:.1}", r / 1024.0))
+            .filter_map(pick)
+            .map(|kib| format!("{:.1}", kib / 1024.0))
             .collect::<Vec<_>>()
             .join(" ")
-    );
-    let heap_half = heap_samples[heap_samples.len() / 2];
+    };
     println!(
-        "live heap: start (all up) {:.2} MiB, end {:.2} MiB, growth {:+.2}%; over the second \
-         half {:+.2}%",
-        heap_start / 1024.0,
-        heap_end / 1024.0,
-        (heap_end - heap_start) / heap_start * 100.0,
-        (heap_end - heap_half) / heap_half * 100.0
+        "RSS settled per cycle (MiB): {}",
+        mib(&settled, |m| Some(m.rss))
     );
     println!(
-        "live heap per cycle (MiB): {}",
-        heap_samples
-            .iter()
-            .map(|h| format!("{:.2}", h / 1024.0))
-            .collect::<Vec<_>>()
-            .join(" ")
+        "RSS after each storm (MiB): {}",
+        mib(&after_storm, |m| Some(m.rss))
     );
+    if let (Some(heap_start), Some(heap_end), Some(heap_half)) = (start.heap, end.heap, half.heap) {
+        println!(
+            "live heap settled: start {:.2} MiB, end {:.2} MiB, growth {:+.2}%; over the \
+             second half {:+.2}%",
+            heap_start / 1024.0,
+            heap_end / 1024.0,
+            percent(heap_start, heap_end),
+            percent(heap_half, heap_end)
+        );
+        println!(
+            "live heap settled per cycle (MiB): {}",
+            mib(&settled, |m| m.heap)
+        );
+    }
     if !down_times.is_empty() {
         println!(
             "kill -> all down: median {:.3} s, max {:.3} s; restart -> all up: median {:.3} s, \
@@ -613,6 +649,10 @@ async fn soak(args: &Args) -> bool {
     );
     broker.kill();
     ok
+}
+
+fn percent(from: f64, to: f64) -> f64 {
+    (to - from) / from * 100.0
 }
 
 fn minmax(values: impl Iterator<Item = u64>) -> (u64, u64) {
