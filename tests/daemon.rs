@@ -16,14 +16,14 @@ use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::daemon::{Daemon, FLAG_ENV, binary};
 use common::{Broker, TempDir, free_port, wait_until};
 use mqtt_pulse::config::Config;
 use mqtt_pulse::daemon::{DaemonError, LONG_VERSION};
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 /// How long a daemon may take to serve, a target to connect, a reload to show.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -31,20 +31,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SIGTERM may take to end the daemon.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Environment variables the daemon reads flags from: removed from every run so
-/// the caller's environment cannot change what is tested.
-const FLAG_ENV: &[&str] = &[
-    "MQTT_PULSE_CONFIG_FILE",
-    "MQTT_PULSE_WEB_LISTEN_ADDRESS",
-    "MQTT_PULSE_WEB_CONFIG_FILE",
-    "MQTT_PULSE_LOG_LEVEL",
-    "MQTT_PULSE_LOG_FORMAT",
-];
-
-fn binary() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("mqtt-pulse")
-}
 
 // ---------------------------------------------------------------------------------
 // One-shot runs
@@ -505,73 +491,15 @@ fn disconnects(log: &str, client_id: &str) -> usize {
 // The daemon
 // ---------------------------------------------------------------------------------
 
-/// A running `mqtt-pulse` on a free port, killed (SIGKILL) and reaped on drop
-/// if it is still running. Its stderr (the logs) goes to a file in `dir`.
-struct Daemon {
-    child: Child,
-    port: u16,
-    stderr_path: PathBuf,
+/// The readiness check every daemon here is started with: `/-/ready` answers 200.
+fn ready(port: u16) -> bool {
+    http(port, "GET", "/-/ready").is_ok_and(|r| r.status == 200)
 }
 
+/// Plain-HTTP requests to the shared [`Daemon`] guard (see `common::daemon`).
 impl Daemon {
-    /// Starts `mqtt-pulse --web.listen-address 127.0.0.1:<free port> <args>`
-    /// and waits until `/-/ready` answers 200.
-    fn start(dir: &Path, args: &[&str]) -> Daemon {
-        for attempt in 0.. {
-            let port = free_port();
-            let stderr_path = dir.join(format!("daemon-{port}.stderr"));
-            let stderr = fs::File::create(&stderr_path).unwrap();
-            let mut command = Command::new(binary());
-            command
-                .arg("--web.listen-address")
-                .arg(format!("127.0.0.1:{port}"))
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr);
-            for name in FLAG_ENV {
-                command.env_remove(name);
-            }
-            let child = command.spawn().expect("spawn mqtt-pulse");
-            let mut daemon = Daemon {
-                child,
-                port,
-                stderr_path,
-            };
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if let Some(status) = daemon.child.try_wait().unwrap() {
-                    let stderr = daemon.stderr();
-                    // Someone took the free port in between: try another one.
-                    if stderr.contains("cannot listen on") && attempt < 5 {
-                        break;
-                    }
-                    panic!("mqtt-pulse {args:?} exited ({status}) before serving:\n{stderr}");
-                }
-                if http(port, "GET", "/-/ready").is_ok_and(|r| r.status == 200) {
-                    return daemon;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "mqtt-pulse {args:?} not ready within {DEADLINE:?}:\n{}",
-                    daemon.stderr()
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        unreachable!()
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
-    }
-
-    fn stderr(&self) -> String {
-        text(&fs::read(&self.stderr_path).unwrap_or_default())
-    }
-
     fn request(&self, method: &str, path: &str) -> HttpResponse {
-        http(self.port, method, path).unwrap_or_else(|e| {
+        http(self.port(), method, path).unwrap_or_else(|e| {
             panic!(
                 "{method} {path} on mqtt-pulse failed: {e}\n--- stderr ---\n{}",
                 self.stderr()
@@ -603,36 +531,6 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn signal(&self, signal: Signal) {
-        signal::kill(self.pid(), signal).unwrap_or_else(|e| panic!("kill -{signal}: {e}"));
-    }
-
-    /// SIGTERM, then waits for the exit.
-    fn terminate(&mut self) -> ExitStatus {
-        self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + SHUTDOWN_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mqtt-pulse still running {SHUTDOWN_DEADLINE:?} after SIGTERM:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = signal::kill(self.pid(), Signal::SIGKILL);
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -677,7 +575,7 @@ fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
     let d = |keep_alive: &str| target("d", &broker_a, &format!("keep_alive = \"{keep_alive}\""));
     write_config(&config, &[a(), target("b", &broker_b, ""), d("5s")]);
 
-    let mut daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()]);
+    let mut daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], ready);
     let metrics = daemon.wait_for_metrics("a, b and d up", |m| {
         ["mqtt-pulse-a", "mqtt-pulse-b", "mqtt-pulse-d"]
             .iter()
@@ -794,7 +692,7 @@ fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
 
     // SIGTERM: exit 0, every remaining client says DISCONNECT.
     let (mark_a, mark_b) = (broker_a.log_mark(), broker_b.log_mark());
-    let status = daemon.terminate();
+    let status = daemon.terminate(SHUTDOWN_DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
     for (broker, mark, ids) in [
         (&broker_a, mark_a, ["mqtt-pulse-a", "mqtt-pulse-d"]),
@@ -875,6 +773,7 @@ fn secrets_are_kept_out_of_everything(format: &str) {
             "--log.format",
             format,
         ],
+        ready,
     );
     let metrics = daemon.wait_for_metrics("inline and file up, wrong refused", |m| {
         m.up("mqtt-pulse-inline") == Some(1.0)
@@ -926,7 +825,7 @@ fn secrets_are_kept_out_of_everything(format: &str) {
     assert_eq!(metrics.reload_successful(), Some(0.0));
     assert_eq!(metrics.up("mqtt-pulse-inline"), Some(1.0));
 
-    let status = daemon.terminate();
+    let status = daemon.terminate(SHUTDOWN_DEADLINE);
     assert_eq!(status.code(), Some(0));
     let logs = daemon.stderr();
     assert_no_secret("the logs", &logs);
@@ -975,9 +874,10 @@ fn logs_of_one_connection(format: &str, broker: &Broker) -> String {
             "--log.format",
             format,
         ],
+        ready,
     );
     daemon.wait_for_metrics("x up", |m| m.up("mqtt-pulse-x") == Some(1.0));
-    assert_eq!(daemon.terminate().code(), Some(0));
+    assert_eq!(daemon.terminate(SHUTDOWN_DEADLINE).code(), Some(0));
     daemon.stderr()
 }
 
@@ -1047,12 +947,12 @@ fn logfmt_logs_carry_level_and_status() {
 #[test]
 fn healthcheck_exits_zero_for_a_running_daemon_and_one_line_otherwise() {
     let dir = TempDir::new("daemon-healthcheck");
-    let daemon = Daemon::start(&dir, &[]);
-    let address = format!("127.0.0.1:{}", daemon.port);
+    let daemon = Daemon::start(&dir, &[], ready);
+    let address = format!("127.0.0.1:{}", daemon.port());
     let healthy = run(&["healthcheck", "--web.listen-address", &address]);
     assert!(healthy.status.success(), "{}", text(&healthy.stderr));
     // The `:port` form of the daemon's own flag means this machine.
-    let port_only = format!(":{}", daemon.port);
+    let port_only = format!(":{}", daemon.port());
     let healthy = run(&["--web.listen-address", &port_only, "healthcheck"]);
     assert!(healthy.status.success(), "{}", text(&healthy.stderr));
 
@@ -1078,7 +978,7 @@ fn extra_labels_from_the_config_are_on_every_client_series() {
         ),
     )
     .unwrap();
-    let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()]);
+    let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], ready);
     let metrics = daemon.wait_for_metrics("the labelled target up", |m| {
         m.value(
             "mqtt_client_up",

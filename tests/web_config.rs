@@ -13,17 +13,19 @@ mod common;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
+use common::daemon::{Daemon, FLAG_ENV, binary};
 use common::{TEST_CLIENT_CN, TempDir, TestPki, free_port};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
 use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
 use mqtt_pulse::http::{self, MAX_CONCURRENT_RENDERS, MAX_REQUEST_BODY, Server, WebConfig};
+use nix::sys::signal::Signal;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ProtocolVersion, SupportedProtocolVersion};
@@ -1213,18 +1215,6 @@ fn landing_pages_beyond_the_render_cap_are_answered_503_at_once() {
 // The real binary
 // ---------------------------------------------------------------------------------
 
-const FLAG_ENV: &[&str] = &[
-    "MQTT_PULSE_CONFIG_FILE",
-    "MQTT_PULSE_WEB_LISTEN_ADDRESS",
-    "MQTT_PULSE_WEB_CONFIG_FILE",
-    "MQTT_PULSE_LOG_LEVEL",
-    "MQTT_PULSE_LOG_FORMAT",
-];
-
-fn binary() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("mqtt-pulse")
-}
-
 /// Runs the daemon with `web_config` until it exits (it must, within 10 s).
 fn start_and_fail(web_config: &Path) -> std::process::Output {
     let mut command = assert_cmd::Command::new(binary());
@@ -1365,88 +1355,6 @@ fn a_key_that_does_not_belong_to_the_certificate_fails_at_start_with_one_line() 
     assert_one_line_exit_1(&start_and_fail(&path), &expected, "mismatched key");
 }
 
-/// A running `mqtt-pulse` on a free port, killed on drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-    stderr_path: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `mqtt-pulse --web.listen-address 127.0.0.1:<free port> <args>`
-    /// and waits until `ready(port)`.
-    fn start(dir: &Path, args: &[&str], ready: impl Fn(u16) -> bool) -> Daemon {
-        for attempt in 0.. {
-            let port = free_port();
-            let stderr_path = dir.join(format!("daemon-{port}.stderr"));
-            let mut command = Command::new(binary());
-            command
-                .arg("--web.listen-address")
-                .arg(format!("127.0.0.1:{port}"))
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&stderr_path).unwrap());
-            for name in FLAG_ENV {
-                command.env_remove(name);
-            }
-            let mut daemon = Daemon {
-                child: command.spawn().unwrap(),
-                port,
-                stderr_path,
-            };
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if let Some(status) = daemon.child.try_wait().unwrap() {
-                    let stderr = daemon.stderr();
-                    if stderr.contains("cannot listen on") && attempt < 5 {
-                        break;
-                    }
-                    panic!("mqtt-pulse exited ({status}) before serving:\n{stderr}");
-                }
-                if ready(port) {
-                    return daemon;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "mqtt-pulse not ready within {DEADLINE:?}:\n{}",
-                    daemon.stderr()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        unreachable!()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_daemon_serves_https_with_basic_auth_keeps_probes_open_and_never_shows_a_secret() {
     let dir = TempDir::new("web-daemon");
@@ -1480,7 +1388,7 @@ fn the_daemon_serves_https_with_basic_auth_keeps_probes_open_and_never_shows_a_s
         ],
         healthy,
     );
-    let port = daemon.port;
+    let port = daemon.port();
     let right = basic(USER, PASSWORD);
     let call = |method: &str, path: &str, headers: &[(&str, &str)]| {
         client
@@ -1532,7 +1440,7 @@ fn the_daemon_serves_https_with_basic_auth_keeps_probes_open_and_never_shows_a_s
     // Plain HTTP gets nowhere.
     assert!(http(port, &get("/-/healthy")).is_err());
 
-    assert!(daemon.terminate().success(), "{}", daemon.stderr());
+    assert!(daemon.terminate(DEADLINE).success(), "{}", daemon.stderr());
     let logs = daemon.stderr();
     assert!(
         logs.contains("serving HTTP") && logs.contains("tls=true"),
@@ -1576,7 +1484,7 @@ fn sighup_and_post_reload_reread_the_web_config_and_a_bad_one_changes_nothing() 
         ],
         healthy,
     );
-    let port = daemon.port;
+    let port = daemon.port();
     let call = |method: &str, path: &str, password: &str| {
         http(
             port,
@@ -1599,8 +1507,7 @@ fn sighup_and_post_reload_reread_the_web_config_and_a_bad_one_changes_nothing() 
 
     // SIGHUP: back to the first password, seen once the reload is done.
     fs::write(&web, users(&hash(PASSWORD))).unwrap();
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    daemon.signal(Signal::SIGHUP);
     let deadline = Instant::now() + DEADLINE;
     while call("GET", "/metrics", PASSWORD).status != 200 {
         assert!(
@@ -1646,7 +1553,7 @@ fn sighup_and_post_reload_reread_the_web_config_and_a_bad_one_changes_nothing() 
         !stderr.contains(PASSWORD) && !stderr.contains(rotated),
         "{stderr}"
     );
-    assert!(daemon.terminate().success());
+    assert!(daemon.terminate(DEADLINE).success());
 }
 
 #[test]

@@ -9,6 +9,8 @@
 //! - [`TestPki`]: a throw-away CA plus server ("localhost", 127.0.0.1) and client
 //!   certificates generated with rcgen and written as PEM files.
 //! - Small helpers: [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`].
+//! - [`daemon`]: the real `mqtt-pulse` binary run as a daemon ([`daemon::Daemon`]) and
+//!   the [`daemon::binary`] path and [`daemon::FLAG_ENV`] list one-shot runs use.
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
 //! port from [`free_port`] (never 1883), and processes are only ever signalled by the pid
@@ -29,6 +31,8 @@
 //! short calls (`kill`, `pause`, `resume`, `log`); `start`/`restart` wait up to 5 s for
 //! the broker and can be wrapped in `tokio::task::spawn_blocking` if that matters.
 #![allow(dead_code)]
+
+pub mod daemon;
 
 use std::collections::HashSet;
 use std::fs;
