@@ -429,7 +429,7 @@ mod tests {
     #[test]
     fn extra_labels_are_checked_by_name_and_value_length() {
         let options = |name: &str, value: String| {
-            ConnectionOptions::new(&ClientId::from("c"), "mqtt://127.0.0.1")
+            ConnectionOptions::new(ClientId::from("c"), "mqtt://127.0.0.1")
                 .unwrap()
                 .with_labels([(name.to_owned(), value)])
                 .to_mqtt_options()
