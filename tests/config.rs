@@ -459,6 +459,20 @@ fn risky_settings_load_with_a_warning_that_names_the_place() {
 }
 
 #[test]
+fn job_and_instance_labels_load_with_a_warning_about_exported_names() {
+    let text = "[defaults]\nlabels = { job = \"mqtt\" }\n\n[[target]]\nname = \"a\"\nurl = \"mqtt://h\"\nlabels = { instance = \"a\", site = \"north\" }\n";
+    let config = Config::parse(text, Path::new("x.toml")).unwrap();
+    assert_eq!(
+        config.warnings(),
+        [
+            "x.toml:2:12: warning: label `job` in `labels` of [defaults]: Prometheus renames it to `exported_job` unless the scrape config sets `honor_labels: true`",
+            "x.toml:7:12: warning: label `instance` in `labels` of [[target]] \"a\": Prometheus renames it to `exported_instance` unless the scrape config sets `honor_labels: true`",
+        ]
+    );
+    assert_eq!(config.targets()[0].labels().len(), 3);
+}
+
+#[test]
 fn without_a_file_the_local_broker_is_monitored() {
     let config = Config::load_or_default(None).unwrap();
     assert_eq!(config.origin(), None);

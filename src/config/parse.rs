@@ -496,7 +496,7 @@ impl Reader<'_> {
     }
 
     fn labels(
-        &self,
+        &mut self,
         value: &Value<'_>,
         place: &Place,
     ) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -515,6 +515,16 @@ impl Reader<'_> {
             let text = self.string(name, &inner, value)?;
             if let Some(reason) = crate::exporter::label_value_problem(text) {
                 return Err(self.bad_value(name, &inner, &value.span(), reason.to_owned()));
+            }
+            if matches!(name, "job" | "instance") {
+                // Prometheus sets these from the scrape config and, unless it
+                // has `honor_labels: true`, renames ours to `exported_*`.
+                let message = format!(
+                    "label `{name}` {}: Prometheus renames it to `exported_{name}` unless the \
+                     scrape config sets `honor_labels: true`",
+                    inner.phrase()
+                );
+                self.warn(&key.span(), message);
             }
             labels.insert(name.to_owned(), text.to_owned());
         }
