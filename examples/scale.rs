@@ -16,6 +16,10 @@
 //! / N), and CPU of this process at steady state (utime+stime over the steady
 //! window, as % of one core). It prints medians over the runs and the
 //! driver/raw ratios as a Markdown table for BENCHMARKS.md.
+//!
+//! Both modes run with the daemon's allocator, set up as the daemon sets it up
+//! (feature `jemalloc`, on by default; `--no-default-features --features otlp`
+//! measures glibc's malloc).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -79,7 +83,13 @@ struct Figures {
     pings: u64,
 }
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
+    #[cfg(feature = "jemalloc")]
+    tikv_jemalloc_ctl::background_thread::write(true).expect("jemalloc's background thread");
     raise_fd_limit();
     let args = parse_args();
     match args.only.as_deref() {
