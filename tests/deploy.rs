@@ -1412,12 +1412,21 @@ fn dockerfile_builds_with_the_tested_command_and_runs_unprivileged_with_a_health
         "scripts/demo builds with {RELEASE_BUILD}"
     );
     // --locked: Cargo.lock must already be what Cargo.toml resolves to.
+    // Offline, for this machine's platform only: the crates of other
+    // platforms (Windows' console crates) are never downloaded here.
+    let rustc = succeed(Command::new("rustc").arg("-vV"), "rustc");
+    let host = rustc
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .expect("rustc -vV names the host");
     succeed(
         Command::new(env!("CARGO")).current_dir(repo("")).args([
             "metadata",
             "--locked",
             "--offline",
             "--format-version=1",
+            "--filter-platform",
+            host,
         ]),
         "cargo",
     );
