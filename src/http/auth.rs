@@ -25,8 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::web_config::LivePolicy;
-use super::web_config::Secret;
+use super::web_config::{LivePolicy, Secret};
 
 /// The `WWW-Authenticate` challenge of a `401`.
 const CHALLENGE: &str = "Basic realm=\"mqtt-pulse\"";

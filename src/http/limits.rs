@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-
-use super::web_config::LivePolicy;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
+
+use super::web_config::LivePolicy;
 
 /// How many `/metrics` requests may be answered at once; more are answered
 /// `503` at once. Waiting scrapes share one render (see [`router`](super::router)),
