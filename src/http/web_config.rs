@@ -203,6 +203,16 @@ impl WebConfig {
     /// What the listeners were started with cannot change: turning TLS on or
     /// off, or `http2`, needs a restart.
     ///
+    /// ```no_run
+    /// # use mqtt_pulse::http::WebConfig;
+    /// # async fn reload() -> Result<(), Box<dyn std::error::Error>> {
+    /// let serving = WebConfig::load("web-config.yml")?;
+    /// // … serve with clones of `serving`; when the file changed:
+    /// serving.update(WebConfig::load("web-config.yml")?).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`WebConfigError::NeedsRestart`] when `newer` differs in what needs a
