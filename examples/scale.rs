@@ -88,8 +88,7 @@ struct Figures {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
-    #[cfg(feature = "jemalloc")]
-    tikv_jemalloc_ctl::background_thread::write(true).expect("jemalloc's background thread");
+    mqtt_pulse::daemon::return_freed_memory();
     raise_fd_limit();
     let args = parse_args();
     match args.only.as_deref() {

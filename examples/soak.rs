@@ -67,34 +67,22 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn start_allocator() {
-    #[cfg(feature = "jemalloc")]
-    tikv_jemalloc_ctl::background_thread::write(true).expect("jemalloc's background thread");
-}
-
-/// The bytes allocated and not yet freed (jemalloc's `stats.allocated`); not
+/// jemalloc's view, in KiB: `stats.allocated` (the live heap: bytes allocated
+/// and not yet freed), `stats.active` (pages of live allocations: the live
+/// heap plus the free space in partly used pages) and `stats.resident` (every
+/// page it has in memory, metadata and not yet purged pages included). Not
 /// known with another allocator.
-fn live_heap_kib() -> Option<f64> {
+fn jemalloc_kib() -> Option<(f64, f64, f64)> {
     #[cfg(feature = "jemalloc")]
     {
-        tikv_jemalloc_ctl::epoch::advance().ok()?;
-        let allocated = tikv_jemalloc_ctl::stats::allocated::read().ok()?;
-        Some(allocated as f64 / 1024.0)
-    }
-    #[cfg(not(feature = "jemalloc"))]
-    None
-}
-
-/// jemalloc's `stats.active` (pages of live allocations: the live heap plus
-/// the free space in partly used pages) and `stats.resident` (every page it
-/// has in memory, metadata and not yet purged pages included), in KiB.
-fn allocator_pages_kib() -> Option<(f64, f64)> {
-    #[cfg(feature = "jemalloc")]
-    {
-        tikv_jemalloc_ctl::epoch::advance().ok()?;
-        let active = tikv_jemalloc_ctl::stats::active::read().ok()?;
-        let resident = tikv_jemalloc_ctl::stats::resident::read().ok()?;
-        Some((active as f64 / 1024.0, resident as f64 / 1024.0))
+        use tikv_jemalloc_ctl::{epoch, stats};
+        epoch::advance().ok()?;
+        let kib = |bytes: usize| bytes as f64 / 1024.0;
+        Some((
+            kib(stats::allocated::read().ok()?),
+            kib(stats::active::read().ok()?),
+            kib(stats::resident::read().ok()?),
+        ))
     }
     #[cfg(not(feature = "jemalloc"))]
     None
@@ -110,10 +98,11 @@ struct Memory {
 
 impl Memory {
     fn now() -> Self {
+        let jemalloc = jemalloc_kib();
         Memory {
             rss: rss_kib(),
-            heap: live_heap_kib(),
-            pages: allocator_pages_kib(),
+            heap: jemalloc.map(|(allocated, _, _)| allocated),
+            pages: jemalloc.map(|(_, active, resident)| (active, resident)),
         }
     }
 }
@@ -187,7 +176,7 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    start_allocator();
+    mqtt_pulse::daemon::return_freed_memory();
     raise_fd_limit();
     let args = parse_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -252,7 +252,7 @@ impl WebConfig {
 
     /// What a request is checked against now.
     pub(crate) fn policy(&self) -> Arc<Policy> {
-        Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
+        self.live_policy().now()
     }
 
     /// The policy, for middlewares that read it on every request.

@@ -132,18 +132,17 @@ impl Daemon {
     /// running after `within`.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
         self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mqtt-pulse still running {within:?} after SIGTERM:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(POLL);
-        }
+        let mut status = None;
+        let exited = super::wait_until(within, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(
+            exited,
+            "mqtt-pulse still running {within:?} after SIGTERM:\n{}",
+            self.stderr()
+        );
+        status.expect("it exited")
     }
 }
 
