@@ -1,0 +1,69 @@
+//! The daemon's OTLP exporter: started from the `[otlp]` table or the
+//! `OTEL_EXPORTER_OTLP_*` environment, stopped after the last push.
+//!
+//! It owns translating the config into the exporter's builder calls; it must
+//! never keep a push from the shutdown path for longer than the exporter's own
+//! timeout.
+
+use prometheus::Registry;
+
+use super::DaemonError;
+use crate::config::Config;
+use crate::events::Events;
+
+/// The running OTLP exporter, if `[otlp]` or `OTEL_EXPORTER_OTLP_*` asks for one.
+#[cfg(feature = "otlp")]
+pub(super) type Otlp = Option<crate::exporter::otlp::OtlpHandle>;
+#[cfg(not(feature = "otlp"))]
+pub(super) type Otlp = Option<std::convert::Infallible>;
+
+#[cfg(feature = "otlp")]
+pub(super) fn start_otlp(
+    config: &Config,
+    events: &Events,
+    registry: &Registry,
+) -> Result<Otlp, DaemonError> {
+    use crate::exporter::otlp::{OtlpBuilder, configured_by_env};
+    let builder = match config.otlp() {
+        Some(otlp) => OtlpBuilder::new(events).with_config(otlp),
+        None if configured_by_env() => OtlpBuilder::new(events),
+        None => return Ok(None),
+    };
+    let handle = builder
+        .with_prometheus_registry(registry.clone())
+        .install()?;
+    tracing::info!(
+        protocol = ?handle.protocol(),
+        endpoint = handle.endpoint(),
+        interval = ?handle.interval(),
+        "pushing metrics over OTLP"
+    );
+    Ok(Some(handle))
+}
+
+#[cfg(not(feature = "otlp"))]
+pub(super) fn start_otlp(
+    config: &Config,
+    _events: &Events,
+    _registry: &Registry,
+) -> Result<Otlp, DaemonError> {
+    if config.otlp().is_some() {
+        tracing::warn!(
+            "the config file has an [otlp] table, but this build has no OTLP support (feature `otlp`); ignoring it"
+        );
+    }
+    Ok(None)
+}
+
+/// Pushes the last batch and stops the OTLP exporter.
+#[cfg(feature = "otlp")]
+pub(super) async fn stop_otlp(otlp: Otlp) {
+    if let Some(otlp) = otlp
+        && let Err(error) = otlp.shutdown().await
+    {
+        tracing::warn!(%error, "the final OTLP push failed");
+    }
+}
+
+#[cfg(not(feature = "otlp"))]
+pub(super) async fn stop_otlp(_otlp: Otlp) {}
