@@ -15,15 +15,30 @@
 //! * [`exporter`] — subscribers that turn events into metrics: the Prometheus
 //!   collector and its embedding builder.
 //! * [`http`] — the axum router (`/metrics`, landing page, health) and server.
-//! * [`config`] — the daemon's TOML config file: targets, defaults, OTLP;
-//!   errors as `file:line:col: …`.
-//! * [`daemon`] — the `mqtt-pulse` binary's life: flags, logging, targets,
-//!   reload, shutdown. `main.rs` only calls it.
+//! * `config` — the daemon's TOML config file: targets, defaults, OTLP;
+//!   errors as `file:line:col: …` (feature `daemon`).
+//! * `daemon` — the `mqtt-pulse` binary's life: flags, logging, targets,
+//!   reload, shutdown; `main.rs` only calls it (feature `daemon`).
+//!
+//! # Features
+//!
+//! * `daemon` (default) — `config`, `daemon` and what only the binary needs
+//!   (clap, toml, tracing-subscriber); turns on `web-config`.
+//! * `web-config` (default, through `daemon`) — the exporter-toolkit web
+//!   config for [`http::Server`]: HTTPS, mutual TLS, basic auth.
+//! * `otlp` (default) — the OpenTelemetry exporter.
+//! * `jemalloc` (default) — the binary's allocator; the library never
+//!   installs one.
+//!
+//! An embedding service sets `default-features = false` and gets the hub, the
+//! driver, the Prometheus exporter and the router.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "daemon")]
 pub mod config;
 pub mod connection;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod events;
 pub mod exporter;
