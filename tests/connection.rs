@@ -10,12 +10,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Broker, TempDir, TestPki, logs};
 use mqtt_pulse::connection::{Backoff, ClientAuth, Connection, ConnectionOptions, TlsOptions};
 use mqtt_pulse::events::{
     ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
 };
 use rumqttc::QoS;
+use support::{Broker, TempDir, TestPki, logs};
 use tokio::time::timeout;
 
 const SYSTEM_BROKER: &str = "mqtt://127.0.0.1:1883";

@@ -11,20 +11,18 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mqtt_pulse::config::Config;
 use mqtt_pulse::daemon::{DaemonError, LONG_VERSION};
 use nix::sys::signal::Signal;
 use support::daemon::{Daemon, assert_fails_with_one_line, run};
-use support::http::{Response, ready};
-use support::metrics::Metrics;
+use support::http::ready;
 use support::{Broker, TempDir, free_port, text, wait_until};
 
 /// How long a daemon may take to serve, a target to connect, a reload to show.

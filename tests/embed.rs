@@ -7,18 +7,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
-use support::Broker;
-use support::http::get_text;
-use http_body_util::BodyExt;
 use mqtt_pulse::connection::ConnectionTracker;
 use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
 use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
 use prometheus::{IntCounter, Registry};
 use rumqttc::{AsyncClient, MqttOptions};
-use tower::ServiceExt;
+use support::Broker;
+use support::http::get_text;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own() {

@@ -14,17 +14,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
-use http_body_util::BodyExt as _;
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, FailureReason, Status};
 use mqtt_pulse::exporter::prometheus::{
     BuildError, DEFAULT_RTT_BUCKETS, PrometheusBuilder, PrometheusHandle,
 };
 use mqtt_pulse::http;
-use tower::ServiceExt as _;
+use support::http::{get_text, percent_encode, try_get};
+use support::metrics::sample;
 
 // ---------------------------------------------------------------------------------
 // Helpers

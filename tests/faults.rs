@@ -13,14 +13,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::Broker;
-use support::metrics;
 use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions};
 use mqtt_pulse::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, KindStats, Message, Status,
     Subscription, SubscriptionStats, TryRecvError,
 };
 use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use support::Broker;
+use support::metrics;
 use tokio::time::{Instant, timeout, timeout_at};
 
 /// Reconnects quickly, so a restarted broker is seen again within ~0.2 s.

@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
 use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
 use mqtt_pulse::http::{self, METRICS_CONTENT_TYPE, REQUEST_TIMEOUT};
+use support::http::{Reply, call, client};
 use tokio::sync::{Notify, oneshot};
-use support::http::{Reply, call, client, get};
-use tower::ServiceExt as _;
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -42,6 +41,11 @@ fn exporter() -> (Events, PrometheusHandle) {
         Event::PingResponse(Duration::from_micros(153)),
     );
     (events, handle)
+}
+
+/// `GET path` through `router`.
+async fn get_path(router: Router, path: &str) -> Reply {
+    call(router, Method::GET, path, &[]).await
 }
 
 // ---------------------------------------------------------------------------------
@@ -292,6 +296,9 @@ async fn a_scrape_storm_is_answered_in_full_by_shared_renders() {
     let server = tokio::spawn(http::run(listener, http::router(handle), async {
         let _ = shutdown.await;
     }));
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    // A fresh connection per scrape: not the shared support client.
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http::<http_body_util::Empty<Bytes>>();
@@ -338,7 +345,7 @@ async fn a_scrape_storm_is_answered_in_full_by_shared_renders() {
             "scrape {n} misses the client announced before it"
         );
     }
-    let (status, page) = get(&format!("http://{address}/metrics")).await;
+    let (status, page) = support::http::get(&format!("http://{address}/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(&format!(
         "promhttp_metric_handler_requests_total{{code=\"200\"}} {SCRAPES}\n"
@@ -360,11 +367,12 @@ async fn shutdown_stops_accepting_but_finishes_the_request_in_flight() {
         let _ = shutdown.await;
     }));
 
-    let (status, body) = get(&format!("http://{address}/metrics")).await;
+    let (status, body) = support::http::get(&format!("http://{address}/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("mqtt_client_up"));
 
-    let in_flight = tokio::spawn(async move { get(&format!("http://{address}/held")).await });
+    let in_flight =
+        tokio::spawn(async move { support::http::get(&format!("http://{address}/held")).await });
     entered.notified().await;
     shut_down.send(()).unwrap();
 
@@ -407,7 +415,8 @@ async fn a_stuck_handler_is_answered_503_after_the_request_timeout() {
     }));
 
     let started = Instant::now();
-    let stuck = tokio::spawn(async move { get(&format!("http://{address}/stuck")).await });
+    let stuck =
+        tokio::spawn(async move { support::http::get(&format!("http://{address}/stuck")).await });
     entered.notified().await;
     let (status, _) = tokio::time::timeout(REQUEST_TIMEOUT * 2, stuck)
         .await

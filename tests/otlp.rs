@@ -11,26 +11,19 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use support::daemon::Daemon;
-use support::http::ready;
-use support::metrics::sample;
-use support::{Broker, TempDir, free_port, logs, wait_until};
-use nix::sys::signal::Signal;
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientFilter, ClientId, ClientInfo, Event, EventKind, Events, Status};
 use mqtt_pulse::exporter::otlp::{
     DEFAULT_RTT_BUCKETS, ExportStats, OtlpBuilder, OtlpError, OtlpHandle, OtlpProtocol,
 };
 use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
+use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -41,6 +34,10 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, HistogramDataPoint, Metric, NumberDataPoint, metric, number_data_point,
 };
+use support::daemon::Daemon;
+use support::http::ready;
+use support::metrics::sample;
+use support::{Broker, TempDir, free_port, logs, wait_until};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
@@ -999,7 +996,11 @@ async fn a_reload_that_changes_otlp_asks_for_a_restart_and_keeps_pushing_where_i
         .until(DEADLINE, |push| up(push, "mqtt-pulse-otlp") == Some(1))
         .await;
 
-    std::fs::write(dir.join("mqtt-pulse.toml"), daemon_config(&broker, &otlp(&second))).unwrap();
+    std::fs::write(
+        dir.join("mqtt-pulse.toml"),
+        daemon_config(&broker, &otlp(&second)),
+    )
+    .unwrap();
     daemon.signal(Signal::SIGHUP);
     let reloaded = wait_until(DEADLINE, || daemon.stderr().contains("config reloaded"));
     let logs = daemon.stderr();

@@ -2,7 +2,14 @@
 //! tests make every alert fire and stay quiet once; the runbook has a section
 //! for each.
 
-fn alert_rules() -> Vec<Value> {
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::{read, repo, succeed, yaml_file};
+
+pub(crate) fn alert_rules() -> Vec<Value> {
     let rules = yaml_file(&repo("deploy/prometheus/alerts.yml"));
     rules["groups"]
         .as_array()
@@ -13,7 +20,7 @@ fn alert_rules() -> Vec<Value> {
 }
 
 /// GitHub's anchor for a Markdown heading.
-fn slug(heading: &str) -> String {
+pub(crate) fn slug(heading: &str) -> String {
     heading
         .trim()
         .to_lowercase()

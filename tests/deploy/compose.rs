@@ -1,9 +1,18 @@
 //! `docker-compose.yml`: valid for `docker-compose`, and every service gets
 //! files that its own tool checks.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::support::daemon;
+use crate::{JOB, read, repo, succeed, yaml, yaml_file};
+
 /// `docker-compose` in the repository, with none of the caller's variables
 /// that the compose file reads.
-fn docker_compose(args: &[&str]) -> Command {
+pub(crate) fn docker_compose(args: &[&str]) -> Command {
     let mut command = Command::new("docker-compose");
     command
         .current_dir(repo(""))
@@ -27,7 +36,7 @@ fn docker_compose(args: &[&str]) -> Command {
 }
 
 /// A service's bind mounts as (host path, container path).
-fn binds(service: &Value) -> Vec<(PathBuf, String)> {
+pub(crate) fn binds(service: &Value) -> Vec<(PathBuf, String)> {
     service["volumes"]
         .as_array()
         .into_iter()
@@ -51,7 +60,7 @@ fn binds(service: &Value) -> Vec<(PathBuf, String)> {
 }
 
 /// The host path behind `container_path` in a service, through its bind mounts.
-fn host_path(service: &Value, container_path: &str) -> PathBuf {
+pub(crate) fn host_path(service: &Value, container_path: &str) -> PathBuf {
     binds(service)
         .into_iter()
         .filter_map(|(source, target)| {
@@ -67,7 +76,7 @@ fn host_path(service: &Value, container_path: &str) -> PathBuf {
 }
 
 /// The value of `--flag=value` in a service's command.
-fn flag(service: &Value, flag: &str) -> String {
+pub(crate) fn flag(service: &Value, flag: &str) -> String {
     service["command"]
         .as_array()
         .into_iter()

@@ -1,13 +1,21 @@
 //! `dashboards/*.json`: current Grafana JSON that uses only the datasource
 //! variable. [`Dashboard`] reads them for this and the query test.
 
-struct Dashboard {
-    file: String,
-    json: Value,
+use std::collections::BTreeSet;
+use std::fs;
+
+use serde_json::{Value, json};
+
+use crate::promql::label_values_query;
+use crate::{read, repo};
+
+pub(crate) struct Dashboard {
+    pub(crate) file: String,
+    pub(crate) json: Value,
 }
 
 impl Dashboard {
-    fn all() -> Vec<Dashboard> {
+    pub(crate) fn all() -> Vec<Dashboard> {
         let mut dashboards: Vec<Dashboard> = fs::read_dir(repo("dashboards"))
             .unwrap()
             .map(|entry| entry.unwrap().path())
@@ -24,7 +32,7 @@ impl Dashboard {
     }
 
     /// Every panel, those inside rows included.
-    fn panels(&self) -> Vec<&Value> {
+    pub(crate) fn panels(&self) -> Vec<&Value> {
         fn walk<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
             for panel in panels.as_array().into_iter().flatten() {
                 out.push(panel);
@@ -37,7 +45,7 @@ impl Dashboard {
     }
 
     /// (panel title, expr) of every query.
-    fn queries(&self) -> Vec<(String, String)> {
+    pub(crate) fn queries(&self) -> Vec<(String, String)> {
         self.panels()
             .into_iter()
             .flat_map(|panel| {
@@ -51,20 +59,20 @@ impl Dashboard {
             .collect()
     }
 
-    fn variables(&self) -> Vec<&Value> {
+    pub(crate) fn variables(&self) -> Vec<&Value> {
         self.json["templating"]["list"]
             .as_array()
             .map(|list| list.iter().collect())
             .unwrap_or_default()
     }
 
-    fn variable(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn variable(&self, name: &str) -> Option<&Value> {
         self.variables().into_iter().find(|v| v["name"] == name)
     }
 }
 
 /// The query of a query variable (object or plain-string form).
-fn variable_query(variable: &Value) -> String {
+pub(crate) fn variable_query(variable: &Value) -> String {
     variable["query"]["query"]
         .as_str()
         .or_else(|| variable["query"].as_str())
@@ -72,7 +80,7 @@ fn variable_query(variable: &Value) -> String {
         .to_owned()
 }
 
-fn is_multi(variable: &Value) -> bool {
+pub(crate) fn is_multi(variable: &Value) -> bool {
     variable["multi"] == true || variable["includeAll"] == true
 }
 

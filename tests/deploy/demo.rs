@@ -1,8 +1,24 @@
 //! `scripts/demo`: runs the stack on free ports and leaves nothing behind on
 //! Ctrl-C.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::alerts::alert_rules;
+use crate::support::daemon;
+use crate::support::http::fetch;
+use crate::support::{TempDir, free_port};
+use crate::{DEADLINE, JOB, Process, poll, repo};
+
 /// Pids of the processes whose parent is `pid`, with their command names.
-fn children(pid: u32) -> BTreeMap<u32, String> {
+pub(crate) fn children(pid: u32) -> BTreeMap<u32, String> {
     fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| {
@@ -18,9 +34,9 @@ fn children(pid: u32) -> BTreeMap<u32, String> {
 
 /// scripts/demo and whatever it started, stopped by pid on drop should the test
 /// fail before the script cleans up itself.
-struct Demo {
-    script: Process,
-    started: BTreeMap<u32, String>,
+pub(crate) struct Demo {
+    pub(crate) script: Process,
+    pub(crate) started: BTreeMap<u32, String>,
 }
 
 impl Drop for Demo {
@@ -41,7 +57,7 @@ impl Drop for Demo {
 }
 
 /// The number after `label` up to the next non-digit in `text`.
-fn port_after(text: &str, label: &str) -> u16 {
+pub(crate) fn port_after(text: &str, label: &str) -> u16 {
     let at = text
         .find(label)
         .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))

@@ -1,15 +1,23 @@
 //! The `Dockerfile`: built with the tested release command, run unprivileged,
 //! with a healthcheck that passes against a serving exporter.
 
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::daemon;
+use crate::support::{TempDir, free_port, text};
+use crate::{RELEASE_BUILD, exporter, read, repo, succeed};
+
 /// One Dockerfile instruction, continuation lines joined.
 #[derive(Debug)]
-struct Instruction {
-    stage: String,
-    keyword: String,
-    args: String,
+pub(crate) struct Instruction {
+    pub(crate) stage: String,
+    pub(crate) keyword: String,
+    pub(crate) args: String,
 }
 
-fn dockerfile() -> Vec<Instruction> {
+pub(crate) fn dockerfile() -> Vec<Instruction> {
     let source = read(&repo("Dockerfile"));
     let mut instructions = Vec::new();
     let mut stage = String::new();
@@ -215,7 +223,7 @@ fn dockerfile_builds_with_the_tested_command_and_runs_unprivileged_with_a_health
 }
 
 /// The HEALTHCHECK's exec-form command.
-fn healthcheck_command() -> Vec<String> {
+pub(crate) fn healthcheck_command() -> Vec<String> {
     let instructions = dockerfile();
     let healthcheck = instructions
         .iter()

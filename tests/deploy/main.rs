@@ -19,19 +19,16 @@ mod dockerfile;
 mod promql;
 mod queries;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
-use serde_json::{Value, json};
-use support::daemon::{self, Daemon};
+use serde_json::Value;
+use support::daemon::Daemon;
 use support::http::{Response, fetch, percent_encode, ready};
-use support::{Broker, TempDir, free_port, text};
+use support::{free_port, text};
 
 /// The release build. The Dockerfile's build stage and scripts/demo run exactly
 /// this command; the tests below check that they still do.
@@ -123,6 +120,11 @@ fn yaml_file(path: &Path) -> Value {
     yaml(&read(path), &path.display().to_string())
 }
 
+/// Calls `attempt` every 100 ms until it returns `Some` or `timeout` passes.
+fn poll<T>(timeout: Duration, attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    support::poll(timeout, Duration::from_millis(100), attempt)
+}
+
 // ---------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------
@@ -188,7 +190,12 @@ fn exporter(dir: &Path, config: &Path) -> Daemon {
 fn await_sample(exporter: &Daemon, series: &str, value: &str) {
     let line = format!("{series} {value}");
     let found = poll(DEADLINE, || {
-        exporter.metrics().text.lines().any(|l| l == line).then_some(())
+        exporter
+            .metrics()
+            .text
+            .lines()
+            .any(|l| l == line)
+            .then_some(())
     });
     assert!(
         found.is_some(),
@@ -224,7 +231,8 @@ impl Prometheus {
 
     /// `data` of a successful API answer, or the error Prometheus gave.
     fn api(&self, path: &str) -> Result<Value, String> {
-        let Response { status, body, .. } = fetch(self.port, "GET", path).map_err(|e| e.to_string())?;
+        let Response { status, body, .. } =
+            fetch(self.port, "GET", path).map_err(|e| e.to_string())?;
         let answer: Value =
             serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
         if answer["status"] == "success" {

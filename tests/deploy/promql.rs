@@ -3,9 +3,11 @@
 //! strings, label matchers and durations) and Grafana's variable substitution
 //! ([`substitute`], [`label_values_query`]).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 /// The metric names a PromQL expression selects: identifiers that are not
 /// functions, aggregations, keywords, label names, durations or strings.
-fn metric_names(expr: &str) -> BTreeSet<String> {
+pub(crate) fn metric_names(expr: &str) -> BTreeSet<String> {
     const KEYWORDS: &[&str] = &[
         "by",
         "without",
@@ -80,7 +82,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 }
 
 /// The index after the string literal starting at `start`.
-fn skip_string(chars: &[char], start: usize) -> usize {
+pub(crate) fn skip_string(chars: &[char], start: usize) -> usize {
     let quote = chars[start];
     let mut i = start + 1;
     while i < chars.len() && chars[i] != quote {
@@ -94,7 +96,7 @@ fn skip_string(chars: &[char], start: usize) -> usize {
 }
 
 /// The index after the first `close` following `start`, skipping strings.
-fn skip_past(chars: &[char], start: usize, close: char) -> usize {
+pub(crate) fn skip_past(chars: &[char], start: usize, close: char) -> usize {
     let mut i = start + 1;
     while i < chars.len() && chars[i] != close {
         i = if matches!(chars[i], '"' | '\'' | '`') {
@@ -108,7 +110,7 @@ fn skip_past(chars: &[char], start: usize, close: char) -> usize {
 
 /// `expr` with every `$name` / `${name}` replaced from `values`; panics on a
 /// variable that is neither a dashboard variable nor a built-in.
-fn substitute(expr: &str, values: &BTreeMap<String, String>, what: &str) -> String {
+pub(crate) fn substitute(expr: &str, values: &BTreeMap<String, String>, what: &str) -> String {
     let mut out = String::new();
     let mut rest = expr;
     while let Some(at) = rest.find('$') {
@@ -137,7 +139,7 @@ fn substitute(expr: &str, values: &BTreeMap<String, String>, what: &str) -> Stri
 
 /// A multi-value variable as Grafana puts it into a regex matcher: each value
 /// regex-escaped (escapes doubled inside the PromQL string), joined with `|`.
-fn regex_alternation(values: &[String]) -> String {
+pub(crate) fn regex_alternation(values: &[String]) -> String {
     let escaped: Vec<String> = values
         .iter()
         .map(|v| {
@@ -156,7 +158,7 @@ fn regex_alternation(values: &[String]) -> String {
 }
 
 /// `label_values(selector, label)` split into its two arguments.
-fn label_values_query(query: &str) -> Option<(String, String)> {
+pub(crate) fn label_values_query(query: &str) -> Option<(String, String)> {
     let inner = query
         .trim()
         .strip_prefix("label_values(")?

@@ -2,8 +2,23 @@
 //! with the deploy config and rules) scraping the real exporter, which watches
 //! real Mosquitto brokers.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+
+use serde_json::Value;
+
+use crate::alerts::alert_rules;
+use crate::dashboards::{Dashboard, is_multi, variable_query};
+use crate::promql::{label_values_query, metric_names, regex_alternation, substitute};
+use crate::support::http::percent_encode;
+use crate::support::{Broker, TempDir};
+use crate::{
+    BUILTIN_VARIABLES, DEADLINE, JOB, Prometheus, SYNTHETIC_METRICS, await_sample, exporter, poll,
+    read, repo,
+};
+
 /// Replaces `from` with `to` in `source`, which must contain it exactly once.
-fn replace_once(source: &str, from: &str, to: &str, file: &str) -> String {
+pub(crate) fn replace_once(source: &str, from: &str, to: &str, file: &str) -> String {
     assert_eq!(
         source.matches(from).count(),
         1,

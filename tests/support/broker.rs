@@ -542,4 +542,3 @@ fn process_state(pid: u32) -> Option<char> {
     // "pid (comm) S ..." — comm may contain spaces and parentheses, so split at the last ')'.
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
-

@@ -104,7 +104,6 @@ pub fn assert_fails_with_one_line(output: &Output, expected: &str, what: &str) {
     assert_eq!(stderr, format!("{expected}\n"), "{context}");
 }
 
-
 /// A running `mqtt-pulse` on a free port. Its stdin and stdout are null, its
 /// stderr (the logs) goes to `daemon-<port>.stderr` in the caller's dir. Killed
 /// (SIGKILL) and reaped on drop if it is still running.

@@ -246,7 +246,8 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
 
 /// The `Authorization` value for HTTP basic auth.
 pub fn basic(user: &str, password: &str) -> String {
-    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {credentials}")
 }
 

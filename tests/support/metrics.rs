@@ -15,7 +15,10 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
             (name_and_labels == series).then_some(value)
         });
     let value = values.next()?;
-    assert!(values.next().is_none(), "{series} twice on the page:\n{text}");
+    assert!(
+        values.next().is_none(),
+        "{series} twice on the page:\n{text}"
+    );
     Some(
         value
             .parse()
@@ -132,4 +135,3 @@ pub fn parse_sample(line: &str) -> Option<Sample> {
         value,
     })
 }
-

@@ -207,7 +207,11 @@ pub fn pid_exists(pid: u32) -> bool {
 
 /// Calls `attempt` every `every` until it returns `Some` (→ that) or `timeout`
 /// passes (→ `None`). Like [`wait_until`], for conditions that yield a value.
-pub fn poll<T>(timeout: Duration, every: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = attempt() {

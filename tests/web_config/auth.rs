@@ -1,9 +1,9 @@
 //! `basic_auth_users`, `http_server_config.headers` and the rate limit.
 
-use crate::{PASSWORD, Serving, USER, web_config};
 use crate::client::get;
 use crate::support::TempDir;
 use crate::support::http::{basic, request, send};
+use crate::{PASSWORD, Serving, USER, web_config};
 
 pub(crate) fn users(hash: &str) -> String {
     format!("basic_auth_users:\n  {USER}: {hash}\n")

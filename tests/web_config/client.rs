@@ -6,9 +6,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::{ClientConfig, ClientConnection, ProtocolVersion, SupportedProtocolVersion};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, ProtocolVersion, SupportedProtocolVersion};
 
 use crate::support::http::{Response, connect, exchange, request};
 

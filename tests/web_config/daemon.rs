@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use mqtt_pulse::http::{MAX_REQUEST_BODY, WebConfig};
 use nix::sys::signal::Signal;
 
-use crate::{DEADLINE, PASSWORD, Serving, TLS_ONLY, USER, mutual_tls, web_config};
 use crate::auth::users;
 use crate::client::{TlsClient, get};
-use crate::support::{TempDir, TestPki, free_port};
 use crate::support::daemon::{Daemon, assert_fails_with_one_line, command, run};
 use crate::support::http::{basic, request, send};
+use crate::support::{TempDir, TestPki, free_port};
+use crate::{DEADLINE, PASSWORD, Serving, TLS_ONLY, USER, mutual_tls, web_config};
 
 /// Runs the daemon with `web_config` until it exits (it must, within 10 s).
 pub(crate) fn start_and_fail(web_config: &Path) -> std::process::Output {

@@ -3,10 +3,10 @@
 
 use std::fs;
 
-use crate::{PASSWORD, Serving, USER, web_config};
 use crate::client::{TlsClient, get};
-use crate::support::{TEST_CLIENT_CN, TempDir, TestPki};
 use crate::support::http::{basic, request};
+use crate::support::{TEST_CLIENT_CN, TempDir, TestPki};
+use crate::{PASSWORD, Serving, USER, web_config};
 
 #[test]
 fn the_exporter_toolkit_documentation_example_loads_and_serves() {

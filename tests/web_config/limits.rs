@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use mqtt_pulse::http::{MAX_CONCURRENT_RENDERS, MAX_REQUEST_BODY, Server};
 
-use crate::{Serving, TLS_ONLY, exporter, web_config};
 use crate::client::get;
-use crate::support::{TempDir, TestPki};
 use crate::support::http::{Response, connect, exchange, request, send};
+use crate::support::{TempDir, TestPki};
+use crate::{Serving, TLS_ONLY, exporter, web_config};
 
 /// Reads until the server closes the connection (or `limit` passes) and says
 /// how long that took and what came back.

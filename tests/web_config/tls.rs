@@ -9,11 +9,11 @@ use std::path::Path;
 use mqtt_pulse::http;
 use rustls::ProtocolVersion;
 
-use crate::{PASSWORD, Serving, TLS_ONLY, USER, mutual_tls, web_config};
 use crate::auth::users;
 use crate::client::{TlsClient, der, get};
-use crate::support::{TEST_CLIENT_CN, TempDir, TestPki};
 use crate::support::http::{basic, connect, request};
+use crate::support::{TEST_CLIENT_CN, TempDir, TestPki};
+use crate::{PASSWORD, Serving, TLS_ONLY, USER, mutual_tls, web_config};
 
 #[test]
 fn metrics_are_scraped_over_https_with_the_test_ca_and_strangers_are_refused() {
