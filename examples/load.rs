@@ -37,6 +37,9 @@
 //! and under each load, with the ratio to quiet.
 //! Medians over the runs, as a Markdown table.
 
+#[path = "harness/mod.rs"]
+mod harness;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +48,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
+use clap::Parser;
+use harness::{load_average, median, raise_fd_limit};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, Status};
 use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
 
@@ -54,64 +59,56 @@ const PHASE_QUIET: u8 = 1;
 const PHASE_LOAD: u8 = 2; // + index of the wrk configuration
 const WRK: &str = "/usr/bin/wrk";
 
+/// Load benchmark: `/metrics` under many concurrent scrapers while events flow,
+/// and what that load costs the event path.
+#[derive(Parser)]
 struct Args {
+    /// Hand-dispatched clients on the page.
+    #[arg(long, default_value_t = 1000, value_parser = harness::positive)]
     clients: usize,
+    /// Runs; the medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = harness::positive)]
     runs: usize,
+    /// Seconds of each wrk configuration.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     duration: u64,
+    /// Seconds of each quiet phase (no HTTP load).
+    #[arg(long, default_value = "5", value_parser = parse_quiet)]
     quiet: Duration,
+    /// Events dispatched per second; 0 = as fast as it can.
+    #[arg(long, default_value_t = 100_000)]
     rate: u64,
+    /// Events per batch of the dispatch thread (at least 1).
+    #[arg(long, default_value_t = 100, value_parser = parse_batch)]
     batch: usize,
-    /// wrk's connection count, and whether it asks for gzip.
+    /// wrk's connection counts, in order; `gz` asks for gzip (`1000,1000gz,8`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,1000gz,8",
+        value_parser = parse_connections
+    )]
     connections: Vec<(usize, bool)>,
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        clients: 1000,
-        runs: 3,
-        duration: 30,
-        quiet: Duration::from_secs(5),
-        rate: 100_000,
-        batch: 100,
-        connections: vec![(1000, false), (1000, true), (8, false)],
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--clients" => args.clients = number(&value()) as usize,
-            "--runs" => args.runs = number(&value()) as usize,
-            "--duration" => args.duration = number(&value()),
-            "--quiet" => args.quiet = Duration::from_secs(number(&value())),
-            "--rate" => args.rate = number(&value()),
-            "--batch" => args.batch = number(&value()).max(1) as usize,
-            "--connections" => {
-                args.connections = value()
-                    .split(',')
-                    .map(|c| match c.strip_suffix("gz") {
-                        Some(c) => (number(c) as usize, true),
-                        None => (number(c) as usize, false),
-                    })
-                    .collect();
-            }
-            other => fail(&format!(
-                "unknown flag {other} (flags: --clients N, --runs N, --duration SECONDS, \
-                 --quiet SECONDS, --rate EVENTS_PER_SECOND, --batch EVENTS, --connections C1,C2gz,…)"
-            )),
-        }
+/// One wrk configuration: a connection count, `gz` to ask for gzip (`1000gz`).
+fn parse_connections(text: &str) -> Result<(usize, bool), String> {
+    match text.strip_suffix("gz") {
+        Some(count) => harness::positive(count).map(|n| (n, true)),
+        None => harness::positive(text).map(|n| (n, false)),
     }
-    if args.clients == 0 || args.runs == 0 || args.duration == 0 || args.connections.is_empty() {
-        fail("--clients, --runs, --duration and --connections must be positive");
-    }
-    args
 }
 
-fn number(text: &str) -> u64 {
+fn parse_quiet(text: &str) -> Result<Duration, String> {
     text.parse()
-        .unwrap_or_else(|_| fail(&format!("not a number: {text}")))
+        .map(Duration::from_secs)
+        .map_err(|_| format!("not a whole number of seconds: {text}"))
+}
+
+fn parse_batch(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .map(|n| n.max(1))
+        .map_err(|_| format!("not a whole number: {text}"))
 }
 
 fn fail(message: &str) -> ! {
@@ -172,7 +169,7 @@ struct RunFigures {
 
 fn main() {
     raise_fd_limit();
-    let args = parse_args();
+    let args = Args::parse();
     if !std::path::Path::new(WRK).exists() {
         fail("wrk is not installed (Debian package wrk)");
     }
@@ -180,12 +177,12 @@ fn main() {
         "load: {} clients, rate {} events/s, {} runs",
         args.clients, args.rate, args.runs
     );
-    println!("machine before: {}", uptime());
+    println!("machine before: {}", load_average());
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         let figures = run_once(&args);
         println!("run {run}: {figures:#?}");
-        println!("machine: {}", uptime());
+        println!("machine: {}", load_average());
         runs.push(figures);
     }
     report(&args, &runs);
@@ -193,9 +190,8 @@ fn main() {
 
 fn report(args: &Args, runs: &[RunFigures]) {
     let med = |pick: &dyn Fn(&RunFigures) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
+        let values: Vec<f64> = runs.iter().map(pick).collect();
+        median(&values)
     };
     println!(
         "\n{} hand-dispatched clients, /metrics page {} bytes ({} gzipped), dispatch rate {} events/s, \
@@ -546,30 +542,4 @@ fn percentile(sorted_micros: &[u32], q: f64) -> f64 {
     }
     let i = ((sorted_micros.len() as f64 * q).ceil() as usize).clamp(1, sorted_micros.len()) - 1;
     f64::from(sorted_micros[i])
-}
-
-fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
-fn uptime() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| {
-            format!(
-                "load average {}",
-                l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-            )
-        })
-        .unwrap_or_default()
-}
-
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
 }

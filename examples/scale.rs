@@ -21,53 +21,38 @@
 //! (feature `jemalloc`, on by default; `--no-default-features --features otlp`
 //! measures glibc's malloc).
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use harness::{median, raise_fd_limit, rss_kib};
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
 
+/// Connection scale benchmark: N monitored connections to one local mosquitto.
+#[derive(Parser)]
 struct Args {
+    /// Connections per run.
+    #[arg(long, default_value_t = 1000, value_parser = harness::positive)]
     connections: usize,
+    /// Runs of each mode; the medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = harness::positive)]
     runs: usize,
+    /// Seconds of the steady-state CPU window.
+    #[arg(long, default_value = "30", value_parser = harness::seconds)]
     steady: Duration,
+    /// Keep-alive of every connection, in seconds.
+    #[arg(long, default_value = "5", value_parser = harness::seconds)]
     keep_alive: Duration,
+    /// Measure one mode (`driver` or `raw`) in this process: what a run's child does.
+    #[arg(long, hide = true)]
     only: Option<String>,
+    /// The broker's port, for `--only`.
+    #[arg(long, hide = true, default_value_t = 0)]
     port: u16,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        connections: 1000,
-        runs: 3,
-        steady: Duration::from_secs(30),
-        keep_alive: Duration::from_secs(5),
-        only: None,
-        port: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--connections" => args.connections = number(&value()),
-            "--runs" => args.runs = number(&value()),
-            "--steady" => args.steady = Duration::from_secs(number(&value()) as u64),
-            "--keep-alive" => args.keep_alive = Duration::from_secs(number(&value()) as u64),
-            "--only" => args.only = Some(value()),
-            "--port" => args.port = number(&value()) as u16,
-            other => fail(&format!("unknown flag {other}")),
-        }
-    }
-    args
-}
-
-fn number(text: &str) -> usize {
-    text.parse()
-        .unwrap_or_else(|_| fail(&format!("not a number: {text}")))
 }
 
 fn fail(message: &str) -> ! {
@@ -90,7 +75,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() {
     mqtt_pulse::daemon::return_freed_memory();
     raise_fd_limit();
-    let args = parse_args();
+    let args = Args::parse();
     match args.only.as_deref() {
         Some(mode) => {
             let figures = measure(mode, &args);
@@ -107,13 +92,13 @@ fn orchestrate(args: &Args) {
     let mut results: Vec<(&str, Vec<Figures>)> = vec![("raw", vec![]), ("driver", vec![])];
     for run in 1..=args.runs {
         for (mode, figures) in results.iter_mut() {
-            let broker = Mosquitto::start();
+            let broker = harness::broker();
             let output = Command::new(std::env::current_exe().unwrap())
                 .args(["--only", mode])
                 .args(["--connections", &args.connections.to_string()])
-                .args(["--steady", &args.steady.as_secs().to_string()])
-                .args(["--keep-alive", &args.keep_alive.as_secs().to_string()])
-                .args(["--port", &broker.port.to_string()])
+                .args(["--steady", &args.steady.as_secs_f64().to_string()])
+                .args(["--keep-alive", &args.keep_alive.as_secs_f64().to_string()])
+                .args(["--port", &broker.port().to_string()])
                 .stderr(Stdio::inherit())
                 .output()
                 .expect("run a measurement child");
@@ -133,10 +118,9 @@ fn orchestrate(args: &Args) {
             figures.push(f);
         }
     }
-    let median = |mode: usize, pick: Pick| {
-        let mut values: Vec<f64> = results[mode].1.iter().map(pick).collect();
-        values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        values[values.len() / 2]
+    let median_of = |mode: usize, pick: Pick| {
+        let values: Vec<f64> = results[mode].1.iter().map(pick).collect();
+        median(&values)
     };
     println!(
         "\n{} connections, keep-alive {} s, steady window {} s, median of {} runs",
@@ -153,7 +137,7 @@ fn orchestrate(args: &Args) {
         ("ping responses in the window", |f| f.pings as f64),
     ];
     for (name, pick) in rows {
-        let (raw, driver) = (median(0, pick), median(1, pick));
+        let (raw, driver) = (median_of(0, pick), median_of(1, pick));
         println!("| {name} | {raw:.3} | {driver:.3} | {:.2}x |", driver / raw);
     }
 }
@@ -262,15 +246,6 @@ fn measure(mode: &str, args: &Args) -> Figures {
     })
 }
 
-fn rss_kib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     // Fields after the command name (which may hold spaces) start at ") ".
@@ -290,62 +265,4 @@ fn clock_ticks_per_second() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-}
-
-/// A private mosquitto for one run, killed on drop.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Mosquitto {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("mqtt-pulse-scale-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n\
-                 persistence false\nlog_type error\nlog_dest file {}\n",
-                dir.join("mosquitto.log").display()
-            ),
-        )
-        .unwrap();
-        // The raised file-descriptor limit is inherited by the broker.
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, port, dir }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

@@ -37,14 +37,16 @@
 //! or a client did not come back (RSS growth is reported against the 5%
 //! target, not enforced).
 
+#[path = "harness/mod.rs"]
+mod harness;
+
 use std::collections::HashMap;
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use harness::{median, raise_fd_limit, rss_kib};
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
@@ -125,49 +127,19 @@ impl std::fmt::Display for Memory {
     }
 }
 
+/// Soak benchmark: many monitored connections to one local mosquitto that is
+/// killed and restarted on a fixed period, for a long time.
+#[derive(Parser)]
 struct Args {
+    /// Monitored connections.
+    #[arg(long, default_value_t = 1000, value_parser = harness::positive)]
     connections: usize,
+    /// How long to run, in minutes.
+    #[arg(long, default_value = "30", value_parser = harness::positive_number)]
     minutes: f64,
+    /// Seconds between two broker kills.
+    #[arg(long, default_value = "30", value_parser = harness::seconds)]
     period: Duration,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        connections: 1000,
-        minutes: 30.0,
-        period: Duration::from_secs(30),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--connections" => args.connections = number(&value()) as usize,
-            "--minutes" => args.minutes = number(&value()),
-            "--period" => args.period = Duration::from_secs_f64(number(&value())),
-            other => fail(&format!(
-                "unknown flag {other} (flags: --connections N, --minutes N, --period SECONDS)"
-            )),
-        }
-    }
-    if args.connections == 0 || args.period.is_zero() || args.minutes <= 0.0 {
-        fail("--connections, --minutes and --period must be positive");
-    }
-    args
-}
-
-fn number(text: &str) -> f64 {
-    text.parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-        .unwrap_or_else(|| fail(&format!("not a number: {text}")))
-}
-
-fn fail(message: &str) -> ! {
-    eprintln!("soak: {message}");
-    std::process::exit(2)
 }
 
 fn main() {
@@ -178,7 +150,7 @@ fn main() {
         .init();
     mqtt_pulse::daemon::return_freed_memory();
     raise_fd_limit();
-    let args = parse_args();
+    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -299,13 +271,13 @@ async fn soak(args: &Args) -> bool {
     let cycles = ((args.minutes * 60.0) / args.period.as_secs_f64())
         .floor()
         .max(1.0) as usize;
-    let mut broker = Mosquitto::start();
-    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let broker = harness::broker();
+    let url = broker.url();
     println!(
         "soak: {n} connections to mosquitto on 127.0.0.1:{} (pid {}), killed and restarted \
          every {:?}, {cycles} cycles ({} min)",
-        broker.port,
-        broker.child.id(),
+        broker.port(),
+        broker.pid(),
         args.period,
         args.minutes
     );
@@ -648,157 +620,6 @@ fn minmax(values: impl Iterator<Item = u64>) -> (u64, u64) {
     values.fold((u64::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
 fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::MIN, f64::max)
-}
-
-fn rss_kib() -> f64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .expect("VmRSS in /proc/self/status")
-}
-
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
-}
-
-/// A private mosquitto on a fixed port that can be killed and restarted; killed
-/// and its directory removed on drop.
-struct Mosquitto {
-    child: Child,
-    running: bool,
-    port: u16,
-    dir: PathBuf,
-    config: PathBuf,
-}
-
-impl Mosquitto {
-    fn start() -> Self {
-        let port = free_port_below_ephemeral();
-        let dir =
-            std::env::temp_dir().join(format!("mqtt-pulse-soak-{}-{port}", std::process::id()));
-        fs::create_dir_all(&dir).expect("broker dir");
-        let config = dir.join("mosquitto.conf");
-        let mut text = String::new();
-        if running_as_root() {
-            // mosquitto would switch to user `mosquitto`, who cannot write our log.
-            text.push_str("user root\n");
-        }
-        text.push_str(&format!(
-            "listener {port} 127.0.0.1\nmax_connections -1\nallow_anonymous true\n\
-             persistence false\nlog_dest file {}\nlog_type error\nlog_type warning\n",
-            dir.join("mosquitto.log").display()
-        ));
-        fs::write(&config, text).expect("mosquitto.conf");
-        let child = spawn(&config, port);
-        Mosquitto {
-            child,
-            running: true,
-            port,
-            dir,
-            config,
-        }
-    }
-
-    /// SIGKILL and reap: when this returns, the port refuses connections.
-    fn kill(&mut self) {
-        if self.running {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.running = false;
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.child = spawn(&self.config, self.port);
-        self.running = true;
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Starts mosquitto and waits (≤ 5 s) until it listens on `port`. The raised
-/// file-descriptor limit is inherited.
-fn spawn(config: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new("/usr/sbin/mosquitto")
-        .arg("-c")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start /usr/sbin/mosquitto");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    // No probe connection: the LISTEN socket in /proc says the kernel accepts
-    // connections for it (the previous broker was reaped, so it is this one).
-    while !listening(port) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "mosquitto exited at start ({status}); see {}",
-                config.display()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child
-}
-
-fn listening(port: u16) -> bool {
-    let local = format!("0100007F:{port:04X}");
-    fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
-        table.lines().skip(1).any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 3 && fields[1] == local && fields[3] == "0A"
-        })
-    })
-}
-
-/// A free 127.0.0.1 port below the kernel's ephemeral range, so no client's
-/// source port can take it while the broker is down.
-fn free_port_below_ephemeral() -> u16 {
-    let low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    let (from, to) = (20_000u16, low.saturating_sub(1).max(20_001));
-    for _ in 0..1000 {
-        let port = fastrand::u16(from..to);
-        if port != 1883 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {from}..{to}");
-}
-
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
 }

@@ -5,18 +5,17 @@
 //! Non-fault tests use the machine's broker at 127.0.0.1:1883; every test that
 //! kills, pauses or reconfigures a broker starts its own from the fixture.
 
-mod common;
+mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Broker, TempDir, TestPki};
 use mqtt_pulse::connection::{Backoff, ClientAuth, Connection, ConnectionOptions, TlsOptions};
 use mqtt_pulse::events::{
     ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
 };
 use rumqttc::QoS;
+use support::{Broker, TempDir, TestPki, logs};
 use tokio::time::timeout;
 
 const SYSTEM_BROKER: &str = "mqtt://127.0.0.1:1883";
@@ -245,7 +244,7 @@ async fn a_listener_that_never_speaks_mqtt_is_a_connect_timeout() {
 
 #[tokio::test]
 async fn nothing_listening_is_refused_and_the_backoff_grows_to_its_cap() {
-    let port = common::free_port();
+    let port = support::free_port();
     let events = Events::new();
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
     let backoff = Backoff {
@@ -293,33 +292,9 @@ async fn nothing_listening_is_refused_and_the_backoff_grows_to_its_cap() {
     connection.shutdown().await;
 }
 
-/// Captures every log line of the current thread (the tests using it run on a
-/// current-thread runtime, so the connection task logs here too).
-fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    #[derive(Clone)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let writer = Buffer(Arc::clone(&buffer));
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
-}
-
 #[tokio::test]
 async fn a_wrong_password_is_refused_by_reason_and_never_logged() {
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = logs::capture_thread();
     let broker = Broker::builder().password("probe", "right-horse").start();
     let events = Events::new();
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
@@ -367,7 +342,7 @@ async fn a_wrong_password_is_refused_by_reason_and_never_logged() {
     );
     right.shutdown().await;
 
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("not_authorized"),
         "the reason is logged:\n{logs}"

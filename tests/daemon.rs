@@ -9,74 +9,30 @@
 //! real condition (a scrape, a broker log line, the process's exit) against a
 //! deadline.
 
-mod common;
+mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::daemon::{Daemon, FLAG_ENV, binary};
-use common::{Broker, TempDir, free_port, wait_until};
 use mqtt_pulse::config::Config;
 use mqtt_pulse::daemon::{DaemonError, LONG_VERSION};
 use nix::sys::signal::Signal;
+use support::daemon::{Daemon, assert_fails_with_one_line, run};
+use support::http::ready;
+use support::{Broker, TempDir, free_port, text, wait_until};
 
 /// How long a daemon may take to serve, a target to connect, a reload to show.
 const DEADLINE: Duration = Duration::from_secs(10);
-/// How long a one-shot run (`--config.check`, a failing start) may take.
-const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SIGTERM may take to end the daemon.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------
 // One-shot runs
 // ---------------------------------------------------------------------------------
-
-/// Runs the binary to completion (killed after [`ONE_SHOT_TIMEOUT`]) with
-/// `RUST_BACKTRACE=1`, so that a panic or an error printed with a backtrace
-/// would show.
-fn run(args: &[&str]) -> Output {
-    let mut command = assert_cmd::Command::new(binary());
-    command
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .timeout(ONE_SHOT_TIMEOUT);
-    for name in FLAG_ENV {
-        command.env_remove(name);
-    }
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run mqtt-pulse {args:?}: {e}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Exit status 1, nothing on stdout, and exactly `expected` as the one line on
-/// stderr: no panic, no backtrace, no second line.
-fn assert_fails_with_one_line(output: &Output, expected: &str, what: &str) {
-    let stdout = text(&output.stdout);
-    let stderr = text(&output.stderr);
-    let context = format!("{what}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}");
-    assert_eq!(output.status.code(), Some(1), "exit status: {context}");
-    assert!(stdout.is_empty(), "something on stdout: {context}");
-    assert!(!stderr.contains("panicked"), "a panic: {context}");
-    assert!(
-        !stderr.contains("RUST_BACKTRACE"),
-        "a backtrace hint: {context}"
-    );
-    assert!(
-        !stderr.contains("stack backtrace"),
-        "a backtrace: {context}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "not one line: {context}");
-    assert_eq!(stderr, format!("{expected}\n"), "{context}");
-}
 
 /// `--config.file <file> --web.listen-address 127.0.0.1:<free port>`: the
 /// serving path, which must fail before it serves.
@@ -87,11 +43,6 @@ fn serve_args(config: &str, port: u16) -> Vec<String> {
         "--web.listen-address".into(),
         format!("127.0.0.1:{port}"),
     ]
-}
-
-fn run_owned(args: &[String]) -> Output {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&args)
 }
 
 #[test]
@@ -120,7 +71,7 @@ fn every_bad_config_fails_with_the_librarys_one_line_through_check_and_serve() {
         let check = run(&["--config.file", file, "--config.check"]);
         assert_fails_with_one_line(&check, &expected, &format!("--config.check {file}"));
 
-        let serve = run_owned(&serve_args(file, free_port()));
+        let serve = run(&serve_args(file, free_port()));
         assert_fails_with_one_line(&serve, &expected, &format!("serving {file}"));
     }
 }
@@ -144,7 +95,7 @@ fn a_missing_or_unreadable_config_file_fails_with_one_line() {
 
         let check = run(&["--config.file", file, "--config.check"]);
         assert_fails_with_one_line(&check, &expected, &format!("--config.check {file}"));
-        let serve = run_owned(&serve_args(file, free_port()));
+        let serve = run(&serve_args(file, free_port()));
         assert_fails_with_one_line(&serve, &expected, &format!("serving {file}"));
     }
 }
@@ -287,185 +238,6 @@ fn version_names_the_version_revision_and_compiler() {
 // HTTP, metrics, broker logs
 // ---------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    body: String,
-}
-
-/// One HTTP/1.1 request with `Connection: close`, read to the end.
-fn http(port: u16, method: &str, path: &str) -> io::Result<HttpResponse> {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let length = if method == "GET" {
-        ""
-    } else {
-        "Content-Length: 0\r\n"
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{length}\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not an HTTP response: {:?}", text(&raw)),
-        )
-    })
-}
-
-fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..split]).ok()?;
-    let mut body = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let mut chunked = false;
-    for line in lines {
-        let (name, value) = line.split_once(':')?;
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        }
-        if name == "content-length" {
-            body = body.get(..value.parse::<usize>().ok()?)?;
-        }
-    }
-    let body = if chunked {
-        let mut decoded = Vec::new();
-        loop {
-            let end = body.windows(2).position(|w| w == b"\r\n")?;
-            let size = std::str::from_utf8(&body[..end]).ok()?;
-            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-            if size == 0 {
-                break decoded;
-            }
-            decoded.extend_from_slice(body.get(end + 2..end + 2 + size)?);
-            body = body.get(end + 2 + size + 2..)?;
-        }
-    } else {
-        body.to_vec()
-    };
-    Some(HttpResponse {
-        status,
-        body: String::from_utf8(body).ok()?,
-    })
-}
-
-/// One sample of a `/metrics` page.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// A scraped `/metrics` page.
-struct Metrics {
-    text: String,
-    samples: Vec<Sample>,
-}
-
-impl Metrics {
-    fn parse(text: String) -> Metrics {
-        let samples = text
-            .lines()
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| parse_sample(line).unwrap_or_else(|| panic!("unparsable line {line:?}")))
-            .collect();
-        Metrics { text, samples }
-    }
-
-    /// The value of the one sample called `name` whose labels include `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut matching = self.samples.iter().filter(|sample| {
-            sample.name == name
-                && labels
-                    .iter()
-                    .all(|(key, value)| sample.labels.get(*key).map(String::as_str) == Some(value))
-        });
-        let found = matching.next()?;
-        assert!(
-            matching.next().is_none(),
-            "more than one {name} with {labels:?}:\n{}",
-            self.text
-        );
-        Some(found.value)
-    }
-
-    fn up(&self, client_id: &str) -> Option<f64> {
-        self.value("mqtt_client_up", &[("client_id", client_id)])
-    }
-
-    fn status_changes(&self, client_id: &str, status: &str) -> Option<f64> {
-        self.value(
-            "mqtt_client_status_changes_total",
-            &[("client_id", client_id), ("status", status)],
-        )
-    }
-
-    fn reload_successful(&self) -> Option<f64> {
-        self.value("mqtt_pulse_config_last_reload_successful", &[])
-    }
-
-    /// Whether any series carries this client id.
-    fn has_client(&self, client_id: &str) -> bool {
-        self.samples
-            .iter()
-            .any(|sample| sample.labels.get("client_id").map(String::as_str) == Some(client_id))
-    }
-}
-
-/// `name{a="x",b="y"} value` or `name value` (no timestamps on this page).
-fn parse_sample(line: &str) -> Option<Sample> {
-    let (series, value) = line.rsplit_once(' ')?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        number => number.parse().ok()?,
-    };
-    let Some((name, rest)) = series.split_once('{') else {
-        return Some(Sample {
-            name: series.to_owned(),
-            labels: BTreeMap::new(),
-            value,
-        });
-    };
-    let mut labels = BTreeMap::new();
-    let mut chars = rest.strip_suffix('}')?.chars().peekable();
-    while chars.peek().is_some() {
-        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        if chars.next()? != '"' {
-            return None;
-        }
-        let mut value = String::new();
-        loop {
-            match chars.next()? {
-                '"' => break,
-                '\\' => match chars.next()? {
-                    'n' => value.push('\n'),
-                    other => value.push(other),
-                },
-                other => value.push(other),
-            }
-        }
-        labels.insert(key, value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    Some(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
-}
-
 /// How many times `client_id` connected to `broker`, counted by mosquitto's
 /// "New client connected from <addr> as <id> (p2, c1, k5)." line.
 fn connects(log: &str, client_id: &str) -> usize {
@@ -490,49 +262,6 @@ fn disconnects(log: &str, client_id: &str) -> usize {
 // ---------------------------------------------------------------------------------
 // The daemon
 // ---------------------------------------------------------------------------------
-
-/// The readiness check every daemon here is started with: `/-/ready` answers 200.
-fn ready(port: u16) -> bool {
-    http(port, "GET", "/-/ready").is_ok_and(|r| r.status == 200)
-}
-
-/// Plain-HTTP requests to the shared [`Daemon`] guard (see `common::daemon`).
-impl Daemon {
-    fn request(&self, method: &str, path: &str) -> HttpResponse {
-        http(self.port(), method, path).unwrap_or_else(|e| {
-            panic!(
-                "{method} {path} on mqtt-pulse failed: {e}\n--- stderr ---\n{}",
-                self.stderr()
-            )
-        })
-    }
-
-    fn metrics(&self) -> Metrics {
-        let response = self.request("GET", "/metrics");
-        assert_eq!(response.status, 200, "{}", response.body);
-        Metrics::parse(response.body)
-    }
-
-    /// Scrapes until `condition` holds; panics with the last page and the logs
-    /// after [`DEADLINE`].
-    fn wait_for_metrics(&self, what: &str, condition: impl Fn(&Metrics) -> bool) -> Metrics {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let metrics = self.metrics();
-            if condition(&metrics) {
-                return metrics;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "not within {DEADLINE:?}: {what}\n--- /metrics ---\n{}\n--- stderr ---\n{}",
-                    metrics.text,
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// A `[[target]]` table.
 fn target(name: &str, broker: &Broker, extra: &str) -> String {

@@ -2,33 +2,20 @@
 //! with its own registry, metric, routes and rumqttc event loop adds a tracker
 //! and the exporter, and one `/metrics` shows both its metric and ours.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
-use common::Broker;
-use http_body_util::BodyExt;
 use mqtt_pulse::connection::ConnectionTracker;
 use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
 use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
 use prometheus::{IntCounter, Registry};
 use rumqttc::{AsyncClient, MqttOptions};
-use tower::ServiceExt;
-
-async fn get_text(app: &Router, path: &str) -> (StatusCode, String) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
+use support::Broker;
+use support::http::get_text;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own() {
@@ -77,7 +64,7 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     }
     assert_eq!(seen[0], Event::Status(Status::Up));
 
-    let (code, page) = get_text(&app, "/metrics").await;
+    let (code, page) = get_text(app.clone(), "/metrics").await;
     assert_eq!(code, StatusCode::OK);
     assert!(page.contains("app_requests_handled_total 7"), "{page}");
     let broker_label = broker.addr();
@@ -94,7 +81,7 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
         "{page}"
     );
     assert_eq!(
-        get_text(&app, "/hello").await,
+        get_text(app.clone(), "/hello").await,
         (StatusCode::OK, "hello".into())
     );
 
@@ -102,7 +89,7 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     broker.kill();
     let tracker = driver.await.unwrap();
     assert_eq!(tracker.status(), Status::Down);
-    let (_, page) = get_text(&app, "/metrics").await;
+    let (_, page) = get_text(app.clone(), "/metrics").await;
     assert!(
         page.contains(&format!(
             "mqtt_client_up{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 0"
@@ -113,6 +100,6 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
 
     // Dropping the tracker ends the client's series.
     drop(tracker);
-    let (_, page) = get_text(&app, "/metrics").await;
+    let (_, page) = get_text(app.clone(), "/metrics").await;
     assert!(!page.contains("client_id=\"embedded-app\""), "{page}");
 }

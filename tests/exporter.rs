@@ -7,24 +7,23 @@
 //! Prometheus test, where [`ProbeClient`] is a real connection to a real
 //! Mosquitto that the test kills.
 
-mod common;
+mod support;
 
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
-use http_body_util::BodyExt as _;
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, FailureReason, Status};
 use mqtt_pulse::exporter::prometheus::{
     BuildError, DEFAULT_RTT_BUCKETS, PrometheusBuilder, PrometheusHandle,
 };
 use mqtt_pulse::http;
-use tower::ServiceExt as _;
+use support::http::{get_text, percent_encode, try_get};
+use support::metrics::sample;
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -49,27 +48,6 @@ fn up_with_pings(events: &Events, id: &str, rtts_micros: &[u64]) -> ClientId {
         events.dispatch(&id, Event::PingResponse(Duration::from_micros(micros)));
     }
     id
-}
-
-/// `GET path` through the router, without a socket.
-async fn get_text(router: Router, path: &str) -> (StatusCode, String) {
-    let response = router
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
-/// The value of the sample whose name and labels are exactly `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name_and_labels, value) = line.rsplit_once(' ')?;
-            (name_and_labels == series).then(|| value.parse().unwrap())
-        })
 }
 
 fn client_series(name: &str, id: &str) -> String {
@@ -496,13 +474,13 @@ async fn the_consumer_ends_once_the_exporter_is_dropped() {
 /// The monitored client of the Prometheus test: a real connection (the
 /// driver, keep-alive 1 s) to a real broker of its own, which the test kills.
 struct ProbeClient {
-    broker: common::Broker,
+    broker: support::Broker,
     connection: Option<Connection>,
 }
 
 impl ProbeClient {
     fn connect(events: &Events, client_id: &str) -> Self {
-        let broker = common::Broker::start();
+        let broker = support::Broker::start();
         let options = ConnectionOptions::new(client_id, &broker.url())
             .unwrap()
             .with_keep_alive(Duration::from_secs(1));
@@ -529,12 +507,12 @@ impl ProbeClient {
 struct PrometheusServer {
     child: Child,
     url: String,
-    dir: common::TempDir,
+    dir: support::TempDir,
 }
 
 impl PrometheusServer {
     async fn start(target: std::net::SocketAddr) -> Self {
-        let dir = common::TempDir::new("prometheus");
+        let dir = support::TempDir::new("prometheus");
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -545,7 +523,7 @@ impl PrometheusServer {
             ),
         )
         .unwrap();
-        let port = common::free_port();
+        let port = support::free_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("/usr/bin/prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -565,7 +543,7 @@ impl PrometheusServer {
         };
         let ready = server
             .poll(Duration::from_secs(30), || async {
-                let (status, _) = http_get(&format!("{}/-/ready", server.url)).await?;
+                let (status, _) = try_get(&format!("{}/-/ready", server.url)).await?;
                 (status == 200).then_some(())
             })
             .await;
@@ -580,7 +558,7 @@ impl PrometheusServer {
     /// The value of the instant query's first result, if it has one.
     async fn query(&self, promql: &str) -> Option<f64> {
         let url = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
-        let (status, body) = http_get(&url).await?;
+        let (status, body) = try_get(&url).await?;
         if status != 200 {
             return None;
         }
@@ -616,28 +594,6 @@ impl Drop for PrometheusServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn http_get(url: &str) -> Option<(u16, String)> {
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client = Client::builder(TokioExecutor::new())
-        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
-    let response = client.get(url.parse().ok()?).await.ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

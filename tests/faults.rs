@@ -7,19 +7,20 @@
 //! every subscriber `delivered + dropped == dispatched to it` — a full queue
 //! costs only its owner, and the drops show on `/metrics`.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Broker;
 use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions};
 use mqtt_pulse::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, KindStats, Message, Status,
     Subscription, SubscriptionStats, TryRecvError,
 };
 use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use support::Broker;
+use support::metrics;
 use tokio::time::{Instant, timeout, timeout_at};
 
 /// Reconnects quickly, so a restarted broker is seen again within ~0.2 s.
@@ -77,17 +78,12 @@ fn failures_by_reason(events: &Events) -> HashMap<FailureReason, u64> {
     counts
 }
 
-/// The value of the one sample of `series` (name and labels, exactly as
-/// rendered) on a Prometheus text page.
+/// The value of `series` (as rendered) on a Prometheus text page, which must
+/// have it, as a count.
 fn sample(page: &str, series: &str) -> u64 {
-    let values: Vec<&str> = page
-        .lines()
-        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .collect();
-    assert_eq!(values.len(), 1, "{series} on the page {values:?}:\n{page}");
-    values[0]
-        .parse()
-        .unwrap_or_else(|_| panic!("{series} is {:?}", values[0]))
+    let value = metrics::sample(page, series)
+        .unwrap_or_else(|| panic!("{series} is not on the page:\n{page}"));
+    value as u64
 }
 
 fn balanced(stats: SubscriptionStats, dispatched_to_it: u64) -> bool {

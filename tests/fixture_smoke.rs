@@ -4,7 +4,7 @@
 //! std::net (and over `openssl s_client` for TLS): the point is to check the fixture, not
 //! the crate's client, so nothing of the crate under test is used.
 
-mod common;
+mod support;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Broker, TestPki, free_port, pid_exists, tmp_dir};
+use support::{Broker, TestPki, free_port, pid_exists, tmp_dir};
 
 const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 /// CONNACK return code 5, "not authorised": what mosquitto 2.0 sends an MQTT 3.1.1 client
@@ -354,7 +354,7 @@ fn has_connack(bytes: &[u8]) -> bool {
 
 #[test]
 fn tls_broker_serves_the_test_ca_and_rejects_another() {
-    let dir = common::TempDir::new("smoke-pki");
+    let dir = support::TempDir::new("smoke-pki");
     let pki = TestPki::generate(&dir);
     let other = TestPki::generate_named(&dir, "other");
     let broker = Broker::builder().tls(pki.server_files()).start();
@@ -383,7 +383,7 @@ fn tls_broker_serves_the_test_ca_and_rejects_another() {
 
 #[test]
 fn tls_broker_requiring_client_certificates() {
-    let dir = common::TempDir::new("smoke-pki-mtls");
+    let dir = support::TempDir::new("smoke-pki-mtls");
     let pki = TestPki::generate(&dir);
     let other = TestPki::generate_named(&dir, "other");
     let broker = Broker::builder()

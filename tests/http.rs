@@ -2,20 +2,22 @@
 //! then real servers on port 0 for graceful shutdown, the request timeout and
 //! the shutdown signal.
 
+mod support;
+
 use std::io::Read as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
 use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
 use mqtt_pulse::http::{self, METRICS_CONTENT_TYPE, REQUEST_TIMEOUT};
+use support::http::{Reply, call, client};
 use tokio::sync::{Notify, oneshot};
-use tower::ServiceExt as _;
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -41,39 +43,7 @@ fn exporter() -> (Events, PrometheusHandle) {
     (events, handle)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8(self.body.to_vec()).unwrap()
-    }
-
-    fn header(&self, name: header::HeaderName) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-async fn call(router: Router, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = Request::builder().method(method).uri(path);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
+/// `GET path` through `router`.
 async fn get_path(router: Router, path: &str) -> Reply {
     call(router, Method::GET, path, &[]).await
 }
@@ -291,16 +261,6 @@ async fn the_landing_page_escapes_what_clients_call_themselves() {
 // Real servers
 // ---------------------------------------------------------------------------------
 
-async fn http_get(url: &str) -> (StatusCode, String) {
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<Bytes>>();
-    let response = client.get(url.parse().unwrap()).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
 /// A route that signals when a request reaches it and answers only when released.
 fn held_route(entered: Arc<Notify>, release: Arc<Notify>) -> Router {
     Router::new().route(
@@ -328,8 +288,6 @@ async fn refuses_connections(address: std::net::SocketAddr, timeout: Duration) -
 /// are all answered, each with every event dispatched before it was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_storm_is_answered_in_full_by_shared_renders() {
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
     const SCRAPES: usize = 1_000;
     let (events, handle) = exporter();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -338,6 +296,9 @@ async fn a_scrape_storm_is_answered_in_full_by_shared_renders() {
     let server = tokio::spawn(http::run(listener, http::router(handle), async {
         let _ = shutdown.await;
     }));
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    // A fresh connection per scrape: not the shared support client.
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http::<http_body_util::Empty<Bytes>>();
@@ -384,7 +345,7 @@ async fn a_scrape_storm_is_answered_in_full_by_shared_renders() {
             "scrape {n} misses the client announced before it"
         );
     }
-    let (status, page) = http_get(&format!("http://{address}/metrics")).await;
+    let (status, page) = support::http::get(&format!("http://{address}/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(&format!(
         "promhttp_metric_handler_requests_total{{code=\"200\"}} {SCRAPES}\n"
@@ -406,11 +367,12 @@ async fn shutdown_stops_accepting_but_finishes_the_request_in_flight() {
         let _ = shutdown.await;
     }));
 
-    let (status, body) = http_get(&format!("http://{address}/metrics")).await;
+    let (status, body) = support::http::get(&format!("http://{address}/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("mqtt_client_up"));
 
-    let in_flight = tokio::spawn(async move { http_get(&format!("http://{address}/held")).await });
+    let in_flight =
+        tokio::spawn(async move { support::http::get(&format!("http://{address}/held")).await });
     entered.notified().await;
     shut_down.send(()).unwrap();
 
@@ -453,7 +415,8 @@ async fn a_stuck_handler_is_answered_503_after_the_request_timeout() {
     }));
 
     let started = Instant::now();
-    let stuck = tokio::spawn(async move { http_get(&format!("http://{address}/stuck")).await });
+    let stuck =
+        tokio::spawn(async move { support::http::get(&format!("http://{address}/stuck")).await });
     entered.notified().await;
     let (status, _) = tokio::time::timeout(REQUEST_TIMEOUT * 2, stuck)
         .await
@@ -509,9 +472,7 @@ async fn a_response_that_never_finishes_cannot_hold_shutdown_past_the_grace_peri
         let _ = shutdown.await;
     }));
 
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<Bytes>>();
+    let client = client();
     let url = format!("http://{address}/endless").parse().unwrap();
     let response = client.get(url).await.unwrap();
     assert_eq!(

@@ -1,32 +1,29 @@
 //! The OTLP exporter against real parts: a gRPC collector (tonic with
 //! opentelemetry-proto's generated `MetricsServiceServer`) and an HTTP/protobuf
 //! collector (axum) started by each test on a free port, real Mosquitto
-//! brokers from `common::Broker`, real connections, and the real daemon
+//! brokers from `support::Broker`, real connections, and the real daemon
 //! binary.
 //!
 //! Nothing waits a fixed time: every test awaits the collector's next push,
 //! an event or the exporter's push counts against a deadline.
 #![cfg(feature = "otlp")]
 
-mod common;
+mod support;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::{Broker, free_port};
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientFilter, ClientId, ClientInfo, Event, EventKind, Events, Status};
 use mqtt_pulse::exporter::otlp::{
     DEFAULT_RTT_BUCKETS, ExportStats, OtlpBuilder, OtlpError, OtlpHandle, OtlpProtocol,
 };
 use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
+use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -37,6 +34,10 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, HistogramDataPoint, Metric, NumberDataPoint, metric, number_data_point,
 };
+use support::daemon::Daemon;
+use support::http::ready;
+use support::metrics::sample;
+use support::{Broker, TempDir, free_port, logs, wait_until};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
@@ -372,15 +373,6 @@ async fn render(handle: &PrometheusHandle) -> String {
     .await
     .expect("a render finishes while the collector is away")
     .unwrap()
-}
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name_and_labels, value) = line.rsplit_once(' ')?;
-            (name_and_labels == series).then(|| value.parse().unwrap())
-        })
 }
 
 /// Dispatches `count` pings of `client` and checks that every call returned
@@ -761,38 +753,9 @@ async fn flush_pushes_now_and_a_terminated_client_leaves_up_and_changes() {
 // Logs and secrets
 // ---------------------------------------------------------------------------------
 
-/// Every log line of this test binary, captured once for all tests.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || CaptureWriter(Arc::clone(&sink)))
-            .init();
-        logs
-    })
-    .clone()
-}
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CaptureWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_pushes_are_logged_once_per_interval_with_a_count_and_never_with_a_header_value() {
-    let logs = captured_logs();
+    let logs = logs::capture_process();
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let events = Events::new();
@@ -804,14 +767,14 @@ async fn failed_pushes_are_logged_once_per_interval_with_a_count_and_never_with_
     events.dispatch(&ClientId::from("plant-logged"), Event::Status(Status::Up));
 
     wait_for_stats(&otlp, DEADLINE, |s| s.failures >= 3).await;
-    let ours = |logs: &[u8]| -> Vec<String> {
-        String::from_utf8_lossy(logs)
+    let ours = |logs: &logs::Logs| -> Vec<String> {
+        logs.text()
             .lines()
             .filter(|line| line.contains(&format!("127.0.0.1:{port}/v1/metrics")))
             .map(str::to_owned)
             .collect()
     };
-    let lines = ours(&logs.lock().unwrap());
+    let lines = ours(&logs);
     let warnings: Vec<_> = lines
         .iter()
         .filter(|l| l.contains("OTLP export failed"))
@@ -826,7 +789,7 @@ async fn failed_pushes_are_logged_once_per_interval_with_a_count_and_never_with_
     let _collector = Collector::start_on(OtlpProtocol::HttpProtobuf, port).await;
     wait_for_stats(&otlp, DEADLINE, |s| s.exports >= 1).await;
     let failures = otlp.stats().failures;
-    let lines = ours(&logs.lock().unwrap());
+    let lines = ours(&logs);
     let recovered: Vec<_> = lines
         .iter()
         .filter(|l| l.contains("succeeded again"))
@@ -841,7 +804,7 @@ async fn failed_pushes_are_logged_once_per_interval_with_a_count_and_never_with_
     let debug = format!("{otlp:?}");
     assert!(debug.contains(&endpoint), "{debug}");
     otlp.shutdown().await.unwrap();
-    let everything = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let everything = logs.text();
     assert!(!everything.contains(SECRET), "a header value was logged");
     assert!(!debug.contains(SECRET), "{debug}");
 }
@@ -900,83 +863,14 @@ async fn setting_errors_name_the_problem_and_never_the_header_value() {
 // The daemon
 // ---------------------------------------------------------------------------------
 
-/// A daemon process, killed (by its pid) on drop; its logs go to a file.
-struct Daemon {
-    child: Option<Child>,
-    config: PathBuf,
-    logs: PathBuf,
-    _dir: common::TempDir,
-}
-
-impl Daemon {
-    fn start(config: &str, env: &[(&str, String)]) -> Daemon {
-        let dir = common::TempDir::new("otlp-daemon");
-        let config_path: PathBuf = dir.join("mqtt-pulse.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let logs = dir.join("stderr.log");
-        let mut command = Command::new(assert_cmd::cargo::cargo_bin("mqtt-pulse"));
-        command
-            .arg("--config.file")
-            .arg(&config_path)
-            .arg("--web.listen-address")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&logs).unwrap());
-        // The caller's environment must not change what is tested.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("OTEL_") || name.starts_with("MQTT_PULSE_") {
-                command.env_remove(&*name);
-            }
-        }
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        Daemon {
-            child: Some(command.spawn().expect("the mqtt-pulse binary runs")),
-            config: config_path,
-            logs,
-            _dir: dir,
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.logs).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let child = self.child.as_ref().unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-    }
-
-    /// SIGTERM, then waits for the exit (at most `within`).
-    fn terminate(&mut self, within: Duration) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "the daemon exited with {status}");
-                self.child = None;
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// The daemon serving `config` (written as `mqtt-pulse.toml` in `dir`) with
+/// `env` set, once it is ready; started off the runtime (it blocks meanwhile).
+fn start_daemon(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Daemon {
+    let path = dir.join("mqtt-pulse.toml");
+    std::fs::write(&path, config).unwrap();
+    tokio::task::block_in_place(|| {
+        Daemon::start_with_env(dir, &["--config.file", path.to_str().unwrap()], env, ready)
+    })
 }
 
 fn daemon_config(broker: &Broker, otlp: &str) -> String {
@@ -998,11 +892,13 @@ async fn the_daemon_pushes_to_the_files_collector_over_the_environments_and_flus
             from_file.endpoint()
         ),
     );
-    let mut daemon = Daemon::start(
+    let dir = TempDir::new("otlp-daemon");
+    let mut daemon = start_daemon(
+        &dir,
         &config,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", from_env.endpoint()),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "100".to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &from_env.endpoint()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
         ],
     );
     let push = from_file
@@ -1012,7 +908,7 @@ async fn the_daemon_pushes_to_the_files_collector_over_the_environments_and_flus
         resource(&push, "service.name").as_deref(),
         Some("mqtt-pulse")
     );
-    let logs = daemon.logs();
+    let logs = daemon.stderr();
     assert!(
         logs.lines().any(|l| l.contains("pushing metrics over OTLP")
             && l.contains(&from_file.endpoint())
@@ -1025,11 +921,10 @@ async fn the_daemon_pushes_to_the_files_collector_over_the_environments_and_flus
     assert!(from_env.received_nothing(), "the file's endpoint wins");
 
     let before = nanos(SystemTime::now());
-    tokio::task::spawn_blocking(move || {
-        daemon.terminate(Duration::from_secs(10));
-    })
-    .await
-    .unwrap();
+    let status = tokio::task::spawn_blocking(move || daemon.terminate(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.success(), "the daemon exited with {status}");
     let mut last = None;
     while let Ok(push) = from_file.pushes.try_recv() {
         last = Some(push);
@@ -1052,18 +947,17 @@ async fn the_daemon_pushes_to_the_files_collector_over_the_environments_and_flus
 async fn the_daemon_pushes_over_http_when_only_the_environment_asks() {
     let broker = Broker::start();
     let mut collector = Collector::start(OtlpProtocol::HttpProtobuf).await;
-    let daemon = Daemon::start(
+    let dir = TempDir::new("otlp-daemon");
+    let daemon = start_daemon(
+        &dir,
         &daemon_config(&broker, ""),
         &[
             // A base URL: the daemon appends /v1/metrics, where the collector listens.
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_owned()),
-            ("OTEL_EXPORTER_OTLP_HEADERS", format!("x-api-key={SECRET}")),
-            (
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "deployment.environment=test".to_owned(),
-            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", &format!("x-api-key={SECRET}")),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
         ],
     );
     let push = collector
@@ -1077,7 +971,7 @@ async fn the_daemon_pushes_over_http_when_only_the_environment_asks() {
         push.headers
             .contains(&("x-api-key".to_owned(), SECRET.to_owned()))
     );
-    let logs = daemon.logs();
+    let logs = daemon.stderr();
     assert!(
         logs.contains(&format!("{}/v1/metrics", collector.endpoint())),
         "{logs}"
@@ -1096,15 +990,20 @@ async fn a_reload_that_changes_otlp_asks_for_a_restart_and_keeps_pushing_where_i
             collector.endpoint()
         )
     };
-    let daemon = Daemon::start(&daemon_config(&broker, &otlp(&first)), &[]);
+    let dir = TempDir::new("otlp-daemon");
+    let daemon = start_daemon(&dir, &daemon_config(&broker, &otlp(&first)), &[]);
     first
         .until(DEADLINE, |push| up(push, "mqtt-pulse-otlp") == Some(1))
         .await;
 
-    std::fs::write(&daemon.config, daemon_config(&broker, &otlp(&second))).unwrap();
-    daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    let reloaded = common::wait_until(DEADLINE, || daemon.logs().contains("config reloaded"));
-    let logs = daemon.logs();
+    std::fs::write(
+        dir.join("mqtt-pulse.toml"),
+        daemon_config(&broker, &otlp(&second)),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    let reloaded = wait_until(DEADLINE, || daemon.stderr().contains("config reloaded"));
+    let logs = daemon.stderr();
     assert!(reloaded, "{logs}");
     let line = logs
         .lines()

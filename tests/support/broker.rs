@@ -1,60 +1,23 @@
-//! Shared fixtures for the integration tests (each test file does `mod common;`).
-//!
-//! This module owns:
-//! - [`Broker`]: a private `mosquitto` (the Debian binary at `/usr/sbin/mosquitto`) on a
-//!   free 127.0.0.1 port, with a generated config, its own log file and temp dir. It can
-//!   be killed (SIGKILL), paused (SIGSTOP), resumed (SIGCONT) and restarted on the same
-//!   port, and its log read for assertions. Dropping it kills it and removes its dir.
-//!   Variants come from [`Broker::builder`]: password file, TLS listener, extra lines.
-//! - [`TestPki`]: a throw-away CA plus server ("localhost", 127.0.0.1) and client
-//!   certificates generated with rcgen and written as PEM files.
-//! - Small helpers: [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`].
-//! - [`daemon`]: the real `mqtt-pulse` binary run as a daemon ([`daemon::Daemon`]) and
-//!   the [`daemon::binary`] path and [`daemon::FLAG_ENV`] list one-shot runs use.
-//!
-//! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
-//! port from [`free_port`] (never 1883), and processes are only ever signalled by the pid
-//! of the child this module spawned.
-//!
-//! Readiness: `start`/`restart` return once mosquitto has logged "running" (printed after
-//! all listeners are bound) and its process owns a LISTEN socket on the port (checked in
-//! /proc). No probe connection is made, so the log holds only the test's own clients and
-//! `max_connections` counts are not disturbed.
-//!
-//! Log notes: `log_type all` is on, so the log shows every packet ("Received PINGREQ from
-//! <id>", "Received DISCONNECT from <id>", "New client connected from ... as <id>",
-//! "Sending CONNACK to <id> (0, 0)"). The log file is appended to across
-//! [`Broker::restart`]s; use [`Broker::log_mark`] / [`Broker::log_since`] to look at one
-//! part of it.
-//!
-//! Everything here blocks (std threads, std::net). In async tests that is fine for the
-//! short calls (`kill`, `pause`, `resume`, `log`); `start`/`restart` wait up to 5 s for
-//! the broker and can be wrapped in `tokio::task::spawn_blocking` if that matters.
-#![allow(dead_code)]
+//! [`Broker`]: a private `mosquitto` for one test (or one benchmark run). See the
+//! module docs of `support` for what it guarantees.
 
-pub mod daemon;
-
-use std::collections::HashSet;
 use std::fs;
-use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::ops::Deref;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
+
+use super::{free_port, tmp_dir, wait_until};
 
 /// The broker binary (Debian package `mosquitto`).
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// The password-file tool from the same package.
 pub const MOSQUITTO_PASSWD: &str = "/usr/bin/mosquitto_passwd";
-/// The port of the machine's own broker, which the fixture never uses.
-pub const SYSTEM_BROKER_PORT: u16 = 1883;
 
 /// How long `start`/`restart` wait for the broker to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,216 +26,6 @@ const START_ATTEMPTS: usize = 8;
 /// Log line mosquitto 2 prints once every listener is open.
 const RUNNING_MARK: &str = "running";
 const ADDR_IN_USE_MARK: &str = "Address already in use";
-
-// ---------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------
-
-/// A random u64 from std's per-process random hash keys (no rand crate needed).
-fn random_u64() -> u64 {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
-/// Creates a new, empty, uniquely named directory under `std::env::temp_dir()` and
-/// returns its path. Every call gets a different directory; the caller removes it (or use
-/// [`TempDir`], which does so on drop).
-pub fn tmp_dir(name: &str) -> PathBuf {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let clean: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let base = std::env::temp_dir();
-    loop {
-        let dir = base.join(format!(
-            "mqtt-pulse-{clean}-{}-{}-{:08x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            random_u64() as u32
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => return dir,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => panic!("cannot create temp dir {}: {e}", dir.display()),
-        }
-    }
-}
-
-/// A [`tmp_dir`] that removes itself (recursively) when dropped.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        TempDir {
-            path: tmp_dir(name),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Ports below the kernel's ephemeral range, so that no outgoing connection (say, a
-/// client under test reconnecting to a killed broker) can be handed the port as its
-/// source port — that would make it connect to itself or block the broker's restart.
-fn port_range() -> Option<(u16, u16)> {
-    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let eph_low: u16 = text.split_whitespace().next()?.parse().ok()?;
-    let low = 20_000u16;
-    if eph_low > low + 2_000 {
-        Some((low, eph_low - 1))
-    } else {
-        None
-    }
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on right now and that this process has
-/// not handed out before. Never 1883. Another process can still grab it before the
-/// caller binds it; [`Broker::start`] retries with a new port when that happens.
-pub fn free_port() -> u16 {
-    static ISSUED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
-    let issued = issued.get_or_insert_with(HashSet::new);
-    let range = port_range();
-    for _ in 0..10_000 {
-        let candidate = match range {
-            Some((lo, hi)) => lo + (random_u64() % u64::from(hi - lo + 1)) as u16,
-            None => 0, // let the kernel choose
-        };
-        if candidate == SYSTEM_BROKER_PORT || (candidate != 0 && issued.contains(&candidate)) {
-            continue;
-        }
-        let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, candidate)) else {
-            continue;
-        };
-        let port = listener.local_addr().expect("local_addr").port();
-        if port == SYSTEM_BROKER_PORT || !issued.insert(port) {
-            continue;
-        }
-        return port;
-    }
-    panic!("free_port: no free port found on 127.0.0.1");
-}
-
-/// Polls `condition` every 10 ms until it returns true (→ `true`) or `timeout` passes
-/// (→ `false`). Only for real conditions (a log line, a process state, a socket), never
-/// as a disguised sleep.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// True while a process with this pid exists (zombies included).
-pub fn pid_exists(pid: u32) -> bool {
-    signal::kill(Pid::from_raw(pid as i32), None).is_ok()
-}
-
-/// Inodes of the sockets in LISTEN state on `port` (any local address), from
-/// /proc/net/tcp and /proc/net/tcp6.
-fn listening_inodes(port: u16) -> Vec<u64> {
-    let suffix = format!(":{port:04X}");
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st ... uid timeout inode
-            if fields.len() > 9
-                && fields[1].ends_with(&suffix)
-                && fields[3] == "0A"
-                && let Ok(inode) = fields[9].parse()
-            {
-                inodes.push(inode);
-            }
-        }
-    }
-    inodes
-}
-
-/// True when process `pid` holds a socket listening on TCP `port`.
-fn owns_listener(pid: u32, port: u16) -> bool {
-    let inodes = listening_inodes(port);
-    if inodes.is_empty() {
-        return false;
-    }
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        fs::read_link(fd.path()).ok().is_some_and(|target| {
-            let target = target.to_string_lossy();
-            target
-                .strip_prefix("socket:[")
-                .and_then(|rest| rest.strip_suffix(']'))
-                .and_then(|inode| inode.parse::<u64>().ok())
-                .is_some_and(|inode| inodes.contains(&inode))
-        })
-    })
-}
-
-/// Effective uid 0, read from /proc (nix's `geteuid` needs its `user` feature).
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-            line.split_whitespace().nth(2).map(|euid| euid == "0")
-        })
-        .unwrap_or(false)
-}
-
-/// The one-letter state from /proc/<pid>/stat ('R', 'S', 'T' = stopped, 'Z', ...).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ..." — comm may contain spaces and parentheses, so split at the last ')'.
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-// ---------------------------------------------------------------------------------
-// Broker
-// ---------------------------------------------------------------------------------
 
 /// PEM files for a TLS listener (broker side: CA to verify clients, server cert and key)
 /// or for a TLS client (CA to verify the broker, client cert and key).
@@ -290,6 +43,7 @@ pub struct BrokerBuilder {
     password: Option<(String, String)>,
     tls: Option<TlsFiles>,
     extra: String,
+    quiet: bool,
 }
 
 impl BrokerBuilder {
@@ -315,6 +69,13 @@ impl BrokerBuilder {
         if !self.extra.ends_with('\n') {
             self.extra.push('\n');
         }
+        self
+    }
+
+    /// Log only errors, warnings and notices (which include "running"), not every
+    /// packet: for benchmark runs with thousands of clients.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
         self
     }
 
@@ -385,7 +146,7 @@ impl BrokerBuilder {
     }
 
     fn config(&self, port: u16, log_path: &Path, password_file: Option<&Path>) -> String {
-        let mut c = String::from("# generated by tests/common/mod.rs\n");
+        let mut c = String::from("# generated by tests/support/broker.rs\n");
         // Started as root, mosquitto 2 switches to user `mosquitto`, which cannot write
         // our log file; keep the current user. (Ignored when not root.)
         if running_as_root() {
@@ -393,8 +154,13 @@ impl BrokerBuilder {
         }
         c.push_str("persistence false\n");
         c.push_str(&format!("log_dest file {}\n", log_path.display()));
-        c.push_str("log_type all\n");
-        c.push_str("connection_messages true\n");
+        if self.quiet {
+            c.push_str("log_type error\nlog_type warning\nlog_type notice\n");
+            c.push_str("connection_messages false\n");
+        } else {
+            c.push_str("log_type all\n");
+            c.push_str("connection_messages true\n");
+        }
         match password_file {
             Some(path) => {
                 c.push_str("allow_anonymous false\n");
@@ -714,128 +480,65 @@ impl Drop for Broker {
     }
 }
 
-// ---------------------------------------------------------------------------------
-// Test PKI
-// ---------------------------------------------------------------------------------
-
-/// A test CA with a server certificate (SANs "localhost" and 127.0.0.1, serverAuth) and a
-/// client certificate (CN "mqtt-pulse-test-client", clientAuth), as PEM files. Each
-/// generation makes fresh keys, so two `TestPki`s are unrelated: use a second one for
-/// "CA mismatch" tests.
-#[derive(Clone, Debug)]
-pub struct TestPki {
-    pub ca_pem_path: PathBuf,
-    pub ca_key_path: PathBuf,
-    pub server_cert_path: PathBuf,
-    pub server_key_path: PathBuf,
-    pub client_cert_path: PathBuf,
-    pub client_key_path: PathBuf,
+/// Inodes of the sockets in LISTEN state on `port` (any local address), from
+/// /proc/net/tcp and /proc/net/tcp6.
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let suffix = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... uid timeout inode
+            if fields.len() > 9
+                && fields[1].ends_with(&suffix)
+                && fields[3] == "0A"
+                && let Ok(inode) = fields[9].parse()
+            {
+                inodes.push(inode);
+            }
+        }
+    }
+    inodes
 }
 
-/// Common name of the client certificate.
-pub const TEST_CLIENT_CN: &str = "mqtt-pulse-test-client";
-
-impl TestPki {
-    /// Writes ca.pem, ca.key, server.pem, server.key, client.pem, client.key into `dir`
-    /// (overwriting an earlier set there).
-    pub fn generate(dir: impl AsRef<Path>) -> TestPki {
-        TestPki::generate_named(dir, "")
+/// True when process `pid` holds a socket listening on TCP `port`.
+fn owns_listener(pid: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
     }
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).ok().is_some_and(|target| {
+            let target = target.to_string_lossy();
+            target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inode| inode.parse::<u64>().ok())
+                .is_some_and(|inode| inodes.contains(&inode))
+        })
+    })
+}
 
-    /// Like [`generate`](Self::generate) with file names prefixed by `name-`, so several
-    /// unrelated sets can share one dir (e.g. `generate_named(dir, "other")`).
-    pub fn generate_named(dir: impl AsRef<Path>, name: &str) -> TestPki {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose, date_time_ymd,
-        };
+/// Effective uid 0, read from /proc (nix's `geteuid` needs its `user` feature).
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
 
-        let dir = dir.as_ref();
-        fs::create_dir_all(dir).expect("create pki dir");
-        let prefix = if name.is_empty() {
-            String::new()
-        } else {
-            format!("{name}-")
-        };
-        let path = |file: &str| dir.join(format!("{prefix}{file}"));
-        let write = |file: &Path, pem: String| {
-            fs::write(file, pem).unwrap_or_else(|e| panic!("write {}: {e}", file.display()))
-        };
-
-        // CA
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(
-            DnType::CommonName,
-            format!("mqtt-pulse test CA {name} {:08x}", random_u64() as u32),
-        );
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params.not_before = date_time_ymd(2020, 1, 1);
-        ca_params.not_after = date_time_ymd(2100, 1, 1);
-        let ca_key = KeyPair::generate().expect("ca key");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign ca");
-        let pki = TestPki {
-            ca_pem_path: path("ca.pem"),
-            ca_key_path: path("ca.key"),
-            server_cert_path: path("server.pem"),
-            server_key_path: path("server.key"),
-            client_cert_path: path("client.pem"),
-            client_key_path: path("client.key"),
-        };
-        write(&pki.ca_pem_path, ca_cert.pem());
-        write(&pki.ca_key_path, ca_key.serialize_pem());
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let leaf = |sans: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
-            let mut params = CertificateParams::new(sans).expect("leaf params");
-            params.distinguished_name.push(DnType::CommonName, cn);
-            params.use_authority_key_identifier_extension = true;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.extended_key_usages = vec![usage];
-            params.not_before = date_time_ymd(2020, 1, 1);
-            params.not_after = date_time_ymd(2100, 1, 1);
-            let key = KeyPair::generate().expect("leaf key");
-            let cert = params.signed_by(&key, &issuer).expect("sign leaf");
-            (cert.pem(), key.serialize_pem())
-        };
-
-        let (cert, key) = leaf(
-            vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
-            "localhost",
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        write(&pki.server_cert_path, cert);
-        write(&pki.server_key_path, key);
-
-        let (cert, key) = leaf(
-            vec![TEST_CLIENT_CN.to_owned()],
-            TEST_CLIENT_CN,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        write(&pki.client_cert_path, cert);
-        write(&pki.client_key_path, key);
-        pki
-    }
-
-    /// What a broker needs: `Broker::builder().tls(pki.server_files())`.
-    pub fn server_files(&self) -> TlsFiles {
-        TlsFiles {
-            ca: self.ca_pem_path.clone(),
-            cert: self.server_cert_path.clone(),
-            key: self.server_key_path.clone(),
-        }
-    }
-
-    /// What a client presenting a certificate needs.
-    pub fn client_files(&self) -> TlsFiles {
-        TlsFiles {
-            ca: self.ca_pem_path.clone(),
-            cert: self.client_cert_path.clone(),
-            key: self.client_key_path.clone(),
-        }
-    }
+/// The one-letter state from /proc/<pid>/stat ('R', 'S', 'T' = stopped, 'Z', ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ..." — comm may contain spaces and parentheses, so split at the last ')'.
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }

@@ -1,0 +1,266 @@
+//! The deployment files (Dockerfile, docker-compose.yml, deploy/, dashboards/,
+//! docs/runbook.md, scripts/demo) against real tools: `promtool` checks and
+//! unit-tests the alert rules; a real Prometheus, loaded with the deploy config
+//! and rules, scrapes the real `mqtt-pulse` binary watching real Mosquitto
+//! brokers, and runs every query of every dashboard and rule; `docker-compose`
+//! validates the compose file; `scripts/demo` runs and stops its stack.
+//!
+//! YAML is read through `python3 -c 'import yaml'`: python3-yaml is a dependency
+//! of the Debian `docker-compose` package these tests need anyway.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod alerts;
+mod compose;
+mod dashboards;
+mod demo;
+mod dockerfile;
+mod promql;
+mod queries;
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::daemon::Daemon;
+use support::http::{Response, fetch, percent_encode, ready};
+use support::{free_port, text};
+
+/// The release build. The Dockerfile's build stage and scripts/demo run exactly
+/// this command; the tests below check that they still do.
+const RELEASE_BUILD: &str = "cargo build --release --locked";
+/// How long to wait for a process to get ready or for Prometheus to have data.
+const DEADLINE: Duration = Duration::from_secs(40);
+/// The scrape job of deploy/prometheus/prometheus.yml, used by rules and dashboards.
+const JOB: &str = "mqtt-pulse";
+/// Series Prometheus makes up itself rather than scraping.
+const SYNTHETIC_METRICS: &[&str] = &[
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+    "ALERTS",
+    "ALERTS_FOR_STATE",
+];
+/// What Grafana's built-in variables become in the queries run here: windows
+/// short enough for a Prometheus that has scraped every second for a few seconds.
+const BUILTIN_VARIABLES: &[(&str, &str)] = &[
+    ("__rate_interval", "5s"),
+    ("__interval", "1s"),
+    ("__range", "1m"),
+];
+
+// ---------------------------------------------------------------------------------
+// Files and tools
+// ---------------------------------------------------------------------------------
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Runs `command` to completion; panics if it cannot start (naming `package`,
+/// the Debian package that provides it).
+fn output(command: &mut Command, package: &str) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?} ({e}); install the {package} package"))
+}
+
+/// Runs `command` and panics with its output unless it succeeds; returns stdout.
+fn succeed(command: &mut Command, package: &str) -> String {
+    let out = output(command, package);
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// YAML as JSON, through python3-yaml.
+fn yaml(source: &str, what: &str) -> Value {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); install python3-yaml"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(source.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} is not valid YAML:\n{}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn yaml_file(path: &Path) -> Value {
+    yaml(&read(path), &path.display().to_string())
+}
+
+/// Calls `attempt` every 100 ms until it returns `Some` or `timeout` passes.
+fn poll<T>(timeout: Duration, attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    support::poll(timeout, Duration::from_millis(100), attempt)
+}
+
+// ---------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------
+
+/// A child process killed (SIGKILL, by its pid) and reaped on drop; its output
+/// goes to `log`.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(command: &mut Command, log: PathBuf) -> Process {
+        let file = fs::File::create(&log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        Process { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Polls `GET /-/ready` on `port`; panics with the log if the process
+    /// exits or does not answer 200 in time.
+    fn await_ready(&mut self, name: &str, port: u16) {
+        let deadline = Instant::now() + DEADLINE;
+        while !ready(port) {
+            assert!(!self.exited(), "{name} exited:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready on port {port} within {DEADLINE:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The real `mqtt-pulse` binary serving `config` on a free port.
+fn exporter(dir: &Path, config: &Path) -> Daemon {
+    Daemon::start(dir, &["--config.file", config.to_str().unwrap()], ready)
+}
+
+/// Scrapes `exporter` until its page has a line `series value`.
+fn await_sample(exporter: &Daemon, series: &str, value: &str) {
+    let line = format!("{series} {value}");
+    let found = poll(DEADLINE, || {
+        exporter
+            .metrics()
+            .text
+            .lines()
+            .any(|l| l == line)
+            .then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "no {line:?} within {DEADLINE:?}:\n{}\n--- log ---\n{}",
+        exporter.metrics().text,
+        exporter.stderr()
+    );
+}
+
+/// The real `prometheus` serving on a free port, with `config` (and the files
+/// next to it) in `dir`.
+struct Prometheus {
+    process: Process,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, config: &Path) -> Prometheus {
+        let port = free_port();
+        let mut process = Process::spawn(
+            Command::new("/usr/bin/prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("prometheus-data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+            dir.join("prometheus.log"),
+        );
+        process.await_ready("prometheus", port);
+        Prometheus { process, port }
+    }
+
+    /// `data` of a successful API answer, or the error Prometheus gave.
+    fn api(&self, path: &str) -> Result<Value, String> {
+        let Response { status, body, .. } =
+            fetch(self.port, "GET", path).map_err(|e| e.to_string())?;
+        let answer: Value =
+            serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
+        if answer["status"] == "success" {
+            Ok(answer["data"].clone())
+        } else {
+            Err(format!(
+                "HTTP {status}: {} {}",
+                answer["errorType"], answer["error"]
+            ))
+        }
+    }
+
+    /// The samples of an instant query (a scalar counts as one sample).
+    fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
+        let data = self.api(&format!("/api/v1/query?query={}", percent_encode(promql)))?;
+        match data["resultType"].as_str() {
+            Some("vector" | "matrix") => Ok(data["result"].as_array().cloned().unwrap_or_default()),
+            _ => Ok(vec![data["result"].clone()]),
+        }
+    }
+
+    /// The value of `promql`'s first sample, if any.
+    fn value(&self, promql: &str) -> Option<f64> {
+        let samples = self.query(promql).ok()?;
+        samples.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    fn log(&self) -> String {
+        self.process.log()
+    }
+}

@@ -1,0 +1,148 @@
+//! `basic_auth_users`, `http_server_config.headers` and the rate limit.
+
+use crate::client::get;
+use crate::support::TempDir;
+use crate::support::http::{basic, request, send};
+use crate::{PASSWORD, Serving, USER, web_config};
+
+pub(crate) fn users(hash: &str) -> String {
+    format!("basic_auth_users:\n  {USER}: {hash}\n")
+}
+
+#[test]
+fn basic_auth_needs_the_right_password_and_answers_401_with_a_challenge_otherwise() {
+    let dir = TempDir::new("web-basic-auth");
+    // What `htpasswd -nBC 10` makes.
+    let hash = bcrypt::hash(PASSWORD, 10).unwrap();
+    let config = web_config(&dir, &users(&hash));
+    assert!(!format!("{config:?}").contains(&hash), "{config:?}");
+    let serving = Serving::start(config);
+    let port = serving.port;
+    let right = basic(USER, PASSWORD);
+
+    for path in ["/metrics", "/"] {
+        let response = send(port, &request("GET", path, &[("Authorization", &right)])).unwrap();
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+    }
+    // Remembered after the first pass, still right.
+    let again = send(
+        port,
+        &request("GET", "/metrics", &[("Authorization", &right)]),
+    )
+    .unwrap();
+    assert!(again.body.contains("mqtt_client_up{"));
+
+    let refusals = [
+        ("missing", None),
+        ("wrong password", Some(basic(USER, "scrape-me-7d41c1"))),
+        ("empty password", Some(basic(USER, ""))),
+        ("unknown user", Some(basic("grafana", PASSWORD))),
+        (
+            "user in the wrong case",
+            Some(basic("Prometheus", PASSWORD)),
+        ),
+        ("not basic", Some(format!("Bearer {PASSWORD}"))),
+        ("not base64", Some("Basic !!!".to_owned())),
+    ];
+    for path in ["/metrics", "/", "/no-such-page"] {
+        for (what, authorization) in &refusals {
+            let headers: Vec<(&str, &str)> = authorization
+                .iter()
+                .map(|value| ("Authorization", value.as_str()))
+                .collect();
+            let response = send(port, &request("GET", path, &headers)).unwrap();
+            assert_eq!(response.status, 401, "{what} on {path}: {response:?}");
+            assert_eq!(
+                response.header("www-authenticate"),
+                Some("Basic realm=\"mqtt-pulse\""),
+                "{what} on {path}"
+            );
+            assert!(
+                !response.body.contains("mqtt_client"),
+                "{what}: {}",
+                response.body
+            );
+        }
+    }
+    let unknown = send(
+        port,
+        &request("GET", "/no-such-page", &[("Authorization", &right)]),
+    );
+    assert_eq!(unknown.unwrap().status, 404, "authenticated, then routed");
+}
+
+#[test]
+fn health_endpoints_answer_without_credentials_and_are_never_rate_limited() {
+    let dir = TempDir::new("web-probes");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    let serving = Serving::start(web_config(
+        &dir,
+        &format!("{}rate_limit:\n  interval: 1h\n  burst: 1\n", users(&hash)),
+    ));
+    for _ in 0..5 {
+        for (method, path, body) in [
+            ("GET", "/-/healthy", "mqtt-pulse is Healthy.\n"),
+            ("GET", "/-/ready", "mqtt-pulse is Ready.\n"),
+            ("HEAD", "/-/healthy", ""),
+        ] {
+            let response = send(serving.port, &request(method, path, &[])).unwrap();
+            assert_eq!(response.status, 200, "{method} {path}");
+            assert_eq!(response.body, body);
+        }
+    }
+}
+
+#[test]
+fn the_rate_limit_answers_429_beyond_the_burst() {
+    let dir = TempDir::new("web-rate-limit");
+    let serving = Serving::start(web_config(
+        &dir,
+        "rate_limit:\n  interval: 1h\n  burst: 3\n",
+    ));
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| send(serving.port, &get("/metrics")).unwrap().status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // An interval of 0 switches it off, as documented.
+    let off = Serving::start(web_config(&dir, "rate_limit:\n  interval: 0\n  burst: 1\n"));
+    assert!((0..5).all(|_| send(off.port, &get("/metrics")).unwrap().status == 200));
+}
+
+#[test]
+fn configured_headers_are_on_every_response_401_and_404_included() {
+    let dir = TempDir::new("web-headers");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    let serving = Serving::start(web_config(
+        &dir,
+        &format!(
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n    X-Content-Type-Options: nosniff\n    \
+             Strict-Transport-Security: \"\"\n{}",
+            users(&hash)
+        ),
+    ));
+    let right = basic(USER, PASSWORD);
+    for (path, authorization, status) in [
+        ("/metrics", Some(right.as_str()), 200),
+        ("/metrics", None, 401),
+        ("/-/healthy", None, 200),
+        ("/nope", Some(right.as_str()), 404),
+    ] {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| ("Authorization", a))
+            .into_iter()
+            .collect();
+        let response = send(serving.port, &request("GET", path, &headers)).unwrap();
+        assert_eq!(response.status, status, "{path}");
+        assert_eq!(response.header("x-frame-options"), Some("deny"), "{path}");
+        assert_eq!(
+            response.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            response.header("strict-transport-security"),
+            None,
+            "blank means unset"
+        );
+    }
+}
