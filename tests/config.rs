@@ -833,7 +833,10 @@ fn check_outcome(result: &Result<Config, ConfigError>, origin: &Path) {
             let targets = config.targets();
             assert!(!targets.is_empty());
             let mut names: Vec<_> = targets.iter().map(|t| t.name()).collect();
-            let mut ids: Vec<_> = targets.iter().map(|t| t.options().client_id().as_str()).collect();
+            let mut ids: Vec<_> = targets
+                .iter()
+                .map(|t| t.options().client_id().as_str())
+                .collect();
             names.sort_unstable();
             names.dedup();
             ids.sort_unstable();

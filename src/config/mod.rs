@@ -270,13 +270,6 @@ impl TargetConfig {
     pub fn options(&self) -> &ConnectionOptions {
         &self.options
     }
-
-    /// A copy of [`options`](Self::options).
-    // TODO(issue 13): goes once the daemon (being split) calls `options()`.
-    #[doc(hidden)]
-    pub fn connection_options(&self) -> ConnectionOptions {
-        self.options.clone()
-    }
 }
 
 impl PartialEq for TargetConfig {

@@ -166,4 +166,3 @@ impl TableReader<'_> {
         Ok(headers)
     }
 }
-

@@ -27,6 +27,8 @@ use super::{OtlpConfig, TargetConfig};
 pub(super) type Key<'i> = Spanned<DeString<'i>>;
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 pub(super) type Span = Range<usize>;
+/// What reading one value gives: the value, or the first problem with it.
+pub(super) type Read<T> = Result<T, ConfigError>;
 
 /// MQTT strings carry a 16-bit length.
 const MQTT_STRING_MAX: usize = 65_535;
@@ -202,24 +204,14 @@ impl TableReader<'_> {
         self.error(span, problem)
     }
 
-    pub(super) fn string<'a>(
-        &self,
-        key: &str,
-        place: &Place,
-        value: &'a Value<'_>,
-    ) -> Result<&'a str, ConfigError> {
+    pub(super) fn string<'a>(&self, key: &str, place: &Place, value: &'a Value) -> Read<&'a str> {
         match value.get_ref() {
             DeValue::String(text) => Ok(text),
             _ => Err(self.wrong_type(key, place, value, "a string")),
         }
     }
 
-    pub(super) fn boolean(
-        &self,
-        key: &str,
-        place: &Place,
-        value: &Value<'_>,
-    ) -> Result<bool, ConfigError> {
+    pub(super) fn boolean(&self, key: &str, place: &Place, value: &Value) -> Read<bool> {
         match value.get_ref() {
             DeValue::Boolean(flag) => Ok(*flag),
             _ => Err(self.wrong_type(key, place, value, "true or false")),
@@ -240,12 +232,7 @@ impl TableReader<'_> {
 
     /// A string of at most [`MQTT_STRING_MAX`] bytes. Its value is never
     /// quoted: this reads user names and passwords.
-    pub(super) fn mqtt_string(
-        &self,
-        key: &str,
-        place: &Place,
-        value: &Value<'_>,
-    ) -> Result<String, ConfigError> {
+    pub(super) fn mqtt_string(&self, key: &str, place: &Place, value: &Value) -> Read<String> {
         let text = self.string(key, place, value)?;
         if text.len() > MQTT_STRING_MAX {
             let reason = format!("must be at most {MQTT_STRING_MAX} bytes long");
@@ -254,12 +241,7 @@ impl TableReader<'_> {
         Ok(text.to_owned())
     }
 
-    pub(super) fn duration(
-        &self,
-        key: &str,
-        place: &Place,
-        value: &Value<'_>,
-    ) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, key: &str, place: &Place, value: &Value) -> Read<Duration> {
         const EXPECTED: &str = "a duration string such as \"5s\" or \"250ms\"";
         let DeValue::String(text) = value.get_ref() else {
             return Err(self.wrong_type(key, place, value, EXPECTED));
@@ -275,8 +257,8 @@ impl TableReader<'_> {
         &self,
         key: &str,
         place: &Place,
-        value: &Value<'_>,
-    ) -> Result<Duration, ConfigError> {
+        value: &Value,
+    ) -> Read<Duration> {
         let duration = self.duration(key, place, value)?;
         if duration.is_zero() {
             let reason = "must be longer than zero".to_owned();

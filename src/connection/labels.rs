@@ -56,14 +56,26 @@ mod tests {
             assert_eq!(label_name_problem(good), None, "{good}");
         }
         let too_long = "n".repeat(MAX_LABEL_NAME_LENGTH + 1);
-        for bad in ["", "2site", "si-te", "sité", "__meta", "client_id", "type", &too_long] {
+        for bad in [
+            "",
+            "2site",
+            "si-te",
+            "sité",
+            "__meta",
+            "client_id",
+            "type",
+            &too_long,
+        ] {
             assert!(label_name_problem(bad).is_some(), "{bad}");
         }
     }
 
     #[test]
     fn label_values_are_bounded_in_bytes() {
-        assert_eq!(label_value_problem(&"v".repeat(MAX_LABEL_VALUE_LENGTH)), None);
+        assert_eq!(
+            label_value_problem(&"v".repeat(MAX_LABEL_VALUE_LENGTH)),
+            None
+        );
         assert!(label_value_problem(&"v".repeat(MAX_LABEL_VALUE_LENGTH + 1)).is_some());
     }
 }

@@ -25,8 +25,8 @@ mod tracker;
 pub use backoff::Backoff;
 pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 pub(crate) use labels::{label_name_problem, label_value_problem};
-pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE, OptionsError};
 pub(crate) use options::{BrokerUrl, Password, check_keep_alive};
+pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE, OptionsError};
 pub use tls::{ClientCertificate, TlsOptions};
 pub use tracker::ConnectionTracker;
 

@@ -290,7 +290,11 @@ impl ConnectionOptions {
 
     /// Sets the user name and password sent in CONNECT.
     #[must_use]
-    pub fn with_credentials(self, username: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_credentials(
+        self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         let password = Password::Inline(password.into());
         self.with_login(Some(username.into()), Some(password))
     }
@@ -300,14 +304,6 @@ impl ConnectionOptions {
     #[must_use]
     pub fn with_password_file(self, username: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         self.with_login(Some(username.into()), Some(Password::File(path.into())))
-    }
-
-    /// Sets the user name and where the password comes from. Without a user
-    /// name nothing is sent (MQTT 3.1.1 has no password without one).
-    pub(crate) fn with_login(mut self, username: Option<String>, password: Option<Password>) -> Self {
-        self.username = username;
-        self.password = password;
-        self
     }
 
     /// Sets the TLS settings of an `mqtts://` or `wss://` connection.
@@ -365,6 +361,18 @@ impl ConnectionOptions {
             .into_iter()
             .map(|(name, value)| (name.into(), value.into()))
             .collect();
+        self
+    }
+
+    /// Sets the user name and where the password comes from. Without a user
+    /// name nothing is sent (MQTT 3.1.1 has no password without one).
+    pub(crate) fn with_login(
+        mut self,
+        username: Option<String>,
+        password: Option<Password>,
+    ) -> Self {
+        self.username = username;
+        self.password = password;
         self
     }
 
@@ -654,33 +662,30 @@ mod tests {
         );
     }
 
+    /// The error of starting `url` with a CA file that does not exist.
+    fn with_missing_ca_file(url: &str) -> OptionsError {
+        let tls = TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let options = ConnectionOptions::new("c", url).unwrap().with_tls(tls);
+        options.to_mqtt_options().unwrap_err()
+    }
+
     #[test]
     fn tls_settings_on_a_plain_url_are_an_error() {
-        let err = ConnectionOptions::new("c", "mqtt://h")
-            .unwrap()
-            .with_tls(TlsOptions {
-                ca_file: Some("ca.pem".into()),
-                client_auth: None,
-                ..Default::default()
-            })
-            .to_mqtt_options()
-            .unwrap_err();
+        let err = with_missing_ca_file("mqtt://h");
         assert!(matches!(err, OptionsError::TlsOnPlainScheme("mqtt")));
+        let err = with_missing_ca_file("ws://h/mqtt");
+        assert!(matches!(err, OptionsError::TlsOnPlainScheme("ws")));
     }
 
     #[test]
     fn a_missing_ca_file_names_the_file() {
-        let err = ConnectionOptions::new("c", "mqtts://h")
-            .unwrap()
-            .with_tls(TlsOptions {
-                ca_file: Some("/nonexistent/ca.pem".into()),
-                client_auth: None,
-                ..Default::default()
-            })
-            .to_mqtt_options()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        for url in ["mqtts://h", "wss://h/mqtt"] {
+            let err = with_missing_ca_file(url).to_string();
+            assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        }
     }
 
     #[test]
@@ -745,7 +750,10 @@ mod tests {
         let options = ConnectionOptions::new("c", "mqtt://h")
             .unwrap()
             .with_password_file("u", "/run/secrets/mqtt");
-        assert_eq!(options.password_file(), Some(Path::new("/run/secrets/mqtt")));
+        assert_eq!(
+            options.password_file(),
+            Some(Path::new("/run/secrets/mqtt"))
+        );
         assert!(!options.has_inline_password());
         let options = options.with_credentials("u", "s3cret");
         assert_eq!(options.password_file(), None);
