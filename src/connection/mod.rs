@@ -16,6 +16,7 @@
 //! counted by reason.
 
 mod backoff;
+mod broker_url;
 mod labels;
 mod link;
 mod options;
@@ -23,10 +24,11 @@ mod tls;
 mod tracker;
 
 pub use backoff::Backoff;
+pub(crate) use broker_url::BrokerUrl;
 pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 pub(crate) use labels::{label_name_problem, label_value_problem};
-pub(crate) use options::{BrokerUrl, Password, check_keep_alive};
 pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE, OptionsError};
+pub(crate) use options::{Password, check_keep_alive};
 pub use tls::{ClientCertificate, TlsOptions};
 pub use tracker::ConnectionTracker;
 

@@ -16,6 +16,7 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use url::Url;
 
 use super::backoff::Backoff;
+use super::broker_url::{BrokerUrl, Scheme};
 use super::labels::{label_name_problem, label_value_problem};
 use super::tls::TlsOptions;
 use crate::events::{ClientId, ClientInfo};
@@ -58,28 +59,6 @@ pub struct ConnectionOptions {
     pub(crate) publish_capacity: usize,
     max_inflight: u16,
     labels: BTreeMap<String, String>,
-}
-
-/// A broker URL, checked: one of the four schemes, a host, a port; without
-/// the credentials it may have carried.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct BrokerUrl {
-    url: Url,
-    scheme: Scheme,
-    host: String,
-    port: u16,
-}
-
-/// A broker URL taken apart: the URL without credentials, and the user name
-/// and password it carried.
-pub(crate) type UrlParts = (BrokerUrl, Option<String>, Option<Password>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scheme {
-    Mqtt,
-    Mqtts,
-    Ws,
-    Wss,
 }
 
 /// Where the password comes from. Its `Debug` never shows the secret.
@@ -161,54 +140,6 @@ pub enum OptionsError {
     /// The connection was started outside a tokio runtime.
     #[error("a connection must be started inside a tokio runtime")]
     NoRuntime,
-}
-
-impl BrokerUrl {
-    /// Checks `url` and splits off the user name and password it may carry.
-    pub(crate) fn from_url(mut url: Url) -> Result<UrlParts, OptionsError> {
-        let (scheme, default_port) = match url.scheme() {
-            "mqtt" | "tcp" => (Scheme::Mqtt, 1883),
-            "mqtts" | "ssl" => (Scheme::Mqtts, 8883),
-            "ws" => (Scheme::Ws, 80),
-            "wss" => (Scheme::Wss, 443),
-            other => return Err(OptionsError::Scheme(other.to_owned())),
-        };
-        let host = match url.host_str() {
-            Some(host) if !host.is_empty() => host.trim_matches(['[', ']']).to_owned(),
-            _ => return Err(OptionsError::NoHost),
-        };
-        let port = url.port().unwrap_or(default_port);
-        let username = match url.username() {
-            "" => None,
-            user => Some(decode(user)),
-        };
-        let password = url.password().map(|p| Password::Inline(decode(p)));
-        // Keep the secret out of the URL handed to rumqttc (ws) and out of Debug.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        let broker = Self {
-            url,
-            scheme,
-            host,
-            port,
-        };
-        Ok((broker, username, password))
-    }
-
-    /// Whether the connection runs over TLS (`mqtts://`, `wss://`).
-    pub(crate) fn uses_tls(&self) -> bool {
-        matches!(self.scheme, Scheme::Mqtts | Scheme::Wss)
-    }
-
-    /// The scheme as written in a URL.
-    pub(crate) fn scheme(&self) -> &'static str {
-        match self.scheme {
-            Scheme::Mqtt => "mqtt",
-            Scheme::Mqtts => "mqtts",
-            Scheme::Ws => "ws",
-            Scheme::Wss => "wss",
-        }
-    }
 }
 
 /// Checks the MQTT rule for keep-alive: whole seconds in 16 bits, 1 s to
@@ -538,12 +469,6 @@ fn read_password(path: &Path) -> Result<String, OptionsError> {
     Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
 }
 
-fn decode(component: &str) -> String {
-    percent_encoding::percent_decode_str(component)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,21 +494,6 @@ mod tests {
                 .starts_with("invalid label \"client_id\": ")
         );
         assert!(options(&"n".repeat(129), "v".into()).is_err());
-    }
-
-    #[test]
-    fn parses_each_scheme_with_its_default_port() {
-        for (url, broker) in [
-            ("mqtt://broker.example", "broker.example:1883"),
-            ("mqtts://broker.example", "broker.example:8883"),
-            ("ws://broker.example/mqtt", "broker.example:80"),
-            ("wss://broker.example/mqtt", "broker.example:443"),
-            ("mqtt://127.0.0.1:1884", "127.0.0.1:1884"),
-            ("mqtt://[::1]:1884", "[::1]:1884"),
-        ] {
-            let options = ConnectionOptions::new("c", url).unwrap();
-            assert_eq!(options.broker(), broker, "{url}");
-        }
     }
 
     #[test]
