@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mqtt_pulse::config::{Config, ConfigError, Location, OtlpProtocol, Problem, diff};
-use mqtt_pulse::connection::{Backoff, ClientAuth, TlsOptions};
+use mqtt_pulse::connection::{Backoff, ClientCertificate, TlsOptions};
 use proptest::prelude::*;
 
 /// The password used in every secrets check; "xyzzy" appears nowhere else.
@@ -299,20 +299,21 @@ fn a_minimal_target_gets_every_default_and_a_derived_client_id() {
         panic!("expected one target: {config:?}");
     };
     assert_eq!(target.name(), "plant-a");
-    assert_eq!(target.line(), 1);
-    assert_eq!(target.url().as_str(), "mqtt://broker.example");
-    assert_eq!(target.broker(), "broker.example:1883");
-    assert_eq!(target.client_id().as_str(), "mqtt-pulse-plant-a");
-    assert_eq!(target.username(), None);
-    assert_eq!(target.password_file(), None);
-    assert!(!target.has_inline_password());
-    assert_eq!(target.keep_alive(), secs(5));
-    assert_eq!(target.connect_timeout(), secs(5));
-    assert_eq!(target.ping_timeout(), ms(2500));
-    assert_eq!(target.backoff(), Backoff::default());
-    assert!(target.clean_session());
-    assert!(target.labels().is_empty());
-    assert_eq!(target.tls(), &TlsOptions::default());
+    assert_eq!(target.location(), Location { line: 1, column: 1 });
+    let options = target.options();
+    assert_eq!(options.url().as_str(), "mqtt://broker.example");
+    assert_eq!(options.broker(), "broker.example:1883");
+    assert_eq!(options.client_id().as_str(), "mqtt-pulse-plant-a");
+    assert_eq!(options.username(), None);
+    assert_eq!(options.password_file(), None);
+    assert!(!options.has_inline_password());
+    assert_eq!(options.keep_alive(), secs(5));
+    assert_eq!(options.connect_timeout(), secs(5));
+    assert_eq!(options.ping_timeout(), ms(2500));
+    assert_eq!(options.backoff(), Backoff::default());
+    assert!(options.clean_session());
+    assert!(options.labels().is_empty());
+    assert_eq!(options.tls(), &TlsOptions::default());
 }
 
 #[test]
@@ -328,7 +329,7 @@ fn defaults_merge_into_targets_and_targets_win() {
             .collect::<BTreeMap<_, _>>()
     };
 
-    let plain = config.target("plain").unwrap();
+    let plain = config.target("plain").unwrap().options();
     assert_eq!(plain.client_id().as_str(), "mqtt-pulse-plain");
     assert_eq!(plain.keep_alive(), secs(10));
     assert_eq!(plain.connect_timeout(), secs(3));
@@ -348,7 +349,7 @@ fn defaults_merge_into_targets_and_targets_win() {
     // [defaults.tls] is for TLS targets only.
     assert_eq!(plain.tls(), &TlsOptions::default());
 
-    let own = config.target("tls-own").unwrap();
+    let own = config.target("tls-own").unwrap().options();
     assert_eq!(own.client_id().as_str(), "probe-tls");
     assert_eq!(own.username(), Some("probe"));
     assert_eq!(
@@ -375,7 +376,7 @@ fn defaults_merge_into_targets_and_targets_win() {
         own.tls(),
         &TlsOptions {
             ca_file: Some(pki("ca.pem")),
-            client_auth: Some(ClientAuth {
+            client_auth: Some(ClientCertificate {
                 cert_file: pki("client.pem"),
                 key_file: pki("client.key"),
             }),
@@ -383,7 +384,7 @@ fn defaults_merge_into_targets_and_targets_win() {
         }
     );
 
-    let websocket = config.target("websocket").unwrap();
+    let websocket = config.target("websocket").unwrap().options();
     assert_eq!(websocket.broker(), "broker.example:443");
     assert_eq!(websocket.tls().ca_file, Some(pki("ca.pem")));
     assert!(websocket.tls().client_auth.is_some());
@@ -411,8 +412,8 @@ fn defaults_merge_into_targets_and_targets_win() {
 fn connection_options_carry_the_target_settings() {
     let config = Config::load(&testdata("good-full.toml")).unwrap();
     let target = config.target("tls-own").unwrap();
-    let options = target.connection_options();
-    assert_eq!(options.client_id(), target.client_id());
+    let options = target.options();
+    assert_eq!(options.client_id().as_str(), "probe-tls");
     assert_eq!(options.broker(), "broker.example:8883");
     let debug = format!("{options:?}");
     for expected in [
@@ -441,7 +442,7 @@ fn an_empty_otlp_table_turns_otlp_on_with_sdk_defaults() {
 #[test]
 fn risky_settings_load_with_a_warning_that_names_the_place() {
     let config = Config::load(&testdata("good-inline-password.toml")).unwrap();
-    assert!(config.targets()[0].has_inline_password());
+    assert!(config.targets()[0].options().has_inline_password());
     assert_eq!(
         config.warnings(),
         [
@@ -469,7 +470,7 @@ fn job_and_instance_labels_load_with_a_warning_about_exported_names() {
             "x.toml:7:12: warning: label `instance` in `labels` of [[target]] \"a\": Prometheus renames it to `exported_instance` unless the scrape config sets `honor_labels: true`",
         ]
     );
-    assert_eq!(config.targets()[0].labels().len(), 3);
+    assert_eq!(config.targets()[0].options().labels().len(), 3);
 }
 
 #[test]
@@ -480,9 +481,10 @@ fn without_a_file_the_local_broker_is_monitored() {
         panic!("expected one target: {config:?}");
     };
     assert_eq!(target.name(), "local");
-    assert_eq!(target.url().as_str(), "mqtt://127.0.0.1:1883");
-    assert_eq!(target.client_id().as_str(), "mqtt-pulse-local");
-    assert_eq!(target.connection_options().broker(), "127.0.0.1:1883");
+    let options = target.options();
+    assert_eq!(options.url().as_str(), "mqtt://127.0.0.1:1883");
+    assert_eq!(options.client_id().as_str(), "mqtt-pulse-local");
+    assert_eq!(options.broker(), "127.0.0.1:1883");
     assert!(config.otlp().is_none());
     assert!(config.warnings().is_empty());
     assert_eq!(target, &Config::default_local().targets()[0]);
@@ -502,7 +504,7 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
     let names: Vec<_> = config.targets().iter().map(|t| t.name()).collect();
     assert_eq!(names, ["plant-a", "lab"]);
     assert_eq!(
-        config.target("lab").unwrap().client_id().as_str(),
+        config.target("lab").unwrap().options().client_id().as_str(),
         "mqtt-pulse-lab"
     );
     assert!(config.otlp().is_some());
@@ -546,7 +548,7 @@ fn relative_paths_are_relative_to_the_config_file() {
     let text = "[[target]]\nname = \"a\"\nurl = \"mqtts://h\"\ntls.ca_file = \"pki/ca.pem\"\n";
     let config = Config::parse(text, &testdata("virtual.toml")).unwrap();
     assert_eq!(
-        config.targets()[0].tls().ca_file.as_deref(),
+        config.targets()[0].options().tls().ca_file.as_deref(),
         Some(testdata("pki/ca.pem").as_path())
     );
     let error = Config::parse(text, Path::new("elsewhere/virtual.toml")).unwrap_err();
@@ -561,13 +563,13 @@ fn a_problem_is_found_wherever_defaults_are_written() {
     // [defaults] after the targets still applies to them.
     let text = "[[target]]\nname = \"a\"\nurl = \"mqtt://h\"\n\n[defaults]\nkeep_alive = \"7s\"\n";
     let config = Config::parse(text, Path::new("x.toml")).unwrap();
-    assert_eq!(config.targets()[0].keep_alive(), secs(7));
+    assert_eq!(config.targets()[0].options().keep_alive(), secs(7));
 }
 
 #[test]
 fn the_number_of_targets_and_the_length_of_labels_are_bounded_with_a_clear_error() {
     use mqtt_pulse::config::MAX_TARGETS;
-    use mqtt_pulse::exporter::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
+    use mqtt_pulse::connection::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
     let origin = Path::new("big.toml");
     let targets = |count: usize| {
         (0..count)
@@ -681,7 +683,7 @@ url = "mqtt://c.example"
     fn moving_a_target_to_another_line_is_not_a_change() {
         let moved = BASE.replace("[defaults]", "# a comment\n\n[defaults]");
         let (old, new) = (parse(BASE), parse(&moved));
-        assert_ne!(old.targets()[0].line(), new.targets()[0].line());
+        assert_ne!(old.targets()[0].location(), new.targets()[0].location());
         assert_eq!(names(&diff(&old, &new).unchanged), ["a", "b", "c"]);
     }
 
@@ -784,7 +786,7 @@ mod secrets {
         assert_hidden(&format!("{config:#?}"), "the config's pretty Debug", input);
         assert_hidden(&format!("{target:?}"), "the target's Debug", input);
         assert_hidden(
-            &format!("{:?}", target.connection_options()),
+            &format!("{:?}", target.options()),
             "the options' Debug",
             input,
         );
@@ -831,7 +833,10 @@ fn check_outcome(result: &Result<Config, ConfigError>, origin: &Path) {
             let targets = config.targets();
             assert!(!targets.is_empty());
             let mut names: Vec<_> = targets.iter().map(|t| t.name()).collect();
-            let mut ids: Vec<_> = targets.iter().map(|t| t.client_id().as_str()).collect();
+            let mut ids: Vec<_> = targets
+                .iter()
+                .map(|t| t.options().client_id().as_str())
+                .collect();
             names.sort_unstable();
             names.dedup();
             ids.sort_unstable();
@@ -839,14 +844,14 @@ fn check_outcome(result: &Result<Config, ConfigError>, origin: &Path) {
             assert_eq!(names.len(), targets.len(), "duplicate names loaded");
             assert_eq!(ids.len(), targets.len(), "duplicate client ids loaded");
             for target in targets {
-                let keep_alive = target.keep_alive();
+                let options = target.options();
+                let keep_alive = options.keep_alive();
                 assert!(keep_alive >= secs(1) && keep_alive <= secs(65_535));
                 assert_eq!(keep_alive.subsec_nanos(), 0);
-                assert!(!target.connect_timeout().is_zero());
-                assert!(target.backoff().max >= target.backoff().initial);
-                assert_eq!(target.connection_options().client_id(), target.client_id());
+                assert!(!options.connect_timeout().is_zero());
+                assert!(options.backoff().max >= options.backoff().initial);
                 // A label value is public by design, so it may hold anything.
-                if !target.labels().values().any(|v| v.contains(SECRET_PART)) {
+                if !options.labels().values().any(|v| v.contains(SECRET_PART)) {
                     assert!(!format!("{target:?}").contains(SECRET_PART));
                 }
             }

@@ -10,7 +10,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqtt_pulse::connection::{Backoff, ClientAuth, Connection, ConnectionOptions, TlsOptions};
+use mqtt_pulse::connection::{
+    Backoff, ClientCertificate, Connection, ConnectionOptions, TlsOptions,
+};
 use mqtt_pulse::events::{
     ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
 };
@@ -444,7 +446,7 @@ async fn mutual_tls_connects_with_a_client_certificate() {
     let connection = Connection::start(
         options(&broker.url(), "mtls").with_tls(TlsOptions {
             ca_file: Some(pki.ca_pem_path.clone()),
-            client_auth: Some(ClientAuth {
+            client_auth: Some(ClientCertificate {
                 cert_file: pki.client_cert_path.clone(),
                 key_file: pki.client_key_path.clone(),
             }),

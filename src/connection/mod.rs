@@ -16,14 +16,24 @@
 //! counted by reason.
 
 mod backoff;
+mod broker_url;
+mod labels;
 mod link;
 mod options;
 mod tls;
 mod tracker;
 
 pub use backoff::Backoff;
-pub use options::{ConnectionOptions, OptionsError};
-pub use tls::{ClientAuth, TlsOptions};
+// What the config file (feature `daemon`) builds its options from.
+#[cfg(feature = "daemon")]
+pub(crate) use broker_url::BrokerUrl;
+pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
+#[cfg(feature = "daemon")]
+pub(crate) use labels::{label_name_problem, label_value_problem};
+pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE, OptionsError};
+#[cfg(feature = "daemon")]
+pub(crate) use options::{Password, check_keep_alive};
+pub use tls::{ClientCertificate, TlsOptions};
 pub use tracker::ConnectionTracker;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,19 +2,35 @@
 //! Everything that can be wrong with the input is an [`OptionsError`] here,
 //! before any task starts; nothing in this file may panic on a bad value or put a
 //! password into an error or a `Debug` string.
+//!
+//! [`ConnectionOptions`] is the one owner of a connection's settings and their
+//! defaults: the config file builds one per target and compares them on reload,
+//! so a default or a rule written here is written nowhere else.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use url::Url;
 
 use super::backoff::Backoff;
+use super::broker_url::{BrokerUrl, Scheme};
+use super::labels::{label_name_problem, label_value_problem};
 use super::tls::TlsOptions;
 use crate::events::{ClientId, ClientInfo};
 
+/// The keep-alive of a connection that sets none.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// The connect timeout of a connection that sets none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The settings of one monitored MQTT connection.
+///
+/// Two options are equal when every setting is, which is how a config reload
+/// tells a changed target from an unchanged one. A password file is compared
+/// by its path, not its contents.
 ///
 /// ```
 /// use std::time::Duration;
@@ -24,16 +40,14 @@ use crate::events::{ClientId, ClientInfo};
 ///     .with_keep_alive(Duration::from_secs(2))
 ///     .with_credentials("probe", "s3cret");
 /// assert_eq!(options.broker(), "127.0.0.1:1883");
+/// assert_eq!(options.ping_timeout(), Duration::from_secs(1));
 /// assert!(!format!("{options:?}").contains("s3cret"));
 /// # Ok::<(), mqtt_pulse::connection::OptionsError>(())
 /// ```
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionOptions {
     pub(crate) client_id: ClientId,
-    url: Url,
-    scheme: Scheme,
-    host: String,
-    port: u16,
+    broker: BrokerUrl,
     pub(crate) keep_alive: Duration,
     ping_timeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
@@ -44,21 +58,15 @@ pub struct ConnectionOptions {
     pub(crate) backoff: Backoff,
     pub(crate) publish_capacity: usize,
     max_inflight: u16,
-    labels: Vec<(String, String)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scheme {
-    Mqtt,
-    Mqtts,
-    Ws,
-    Wss,
+    labels: BTreeMap<String, String>,
 }
 
 /// Where the password comes from. Its `Debug` never shows the secret.
-#[derive(Clone)]
-enum Password {
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Password {
+    /// Written out (in the URL, the code or the config file).
     Inline(String),
+    /// Read from this file when the connection starts.
     File(PathBuf),
 }
 
@@ -134,6 +142,16 @@ pub enum OptionsError {
     NoRuntime,
 }
 
+/// Checks the MQTT rule for keep-alive: whole seconds in 16 bits, 1 s to
+/// 65,535 s. The config file applies it when it reads `keep_alive`, the
+/// connection when it starts.
+pub(crate) fn check_keep_alive(keep_alive: Duration) -> Result<(), OptionsError> {
+    if keep_alive.subsec_nanos() != 0 || !(1..=65_535).contains(&keep_alive.as_secs()) {
+        return Err(OptionsError::KeepAlive(keep_alive));
+    }
+    Ok(())
+}
+
 impl ConnectionOptions {
     /// Options for `client_id` connecting to `url` (`mqtt://host[:1883]`,
     /// `mqtts://host[:8883]`, `ws://host[:80]/path`, `wss://host[:443]/path`).
@@ -151,45 +169,29 @@ impl ConnectionOptions {
         if client_id.as_str().is_empty() {
             return Err(OptionsError::EmptyClientId);
         }
-        let mut url = Url::parse(url).map_err(OptionsError::Url)?;
-        let (scheme, default_port) = match url.scheme() {
-            "mqtt" | "tcp" => (Scheme::Mqtt, 1883),
-            "mqtts" | "ssl" => (Scheme::Mqtts, 8883),
-            "ws" => (Scheme::Ws, 80),
-            "wss" => (Scheme::Wss, 443),
-            other => return Err(OptionsError::Scheme(other.to_owned())),
-        };
-        let host = match url.host_str() {
-            Some(host) if !host.is_empty() => host.trim_matches(['[', ']']).to_owned(),
-            _ => return Err(OptionsError::NoHost),
-        };
-        let port = url.port().unwrap_or(default_port);
-        let username = match url.username() {
-            "" => None,
-            user => Some(decode(user)),
-        };
-        let password = url.password().map(|p| Password::Inline(decode(p)));
-        // Keep the secret out of the URL handed to rumqttc (ws) and out of Debug.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        Ok(Self {
+        let url = Url::parse(url).map_err(OptionsError::Url)?;
+        let (broker, username, password) = BrokerUrl::from_url(url)?;
+        Ok(Self::for_broker(client_id, broker).with_login(username, password))
+    }
+
+    /// Options with every default for a client id already known not to be
+    /// empty and a URL already parsed.
+    pub(crate) fn for_broker(client_id: ClientId, broker: BrokerUrl) -> Self {
+        Self {
             client_id,
-            url,
-            scheme,
-            host,
-            port,
-            keep_alive: Duration::from_secs(5),
+            broker,
+            keep_alive: DEFAULT_KEEP_ALIVE,
             ping_timeout: None,
-            connect_timeout: Duration::from_secs(5),
-            username,
-            password,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            username: None,
+            password: None,
             tls: TlsOptions::default(),
             clean_session: true,
             backoff: Backoff::default(),
             publish_capacity: 1024,
             max_inflight: 10,
-            labels: Vec::new(),
-        })
+            labels: BTreeMap::new(),
+        }
     }
 
     /// Sets how often the connection pings the broker: whole seconds, 1 to
@@ -220,26 +222,19 @@ impl ConnectionOptions {
     /// Sets the user name and password sent in CONNECT.
     #[must_use]
     pub fn with_credentials(
-        mut self,
+        self,
         username: impl Into<String>,
         password: impl Into<String>,
     ) -> Self {
-        self.username = Some(username.into());
-        self.password = Some(Password::Inline(password.into()));
-        self
+        let password = Password::Inline(password.into());
+        self.with_login(Some(username.into()), Some(password))
     }
 
     /// Sets the user name, with the password read from `path` when the
     /// connection starts (one trailing newline is ignored).
     #[must_use]
-    pub fn with_password_file(
-        mut self,
-        username: impl Into<String>,
-        path: impl Into<PathBuf>,
-    ) -> Self {
-        self.username = Some(username.into());
-        self.password = Some(Password::File(path.into()));
-        self
+    pub fn with_password_file(self, username: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.with_login(Some(username.into()), Some(Password::File(path.into())))
     }
 
     /// Sets the TLS settings of an `mqtts://` or `wss://` connection.
@@ -283,8 +278,9 @@ impl ConnectionOptions {
     }
 
     /// Sets extra constant labels for this client's metrics (say
-    /// `site="north"`); names and value lengths are checked when the
-    /// connection starts (see [`MAX_LABEL_VALUE_LENGTH`](crate::exporter::MAX_LABEL_VALUE_LENGTH)). Defaults
+    /// `site="north"`); a name given twice keeps its last value. Names and
+    /// value lengths are checked when the connection starts (see
+    /// [`MAX_LABEL_VALUE_LENGTH`](super::MAX_LABEL_VALUE_LENGTH)). Defaults
     /// to none.
     #[must_use]
     pub fn with_labels<K, V>(mut self, labels: impl IntoIterator<Item = (K, V)>) -> Self
@@ -299,9 +295,22 @@ impl ConnectionOptions {
         self
     }
 
+    /// Sets the user name and where the password comes from. Without a user
+    /// name nothing is sent (MQTT 3.1.1 has no password without one).
+    pub(crate) fn with_login(
+        mut self,
+        username: Option<String>,
+        password: Option<Password>,
+    ) -> Self {
+        self.username = username;
+        self.password = password;
+        self
+    }
+
     /// What the hub is told about this client: its broker and labels.
     pub(crate) fn client_info(&self) -> ClientInfo {
-        ClientInfo::new(self.broker()).with_labels(self.labels.iter().cloned())
+        let labels = self.labels.iter().map(|(k, v)| (k.clone(), v.clone()));
+        ClientInfo::new(self.broker()).with_labels(labels)
     }
 
     /// The client id.
@@ -309,26 +318,78 @@ impl ConnectionOptions {
         &self.client_id
     }
 
+    /// The broker URL, without any credentials it was given with.
+    pub fn url(&self) -> &Url {
+        &self.broker.url
+    }
+
     /// The broker as `host:port`: the `broker` label of the metrics.
     pub fn broker(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        let BrokerUrl { host, port, .. } = &self.broker;
+        if host.contains(':') {
+            format!("[{host}]:{port}")
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{host}:{port}")
         }
     }
 
+    /// How often the connection pings the broker.
+    pub fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
     /// The ping timeout in force (explicit, or half the keep-alive).
-    pub(crate) fn ping_timeout(&self) -> Duration {
+    pub fn ping_timeout(&self) -> Duration {
         self.ping_timeout.unwrap_or(self.keep_alive / 2)
+    }
+
+    /// How long the TCP, TLS and MQTT handshakes together may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The user name sent in CONNECT, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The file the password is read from when connecting, if one is set.
+    pub fn password_file(&self) -> Option<&Path> {
+        match &self.password {
+            Some(Password::File(path)) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether the password is given inline (in the URL, the code or the
+    /// config file) rather than read from a file.
+    pub fn has_inline_password(&self) -> bool {
+        matches!(self.password, Some(Password::Inline(_)))
+    }
+
+    /// The TLS settings (used by `mqtts://` and `wss://` only).
+    pub fn tls(&self) -> &TlsOptions {
+        &self.tls
+    }
+
+    /// The CONNECT clean-session flag.
+    pub fn clean_session(&self) -> bool {
+        self.clean_session
+    }
+
+    /// The reconnect backoff.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// The extra constant labels of this client's metrics.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
     }
 
     /// Validates everything and reads the files: the rumqttc options to connect with.
     pub(crate) fn to_mqtt_options(&self) -> Result<MqttOptions, OptionsError> {
-        let keep_alive = self.keep_alive;
-        if keep_alive.subsec_nanos() != 0 || !(1..=65_535).contains(&keep_alive.as_secs()) {
-            return Err(OptionsError::KeepAlive(keep_alive));
-        }
+        check_keep_alive(self.keep_alive)?;
         if self.connect_timeout.is_zero() {
             return Err(OptionsError::ZeroTimeout("connect timeout"));
         }
@@ -336,47 +397,39 @@ impl ConnectionOptions {
             return Err(OptionsError::ZeroTimeout("ping timeout"));
         }
         for (name, value) in &self.labels {
-            let problem = crate::exporter::label_name_problem(name)
-                .or_else(|| crate::exporter::label_value_problem(value));
-            if let Some(problem) = problem {
+            if let Some(problem) = label_name_problem(name).or_else(|| label_value_problem(value)) {
                 return Err(OptionsError::Label {
                     name: name.clone(),
                     problem,
                 });
             }
         }
-        let broker_addr = match self.scheme {
+        let BrokerUrl {
+            url,
+            scheme,
+            host,
+            port,
+        } = &self.broker;
+        let broker_addr = match scheme {
             // rumqttc takes the whole URL as the address of a websocket broker.
-            Scheme::Ws | Scheme::Wss => self.url.to_string(),
-            Scheme::Mqtt | Scheme::Mqtts => self.host.clone(),
+            Scheme::Ws | Scheme::Wss => url.to_string(),
+            Scheme::Mqtt | Scheme::Mqtts => host.clone(),
         };
-        let mut options = MqttOptions::new(self.client_id.as_str(), broker_addr, self.port);
-        options.set_keep_alive(keep_alive);
+        let mut options = MqttOptions::new(self.client_id.as_str(), broker_addr, *port);
+        options.set_keep_alive(self.keep_alive);
         options.set_clean_session(self.clean_session);
         options.set_inflight(self.max_inflight);
         options.set_max_packet_size(256 * 1024, 256 * 1024);
-        match self.scheme {
-            Scheme::Mqtt | Scheme::Ws if !self.tls.is_default() => {
-                let name = if self.scheme == Scheme::Mqtt {
-                    "mqtt"
-                } else {
-                    "ws"
-                };
-                return Err(OptionsError::TlsOnPlainScheme(name));
-            }
-            Scheme::Mqtt => {}
-            Scheme::Ws => {
-                options.set_transport(Transport::Ws);
-            }
-            Scheme::Mqtts => {
-                let config = self.tls.client_config()?;
-                options.set_transport(Transport::Tls(TlsConfiguration::Rustls(config)));
-            }
-            Scheme::Wss => {
-                let config = self.tls.client_config()?;
-                options.set_transport(Transport::Wss(TlsConfiguration::Rustls(config)));
-            }
+        if !self.broker.uses_tls() && !self.tls.is_default() {
+            return Err(OptionsError::TlsOnPlainScheme(self.broker.scheme()));
         }
+        let transport = match scheme {
+            Scheme::Mqtt => Transport::Tcp,
+            Scheme::Ws => Transport::Ws,
+            Scheme::Mqtts => Transport::Tls(TlsConfiguration::Rustls(self.tls.client_config()?)),
+            Scheme::Wss => Transport::Wss(TlsConfiguration::Rustls(self.tls.client_config()?)),
+        };
+        options.set_transport(transport);
         if let Some(username) = &self.username {
             let password = match &self.password {
                 None => String::new(),
@@ -393,7 +446,7 @@ impl fmt::Debug for ConnectionOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionOptions")
             .field("client_id", &self.client_id)
-            .field("url", &self.url.as_str())
+            .field("url", &self.broker.url.as_str())
             .field("keep_alive", &self.keep_alive)
             .field("ping_timeout", &self.ping_timeout())
             .field("connect_timeout", &self.connect_timeout)
@@ -407,19 +460,13 @@ impl fmt::Debug for ConnectionOptions {
     }
 }
 
-fn read_password(path: &PathBuf) -> Result<String, OptionsError> {
+fn read_password(path: &Path) -> Result<String, OptionsError> {
     let text = std::fs::read_to_string(path).map_err(|source| OptionsError::PasswordFile {
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     })?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
     Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
-}
-
-fn decode(component: &str) -> String {
-    percent_encoding::percent_decode_str(component)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]
@@ -447,21 +494,6 @@ mod tests {
                 .starts_with("invalid label \"client_id\": ")
         );
         assert!(options(&"n".repeat(129), "v".into()).is_err());
-    }
-
-    #[test]
-    fn parses_each_scheme_with_its_default_port() {
-        for (url, broker) in [
-            ("mqtt://broker.example", "broker.example:1883"),
-            ("mqtts://broker.example", "broker.example:8883"),
-            ("ws://broker.example/mqtt", "broker.example:80"),
-            ("wss://broker.example/mqtt", "broker.example:443"),
-            ("mqtt://127.0.0.1:1884", "127.0.0.1:1884"),
-            ("mqtt://[::1]:1884", "[::1]:1884"),
-        ] {
-            let options = ConnectionOptions::new("c", url).unwrap();
-            assert_eq!(options.broker(), broker, "{url}");
-        }
     }
 
     #[test]
@@ -502,16 +534,12 @@ mod tests {
     #[test]
     fn credentials_from_the_url_are_decoded_and_kept_out_of_debug() {
         let options = ConnectionOptions::new("c", "mqtt://probe:p%40ss@h:1883").unwrap();
-        let mqtt = options.to_mqtt_options().unwrap();
-        assert_eq!(
-            mqtt.credentials(),
-            Some(rumqttc::Login::new("probe", "p@ss"))
-        );
+        let login = options.to_mqtt_options().unwrap().credentials();
+        assert_eq!(login, Some(rumqttc::Login::new("probe", "p@ss")));
         let debug = format!("{options:?}");
-        assert!(
-            !debug.contains("p%40ss") && !debug.contains("p@ss"),
-            "{debug}"
-        );
+        for secret in ["p%40ss", "p@ss"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
     }
 
     #[test]
@@ -544,33 +572,30 @@ mod tests {
         );
     }
 
+    /// The error of starting `url` with a CA file that does not exist.
+    fn with_missing_ca_file(url: &str) -> OptionsError {
+        let tls = TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let options = ConnectionOptions::new("c", url).unwrap().with_tls(tls);
+        options.to_mqtt_options().unwrap_err()
+    }
+
     #[test]
     fn tls_settings_on_a_plain_url_are_an_error() {
-        let err = ConnectionOptions::new("c", "mqtt://h")
-            .unwrap()
-            .with_tls(TlsOptions {
-                ca_file: Some("ca.pem".into()),
-                client_auth: None,
-                ..Default::default()
-            })
-            .to_mqtt_options()
-            .unwrap_err();
+        let err = with_missing_ca_file("mqtt://h");
         assert!(matches!(err, OptionsError::TlsOnPlainScheme("mqtt")));
+        let err = with_missing_ca_file("ws://h/mqtt");
+        assert!(matches!(err, OptionsError::TlsOnPlainScheme("ws")));
     }
 
     #[test]
     fn a_missing_ca_file_names_the_file() {
-        let err = ConnectionOptions::new("c", "mqtts://h")
-            .unwrap()
-            .with_tls(TlsOptions {
-                ca_file: Some("/nonexistent/ca.pem".into()),
-                client_auth: None,
-                ..Default::default()
-            })
-            .to_mqtt_options()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        for url in ["mqtts://h", "wss://h/mqtt"] {
+            let err = with_missing_ca_file(url).to_string();
+            assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        }
     }
 
     #[test]
@@ -610,5 +635,38 @@ mod tests {
         assert_eq!(options.ping_timeout(), Duration::from_secs(2));
         let options = options.with_ping_timeout(Duration::from_millis(300));
         assert_eq!(options.ping_timeout(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn options_are_equal_when_every_setting_is_and_passwords_by_their_source() {
+        let base = || ConnectionOptions::new("c", "mqtt://h").unwrap();
+        assert_eq!(base(), base().with_keep_alive(DEFAULT_KEEP_ALIVE));
+        assert_ne!(base(), base().with_keep_alive(Duration::from_secs(6)));
+        let file = |path: &str| base().with_password_file("u", path);
+        assert_eq!(file("/run/a"), file("/run/a"));
+        assert_ne!(file("/run/a"), file("/run/b"));
+        let inline = |password: &str| base().with_credentials("u", password);
+        assert_eq!(inline("one"), inline("one"));
+        assert_ne!(inline("one"), inline("two"));
+        assert_ne!(inline("one"), file("one"));
+        assert_eq!(
+            format!("{:?}", inline("one").password),
+            "Some(Inline(<redacted>))"
+        );
+    }
+
+    #[test]
+    fn the_password_source_is_shown_without_the_password() {
+        let options = ConnectionOptions::new("c", "mqtt://h")
+            .unwrap()
+            .with_password_file("u", "/run/secrets/mqtt");
+        assert_eq!(
+            options.password_file(),
+            Some(Path::new("/run/secrets/mqtt"))
+        );
+        assert!(!options.has_inline_password());
+        let options = options.with_credentials("u", "s3cret");
+        assert_eq!(options.password_file(), None);
+        assert!(options.has_inline_password());
     }
 }

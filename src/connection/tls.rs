@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, CertificateDer as Der, PrivateKeyDer};
+use rustls::{ClientConfig, DigitallySignedStruct as Dss, RootCertStore};
 
 use super::OptionsError;
 
@@ -21,7 +22,7 @@ pub struct TlsOptions {
     pub ca_file: Option<PathBuf>,
     /// PEM files of a client certificate (chain) and its private key, for
     /// mutual TLS.
-    pub client_auth: Option<ClientAuth>,
+    pub client_auth: Option<ClientCertificate>,
     /// Accept any server certificate (signatures are still checked). For test
     /// brokers only: it gives up protection against an impostor broker.
     pub insecure_skip_verify: bool,
@@ -29,7 +30,7 @@ pub struct TlsOptions {
 
 /// A client certificate and key, as PEM files.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientAuth {
+pub struct ClientCertificate {
     /// The certificate chain, leaf first.
     pub cert_file: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
@@ -127,7 +128,10 @@ fn system_roots() -> Result<RootCertStore, OptionsError> {
 #[derive(Debug)]
 struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
 
-impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+/// The answer to a handshake signature check.
+type SignatureCheck = Result<HandshakeSignatureValid, rustls::Error>;
+
+impl ServerCertVerifier for AnyServerCertificate {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -135,36 +139,18 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
         _server_name: &rustls::pki_types::ServerName<'_>,
         _ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls12_signature(&self, msg: &[u8], cert: &Der<'_>, dss: &Dss) -> SignatureCheck {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(msg, cert, dss, algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls13_signature(&self, msg: &[u8], cert: &Der<'_>, dss: &Dss) -> SignatureCheck {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(msg, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

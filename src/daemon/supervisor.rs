@@ -177,11 +177,10 @@ fn start(
     events: &Events,
     target: &TargetConfig,
 ) -> Result<(), DaemonError> {
-    let connection = Connection::start(target.connection_options(), events).map_err(|source| {
-        DaemonError::Target {
-            target: target.name().to_owned(),
-            source,
-        }
+    let options = target.options().clone();
+    let connection = Connection::start(options, events).map_err(|source| DaemonError::Target {
+        target: target.name().to_owned(),
+        source,
     })?;
     running.insert(target.name().to_owned(), connection);
     Ok(())
@@ -199,7 +198,7 @@ pub(super) fn validate_targets<'a>(
 ) -> Result<(), DaemonError> {
     for target in targets {
         target
-            .connection_options()
+            .options()
             .to_mqtt_options()
             .map_err(|source| DaemonError::Target {
                 target: target.name().to_owned(),

@@ -1,0 +1,333 @@
+//! The settings `[defaults]` and `[[target]]` share — durations, backoff,
+//! clean session, labels and TLS — read as written in one table (a [`Layer`])
+//! and then merged: the target's own over `[defaults]` over the defaults of
+//! [`ConnectionOptions`], which owns them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, Problem};
+use super::keys::{BACKOFF_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS, TLS_KEYS};
+use super::reader::{Place, Span, TableReader, Value, in_file_order, key_text};
+use crate::connection::{
+    Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, TlsOptions, check_keep_alive,
+    label_name_problem, label_value_problem,
+};
+
+/// The settings `[defaults]` and `[[target]]` share, as written in one table:
+/// `None` where the table does not set them.
+#[derive(Default)]
+pub(super) struct Layer {
+    keep_alive: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    ping_timeout: Option<Duration>,
+    backoff_initial: Option<Spanned<Duration>>,
+    backoff_max: Option<Spanned<Duration>>,
+    clean_session: Option<bool>,
+    labels: BTreeMap<String, String>,
+    pub(super) tls: Option<TlsLayer>,
+}
+
+impl Layer {
+    /// `options` with what this table sets; labels merge key by key. Backoff
+    /// and TLS merge by their own rules ([`TableReader::backoff`],
+    /// [`TableReader::merged_tls`]).
+    pub(super) fn apply(&self, mut options: ConnectionOptions) -> ConnectionOptions {
+        if let Some(keep_alive) = self.keep_alive {
+            options = options.with_keep_alive(keep_alive);
+        }
+        if let Some(timeout) = self.connect_timeout {
+            options = options.with_connect_timeout(timeout);
+        }
+        if let Some(timeout) = self.ping_timeout {
+            options = options.with_ping_timeout(timeout);
+        }
+        if let Some(clean_session) = self.clean_session {
+            options = options.with_clean_session(clean_session);
+        }
+        if !self.labels.is_empty() {
+            let mut labels = options.labels().clone();
+            labels.extend(self.labels.clone());
+            options = options.with_labels(labels);
+        }
+        options
+    }
+}
+
+/// A `tls` table as written.
+#[derive(Default)]
+pub(super) struct TlsLayer {
+    span: Span,
+    ca_file: Option<PathBuf>,
+    client_certificate: Option<ClientCertificate>,
+    insecure_skip_verify: Option<bool>,
+}
+
+/// `[defaults]` as written, with its backoff merged over the built-in one.
+pub(super) struct Defaults {
+    pub(super) layer: Layer,
+    pub(super) backoff: Backoff,
+}
+
+impl Defaults {
+    pub(super) fn builtin() -> Defaults {
+        Defaults {
+            layer: Layer::default(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl TableReader<'_> {
+    pub(super) fn defaults(&mut self, value: &Value<'_>) -> Result<Defaults, ConfigError> {
+        let place = Place::Table("[defaults]".to_owned());
+        let table = self.table("defaults", &Place::Top, value)?;
+        let mut layer = Layer::default();
+        for (key, value) in in_file_order(table) {
+            let name = key.get_ref().as_ref();
+            if self.layer_entry(&mut layer, name, value, &place)? {
+                continue;
+            }
+            if TARGET_ONLY_KEYS.contains(&name) {
+                let problem = Problem::NotADefault {
+                    key: name.to_owned(),
+                };
+                return Err(self.error(&key.span(), problem));
+            }
+            return Err(self.unknown_key(key, &place, LAYER_KEYS, NESTED_KEYS));
+        }
+        let backoff = self.backoff(&layer, Backoff::default(), &place)?;
+        Ok(Defaults { layer, backoff })
+    }
+
+    /// Reads `key` if it is one of the keys `[defaults]` and `[[target]]`
+    /// share; `false` if it is not.
+    pub(super) fn layer_entry(
+        &mut self,
+        layer: &mut Layer,
+        key: &str,
+        value: &Value<'_>,
+        place: &Place,
+    ) -> Result<bool, ConfigError> {
+        match key {
+            "keep_alive" => {
+                let keep_alive = self.duration(key, place, value)?;
+                // The rule is the connection's; the wording is the file's.
+                if check_keep_alive(keep_alive).is_err() {
+                    let reason = format!(
+                        "must be whole seconds from 1s to 65535s, not {}",
+                        humantime::format_duration(keep_alive)
+                    );
+                    return Err(self.bad_value(key, place, &value.span(), reason));
+                }
+                layer.keep_alive = Some(keep_alive);
+            }
+            "connect_timeout" => {
+                layer.connect_timeout = Some(self.positive_duration(key, place, value)?)
+            }
+            "ping_timeout" => layer.ping_timeout = Some(self.positive_duration(key, place, value)?),
+            "clean_session" => layer.clean_session = Some(self.boolean(key, place, value)?),
+            "backoff" => self.backoff_table(layer, value, place)?,
+            "labels" => layer.labels = self.labels(value, place)?,
+            "tls" => layer.tls = Some(self.tls(value, place)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn backoff_table(
+        &self,
+        layer: &mut Layer,
+        value: &Value<'_>,
+        place: &Place,
+    ) -> Result<(), ConfigError> {
+        let inner = place.nested("backoff");
+        for (key, value) in in_file_order(self.table("backoff", place, value)?) {
+            let name = key.get_ref().as_ref();
+            let duration = match name {
+                "initial" | "max" => self.positive_duration(name, &inner, value)?,
+                _ => return Err(self.unknown_key(key, &inner, BACKOFF_KEYS, &[])),
+            };
+            let duration = Some(Spanned::new(value.span(), duration));
+            if name == "initial" {
+                layer.backoff_initial = duration;
+            } else {
+                layer.backoff_max = duration;
+            }
+        }
+        Ok(())
+    }
+
+    /// The backoff of `layer` over `inherited`, checking that `max` is not
+    /// below `initial`. The error points at whichever of the two this layer set.
+    pub(super) fn backoff(
+        &self,
+        layer: &Layer,
+        inherited: Backoff,
+        place: &Place,
+    ) -> Result<Backoff, ConfigError> {
+        let own = |duration: &Option<Spanned<Duration>>| duration.as_ref().map(|d| *d.get_ref());
+        let backoff = Backoff {
+            initial: own(&layer.backoff_initial).unwrap_or(inherited.initial),
+            max: own(&layer.backoff_max).unwrap_or(inherited.max),
+        };
+        if backoff.max >= backoff.initial {
+            return Ok(backoff);
+        }
+        let inner = place.nested("backoff");
+        let (key, span, reason) = match (&layer.backoff_max, &layer.backoff_initial) {
+            (Some(max), _) => (
+                "max",
+                max.span(),
+                format!(
+                    "must not be shorter than `initial` ({})",
+                    humantime::format_duration(backoff.initial)
+                ),
+            ),
+            (None, Some(initial)) => (
+                "initial",
+                initial.span(),
+                format!(
+                    "must not be longer than `max` ({})",
+                    humantime::format_duration(backoff.max)
+                ),
+            ),
+            // Neither is set here, so `inherited` was already checked.
+            (None, None) => return Ok(inherited),
+        };
+        Err(self.bad_value(key, &inner, &span, reason))
+    }
+
+    fn labels(
+        &mut self,
+        value: &Value<'_>,
+        place: &Place,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let inner = place.nested("labels");
+        let mut labels = BTreeMap::new();
+        for (key, value) in in_file_order(self.table("labels", place, value)?) {
+            let name = key.get_ref().as_ref();
+            if let Some(reason) = label_name_problem(name) {
+                let problem = Problem::BadLabel {
+                    name: key_text(name),
+                    place: inner.phrase(),
+                    reason,
+                };
+                return Err(self.error(&key.span(), problem));
+            }
+            let text = self.string(name, &inner, value)?;
+            if let Some(reason) = label_value_problem(text) {
+                return Err(self.bad_value(name, &inner, &value.span(), reason.to_owned()));
+            }
+            if matches!(name, "job" | "instance") {
+                // Prometheus sets these from the scrape config and, unless it
+                // has `honor_labels: true`, renames ours to `exported_*`.
+                let message = format!(
+                    "label `{name}` {}: Prometheus renames it to `exported_{name}` unless the \
+                     scrape config sets `honor_labels: true`",
+                    inner.phrase()
+                );
+                self.warn(&key.span(), message);
+            }
+            labels.insert(name.to_owned(), text.to_owned());
+        }
+        Ok(labels)
+    }
+
+    fn tls(&mut self, value: &Value<'_>, place: &Place) -> Result<TlsLayer, ConfigError> {
+        let inner = place.nested("tls");
+        let mut tls = TlsLayer {
+            span: value.span(),
+            ..TlsLayer::default()
+        };
+        let mut cert_file = None;
+        let mut key_file = None;
+        for (key, value) in in_file_order(self.table("tls", place, value)?) {
+            match key.get_ref().as_ref() {
+                "ca_file" => tls.ca_file = Some(self.readable_file("ca_file", &inner, value)?),
+                "cert_file" => {
+                    let path = self.readable_file("cert_file", &inner, value)?;
+                    cert_file = Some((path, key.span()));
+                }
+                "key_file" => {
+                    let path = self.readable_file("key_file", &inner, value)?;
+                    key_file = Some((path, key.span()));
+                }
+                "insecure_skip_verify" => {
+                    let skip = self.boolean("insecure_skip_verify", &inner, value)?;
+                    if skip {
+                        let message = format!(
+                            "`insecure_skip_verify` is on {}: the broker's certificate is not verified",
+                            inner.phrase()
+                        );
+                        self.warn(&key.span(), message);
+                    }
+                    tls.insecure_skip_verify = Some(skip);
+                }
+                _ => return Err(self.unknown_key(key, &inner, TLS_KEYS, &[])),
+            }
+        }
+        let unpaired = |present, missing, span: &Span| {
+            let problem = Problem::Unpaired {
+                present,
+                missing,
+                place: inner.phrase(),
+                advice: "set both for a client certificate, or neither",
+            };
+            self.error(span, problem)
+        };
+        tls.client_certificate = match (cert_file, key_file) {
+            (Some((cert_file, _)), Some((key_file, _))) => Some(ClientCertificate {
+                cert_file,
+                key_file,
+            }),
+            (Some((_, span)), None) => return Err(unpaired("cert_file", "key_file", &span)),
+            (None, Some((_, span))) => return Err(unpaired("key_file", "cert_file", &span)),
+            (None, None) => None,
+        };
+        Ok(tls)
+    }
+
+    /// The TLS options of a target: its own `tls` over `[defaults.tls]`, for
+    /// `mqtts://` and `wss://` only.
+    pub(super) fn merged_tls(
+        &self,
+        broker: &BrokerUrl,
+        own: Option<&TlsLayer>,
+        defaults: Option<&TlsLayer>,
+        place: &Place,
+    ) -> Result<TlsOptions, ConfigError> {
+        if !broker.uses_tls() {
+            return match own {
+                Some(tls) => {
+                    let problem = Problem::TlsOnPlainUrl {
+                        place: place.phrase(),
+                        scheme: broker.scheme().to_owned(),
+                    };
+                    Err(self.error(&tls.span, problem))
+                }
+                // `[defaults.tls]` is for the targets that use TLS.
+                None => Ok(TlsOptions::default()),
+            };
+        }
+        Ok(TlsOptions {
+            ca_file: pick(own, defaults, |tls| tls.ca_file.clone()),
+            // The certificate and its key belong together: never one from each table.
+            client_auth: pick(own, defaults, |tls| tls.client_certificate.clone()),
+            insecure_skip_verify: pick(own, defaults, |tls| tls.insecure_skip_verify)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// A TLS setting from the target's own table, else from `[defaults.tls]`.
+fn pick<T>(
+    own: Option<&TlsLayer>,
+    defaults: Option<&TlsLayer>,
+    get: impl Fn(&TlsLayer) -> Option<T>,
+) -> Option<T> {
+    own.and_then(&get).or_else(|| defaults.and_then(&get))
+}

@@ -1,0 +1,347 @@
+//! The spanned-tree reader: the TOML parsed into a tree that remembers where
+//! each key and value is written, walked one table at a time by
+//! [`TableReader`], whose helpers read one value of one type and turn every
+//! problem into a `file:line:col` [`ConfigError`].
+//!
+//! The tree is walked by hand rather than deserialized with serde derive: each
+//! message must name the target a key is in, suggest the key that was meant,
+//! and never echo a value it was not sure is harmless — serde's "invalid type"
+//! messages quote the value, which on a `password` line is the secret.
+//!
+//! The tables themselves are read in [`super::layer`], [`super::target`] and
+//! [`super::otlp`]. No reader may read a password file's contents, format a
+//! `password` or header value, or panic.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+use super::error::{ConfigError, Location, Problem};
+use super::keys::{TOP_KEYS, suggest};
+use super::layer::Defaults;
+use super::{OtlpConfig, TargetConfig};
+
+pub(super) type Key<'i> = Spanned<DeString<'i>>;
+pub(super) type Value<'i> = Spanned<DeValue<'i>>;
+pub(super) type Span = Range<usize>;
+/// What reading one value gives: the value, or the first problem with it.
+pub(super) type Read<T> = Result<T, ConfigError>;
+
+/// MQTT strings carry a 16-bit length.
+const MQTT_STRING_MAX: usize = 65_535;
+
+/// What a config file holds once every rule has passed.
+pub(super) struct Parsed {
+    pub(super) targets: Vec<TargetConfig>,
+    pub(super) otlp: Option<OtlpConfig>,
+    pub(super) warnings: Vec<String>,
+}
+
+/// Validates the config `text` read from `origin`.
+pub(super) fn document(text: &str, origin: &Path) -> Result<Parsed, ConfigError> {
+    let mut reader = TableReader {
+        text,
+        line_starts: super::error::line_starts(text),
+        origin,
+        base: origin.parent().unwrap_or(Path::new("")),
+        warnings: Vec::new(),
+    };
+    let root = DeTable::parse(text).map_err(|error| reader.syntax_error(&error))?;
+    let root = root.get_ref();
+    for (key, _) in in_file_order(root) {
+        if !TOP_KEYS.contains(&key.get_ref().as_ref()) {
+            return Err(reader.unknown_key(key, &Place::Top, TOP_KEYS, &[]));
+        }
+    }
+    let defaults = match root.get("defaults") {
+        Some(value) => reader.defaults(value)?,
+        None => Defaults::builtin(),
+    };
+    let targets = reader.targets(root.get("target"), &defaults)?;
+    let otlp = root
+        .get("otlp")
+        .map(|value| reader.otlp(value))
+        .transpose()?;
+    Ok(Parsed {
+        targets,
+        otlp,
+        warnings: reader.warnings,
+    })
+}
+
+/// The walk's context: the text for locations, the origin for messages.
+pub(super) struct TableReader<'t> {
+    text: &'t str,
+    line_starts: Vec<usize>,
+    origin: &'t Path,
+    /// Where relative file paths start.
+    base: &'t Path,
+    warnings: Vec<String>,
+}
+
+/// The table a key is in, as messages name it.
+#[derive(Clone, Debug)]
+pub(super) enum Place {
+    Top,
+    /// A noun phrase: `[defaults]`, `[[target]] "plant-a"`, `` `tls` of [defaults] ``.
+    Table(String),
+}
+
+impl Place {
+    fn noun(&self) -> &str {
+        match self {
+            Place::Top => "the top level",
+            Place::Table(noun) => noun,
+        }
+    }
+
+    pub(super) fn nested(&self, key: &str) -> Place {
+        Place::Table(format!("`{key}` of {}", self.noun()))
+    }
+
+    /// The place as a message says it: `in [defaults]`, `at the top level`.
+    pub(super) fn phrase(&self) -> String {
+        match self {
+            Place::Top => "at the top level".to_owned(),
+            Place::Table(noun) => format!("in {noun}"),
+        }
+    }
+}
+
+impl TableReader<'_> {
+    pub(super) fn location(&self, span: &Span) -> Location {
+        Location::in_lines(self.text, &self.line_starts, span.start)
+    }
+
+    pub(super) fn error(&self, span: &Span, problem: Problem) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.origin.to_owned(),
+            location: Some(self.location(span)),
+            problem: Box::new(problem),
+        }
+    }
+
+    /// A problem of the file as a whole, at no one place in it.
+    pub(super) fn file_error(&self, problem: Problem) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.origin.to_owned(),
+            location: None,
+            problem: Box::new(problem),
+        }
+    }
+
+    pub(super) fn warn(&mut self, span: &Span, message: String) {
+        let Location { line, column } = self.location(span);
+        let origin = self.origin.display();
+        self.warnings
+            .push(format!("{origin}:{line}:{column}: warning: {message}"));
+    }
+
+    fn syntax_error(&self, error: &toml::de::Error) -> ConfigError {
+        // Only the parser's message, never its Display: that quotes the source
+        // line, which may be a password line.
+        let mut message = error.message().replace(['\r', '\n'], " ");
+        let span = error.span();
+        if message == "duplicate key" {
+            let key = span.as_ref().and_then(|span| self.text.get(span.clone()));
+            if let Some(key) = key.filter(|key| !key.chars().any(char::is_control)) {
+                message = format!("duplicate key `{key}`");
+            }
+        }
+        ConfigError::Invalid {
+            path: self.origin.to_owned(),
+            location: span.map(|span| self.location(&span)),
+            problem: Box::new(Problem::Syntax(message)),
+        }
+    }
+
+    pub(super) fn unknown_key(
+        &self,
+        key: &Key<'_>,
+        place: &Place,
+        known: &[&str],
+        nested: &[(&str, &[&str])],
+    ) -> ConfigError {
+        let problem = Problem::UnknownKey {
+            key: key_text(key.get_ref()),
+            place: place.phrase(),
+            suggestion: suggest(key.get_ref(), known, nested),
+        };
+        self.error(&key.span(), problem)
+    }
+
+    pub(super) fn wrong_type(
+        &self,
+        key: &str,
+        place: &Place,
+        value: &Value<'_>,
+        expected: &'static str,
+    ) -> ConfigError {
+        let problem = Problem::WrongType {
+            key: key_text(key),
+            place: place.phrase(),
+            expected,
+            found: type_name(value.get_ref()),
+        };
+        self.error(&value.span(), problem)
+    }
+
+    pub(super) fn bad_value(
+        &self,
+        key: &str,
+        place: &Place,
+        span: &Span,
+        reason: String,
+    ) -> ConfigError {
+        let problem = Problem::BadValue {
+            key: key_text(key),
+            place: place.phrase(),
+            reason,
+        };
+        self.error(span, problem)
+    }
+
+    pub(super) fn string<'a>(&self, key: &str, place: &Place, value: &'a Value) -> Read<&'a str> {
+        match value.get_ref() {
+            DeValue::String(text) => Ok(text),
+            _ => Err(self.wrong_type(key, place, value, "a string")),
+        }
+    }
+
+    pub(super) fn boolean(&self, key: &str, place: &Place, value: &Value) -> Read<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(flag) => Ok(*flag),
+            _ => Err(self.wrong_type(key, place, value, "true or false")),
+        }
+    }
+
+    pub(super) fn table<'a, 'i>(
+        &self,
+        key: &str,
+        place: &Place,
+        value: &'a Value<'i>,
+    ) -> Result<&'a DeTable<'i>, ConfigError> {
+        match value.get_ref() {
+            DeValue::Table(table) => Ok(table),
+            _ => Err(self.wrong_type(key, place, value, "a table")),
+        }
+    }
+
+    /// A string of at most [`MQTT_STRING_MAX`] bytes. Its value is never
+    /// quoted: this reads user names and passwords.
+    pub(super) fn mqtt_string(&self, key: &str, place: &Place, value: &Value) -> Read<String> {
+        let text = self.string(key, place, value)?;
+        if text.len() > MQTT_STRING_MAX {
+            let reason = format!("must be at most {MQTT_STRING_MAX} bytes long");
+            return Err(self.bad_value(key, place, &value.span(), reason));
+        }
+        Ok(text.to_owned())
+    }
+
+    pub(super) fn duration(&self, key: &str, place: &Place, value: &Value) -> Read<Duration> {
+        const EXPECTED: &str = "a duration string such as \"5s\" or \"250ms\"";
+        let DeValue::String(text) = value.get_ref() else {
+            return Err(self.wrong_type(key, place, value, EXPECTED));
+        };
+        humantime::parse_duration(text).map_err(|error| {
+            let reason =
+                format!("{text:?} is not a duration such as \"5s\" or \"250ms\" ({error})");
+            self.bad_value(key, place, &value.span(), reason)
+        })
+    }
+
+    pub(super) fn positive_duration(
+        &self,
+        key: &str,
+        place: &Place,
+        value: &Value,
+    ) -> Read<Duration> {
+        let duration = self.duration(key, place, value)?;
+        if duration.is_zero() {
+            let reason = "must be longer than zero".to_owned();
+            return Err(self.bad_value(key, place, &value.span(), reason));
+        }
+        Ok(duration)
+    }
+
+    /// A path to a file that can be opened now, resolved against the config
+    /// file's directory. The file is opened, never read.
+    pub(super) fn readable_file(
+        &self,
+        key: &'static str,
+        place: &Place,
+        value: &Value<'_>,
+    ) -> Result<PathBuf, ConfigError> {
+        let written = self.string(key, place, value)?;
+        if written.is_empty() {
+            let reason = "must name a file".to_owned();
+            return Err(self.bad_value(key, place, &value.span(), reason));
+        }
+        let path = self.base.join(written);
+        let opened = std::fs::File::open(&path).and_then(|file| file.metadata());
+        let problem = |source| Problem::UnreadableFile {
+            key,
+            place: place.phrase(),
+            path: path.clone(),
+            source,
+        };
+        match opened {
+            Ok(metadata) if metadata.is_dir() => Err(self.error(
+                &value.span(),
+                problem(std::io::ErrorKind::IsADirectory.into()),
+            )),
+            Ok(_) => Ok(path),
+            Err(source) => Err(self.error(&value.span(), problem(source))),
+        }
+    }
+}
+
+/// A table's entries in the order they are written, so the first problem in
+/// the file is the one reported.
+pub(super) fn in_file_order<'a, 'i>(table: &'a DeTable<'i>) -> Vec<(&'a Key<'i>, &'a Value<'i>)> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    entries
+}
+
+/// A key as messages show it: bare if it is a plain key, quoted and escaped
+/// otherwise, so a message stays one line.
+pub(super) fn key_text(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_keys_are_quoted_and_escaped() {
+        assert_eq!(key_text("keep_alive"), "keep_alive");
+        assert_eq!(key_text("a b"), "\"a b\"");
+        assert_eq!(key_text("a\nb"), "\"a\\nb\"");
+        assert_eq!(key_text(""), "\"\"");
+    }
+}
