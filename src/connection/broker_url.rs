@@ -38,6 +38,13 @@ impl BrokerUrl {
             "wss" => (Scheme::Wss, 443),
             other => return Err(OptionsError::Scheme(other.to_owned())),
         };
+        if matches!(scheme, Scheme::Ws | Scheme::Wss) && !cfg!(feature = "websocket") {
+            return Err(OptionsError::NoWebSocket(if scheme == Scheme::Ws {
+                "ws"
+            } else {
+                "wss"
+            }));
+        }
         let host = match url.host_str() {
             Some(host) if !host.is_empty() => host.trim_matches(['[', ']']).to_owned(),
             _ => return Err(OptionsError::NoHost),

@@ -134,6 +134,7 @@ pub(crate) fn classify(error: &ConnectionError) -> Option<FailureReason> {
         },
         ConnectionError::NotConnAck(_) => FailureReason::Protocol,
         ConnectionError::RequestsDone => return None,
+        #[cfg(feature = "websocket")]
         ConnectionError::Websocket(e) => match std::error::Error::source(e) {
             Some(source) => match source.downcast_ref::<io::Error>() {
                 Some(e) => classify_io(e),
@@ -141,9 +142,15 @@ pub(crate) fn classify(error: &ConnectionError) -> Option<FailureReason> {
             },
             None => FailureReason::Protocol,
         },
+        #[cfg(feature = "websocket")]
         ConnectionError::WsConnect(_)
         | ConnectionError::InvalidUrl(_)
         | ConnectionError::ResponseValidation(_) => FailureReason::Protocol,
+        // Without our `websocket` feature a host may still turn on rumqttc's
+        // (features unify), which adds the WebSocket variants matched above;
+        // with it, every variant is matched already.
+        #[allow(unreachable_patterns)]
+        _ => FailureReason::Protocol,
     })
 }
 

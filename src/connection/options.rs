@@ -89,6 +89,11 @@ pub enum OptionsError {
     /// The URL's scheme is not one of mqtt, mqtts, ws, wss.
     #[error("unsupported broker URL scheme {0:?}: use mqtt://, mqtts://, ws:// or wss://")]
     Scheme(String),
+    /// A ws:// or wss:// URL in a build without the `websocket` feature.
+    #[error(
+        "{0}:// needs WebSocket support, which this build of mqtt-pulse leaves out (cargo feature `websocket`)"
+    )]
+    NoWebSocket(&'static str),
     /// The URL has no host.
     #[error("the broker URL has no host")]
     NoHost,
@@ -425,9 +430,16 @@ impl ConnectionOptions {
         }
         let transport = match scheme {
             Scheme::Mqtt => Transport::Tcp,
-            Scheme::Ws => Transport::Ws,
             Scheme::Mqtts => Transport::Tls(TlsConfiguration::Rustls(self.tls.client_config()?)),
+            #[cfg(feature = "websocket")]
+            Scheme::Ws => Transport::Ws,
+            #[cfg(feature = "websocket")]
             Scheme::Wss => Transport::Wss(TlsConfiguration::Rustls(self.tls.client_config()?)),
+            // `BrokerUrl` refuses ws:// and wss:// in a build without WebSockets.
+            #[cfg(not(feature = "websocket"))]
+            Scheme::Ws | Scheme::Wss => {
+                return Err(OptionsError::NoWebSocket(self.broker.scheme()));
+            }
         };
         options.set_transport(transport);
         if let Some(username) = &self.username {
