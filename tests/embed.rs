@@ -14,7 +14,7 @@ use common::Broker;
 use http_body_util::BodyExt;
 use mqtt_pulse::connection::ConnectionTracker;
 use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use prometheus::{IntCounter, Registry};
 use rumqttc::{AsyncClient, MqttOptions};
 use tower::ServiceExt;
@@ -44,7 +44,7 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
     status.register(ClientFilter::Any, EventKind::PingResponse);
     let mut tracker = ConnectionTracker::new(&events, "embedded-app", broker.addr());
-    let handle = PrometheusBuilder::new(&events)
+    let handle = MetricsBuilder::new(&events)
         .with_registry(registry)
         .install()
         .unwrap();

@@ -19,7 +19,7 @@ use mqtt_pulse::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, KindStats, Message, Status,
     Subscription, SubscriptionStats, TryRecvError,
 };
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use tokio::time::{Instant, timeout, timeout_at};
 
 /// Reconnects quickly, so a restarted broker is seen again within ~0.2 s.
@@ -124,7 +124,7 @@ async fn a_broker_restarted_twenty_times_is_reported_down_and_up_each_time_in_or
     const RESTARTS: u64 = 20;
     let broker = Arc::new(Broker::start());
     let events = Events::new();
-    let exporter = PrometheusBuilder::new(&events)
+    let exporter = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .install()
         .unwrap();
@@ -351,7 +351,7 @@ async fn a_subscriber_that_never_reads_costs_only_itself() {
     const STUCK: usize = 16;
     let broker = Broker::start();
     let events = Events::new();
-    let exporter = PrometheusBuilder::new(&events)
+    let exporter = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .install()
         .unwrap();

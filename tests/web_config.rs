@@ -23,7 +23,7 @@ use axum::routing::post;
 use common::daemon::{Daemon, FLAG_ENV, binary};
 use common::{TEST_CLIENT_CN, TempDir, TestPki, free_port};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
-use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
+use mqtt_pulse::exporter::metrics::{MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http::{self, MAX_CONCURRENT_RENDERS, MAX_REQUEST_BODY, Server, WebConfig};
 use nix::sys::signal::Signal;
 use rustls::pki_types::pem::PemObject as _;
@@ -272,9 +272,9 @@ fn der(pem_file: &Path) -> Vec<u8> {
 // ---------------------------------------------------------------------------------
 
 /// A hub with `clients` clients that are up, and an exporter reading it.
-fn exporter(clients: usize) -> (Events, PrometheusHandle) {
+fn exporter(clients: usize) -> (Events, MetricsHandle) {
     let events = Events::new();
-    let (handle, _consumer) = PrometheusBuilder::new(&events)
+    let (handle, _consumer) = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .build()
         .unwrap();
@@ -287,7 +287,7 @@ fn exporter(clients: usize) -> (Events, PrometheusHandle) {
 }
 
 /// The exporter's routes plus `POST /echo`, which reads its body.
-fn app(handle: PrometheusHandle) -> Router {
+fn app(handle: MetricsHandle) -> Router {
     http::router(handle).merge(Router::new().route(
         "/echo",
         post(|body: String| async move { format!("{} bytes\n", body.len()) }),
@@ -307,7 +307,7 @@ impl Serving {
         Serving::with(Server::new().with_web_config(web_config), exporter(2))
     }
 
-    fn with(server: Server, (events, handle): (Events, PrometheusHandle)) -> Serving {
+    fn with(server: Server, (events, handle): (Events, MetricsHandle)) -> Serving {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -52,6 +52,7 @@ use url::Url;
 
 use crate::connection::{Backoff, ConnectionOptions, TlsOptions};
 use crate::events::ClientId;
+use crate::exporter::otlp::OtlpProtocol;
 
 pub use error::{ConfigError, Location, Problem};
 
@@ -421,17 +422,6 @@ pub struct OtlpConfig {
     interval: Option<Duration>,
     timeout: Option<Duration>,
     headers: BTreeMap<String, String>,
-}
-
-/// The OTLP transport.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OtlpProtocol {
-    /// OTLP over gRPC (`"grpc"`, usually port 4317). The default.
-    #[default]
-    Grpc,
-    /// OTLP over HTTP with protobuf bodies (`"http/protobuf"`, usually port 4318).
-    HttpProtobuf,
 }
 
 impl OtlpConfig {

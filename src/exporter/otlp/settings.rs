@@ -1,6 +1,6 @@
 //! Where the OTLP exporter pushes, how often, with which headers and resource:
-//! the settings given in code (or the config file's `[otlp]` table) merged with
-//! the standard `OTEL_*` environment variables.
+//! the settings given to the builder merged with the standard `OTEL_*`
+//! environment variables (OpenTelemetry's convention, so they are read here).
 //!
 //! Sans-IO: the environment comes in as a lookup function, so every rule is
 //! tested without touching the process environment. It never connects to
@@ -8,7 +8,7 @@
 //!
 //! # Precedence
 //!
-//! A setting given in code or in the file wins; otherwise the environment
+//! A setting given to the builder wins; otherwise the environment
 //! variable; otherwise the default:
 //!
 //! | setting | environment (first set wins) | default |
@@ -29,8 +29,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::OtlpError;
-use crate::config::OtlpProtocol;
+use super::{OtlpError, OtlpProtocol};
 
 /// Reads one environment variable; `None` when unset or blank.
 pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -65,6 +64,18 @@ pub(super) fn process_env(name: &str) -> Option<String> {
         .filter(|value| !value.trim().is_empty())
 }
 
+/// Whether the process environment asks for OTLP export: some
+/// `OTEL_EXPORTER_OTLP_*` variable is set (non-empty), and
+/// `OTEL_SDK_DISABLED` is not `true`. The daemon exports when this holds or
+/// the config file has an `[otlp]` table.
+pub fn configured_by_env() -> bool {
+    enabled_by(
+        std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }),
+    )
+}
+
 /// Whether these environment variables ask for OTLP export: any non-empty
 /// `OTEL_EXPORTER_OTLP_*`, unless `OTEL_SDK_DISABLED=true`.
 pub(super) fn enabled_by(vars: impl IntoIterator<Item = (String, String)>) -> bool {
@@ -97,7 +108,7 @@ pub(super) struct Resolved {
     pub endpoint: Url,
     pub interval: Duration,
     pub timeout: Duration,
-    /// Validated headers from code or the file.
+    /// Validated headers given to the builder.
     pub headers: BTreeMap<String, String>,
     /// Lower-case names of the headers the SDK will add from the environment.
     pub env_header_names: Vec<String>,
@@ -171,19 +182,17 @@ fn positive(duration: Duration, what: &'static str) -> Result<Duration, OtlpErro
 fn protocol_from_env(env: Lookup<'_>) -> Result<OtlpProtocol, OtlpError> {
     for variable in [METRICS_PROTOCOL, PROTOCOL] {
         let Some(value) = env(variable) else { continue };
-        return match value.trim().to_ascii_lowercase().as_str() {
-            "grpc" => Ok(OtlpProtocol::Grpc),
-            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
-            _ => Err(OtlpError::Protocol {
+        return OtlpProtocol::from_name(&value.trim().to_ascii_lowercase()).ok_or(
+            OtlpError::Protocol {
                 origin: variable,
                 value,
-            }),
-        };
+            },
+        );
     }
     Ok(OtlpProtocol::Grpc)
 }
 
-/// The URL the SDK gets. An endpoint from code, the file or
+/// The URL the SDK gets. An endpoint given to the builder or
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is a base URL: for HTTP, `/v1/metrics` is
 /// appended unless the path already ends with it. The signal-specific
 /// variable is used exactly as given.
@@ -421,17 +430,37 @@ mod tests {
         resolve(requested, &env_of(pairs), "instance")
     }
 
-    #[test]
-    fn nothing_set_means_grpc_to_localhost_every_minute() {
-        let resolved = resolve_with(&Requested::default(), &[]).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::Grpc);
-        assert_eq!(grpc_target(&resolved.endpoint), "http://localhost:4317");
-        assert_eq!(resolved.interval, Duration::from_secs(60));
-        assert_eq!(resolved.timeout, Duration::from_secs(10));
+    /// The protocol, the endpoint as the SDK gets it, the interval and the
+    /// timeout (in milliseconds).
+    fn summary(resolved: &Resolved) -> (OtlpProtocol, String, u128, u128) {
+        let endpoint = match resolved.protocol {
+            OtlpProtocol::Grpc => grpc_target(&resolved.endpoint),
+            OtlpProtocol::HttpProtobuf => resolved.endpoint.to_string(),
+        };
+        (
+            resolved.protocol,
+            endpoint,
+            resolved.interval.as_millis(),
+            resolved.timeout.as_millis(),
+        )
     }
 
     #[test]
-    fn the_file_wins_over_the_environment() {
+    fn nothing_set_means_grpc_to_localhost_every_minute() {
+        let resolved = resolve_with(&Requested::default(), &[]).unwrap();
+        assert_eq!(
+            summary(&resolved),
+            (
+                OtlpProtocol::Grpc,
+                "http://localhost:4317".into(),
+                60_000,
+                10_000
+            )
+        );
+    }
+
+    #[test]
+    fn what_the_builder_is_given_wins_over_the_environment() {
         let requested = Requested {
             endpoint: Some("http://file:4317".into()),
             protocol: Some(OtlpProtocol::Grpc),
@@ -447,14 +476,14 @@ mod tests {
             (TIMEOUT, "500"),
         ];
         let resolved = resolve_with(&requested, &env).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::Grpc);
-        assert_eq!(grpc_target(&resolved.endpoint), "http://file:4317");
-        assert_eq!(resolved.interval, Duration::from_secs(7));
-        assert_eq!(resolved.timeout, Duration::from_secs(3));
+        assert_eq!(
+            summary(&resolved),
+            (OtlpProtocol::Grpc, "http://file:4317".into(), 7_000, 3_000)
+        );
     }
 
     #[test]
-    fn the_environment_fills_what_the_file_leaves_out() {
+    fn the_environment_fills_what_the_builder_leaves_out() {
         let env = [
             (ENDPOINT, "http://env:4318/"),
             (PROTOCOL, "http/protobuf"),
@@ -462,10 +491,15 @@ mod tests {
             (TIMEOUT, "2500"),
         ];
         let resolved = resolve_with(&Requested::default(), &env).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(resolved.endpoint.as_str(), "http://env:4318/v1/metrics");
-        assert_eq!(resolved.interval, Duration::from_millis(1500));
-        assert_eq!(resolved.timeout, Duration::from_millis(2500));
+        assert_eq!(
+            summary(&resolved),
+            (
+                OtlpProtocol::HttpProtobuf,
+                "http://env:4318/v1/metrics".into(),
+                1_500,
+                2_500
+            )
+        );
     }
 
     #[test]
@@ -479,9 +513,15 @@ mod tests {
             (TIMEOUT, "200"),
         ];
         let resolved = resolve_with(&Requested::default(), &env).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(resolved.endpoint.as_str(), "http://metrics:9999/custom");
-        assert_eq!(resolved.timeout, Duration::from_millis(100));
+        assert_eq!(
+            summary(&resolved),
+            (
+                OtlpProtocol::HttpProtobuf,
+                "http://metrics:9999/custom".into(),
+                60_000,
+                100
+            )
+        );
     }
 
     #[test]
