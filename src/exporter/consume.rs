@@ -81,45 +81,68 @@ pub(super) fn subscribe_to_all(events: &Events, capacity: usize) -> Subscription
     subscription
 }
 
-/// Hands `first`, then queued messages, to `apply` until `limit` messages
-/// in all were applied or the queue is empty; returns how many were.
-pub(super) fn drain(
-    subscription: &mut Subscription,
-    first: Option<Message>,
-    limit: usize,
-    mut apply: impl FnMut(&Message),
-) -> usize {
-    let mut applied = 0;
-    if let Some(message) = first {
-        apply(&message);
-        applied += 1;
-    }
-    while applied < limit {
-        let Ok(message) = subscription.try_recv() else {
-            break;
-        };
-        apply(&message);
-        applied += 1;
-    }
-    applied
+/// An exporter's subscription and what its events are folded into, behind
+/// the exporter's lock.
+pub(super) struct Inbox<T> {
+    subscription: Subscription,
+    /// What the events are folded into.
+    pub(super) folded: T,
 }
 
-/// An exporter's state as its consumer task sees it: a lock around the
-/// subscription (and whatever else applying an event needs), and the batch
-/// that applies queued events.
+impl<T> Inbox<T> {
+    pub(super) fn new(subscription: Subscription, folded: T) -> Self {
+        Self {
+            subscription,
+            folded,
+        }
+    }
+
+    /// Hands `first`, then queued messages, to `apply` until `limit` messages
+    /// in all were applied or the queue is empty; returns how many were.
+    pub(super) fn drain(
+        &mut self,
+        first: Option<Message>,
+        limit: usize,
+        mut apply: impl FnMut(&mut T, &Message),
+    ) -> usize {
+        let mut applied = 0;
+        if let Some(message) = first {
+            apply(&mut self.folded, &message);
+            applied += 1;
+        }
+        while applied < limit {
+            let Ok(message) = self.subscription.try_recv() else {
+                break;
+            };
+            apply(&mut self.folded, &message);
+            applied += 1;
+        }
+        applied
+    }
+
+    /// Events the hub dropped because the queue was full, since subscribing.
+    pub(super) fn dropped(&self) -> u64 {
+        self.subscription.stats().dropped
+    }
+}
+
+/// An exporter's state as its consumer task sees it: the lock around its
+/// inbox, and how a batch of events is applied.
 pub(super) trait Consumer: Send + Sync + 'static {
-    /// What the lock guards.
-    type Inbox: Send;
+    /// What the events are folded into, inside the inbox.
+    type Folded: Send;
 
-    /// The lock around the subscription.
-    fn inbox(&self) -> &Mutex<Self::Inbox>;
-
-    /// The subscription inside the inbox.
-    fn subscription(inbox: &mut Self::Inbox) -> &mut Subscription;
+    /// The lock around the inbox.
+    fn inbox(&self) -> &Mutex<Inbox<Self::Folded>>;
 
     /// Applies `first` and queued events, `limit` at most in all (with
-    /// [`drain`]); returns how many.
-    fn apply_batch(&self, inbox: &mut Self::Inbox, first: Message, limit: usize) -> usize;
+    /// [`Inbox::drain`]); returns how many.
+    fn apply_batch(
+        &self,
+        inbox: &mut Inbox<Self::Folded>,
+        first: Option<Message>,
+        limit: usize,
+    ) -> usize;
 }
 
 /// Consumes the subscription in batches until `stopped` fires or the state is
@@ -136,10 +159,12 @@ pub(super) async fn consume<C: Consumer>(state: Weak<C>, mut stopped: oneshot::R
             let mut inbox = lock(state.inbox());
             // Polled under the lock, never awaited under it: a read may drain
             // the queue in between, which only means a spurious wake-up here.
-            match Pin::new(C::subscription(&mut inbox)).poll_next(cx) {
-                Poll::Ready(Some(first)) => {
-                    Poll::Ready(Some(state.apply_batch(&mut inbox, first, CONSUMER_BATCH)))
-                }
+            match Pin::new(&mut inbox.subscription).poll_next(cx) {
+                Poll::Ready(Some(first)) => Poll::Ready(Some(state.apply_batch(
+                    &mut inbox,
+                    Some(first),
+                    CONSUMER_BATCH,
+                ))),
                 // The hub is gone (it cannot be while the state holds it, but
                 // an ended stream means there is nothing left to do).
                 Poll::Ready(None) => Poll::Ready(None),
@@ -192,15 +217,14 @@ mod tests {
     #[test]
     fn a_drain_stops_at_the_limit_and_counts_the_first_message() {
         let events = Events::new();
-        let mut subscription = subscribe_to_all(&events, 16);
+        let mut inbox = Inbox::new(subscribe_to_all(&events, 16), 0);
         let id = ClientId::from("c");
         for _ in 0..5 {
             events.dispatch(&id, Event::Status(Status::Up));
         }
-        let first = subscription.try_recv().ok();
-        let mut seen = 0;
-        assert_eq!(drain(&mut subscription, first, 3, |_| seen += 1), 3);
-        assert_eq!(drain(&mut subscription, None, 10, |_| seen += 1), 2);
-        assert_eq!(seen, 5);
+        let first = inbox.subscription.try_recv().ok();
+        assert_eq!(inbox.drain(first, 3, |seen, _| *seen += 1), 3);
+        assert_eq!(inbox.drain(None, 10, |seen, _| *seen += 1), 2);
+        assert_eq!(inbox.folded, 5);
     }
 }

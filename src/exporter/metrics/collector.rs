@@ -16,7 +16,7 @@ use super::handle::ScrapeStats;
 use super::series::SeriesTable;
 use super::snapshot::{BuildInfo, Family, FleetSnapshot, Layout};
 use crate::events::{EventKind, Events, Message, Subscription};
-use crate::exporter::consume::{self, Consumer};
+use crate::exporter::consume::{self, Consumer, Inbox};
 use crate::sync::lock;
 
 /// The exporter itself, shared by the handle, the collector on the registry
@@ -24,19 +24,14 @@ use crate::sync::lock;
 pub(super) struct ExporterState {
     pub(super) events: Events,
     pub(super) layout: Layout,
-    /// Lock order: `inbox` before `series`.
-    inbox: Mutex<Inbox>,
+    /// Lock order: `inbox` before `series`. Folded into the inbox: the
+    /// subscription's drop count when the series were last reconciled.
+    inbox: Mutex<Inbox<u64>>,
     pub(super) series: Mutex<SeriesTable>,
     render_size_hint: AtomicUsize,
     pub(super) scrape_stats: OnceLock<Option<ScrapeStats>>,
     /// Dropped with the last handle or collector, which ends the consumer.
     _stop: oneshot::Sender<()>,
-}
-
-pub(super) struct Inbox {
-    subscription: Subscription,
-    /// The subscription's drop count when the series were last reconciled.
-    dropped_seen: u64,
 }
 
 impl ExporterState {
@@ -52,10 +47,7 @@ impl ExporterState {
         let state = Arc::new(Self {
             layout: Layout::new(Arc::clone(&bounds), build_info),
             series: Mutex::new(SeriesTable::new(bounds)),
-            inbox: Mutex::new(Inbox {
-                subscription,
-                dropped_seen: 0,
-            }),
+            inbox: Mutex::new(Inbox::new(subscription, 0)),
             events,
             render_size_hint: AtomicUsize::new(0),
             scrape_stats: OnceLock::new(),
@@ -68,25 +60,7 @@ impl ExporterState {
     /// Applies every queued event.
     pub(super) fn catch_up(&self) {
         let mut inbox = lock(&self.inbox);
-        self.apply(&mut inbox, None, usize::MAX);
-    }
-
-    /// Applies `first` and queued events, `limit` at most in all; returns how
-    /// many. Then, if the queue lost events since the last call, forgets the
-    /// clients the hub no longer knows.
-    fn apply(&self, inbox: &mut Inbox, first: Option<Message>, limit: usize) -> usize {
-        let applied = {
-            let mut series = lock(&self.series);
-            consume::drain(&mut inbox.subscription, first, limit, |message| {
-                series.apply(message);
-            })
-        };
-        let dropped = inbox.subscription.stats().dropped;
-        if dropped != inbox.dropped_seen {
-            inbox.dropped_seen = dropped;
-            self.forget_absent_clients();
-        }
-        applied
+        self.apply_batch(&mut inbox, None, usize::MAX);
     }
 
     /// After lost events: a `Terminated` may be among them, so keep only the
@@ -125,18 +99,25 @@ impl ExporterState {
 }
 
 impl Consumer for ExporterState {
-    type Inbox = Inbox;
+    type Folded = u64;
 
-    fn inbox(&self) -> &Mutex<Inbox> {
+    fn inbox(&self) -> &Mutex<Inbox<u64>> {
         &self.inbox
     }
 
-    fn subscription(inbox: &mut Inbox) -> &mut Subscription {
-        &mut inbox.subscription
-    }
-
-    fn apply_batch(&self, inbox: &mut Inbox, first: Message, limit: usize) -> usize {
-        self.apply(inbox, Some(first), limit)
+    /// Then, if the queue lost events since the last batch, forgets the
+    /// clients the hub no longer knows.
+    fn apply_batch(&self, inbox: &mut Inbox<u64>, first: Option<Message>, limit: usize) -> usize {
+        let applied = {
+            let mut series = lock(&self.series);
+            inbox.drain(first, limit, |_, message| series.apply(message))
+        };
+        let dropped = inbox.dropped();
+        if dropped != inbox.folded {
+            inbox.folded = dropped;
+            self.forget_absent_clients();
+        }
+        applied
     }
 }
 

@@ -17,7 +17,7 @@ use opentelemetry::metrics::{AsyncInstrument, Histogram};
 use crate::events::{
     ClientId, ClientInfo, ClientState, Event, Events, Message, Status, Subscription,
 };
-use crate::exporter::consume::{self, COUNTED_STATUSES, Consumer, StatusCounts, counted_index};
+use crate::exporter::consume::{COUNTED_STATUSES, Consumer, Inbox, StatusCounts, counted_index};
 // A panic elsewhere while the lock was held leaves the state consistent (each
 // update is a map insert or an increment), and a poisoned lock must not turn
 // into a panic in an SDK callback.
@@ -33,16 +33,11 @@ pub(super) const STATUS: &str = "status";
 /// The recorder, shared by the consumer task and the SDK callbacks.
 pub(super) struct Recorder {
     events: Events,
-    inbox: Mutex<Inbox>,
+    inbox: Mutex<Inbox<Measures>>,
 }
 
-/// The subscription and what its events are folded into.
-pub(super) struct Inbox {
-    subscription: Subscription,
-    measures: Measures,
-}
-
-struct Measures {
+/// What the recorder folds events into.
+pub(super) struct Measures {
     rtt: Histogram<f64>,
     /// Each client's attributes, built once from the hub's `broker`.
     attributes: HashMap<ClientId, Arc<[KeyValue]>>,
@@ -54,14 +49,14 @@ impl Recorder {
     pub(super) fn new(events: Events, subscription: Subscription, rtt: Histogram<f64>) -> Self {
         Self {
             events,
-            inbox: Mutex::new(Inbox {
+            inbox: Mutex::new(Inbox::new(
                 subscription,
-                measures: Measures {
+                Measures {
                     rtt,
                     attributes: HashMap::new(),
                     changes: HashMap::new(),
                 },
-            }),
+            )),
         }
     }
 
@@ -80,10 +75,10 @@ impl Recorder {
     /// their `Terminated` was lost to a full queue.
     pub(super) fn observe_changes(&self, observer: &dyn AsyncInstrument<u64>) {
         let mut inbox = lock(&self.inbox);
-        self.apply(&mut inbox, None, usize::MAX);
+        self.apply_batch(&mut inbox, None, usize::MAX);
         // Read after catching up: a client the list lacks was terminated.
         let clients = self.events.clients();
-        let measures = &mut inbox.measures;
+        let measures = &mut inbox.folded;
         measures.retain_present(&clients);
         for state in &clients {
             let counts = measures
@@ -102,33 +97,24 @@ impl Recorder {
             }
         }
     }
-
-    /// Applies `first` and queued events, `limit` at most in all; returns how
-    /// many.
-    fn apply(&self, inbox: &mut Inbox, first: Option<Message>, limit: usize) -> usize {
-        let Inbox {
-            subscription,
-            measures,
-        } = inbox;
-        consume::drain(subscription, first, limit, |message| {
-            measures.apply(&self.events, message);
-        })
-    }
 }
 
 impl Consumer for Recorder {
-    type Inbox = Inbox;
+    type Folded = Measures;
 
-    fn inbox(&self) -> &Mutex<Inbox> {
+    fn inbox(&self) -> &Mutex<Inbox<Measures>> {
         &self.inbox
     }
 
-    fn subscription(inbox: &mut Inbox) -> &mut Subscription {
-        &mut inbox.subscription
-    }
-
-    fn apply_batch(&self, inbox: &mut Inbox, first: Message, limit: usize) -> usize {
-        self.apply(inbox, Some(first), limit)
+    fn apply_batch(
+        &self,
+        inbox: &mut Inbox<Measures>,
+        first: Option<Message>,
+        limit: usize,
+    ) -> usize {
+        inbox.drain(first, limit, |measures, message| {
+            measures.apply(&self.events, message);
+        })
     }
 }
 
