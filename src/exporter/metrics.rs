@@ -16,9 +16,9 @@
 //! | `mqtt_client_ping_rtt_seconds` | histogram | client_id, broker | ping-response events |
 //! | `mqtt_client_status_changes_total` | counter | client_id, broker, status | status events |
 //! | `mqtt_client_last_status_change_timestamp_seconds` | gauge | client_id, broker | the hub's present status |
-//! | `mqtt_client_connect_failures_total` | counter | client_id, broker, reason | [`Events::failures`] |
-//! | `mqtt_pulse_events_dispatched_total` | counter | type | [`Events::stats`] |
-//! | `mqtt_pulse_events_dropped_total` | counter | type | [`Events::stats`] |
+//! | `mqtt_client_connect_failures_total` | counter | client_id, broker, reason | [`Events::failures`](crate::events::Events::failures) |
+//! | `mqtt_pulse_events_dispatched_total` | counter | type | [`Events::stats`](crate::events::Events::stats) |
+//! | `mqtt_pulse_events_dropped_total` | counter | type | [`Events::stats`](crate::events::Events::stats) |
 //! | `mqtt_pulse_build_info` | gauge 1 | version, revision, rustversion | the build |
 //! | `process_*` | process metrics | | `/proc` (Linux), optional |
 //! | `promhttp_metric_handler_requests_total` | counter | code | `/metrics` answers, once the crate's HTTP router (`http::router`) serves the handle |
@@ -27,7 +27,7 @@
 //! # Rules
 //!
 //! * **Which clients.** Per-client series exist exactly for the clients the hub
-//!   knows ([`Events::clients`]): a client appears when it is announced or its
+//!   knows ([`Events::clients`](crate::events::Events::clients)): a client appears when it is announced or its
 //!   first status is dispatched — a client announced but never connected reads
 //!   `mqtt_client_up 0` — and *all* its series disappear when its status becomes
 //!   [`Status::Terminated`](crate::events::Status::Terminated). A client that

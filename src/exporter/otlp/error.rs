@@ -45,13 +45,13 @@ pub enum OtlpError {
     /// The interval or the timeout given in code is zero.
     #[error("the OTLP {0} must be greater than zero")]
     ZeroDuration(&'static str),
-    /// The histogram buckets given to [`OtlpBuilder::with_buckets`] are unusable.
+    /// The histogram buckets given to [`OtlpBuilder::with_buckets`](super::OtlpBuilder::with_buckets) are unusable.
     #[error(
         "invalid ping RTT histogram buckets: {0}; give finite, non-negative upper bounds \
          in seconds, strictly increasing"
     )]
     InvalidBuckets(&'static str),
-    /// [`OtlpBuilder::with_max_clients`] is 0 or above [`MAX_CLIENTS_CEILING`].
+    /// [`OtlpBuilder::with_max_clients`](super::OtlpBuilder::with_max_clients) is 0 or above [`MAX_CLIENTS_CEILING`].
     #[error("max clients must be between 1 and {MAX_CLIENTS_CEILING}, not {0}")]
     MaxClients(usize),
     /// The Prometheus registry already has the failure counter.
@@ -64,13 +64,13 @@ pub enum OtlpError {
     #[error("cannot create the OTLP exporter: {0}")]
     Exporter(String),
     /// gRPC needs a Tokio runtime to build its channel on, and
-    /// [`OtlpBuilder::install`] one to spawn on.
+    /// [`OtlpBuilder::install`](super::OtlpBuilder::install) one to spawn on.
     #[error(
         "no Tokio runtime is running; build the OTLP exporter from within one (gRPC \
          needs it for its connection)"
     )]
     NoRuntime,
-    /// [`OtlpHandle::flush`] after [`OtlpHandle::shutdown`].
+    /// [`OtlpHandle::flush`](super::OtlpHandle::flush) after [`OtlpHandle::shutdown`](super::OtlpHandle::shutdown).
     #[error("the OTLP exporter is shut down")]
     ShutDown,
     /// A flush did not complete: the push failed or timed out.
