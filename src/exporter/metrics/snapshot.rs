@@ -366,26 +366,7 @@ impl FleetSnapshot {
                 let empty = ClientSeries::new(layout.bounds.len() + 1);
                 for row in &self.clients {
                     let series = row.series.as_ref().unwrap_or(&empty);
-                    let mut cumulative = 0;
-                    let buckets = layout
-                        .bounds
-                        .iter()
-                        .zip(series.bucket_counts.iter())
-                        .map(|(&bound, &count)| {
-                            cumulative += count;
-                            let mut bucket = Bucket::default();
-                            bucket.set_upper_bound(bound);
-                            bucket.set_cumulative_count(cumulative);
-                            bucket
-                        })
-                        .collect();
-                    let mut histogram = Histogram::default();
-                    histogram.set_bucket(buckets);
-                    histogram.set_sample_sum(series.rtt_sum_seconds);
-                    histogram.set_sample_count(series.rtt_count);
-                    let mut metric = Metric::from_label(client_labels(row));
-                    metric.set_histogram(histogram);
-                    metrics.push(metric);
+                    metrics.push(histogram(client_labels(row), series, &layout.bounds));
                 }
             }
             Family::StatusChanges => {
@@ -503,6 +484,29 @@ fn label(name: &str, value: &str) -> LabelPair {
     pair.set_name(name.to_owned());
     pair.set_value(value.to_owned());
     pair
+}
+
+/// A client's round-trip histogram, with cumulative buckets up to `bounds`.
+fn histogram(labels: Vec<LabelPair>, series: &ClientSeries, bounds: &[f64]) -> Metric {
+    let mut cumulative = 0;
+    let buckets = bounds
+        .iter()
+        .zip(series.bucket_counts.iter())
+        .map(|(&bound, &count)| {
+            cumulative += count;
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(bound);
+            bucket.set_cumulative_count(cumulative);
+            bucket
+        })
+        .collect();
+    let mut histogram = Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_sum(series.rtt_sum_seconds);
+    histogram.set_sample_count(series.rtt_count);
+    let mut metric = Metric::from_label(labels);
+    metric.set_histogram(histogram);
+    metric
 }
 
 fn counter(labels: Vec<LabelPair>, value: u64) -> Metric {

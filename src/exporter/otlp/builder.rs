@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::handle::OtlpHandle;
 use super::monitor::{CountingExporter, ExportMonitor};
 use super::settings::{self, Requested, Resolved};
-use super::{OtlpError, OtlpProtocol, sdk};
+use super::{OtlpError, OtlpProtocol, resource, sdk};
 use crate::events::Events;
 use crate::exporter::consume;
 use crate::exporter::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY};
@@ -285,7 +285,7 @@ impl OtlpBuilder {
     /// The settings merged with the environment. Warns about every header
     /// the SDK will take from `OTEL_EXPORTER_OTLP_HEADERS` instead.
     fn resolve(&self) -> Result<Resolved, OtlpError> {
-        let instance_id = settings::random_instance_id();
+        let instance_id = resource::random_instance_id();
         let resolved = settings::resolve(&self.requested, &settings::process_env, &instance_id)?;
         if resolved.protocol == OtlpProtocol::Grpc && tokio::runtime::Handle::try_current().is_err()
         {

@@ -77,7 +77,8 @@
 //!
 //! * `builder` — [`OtlpBuilder`]: the settings given in code, checked and
 //!   resolved, and the steps that start the exporter.
-//! * `settings` — the settings merged with the `OTEL_*` environment (sans-IO).
+//! * `settings` — the settings merged with the `OTEL_*` environment (sans-IO);
+//!   `resource` — the resource attributes and `service.instance.id`.
 //! * `sdk` — the OpenTelemetry SDK's exporter, meter provider and instruments.
 //! * `recorder` — hub events into measurements, and the SDK's callbacks.
 //! * `monitor` — every push counted, failures logged at a bounded rate.
@@ -95,6 +96,8 @@ mod handle;
 mod monitor;
 #[cfg(feature = "otlp")]
 mod recorder;
+#[cfg(feature = "otlp")]
+mod resource;
 #[cfg(feature = "otlp")]
 mod sdk;
 #[cfg(feature = "otlp")]

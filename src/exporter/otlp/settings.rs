@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::{OtlpError, OtlpProtocol};
+use super::{OtlpError, OtlpProtocol, resource};
 
 /// Reads one environment variable; `None` when unset or blank.
 pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -167,7 +167,7 @@ pub(super) fn resolve(
         headers: requested.headers.clone(),
         env_header_names: env_headers.into_iter().map(|(name, _)| name).collect(),
         secrets,
-        resource: resource(&requested.resource, env, instance_id),
+        resource: resource::attributes(&requested.resource, env, instance_id),
     })
 }
 
@@ -342,65 +342,6 @@ fn env_headers(env: Lookup<'_>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The resource attributes, later ones winning: ours, then
-/// `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME`, then the ones given in
-/// code. One entry per key, in first-seen order.
-fn resource(
-    explicit: &[(String, String)],
-    env: Lookup<'_>,
-    instance_id: &str,
-) -> Vec<(String, String)> {
-    let mut attributes: Vec<(String, String)> = vec![
-        ("service.name".into(), env!("CARGO_PKG_NAME").into()),
-        ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("service.instance.id".into(), instance_id.into()),
-    ];
-    let mut set = |key: &str, value: String| match attributes.iter_mut().find(|(k, _)| k == key) {
-        Some(entry) => entry.1 = value,
-        None => attributes.push((key.to_owned(), value)),
-    };
-    if let Some(list) = env(RESOURCE_ATTRIBUTES) {
-        for pair in list.split(',') {
-            let Some((key, value)) = pair.split_once('=') else {
-                continue;
-            };
-            let (key, value) = (key.trim(), value.trim());
-            if key.is_empty() {
-                continue;
-            }
-            let value = percent_encoding::percent_decode_str(value)
-                .decode_utf8()
-                .map_or_else(|_| value.to_owned(), |decoded| decoded.into_owned());
-            set(key, value);
-        }
-    }
-    if let Some(name) = env(SERVICE_NAME) {
-        set("service.name", name.trim().to_owned());
-    }
-    for (key, value) in explicit {
-        set(key, value.clone());
-    }
-    attributes
-}
-
-/// A random (version 4) UUID for `service.instance.id`: a fresh id per
-/// process, as the semantic conventions recommend when nothing stable names
-/// the instance. Random enough to be unique, not for secrecy.
-pub(super) fn random_instance_id() -> String {
-    let bits = fastrand::u128(..);
-    // Version 4 in the high nibble of byte 6, RFC 4122 variant in byte 8.
-    let bits = (bits & !(0xF << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 /// `text` with every secret replaced, for messages that may echo a header.
 pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
     let mut text = text.to_owned();
@@ -413,12 +354,15 @@ pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::HashMap;
 
     use super::*;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// An environment of `pairs`, read as the process environment is.
+    pub(in crate::exporter::otlp) fn env_of(
+        pairs: &[(&str, &str)],
+    ) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -642,71 +586,6 @@ mod tests {
             !debug.contains("from-file") && !debug.contains("from env"),
             "{debug}"
         );
-    }
-
-    #[test]
-    fn resource_attributes_layer_ours_then_the_environment_then_code() {
-        let env = [
-            (
-                RESOURCE_ATTRIBUTES,
-                "deployment.environment=prod, service.instance.id=pod%2D7,=x,junk",
-            ),
-            (SERVICE_NAME, "probe-north"),
-        ];
-        let requested = Requested {
-            resource: vec![("deployment.environment".into(), "staging".into())],
-            ..Requested::default()
-        };
-        let resolved = resolve_with(&requested, &env).unwrap();
-        let get = |key: &str| {
-            resolved
-                .resource
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("service.name"), Some("probe-north"));
-        assert_eq!(get("service.version"), Some(env!("CARGO_PKG_VERSION")));
-        assert_eq!(get("service.instance.id"), Some("pod-7"));
-        assert_eq!(get("deployment.environment"), Some("staging"));
-        assert_eq!(resolved.resource.len(), 4);
-    }
-
-    #[test]
-    fn our_service_name_and_instance_id_are_the_defaults() {
-        let resolved = resolve(&Requested::default(), &env_of(&[]), "abc").unwrap();
-        assert_eq!(
-            resolved.resource,
-            [
-                ("service.name".to_owned(), "mqtt-pulse".to_owned()),
-                (
-                    "service.version".to_owned(),
-                    env!("CARGO_PKG_VERSION").to_owned()
-                ),
-                ("service.instance.id".to_owned(), "abc".to_owned()),
-            ]
-        );
-    }
-
-    #[test]
-    fn instance_ids_are_distinct_version_4_uuids() {
-        let a = random_instance_id();
-        let b = random_instance_id();
-        assert_ne!(a, b);
-        for id in [a, b] {
-            let groups: Vec<&str> = id.split('-').collect();
-            assert_eq!(
-                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
-                [8, 4, 4, 4, 12],
-                "{id}"
-            );
-            assert!(groups[2].starts_with('4'), "{id}");
-            assert!(matches!(&groups[3][..1], "8" | "9" | "a" | "b"), "{id}");
-            assert!(
-                id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
-                "{id}"
-            );
-        }
     }
 
     #[test]
