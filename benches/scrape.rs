@@ -2,7 +2,7 @@
 //!
 //! * `render/*`: rendering `/metrics` for 100, 1,000 and 10,000 clients (each
 //!   announced, up, with status changes and a histogram of 8 round trips):
-//!   - `mqtt_pulse` — `PrometheusHandle::render`, what `/metrics` serves;
+//!   - `mqtt_pulse` — `MetricsHandle::render`, what `/metrics` serves;
 //!   - `gather_text_encoder` — the same registry through `Registry::gather` and
 //!     the `prometheus` crate's `TextEncoder` (what a caller who encodes the
 //!     registry themselves pays);
@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, FailureReason, Status};
-use mqtt_pulse::exporter::prometheus::{DEFAULT_RTT_BUCKETS, PrometheusBuilder, PrometheusHandle};
+use mqtt_pulse::exporter::DEFAULT_RTT_BUCKETS;
+use mqtt_pulse::exporter::metrics::{MetricsBuilder, MetricsHandle};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -48,9 +49,9 @@ fn client_ids(clients: usize) -> Vec<ClientId> {
 
 /// A hub with `clients` clients that connected, dropped once, reconnected,
 /// failed once and pinged [`RTTS_MICROS`], and an exporter on it.
-fn fleet(clients: usize) -> (Events, PrometheusHandle, Vec<ClientId>) {
+fn fleet(clients: usize) -> (Events, MetricsHandle, Vec<ClientId>) {
     let events = Events::new();
-    let (handle, consumer) = PrometheusBuilder::new(&events)
+    let (handle, consumer) = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .build()
         .expect("a fresh registry takes the exporter");
@@ -244,7 +245,7 @@ impl DispatchRig {
         let events = Events::new();
         let handle = {
             let _entered = runtime.enter();
-            PrometheusBuilder::new(&events)
+            MetricsBuilder::new(&events)
                 .with_process_metrics(false)
                 .install()
                 .unwrap()

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::routing::get;
 use mqtt_pulse::connection::ConnectionTracker;
 use mqtt_pulse::events::Events;
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use prometheus::{IntCounter, Registry};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // exporter on the service's registry.
     let events = Events::new();
     let mut tracker = ConnectionTracker::new(&events, "embed-example", broker.as_str());
-    let handle = PrometheusBuilder::new(&events)
+    let handle = MetricsBuilder::new(&events)
         .with_registry(registry)
         .install()?;
     let app = app_routes.merge(mqtt_pulse::http::router(handle));

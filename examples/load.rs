@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Each run builds, in this process, what an embedding service runs: an events
-//! hub, the Prometheus exporter on it (`PrometheusBuilder::install`, process
+//! hub, the Prometheus exporter on it (`MetricsBuilder::install`, process
 //! metrics on) and `mqtt_pulse::http::run` with `mqtt_pulse::http::router` on
 //! 127.0.0.1:0. The 1,000 clients are hand-dispatched, not real connections:
 //! each is announced (broker label `127.0.0.1:1883`), goes Up and gets eight
@@ -51,7 +51,7 @@ use axum::response::Response;
 use clap::Parser;
 use harness::{load_average, median, raise_fd_limit};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, Status};
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 
 /// Phase markers for the dispatch thread's timings.
 const PHASE_IGNORE: u8 = 0;
@@ -291,7 +291,7 @@ fn run_once(args: &Args) -> RunFigures {
         .expect("a tokio runtime");
     let events = Events::new();
     let handle = runtime
-        .block_on(async { PrometheusBuilder::new(&events).install() })
+        .block_on(async { MetricsBuilder::new(&events).install() })
         .expect("the exporter on a fresh registry");
 
     let ids: Vec<ClientId> = (0..args.clients)

@@ -20,8 +20,8 @@
 use std::time::{Duration, Instant};
 
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use mqtt_pulse::exporter::otlp::{OtlpBuilder, OtlpProtocol};
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -89,7 +89,7 @@ fn queue(events: &Events, ids: &[ClientId], count: usize) {
 fn prometheus_run(count: usize) -> (f64, Duration) {
     let events = Events::new();
     let ids = clients(&events);
-    let (handle, _consumer) = PrometheusBuilder::new(&events)
+    let (handle, _consumer) = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .with_subscription_capacity(count + 2 * CLIENTS)
         .build()

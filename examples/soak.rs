@@ -51,7 +51,7 @@ use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
 };
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 
 /// Room in the bookkeeping subscriber's queue: minutes of events even if it
 /// fell behind, so a drop there would mean a bug, not a slow reader.
@@ -283,7 +283,7 @@ async fn soak(args: &Args) -> bool {
     );
 
     let events = Events::new();
-    let handle = PrometheusBuilder::new(&events)
+    let handle = MetricsBuilder::new(&events)
         .install()
         .expect("the exporter on a fresh registry");
     let mut watcher = events.subscribe_with_capacity(WATCHER_CAPACITY);

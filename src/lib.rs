@@ -43,3 +43,4 @@ pub mod daemon;
 pub mod events;
 pub mod exporter;
 pub mod http;
+mod sync;

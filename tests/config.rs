@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mqtt_pulse::config::{Config, ConfigError, Location, OtlpProtocol, Problem, diff};
+use mqtt_pulse::config::{Config, ConfigError, Location, Problem, diff};
 use mqtt_pulse::connection::{Backoff, ClientCertificate, TlsOptions};
+use mqtt_pulse::exporter::otlp::OtlpProtocol;
 use proptest::prelude::*;
 
 /// The password used in every secrets check; "xyzzy" appears nowhere else.

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use mqtt_pulse::connection::ConnectionTracker;
 use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use prometheus::{IntCounter, Registry};
 use rumqttc::{AsyncClient, MqttOptions};
 use support::Broker;
@@ -31,7 +31,7 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
     status.register(ClientFilter::Any, EventKind::PingResponse);
     let mut tracker = ConnectionTracker::new(&events, "embedded-app", broker.addr());
-    let handle = PrometheusBuilder::new(&events)
+    let handle = MetricsBuilder::new(&events)
         .with_registry(registry)
         .install()
         .unwrap();

@@ -18,9 +18,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, FailureReason, Status};
-use mqtt_pulse::exporter::prometheus::{
-    BuildError, DEFAULT_RTT_BUCKETS, PrometheusBuilder, PrometheusHandle,
-};
+use mqtt_pulse::exporter::DEFAULT_RTT_BUCKETS;
+use mqtt_pulse::exporter::metrics::{BuildError, MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http;
 use support::http::{get_text, percent_encode, try_get};
 use support::metrics::sample;
@@ -31,8 +30,8 @@ use support::metrics::sample;
 
 const BROKER: &str = "127.0.0.1:1883";
 
-fn exporter(events: &Events) -> PrometheusHandle {
-    let (handle, _consumer) = PrometheusBuilder::new(events)
+fn exporter(events: &Events) -> MetricsHandle {
+    let (handle, _consumer) = MetricsBuilder::new(events)
         .with_process_metrics(false)
         .build()
         .expect("a fresh registry takes the exporter");
@@ -61,7 +60,7 @@ fn client_series(name: &str, id: &str) -> String {
 #[tokio::test]
 async fn promtool_finds_no_problem_in_a_real_metrics_page() {
     let events = Events::new();
-    let handle = PrometheusBuilder::new(&events).install().unwrap(); // with process metrics
+    let handle = MetricsBuilder::new(&events).install().unwrap(); // with process metrics
     up_with_pings(&events, "plant-a", &[150, 900, 4_000]);
     let down = up_with_pings(&events, "plant-b", &[2_000_000]);
     events.dispatch(&down, Event::Status(Status::Down));
@@ -241,7 +240,7 @@ fn histogram_counts_and_sums_match_the_dispatched_round_trips() {
 #[test]
 fn hub_counters_are_exposed_by_event_type_including_the_exporters_own_drops() {
     let events = Events::new();
-    let (handle, _consumer) = PrometheusBuilder::new(&events)
+    let (handle, _consumer) = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .with_subscription_capacity(2)
         .build()
@@ -312,7 +311,7 @@ fn render_matches_a_plain_gather_through_the_text_encoder() {
     registry.register(Box::new(theirs.clone())).unwrap();
     registry.register(Box::new(last.clone())).unwrap();
     theirs.inc();
-    let (handle, _consumer) = PrometheusBuilder::new(&events)
+    let (handle, _consumer) = MetricsBuilder::new(&events)
         .with_registry(registry.clone())
         .with_process_metrics(false)
         .build()
@@ -339,7 +338,7 @@ fn a_registry_with_a_prefix_and_common_labels_still_gets_them_applied() {
     let events = Events::new();
     let labels = [("site".to_owned(), "north".to_owned())].into();
     let registry = prometheus::Registry::new_custom(Some("acme".into()), Some(labels)).unwrap();
-    let (handle, _consumer) = PrometheusBuilder::new(&events)
+    let (handle, _consumer) = MetricsBuilder::new(&events)
         .with_registry(registry)
         .with_process_metrics(false)
         .build()
@@ -356,13 +355,13 @@ fn a_registry_with_a_prefix_and_common_labels_still_gets_them_applied() {
 #[test]
 fn a_registry_takes_one_exporter_and_a_failed_build_leaves_nothing_behind() {
     let registry = prometheus::Registry::new();
-    let first = PrometheusBuilder::new(&Events::new())
+    let first = MetricsBuilder::new(&Events::new())
         .with_registry(registry.clone())
         .with_process_metrics(false)
         .build();
     assert!(first.is_ok());
 
-    let second = PrometheusBuilder::new(&Events::new())
+    let second = MetricsBuilder::new(&Events::new())
         .with_registry(registry.clone())
         .build();
     let Err(error) = second else {
@@ -378,7 +377,7 @@ fn a_registry_takes_one_exporter_and_a_failed_build_leaves_nothing_behind() {
         "the second build's process metrics were unregistered"
     );
 
-    let buckets = PrometheusBuilder::new(&Events::new())
+    let buckets = MetricsBuilder::new(&Events::new())
         .with_buckets(&[0.5, 0.1])
         .build();
     assert!(matches!(buckets, Err(BuildError::InvalidBuckets(_))));
@@ -386,9 +385,7 @@ fn a_registry_takes_one_exporter_and_a_failed_build_leaves_nothing_behind() {
 
 #[test]
 fn install_outside_a_runtime_says_what_to_do() {
-    let error = PrometheusBuilder::new(&Events::new())
-        .install()
-        .unwrap_err();
+    let error = MetricsBuilder::new(&Events::new()).install().unwrap_err();
     assert!(matches!(error, BuildError::NoRuntime));
     assert!(error.to_string().contains("build()"), "{error}");
 }
@@ -401,7 +398,7 @@ async fn an_embedding_service_serves_its_metrics_and_ours_on_one_page() {
     registry.register(Box::new(orders.clone())).unwrap();
     // …its own hub, fed by its own MQTT connections…
     let events = Events::new();
-    let handle = PrometheusBuilder::new(&events)
+    let handle = MetricsBuilder::new(&events)
         .with_registry(registry.clone())
         .install()
         .unwrap();
@@ -433,7 +430,7 @@ async fn an_embedding_service_serves_its_metrics_and_ours_on_one_page() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_consumer_keeps_the_queue_short_between_scrapes() {
     let events = Events::new();
-    let _handle = PrometheusBuilder::new(&events)
+    let _handle = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .with_subscription_capacity(16)
         .install()
@@ -455,7 +452,7 @@ async fn the_consumer_keeps_the_queue_short_between_scrapes() {
 #[tokio::test]
 async fn the_consumer_ends_once_the_exporter_is_dropped() {
     let events = Events::new();
-    let (handle, consumer) = PrometheusBuilder::new(&events).build().unwrap();
+    let (handle, consumer) = MetricsBuilder::new(&events).build().unwrap();
     let consumer = tokio::spawn(consumer);
     let clone = handle.clone();
     drop(handle);
@@ -599,7 +596,7 @@ impl Drop for PrometheusServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_exporter() {
     let events = Events::new();
-    let handle = PrometheusBuilder::new(&events).install().unwrap();
+    let handle = MetricsBuilder::new(&events).install().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();

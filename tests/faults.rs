@@ -18,7 +18,7 @@ use mqtt_pulse::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, KindStats, Message, Status,
     Subscription, SubscriptionStats, TryRecvError,
 };
-use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use support::Broker;
 use support::metrics;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -120,7 +120,7 @@ async fn a_broker_restarted_twenty_times_is_reported_down_and_up_each_time_in_or
     const RESTARTS: u64 = 20;
     let broker = Arc::new(Broker::start());
     let events = Events::new();
-    let exporter = PrometheusBuilder::new(&events)
+    let exporter = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .install()
         .unwrap();
@@ -347,7 +347,7 @@ async fn a_subscriber_that_never_reads_costs_only_itself() {
     const STUCK: usize = 16;
     let broker = Broker::start();
     let events = Events::new();
-    let exporter = PrometheusBuilder::new(&events)
+    let exporter = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .install()
         .unwrap();

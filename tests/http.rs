@@ -14,7 +14,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
-use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
+use mqtt_pulse::exporter::metrics::{MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http::{self, METRICS_CONTENT_TYPE, REQUEST_TIMEOUT};
 use support::http::{Reply, call, client};
 use tokio::sync::{Notify, oneshot};
@@ -25,9 +25,9 @@ use tokio::sync::{Notify, oneshot};
 
 /// A hub with two clients and an exporter without process metrics, whose page
 /// therefore stays the same between two renders.
-fn exporter() -> (Events, PrometheusHandle) {
+fn exporter() -> (Events, MetricsHandle) {
     let events = Events::new();
-    let (handle, _consumer) = PrometheusBuilder::new(&events)
+    let (handle, _consumer) = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .build()
         .unwrap();

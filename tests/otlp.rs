@@ -19,10 +19,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientFilter, ClientId, ClientInfo, Event, EventKind, Events, Status};
-use mqtt_pulse::exporter::otlp::{
-    DEFAULT_RTT_BUCKETS, ExportStats, OtlpBuilder, OtlpError, OtlpHandle, OtlpProtocol,
-};
-use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
+use mqtt_pulse::exporter::DEFAULT_RTT_BUCKETS;
+use mqtt_pulse::exporter::metrics::{MetricsBuilder, MetricsHandle};
+use mqtt_pulse::exporter::otlp::{ExportStats, OtlpBuilder, OtlpError, OtlpHandle, OtlpProtocol};
 use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -355,8 +354,8 @@ async fn wait_for_stats(
         .expect("the exporter is alive");
 }
 
-fn prometheus(events: &Events, registry: &prometheus::Registry) -> PrometheusHandle {
-    PrometheusBuilder::new(events)
+fn prometheus(events: &Events, registry: &prometheus::Registry) -> MetricsHandle {
+    MetricsBuilder::new(events)
         .with_registry(registry.clone())
         .with_process_metrics(false)
         .install()
@@ -364,7 +363,7 @@ fn prometheus(events: &Events, registry: &prometheus::Registry) -> PrometheusHan
 }
 
 /// Renders `/metrics` off the runtime, as the HTTP server does, with a deadline.
-async fn render(handle: &PrometheusHandle) -> String {
+async fn render(handle: &MetricsHandle) -> String {
     let handle = handle.clone();
     tokio::time::timeout(
         Duration::from_secs(5),

@@ -88,7 +88,7 @@ use std::path::{Path, PathBuf};
 use crate::connection::ConnectionOptions;
 
 pub use error::{ConfigError, Location, Problem};
-pub use otlp::{OtlpConfig, OtlpProtocol};
+pub use otlp::OtlpConfig;
 
 /// The most targets one file may have: one process monitors at most this many
 /// connections (measured in BENCHMARKS.md, "Connection scale"); more is a

@@ -11,6 +11,7 @@ use url::Url;
 use super::error::ConfigError;
 use super::keys::OTLP_KEYS;
 use super::reader::{Place, Span, TableReader, Value, in_file_order};
+use crate::exporter::otlp::OtlpProtocol;
 
 /// The `[otlp]` table: where and how to push metrics over OTLP.
 ///
@@ -24,17 +25,6 @@ pub struct OtlpConfig {
     interval: Option<Duration>,
     timeout: Option<Duration>,
     headers: BTreeMap<String, String>,
-}
-
-/// The OTLP transport.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OtlpProtocol {
-    /// OTLP over gRPC (`"grpc"`, usually port 4317). The default.
-    #[default]
-    Grpc,
-    /// OTLP over HTTP with protobuf bodies (`"http/protobuf"`, usually port 4318).
-    HttpProtobuf,
 }
 
 impl OtlpConfig {
@@ -94,12 +84,12 @@ impl TableReader<'_> {
                     otlp.endpoint = Some(self.endpoint(text, &place, &value.span())?);
                 }
                 "protocol" => {
-                    otlp.protocol = match self.string("protocol", &place, value)? {
-                        "grpc" => OtlpProtocol::Grpc,
-                        "http/protobuf" => OtlpProtocol::HttpProtobuf,
-                        other => {
+                    let name = self.string("protocol", &place, value)?;
+                    otlp.protocol = match OtlpProtocol::from_name(name) {
+                        Some(protocol) => protocol,
+                        None => {
                             let reason =
-                                format!("must be \"grpc\" or \"http/protobuf\", not {other:?}");
+                                format!("must be \"grpc\" or \"http/protobuf\", not {name:?}");
                             return Err(self.bad_value("protocol", &place, &value.span(), reason));
                         }
                     }

@@ -4,7 +4,7 @@ use std::io;
 
 use crate::config::ConfigError;
 use crate::connection::OptionsError;
-use crate::exporter::prometheus::BuildError;
+use crate::exporter::metrics::BuildError;
 
 /// Why the daemon could not start or keep running. `Display` is the one line
 /// the binary prints before exiting with status 1.

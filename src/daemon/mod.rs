@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::events::Events;
-use crate::exporter::prometheus::PrometheusBuilder;
+use crate::exporter::metrics::MetricsBuilder;
 use crate::http::WebConfig;
 use healthcheck::healthcheck;
 use listen::bind;
@@ -126,7 +126,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
 
     let events = Events::new();
     let registry = Registry::new();
-    let handle = PrometheusBuilder::new(&events)
+    let handle = MetricsBuilder::new(&events)
         .with_registry(registry.clone())
         .install()?;
     // Before the targets start, so their first status changes are counted.

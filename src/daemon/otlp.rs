@@ -9,6 +9,8 @@ use prometheus::Registry;
 
 use super::DaemonError;
 use crate::config::Config;
+#[cfg(feature = "otlp")]
+use crate::config::OtlpConfig;
 use crate::events::Events;
 
 /// The running OTLP exporter, if `[otlp]` or `OTEL_EXPORTER_OTLP_*` asks for one.
@@ -25,7 +27,7 @@ pub(super) fn start_otlp(
 ) -> Result<Otlp, DaemonError> {
     use crate::exporter::otlp::{OtlpBuilder, configured_by_env};
     let builder = match config.otlp() {
-        Some(otlp) => OtlpBuilder::new(events).with_config(otlp),
+        Some(otlp) => builder_calls(OtlpBuilder::new(events), otlp),
         None if configured_by_env() => OtlpBuilder::new(events),
         None => return Ok(None),
     };
@@ -39,6 +41,30 @@ pub(super) fn start_otlp(
         "pushing metrics over OTLP"
     );
     Ok(Some(handle))
+}
+
+/// The `[otlp]` table as builder calls: endpoint, interval and timeout when
+/// present, the protocol always (the table's default, gRPC, overrides
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`), and the headers.
+#[cfg(feature = "otlp")]
+fn builder_calls(
+    mut builder: crate::exporter::otlp::OtlpBuilder,
+    otlp: &OtlpConfig,
+) -> crate::exporter::otlp::OtlpBuilder {
+    builder = builder.with_protocol(otlp.protocol());
+    if let Some(endpoint) = otlp.endpoint() {
+        builder = builder.with_endpoint(endpoint.as_str());
+    }
+    if let Some(interval) = otlp.interval() {
+        builder = builder.with_interval(interval);
+    }
+    if let Some(timeout) = otlp.timeout() {
+        builder = builder.with_timeout(timeout);
+    }
+    for (name, value) in otlp.headers() {
+        builder = builder.with_header(name, value);
+    }
+    builder
 }
 
 #[cfg(not(feature = "otlp"))]

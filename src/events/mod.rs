@@ -66,10 +66,13 @@ pub use subscription::{Subscription, SubscriptionStats, TryRecvError};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use subscription::Subscriber;
+// Every update leaves the tables consistent (a push, a retain or an insert),
+// so a poisoned lock must not turn into a panic on the event path.
+use crate::sync::{lock, read, write};
 
 /// Queue capacity of a subscription made without an explicit one: room for about
 /// a second of events from a thousand clients pinging every second, while a stuck
@@ -446,19 +449,4 @@ impl Hub {
             }
         }
     }
-}
-
-// A panic elsewhere while a lock was held leaves the tables consistent (every
-// mutation is a single push/retain/insert), so poisoning is ignored rather than
-// turned into a panic on the event path.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }

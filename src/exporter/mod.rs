@@ -5,12 +5,18 @@
 //! it. It must never dispatch events, never block the hub's event path, and
 //! never create or drive connections: whatever reports to the hub — this
 //! crate's connection driver or the embedding service's own — is exported alike.
+//! It never imports the HTTP layer or the config file: whoever serves or
+//! configures it calls its builder.
 //!
-//! * [`prometheus`] — a collector on a `prometheus::Registry`, with a handle that
-//!   renders the text exposition format (served by [`crate::http`]).
-//! * `otlp` — the same health pushed to an OpenTelemetry collector over OTLP
-//!   (feature `otlp`, on by default).
+//! * [`metrics`] — a collector on a `prometheus::Registry`, with a handle that
+//!   renders the text exposition format (the crate's HTTP router serves it).
+//! * [`otlp`] — the same health pushed to an OpenTelemetry collector over OTLP
+//!   (feature `otlp`, on by default; without it only [`otlp::OtlpProtocol`]).
+//! * `consume` (private) — what both share: the subscription, the consumer
+//!   task, the counted statuses and the bucket checks.
 
-#[cfg(feature = "otlp")]
+mod consume;
+pub mod metrics;
 pub mod otlp;
-pub mod prometheus;
+
+pub use consume::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY};

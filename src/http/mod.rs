@@ -32,12 +32,12 @@
 //!
 //! ```
 //! use mqtt_pulse::events::Events;
-//! use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+//! use mqtt_pulse::exporter::metrics::MetricsBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let events = Events::new();
-//! let handle = PrometheusBuilder::new(&events).install()?;
+//! let handle = MetricsBuilder::new(&events).install()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let server = tokio::spawn(mqtt_pulse::http::run(
@@ -55,12 +55,12 @@
 //!
 //! ```no_run
 //! # use mqtt_pulse::events::Events;
-//! # use mqtt_pulse::exporter::prometheus::PrometheusBuilder;
+//! # use mqtt_pulse::exporter::metrics::MetricsBuilder;
 //! use mqtt_pulse::http::{Server, WebConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let handle = PrometheusBuilder::new(&Events::new()).install()?;
+//! # let handle = MetricsBuilder::new(&Events::new()).install()?;
 //! let web_config = WebConfig::load("web-config.yml")?;
 //! let listener = tokio::net::TcpListener::bind("[::]:9883").await?;
 //! Server::new()
@@ -99,7 +99,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::exporter::prometheus::{ClientSummary, PrometheusHandle};
+use crate::exporter::metrics::{ClientSummary, MetricsHandle};
 
 /// The `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -133,7 +133,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Mount it on a service's own router with [`Router::merge`]. A router that
 /// has its own fallback cannot be merged with one that also has one: call
 /// [`Router::reset_fallback`] on this one first.
-pub fn router(handle: PrometheusHandle) -> Router {
+pub fn router(handle: MetricsHandle) -> Router {
     let metrics = get(scrape::metrics)
         .layer(from_fn_with_state(
             limits::Cap::new(MAX_CONCURRENT_SCRAPES),
@@ -351,7 +351,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn landing_page(State(handle): State<PrometheusHandle>) -> Response {
+async fn landing_page(State(handle): State<MetricsHandle>) -> Response {
     let page = tokio::task::spawn_blocking(move || {
         landing_page_html(&handle.clients(), env!("CARGO_PKG_VERSION"))
     });

@@ -4,7 +4,7 @@
 //!
 //! It owns the render queue of one [`router`](super::router). It must never
 //! serve a request a page rendered before the request arrived — a scrape
-//! reflects every event dispatched before it, as [`PrometheusHandle::render`]
+//! reflects every event dispatched before it, as [`MetricsHandle::render`]
 //! promises — and never render on an async worker thread.
 //!
 //! Why: a render of 10,000 clients is ~10 ms of CPU and ~20 MB; rendering it
@@ -25,12 +25,12 @@ use flate2::write::GzEncoder;
 use tokio::sync::watch;
 
 use super::METRICS_CONTENT_TYPE;
-use crate::exporter::prometheus::{PrometheusHandle, ScrapeStats};
+use crate::exporter::metrics::{MetricsHandle, ScrapeStats};
 
 /// The renders of `/metrics` shared by the routes of one router.
 #[derive(Clone)]
 pub(crate) struct Scrapes {
-    handle: PrometheusHandle,
+    handle: MetricsHandle,
     queue: Arc<Mutex<Queue>>,
 }
 
@@ -55,7 +55,7 @@ struct Page {
 }
 
 impl Scrapes {
-    pub(crate) fn new(handle: PrometheusHandle) -> Self {
+    pub(crate) fn new(handle: MetricsHandle) -> Self {
         Scrapes {
             handle,
             queue: Arc::default(),
@@ -228,7 +228,7 @@ pub(crate) async fn count(
 mod tests {
     use super::*;
     use crate::events::Events;
-    use crate::exporter::prometheus::PrometheusBuilder;
+    use crate::exporter::metrics::MetricsBuilder;
     use axum::body::Body;
     use prometheus::core::{Collector, Desc};
     use prometheus::proto::MetricFamily;
@@ -281,7 +281,7 @@ mod tests {
             }))
             .unwrap();
         let events = Events::new();
-        let (handle, _consumer) = PrometheusBuilder::new(&events)
+        let (handle, _consumer) = MetricsBuilder::new(&events)
             .with_registry(registry)
             .with_process_metrics(false)
             .build()

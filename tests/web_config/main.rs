@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
-use mqtt_pulse::exporter::prometheus::{PrometheusBuilder, PrometheusHandle};
+use mqtt_pulse::exporter::metrics::{MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http::{self, Server, WebConfig};
 
 /// How long a daemon may take to serve; how long any one exchange may take.
@@ -40,9 +40,9 @@ const PASSWORD: &str = "scrape-me-7d41c0";
 // ---------------------------------------------------------------------------------
 
 /// A hub with `clients` clients that are up, and an exporter reading it.
-fn exporter(clients: usize) -> (Events, PrometheusHandle) {
+fn exporter(clients: usize) -> (Events, MetricsHandle) {
     let events = Events::new();
-    let (handle, _consumer) = PrometheusBuilder::new(&events)
+    let (handle, _consumer) = MetricsBuilder::new(&events)
         .with_process_metrics(false)
         .build()
         .unwrap();
@@ -55,7 +55,7 @@ fn exporter(clients: usize) -> (Events, PrometheusHandle) {
 }
 
 /// The exporter's routes plus `POST /echo`, which reads its body.
-fn app(handle: PrometheusHandle) -> Router {
+fn app(handle: MetricsHandle) -> Router {
     http::router(handle).merge(Router::new().route(
         "/echo",
         post(|body: String| async move { format!("{} bytes\n", body.len()) }),
@@ -75,7 +75,7 @@ impl Serving {
         Serving::with(Server::new().with_web_config(web_config), exporter(2))
     }
 
-    fn with(server: Server, (events, handle): (Events, PrometheusHandle)) -> Serving {
+    fn with(server: Server, (events, handle): (Events, MetricsHandle)) -> Serving {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -7,7 +7,7 @@
 //! is held for a few instructions, and the stats channel never waits. It never
 //! logs a header value: error texts are scrubbed first.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use opentelemetry_otlp::MetricExporter;
@@ -18,13 +18,24 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
-use super::ExportStats;
 use super::settings::scrub;
+use crate::sync::lock;
 
-/// Name of the Prometheus counter of failed pushes.
-pub(super) const FAILURES_METRIC: &str = "mqtt_pulse_otlp_export_failures_total";
+/// The Prometheus counter of failed pushes, on the registry given to
+/// [`OtlpBuilder::with_prometheus_registry`](super::OtlpBuilder::with_prometheus_registry).
+pub const EXPORT_FAILURES_METRIC: &str = "mqtt_pulse_otlp_export_failures_total";
 const FAILURES_HELP: &str =
     "OTLP metric exports that failed (collector unreachable, slow, or refusing).";
+
+/// Pushes attempted since the exporter was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportStats {
+    /// Pushes the collector accepted.
+    pub exports: u64,
+    /// Pushes that failed (also counted in [`EXPORT_FAILURES_METRIC`]).
+    pub failures: u64,
+}
 
 /// Decides when a failed export is worth a log line: the first failure, then
 /// at most one line per `every`, each telling how many failed since the last.
@@ -83,7 +94,7 @@ pub(super) struct ExportMonitor {
 
 impl ExportMonitor {
     pub(super) fn new(endpoint: String, secrets: Vec<String>, log_every: Duration) -> Self {
-        let failures_total = IntCounter::new(FAILURES_METRIC, FAILURES_HELP)
+        let failures_total = IntCounter::new(EXPORT_FAILURES_METRIC, FAILURES_HELP)
             .expect("the failure counter's name and help are valid");
         Self {
             failures_total,
@@ -176,12 +187,6 @@ impl PushMetricExporter for CountingExporter {
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
     }
-}
-
-// A panic while the limiter was locked leaves it usable (two counters and an
-// instant), so poisoning is ignored: the reader thread must not die of it.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -9,19 +9,19 @@
 //! thread, and with it every later export.
 
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
 
-use futures_core::Stream;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Histogram};
-use tokio::sync::oneshot;
 
 use crate::events::{
     ClientId, ClientInfo, ClientState, Event, Events, Message, Status, Subscription,
 };
+use crate::exporter::consume::{COUNTED_STATUSES, Consumer, Inbox, StatusCounts, counted_index};
+// A panic elsewhere while the lock was held leaves the state consistent (each
+// update is a map insert or an increment), and a poisoned lock must not turn
+// into a panic in an SDK callback.
+use crate::sync::lock;
 
 /// Attribute keys (OpenTelemetry semantic conventions, sorted by key so the
 /// SDK need not sort them on every measurement).
@@ -30,39 +30,33 @@ pub(super) const SERVER_ADDRESS: &str = "server.address";
 pub(super) const SERVER_PORT: &str = "server.port";
 pub(super) const STATUS: &str = "status";
 
-/// The statuses counted by `mqtt.client.status.changes`, as the Prometheus
-/// exporter counts them. `terminated` is absent: a terminated client is
-/// forgotten, its counts with it.
-const COUNTED_STATUSES: [Status; 3] = [Status::Down, Status::Terminating, Status::Up];
-
-/// Events applied under one lock before the consumer yields.
-const CONSUMER_BATCH: usize = 1024;
-
-/// The state shared by the handle, the consumer task and the SDK callbacks.
-pub(super) struct Shared {
+/// The recorder, shared by the consumer task and the SDK callbacks.
+pub(super) struct Recorder {
     events: Events,
-    inner: Mutex<Inner>,
+    inbox: Mutex<Inbox<Measures>>,
 }
 
-struct Inner {
-    subscription: Subscription,
+/// What the recorder folds events into.
+pub(super) struct Measures {
     rtt: Histogram<f64>,
     /// Each client's attributes, built once from the hub's `broker`.
     attributes: HashMap<ClientId, Arc<[KeyValue]>>,
-    /// Status events seen per client, indexed like [`COUNTED_STATUSES`].
-    changes: HashMap<ClientId, [u64; COUNTED_STATUSES.len()]>,
+    /// Status events seen per client.
+    changes: HashMap<ClientId, StatusCounts>,
 }
 
-impl Shared {
+impl Recorder {
     pub(super) fn new(events: Events, subscription: Subscription, rtt: Histogram<f64>) -> Self {
         Self {
             events,
-            inner: Mutex::new(Inner {
+            inbox: Mutex::new(Inbox::new(
                 subscription,
-                rtt,
-                attributes: HashMap::new(),
-                changes: HashMap::new(),
-            }),
+                Measures {
+                    rtt,
+                    attributes: HashMap::new(),
+                    changes: HashMap::new(),
+                },
+            )),
         }
     }
 
@@ -80,13 +74,14 @@ impl Shared {
     /// the queued events. Clients the hub forgot are dropped here too, in case
     /// their `Terminated` was lost to a full queue.
     pub(super) fn observe_changes(&self, observer: &dyn AsyncInstrument<u64>) {
-        let mut inner = lock(&self.inner);
-        inner.apply_queued(&self.events, usize::MAX);
+        let mut inbox = lock(&self.inbox);
+        self.apply_batch(&mut inbox, None, usize::MAX);
         // Read after catching up: a client the list lacks was terminated.
         let clients = self.events.clients();
-        inner.retain_present(&clients);
+        let measures = &mut inbox.folded;
+        measures.retain_present(&clients);
         for state in &clients {
-            let counts = inner
+            let counts = measures
                 .changes
                 .get(state.client_id.as_str())
                 .copied()
@@ -104,20 +99,26 @@ impl Shared {
     }
 }
 
-impl Inner {
-    /// Applies up to `limit` queued events; returns how many.
-    fn apply_queued(&mut self, events: &Events, limit: usize) -> usize {
-        let mut applied = 0;
-        while applied < limit {
-            let Ok(message) = self.subscription.try_recv() else {
-                break;
-            };
-            self.apply(events, &message);
-            applied += 1;
-        }
-        applied
+impl Consumer for Recorder {
+    type Folded = Measures;
+
+    fn inbox(&self) -> &Mutex<Inbox<Measures>> {
+        &self.inbox
     }
 
+    fn apply_batch(
+        &self,
+        inbox: &mut Inbox<Measures>,
+        first: Option<Message>,
+        limit: usize,
+    ) -> usize {
+        inbox.drain(first, limit, |measures, message| {
+            measures.apply(&self.events, message);
+        })
+    }
+}
+
+impl Measures {
     fn apply(&mut self, events: &Events, message: &Message) {
         let id = &message.client_id;
         match message.event {
@@ -126,7 +127,7 @@ impl Inner {
                 self.changes.remove(id.as_str());
             }
             Event::Status(status) => {
-                if let Some(index) = COUNTED_STATUSES.iter().position(|&s| s == status) {
+                if let Some(index) = counted_index(status) {
                     match self.changes.get_mut(id.as_str()) {
                         Some(counts) => counts[index] += 1,
                         None => {
@@ -214,47 +215,6 @@ pub(super) fn split_broker(broker: &str) -> (&str, Option<u16>) {
         }
         _ => (broker, None),
     }
-}
-
-/// Reads the subscription until `stopped` fires or the state is gone, so the
-/// queue stays short between collections.
-pub(super) async fn consume(shared: Weak<Shared>, mut stopped: oneshot::Receiver<()>) {
-    loop {
-        let applied = poll_fn(|cx| {
-            if Pin::new(&mut stopped).poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            let Some(shared) = shared.upgrade() else {
-                return Poll::Ready(None);
-            };
-            let mut inner = lock(&shared.inner);
-            // Polled under the lock, never awaited under it; a collection
-            // may drain the queue in between, which only means a spurious
-            // wake-up here.
-            match Pin::new(&mut inner.subscription).poll_next(cx) {
-                Poll::Ready(Some(first)) => {
-                    inner.apply(&shared.events, &first);
-                    let more = inner.apply_queued(&shared.events, CONSUMER_BATCH - 1);
-                    Poll::Ready(Some(1 + more))
-                }
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        match applied {
-            None => return,
-            Some(applied) if applied >= CONSUMER_BATCH => tokio::task::yield_now().await,
-            Some(_) => {}
-        }
-    }
-}
-
-// A panic elsewhere while the lock was held leaves the state consistent
-// (each update is a map insert or an increment), and a poisoned lock must not
-// turn into a panic in an SDK callback.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Where the OTLP exporter pushes, how often, with which headers and resource:
-//! the settings given in code (or the config file's `[otlp]` table) merged with
-//! the standard `OTEL_*` environment variables.
+//! the settings given to the builder merged with the standard `OTEL_*`
+//! environment variables (OpenTelemetry's convention, so they are read here).
 //!
 //! Sans-IO: the environment comes in as a lookup function, so every rule is
 //! tested without touching the process environment. It never connects to
@@ -8,7 +8,7 @@
 //!
 //! # Precedence
 //!
-//! A setting given in code or in the file wins; otherwise the environment
+//! A setting given to the builder wins; otherwise the environment
 //! variable; otherwise the default:
 //!
 //! | setting | environment (first set wins) | default |
@@ -29,8 +29,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::OtlpError;
-use crate::config::OtlpProtocol;
+use super::{OtlpError, OtlpProtocol, resource};
 
 /// Reads one environment variable; `None` when unset or blank.
 pub(super) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -65,6 +64,18 @@ pub(super) fn process_env(name: &str) -> Option<String> {
         .filter(|value| !value.trim().is_empty())
 }
 
+/// Whether the process environment asks for OTLP export: some
+/// `OTEL_EXPORTER_OTLP_*` variable is set (non-empty), and
+/// `OTEL_SDK_DISABLED` is not `true`. The daemon exports when this holds or
+/// the config file has an `[otlp]` table.
+pub fn configured_by_env() -> bool {
+    enabled_by(
+        std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }),
+    )
+}
+
 /// Whether these environment variables ask for OTLP export: any non-empty
 /// `OTEL_EXPORTER_OTLP_*`, unless `OTEL_SDK_DISABLED=true`.
 pub(super) fn enabled_by(vars: impl IntoIterator<Item = (String, String)>) -> bool {
@@ -97,7 +108,7 @@ pub(super) struct Resolved {
     pub endpoint: Url,
     pub interval: Duration,
     pub timeout: Duration,
-    /// Validated headers from code or the file.
+    /// Validated headers given to the builder.
     pub headers: BTreeMap<String, String>,
     /// Lower-case names of the headers the SDK will add from the environment.
     pub env_header_names: Vec<String>,
@@ -156,7 +167,7 @@ pub(super) fn resolve(
         headers: requested.headers.clone(),
         env_header_names: env_headers.into_iter().map(|(name, _)| name).collect(),
         secrets,
-        resource: resource(&requested.resource, env, instance_id),
+        resource: resource::attributes(&requested.resource, env, instance_id),
     })
 }
 
@@ -171,19 +182,17 @@ fn positive(duration: Duration, what: &'static str) -> Result<Duration, OtlpErro
 fn protocol_from_env(env: Lookup<'_>) -> Result<OtlpProtocol, OtlpError> {
     for variable in [METRICS_PROTOCOL, PROTOCOL] {
         let Some(value) = env(variable) else { continue };
-        return match value.trim().to_ascii_lowercase().as_str() {
-            "grpc" => Ok(OtlpProtocol::Grpc),
-            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
-            _ => Err(OtlpError::Protocol {
+        return OtlpProtocol::from_name(&value.trim().to_ascii_lowercase()).ok_or(
+            OtlpError::Protocol {
                 origin: variable,
                 value,
-            }),
-        };
+            },
+        );
     }
     Ok(OtlpProtocol::Grpc)
 }
 
-/// The URL the SDK gets. An endpoint from code, the file or
+/// The URL the SDK gets. An endpoint given to the builder or
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is a base URL: for HTTP, `/v1/metrics` is
 /// appended unless the path already ends with it. The signal-specific
 /// variable is used exactly as given.
@@ -333,65 +342,6 @@ fn env_headers(env: Lookup<'_>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The resource attributes, later ones winning: ours, then
-/// `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME`, then the ones given in
-/// code. One entry per key, in first-seen order.
-fn resource(
-    explicit: &[(String, String)],
-    env: Lookup<'_>,
-    instance_id: &str,
-) -> Vec<(String, String)> {
-    let mut attributes: Vec<(String, String)> = vec![
-        ("service.name".into(), env!("CARGO_PKG_NAME").into()),
-        ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("service.instance.id".into(), instance_id.into()),
-    ];
-    let mut set = |key: &str, value: String| match attributes.iter_mut().find(|(k, _)| k == key) {
-        Some(entry) => entry.1 = value,
-        None => attributes.push((key.to_owned(), value)),
-    };
-    if let Some(list) = env(RESOURCE_ATTRIBUTES) {
-        for pair in list.split(',') {
-            let Some((key, value)) = pair.split_once('=') else {
-                continue;
-            };
-            let (key, value) = (key.trim(), value.trim());
-            if key.is_empty() {
-                continue;
-            }
-            let value = percent_encoding::percent_decode_str(value)
-                .decode_utf8()
-                .map_or_else(|_| value.to_owned(), |decoded| decoded.into_owned());
-            set(key, value);
-        }
-    }
-    if let Some(name) = env(SERVICE_NAME) {
-        set("service.name", name.trim().to_owned());
-    }
-    for (key, value) in explicit {
-        set(key, value.clone());
-    }
-    attributes
-}
-
-/// A random (version 4) UUID for `service.instance.id`: a fresh id per
-/// process, as the semantic conventions recommend when nothing stable names
-/// the instance. Random enough to be unique, not for secrecy.
-pub(super) fn random_instance_id() -> String {
-    let bits = fastrand::u128(..);
-    // Version 4 in the high nibble of byte 6, RFC 4122 variant in byte 8.
-    let bits = (bits & !(0xF << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 /// `text` with every secret replaced, for messages that may echo a header.
 pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
     let mut text = text.to_owned();
@@ -404,12 +354,15 @@ pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::HashMap;
 
     use super::*;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// An environment of `pairs`, read as the process environment is.
+    pub(in crate::exporter::otlp) fn env_of(
+        pairs: &[(&str, &str)],
+    ) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -421,17 +374,37 @@ mod tests {
         resolve(requested, &env_of(pairs), "instance")
     }
 
-    #[test]
-    fn nothing_set_means_grpc_to_localhost_every_minute() {
-        let resolved = resolve_with(&Requested::default(), &[]).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::Grpc);
-        assert_eq!(grpc_target(&resolved.endpoint), "http://localhost:4317");
-        assert_eq!(resolved.interval, Duration::from_secs(60));
-        assert_eq!(resolved.timeout, Duration::from_secs(10));
+    /// The protocol, the endpoint as the SDK gets it, the interval and the
+    /// timeout (in milliseconds).
+    fn summary(resolved: &Resolved) -> (OtlpProtocol, String, u128, u128) {
+        let endpoint = match resolved.protocol {
+            OtlpProtocol::Grpc => grpc_target(&resolved.endpoint),
+            OtlpProtocol::HttpProtobuf => resolved.endpoint.to_string(),
+        };
+        (
+            resolved.protocol,
+            endpoint,
+            resolved.interval.as_millis(),
+            resolved.timeout.as_millis(),
+        )
     }
 
     #[test]
-    fn the_file_wins_over_the_environment() {
+    fn nothing_set_means_grpc_to_localhost_every_minute() {
+        let resolved = resolve_with(&Requested::default(), &[]).unwrap();
+        assert_eq!(
+            summary(&resolved),
+            (
+                OtlpProtocol::Grpc,
+                "http://localhost:4317".into(),
+                60_000,
+                10_000
+            )
+        );
+    }
+
+    #[test]
+    fn what_the_builder_is_given_wins_over_the_environment() {
         let requested = Requested {
             endpoint: Some("http://file:4317".into()),
             protocol: Some(OtlpProtocol::Grpc),
@@ -447,14 +420,14 @@ mod tests {
             (TIMEOUT, "500"),
         ];
         let resolved = resolve_with(&requested, &env).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::Grpc);
-        assert_eq!(grpc_target(&resolved.endpoint), "http://file:4317");
-        assert_eq!(resolved.interval, Duration::from_secs(7));
-        assert_eq!(resolved.timeout, Duration::from_secs(3));
+        assert_eq!(
+            summary(&resolved),
+            (OtlpProtocol::Grpc, "http://file:4317".into(), 7_000, 3_000)
+        );
     }
 
     #[test]
-    fn the_environment_fills_what_the_file_leaves_out() {
+    fn the_environment_fills_what_the_builder_leaves_out() {
         let env = [
             (ENDPOINT, "http://env:4318/"),
             (PROTOCOL, "http/protobuf"),
@@ -462,10 +435,15 @@ mod tests {
             (TIMEOUT, "2500"),
         ];
         let resolved = resolve_with(&Requested::default(), &env).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(resolved.endpoint.as_str(), "http://env:4318/v1/metrics");
-        assert_eq!(resolved.interval, Duration::from_millis(1500));
-        assert_eq!(resolved.timeout, Duration::from_millis(2500));
+        assert_eq!(
+            summary(&resolved),
+            (
+                OtlpProtocol::HttpProtobuf,
+                "http://env:4318/v1/metrics".into(),
+                1_500,
+                2_500
+            )
+        );
     }
 
     #[test]
@@ -479,9 +457,15 @@ mod tests {
             (TIMEOUT, "200"),
         ];
         let resolved = resolve_with(&Requested::default(), &env).unwrap();
-        assert_eq!(resolved.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(resolved.endpoint.as_str(), "http://metrics:9999/custom");
-        assert_eq!(resolved.timeout, Duration::from_millis(100));
+        assert_eq!(
+            summary(&resolved),
+            (
+                OtlpProtocol::HttpProtobuf,
+                "http://metrics:9999/custom".into(),
+                60_000,
+                100
+            )
+        );
     }
 
     #[test]
@@ -602,71 +586,6 @@ mod tests {
             !debug.contains("from-file") && !debug.contains("from env"),
             "{debug}"
         );
-    }
-
-    #[test]
-    fn resource_attributes_layer_ours_then_the_environment_then_code() {
-        let env = [
-            (
-                RESOURCE_ATTRIBUTES,
-                "deployment.environment=prod, service.instance.id=pod%2D7,=x,junk",
-            ),
-            (SERVICE_NAME, "probe-north"),
-        ];
-        let requested = Requested {
-            resource: vec![("deployment.environment".into(), "staging".into())],
-            ..Requested::default()
-        };
-        let resolved = resolve_with(&requested, &env).unwrap();
-        let get = |key: &str| {
-            resolved
-                .resource
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("service.name"), Some("probe-north"));
-        assert_eq!(get("service.version"), Some(env!("CARGO_PKG_VERSION")));
-        assert_eq!(get("service.instance.id"), Some("pod-7"));
-        assert_eq!(get("deployment.environment"), Some("staging"));
-        assert_eq!(resolved.resource.len(), 4);
-    }
-
-    #[test]
-    fn our_service_name_and_instance_id_are_the_defaults() {
-        let resolved = resolve(&Requested::default(), &env_of(&[]), "abc").unwrap();
-        assert_eq!(
-            resolved.resource,
-            [
-                ("service.name".to_owned(), "mqtt-pulse".to_owned()),
-                (
-                    "service.version".to_owned(),
-                    env!("CARGO_PKG_VERSION").to_owned()
-                ),
-                ("service.instance.id".to_owned(), "abc".to_owned()),
-            ]
-        );
-    }
-
-    #[test]
-    fn instance_ids_are_distinct_version_4_uuids() {
-        let a = random_instance_id();
-        let b = random_instance_id();
-        assert_ne!(a, b);
-        for id in [a, b] {
-            let groups: Vec<&str> = id.split('-').collect();
-            assert_eq!(
-                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
-                [8, 4, 4, 4, 12],
-                "{id}"
-            );
-            assert!(groups[2].starts_with('4'), "{id}");
-            assert!(matches!(&groups[3][..1], "8" | "9" | "a" | "b"), "{id}");
-            assert!(
-                id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
-                "{id}"
-            );
-        }
     }
 
     #[test]

@@ -13,9 +13,10 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 
-use super::series::{COUNTED_STATUSES, ClientSeries, SeriesTable};
+use super::series::{ClientSeries, SeriesTable};
 use super::text;
 use crate::events::{ClientState, EventKind, FailureCount, FailureReason, KindStats};
+use crate::exporter::consume::COUNTED_STATUSES;
 
 /// The metric families this exporter owns, in the lexicographic order of their
 /// names: the order `Registry::gather` sorts families into.
@@ -191,7 +192,7 @@ pub(super) struct ClientRow {
 
 #[derive(Clone, Copy, Debug)]
 struct FailureRow {
-    /// Index into [`Snapshot::clients`].
+    /// Index into [`FleetSnapshot::clients`].
     client: usize,
     reason: FailureReason,
     count: u64,
@@ -199,7 +200,7 @@ struct FailureRow {
 
 /// The present, as of one scrape.
 #[derive(Debug)]
-pub(super) struct Snapshot {
+pub(super) struct FleetSnapshot {
     /// Sorted by client id.
     pub clients: Vec<ClientRow>,
     /// Sorted by client, then by reason label (the order `gather` sorts into).
@@ -208,7 +209,7 @@ pub(super) struct Snapshot {
     kinds: Vec<(EventKind, KindStats)>,
 }
 
-impl Snapshot {
+impl FleetSnapshot {
     /// Joins the hub's present (`clients`, sorted by id as `Events::clients`
     /// returns them; `failures`; per-kind stats) with the exporter's series.
     /// Per-client series exist exactly for the clients the hub knows: failure
@@ -365,26 +366,7 @@ impl Snapshot {
                 let empty = ClientSeries::new(layout.bounds.len() + 1);
                 for row in &self.clients {
                     let series = row.series.as_ref().unwrap_or(&empty);
-                    let mut cumulative = 0;
-                    let buckets = layout
-                        .bounds
-                        .iter()
-                        .zip(series.bucket_counts.iter())
-                        .map(|(&bound, &count)| {
-                            cumulative += count;
-                            let mut bucket = Bucket::default();
-                            bucket.set_upper_bound(bound);
-                            bucket.set_cumulative_count(cumulative);
-                            bucket
-                        })
-                        .collect();
-                    let mut histogram = Histogram::default();
-                    histogram.set_bucket(buckets);
-                    histogram.set_sample_sum(series.rtt_sum_seconds);
-                    histogram.set_sample_count(series.rtt_count);
-                    let mut metric = Metric::from_label(client_labels(row));
-                    metric.set_histogram(histogram);
-                    metrics.push(metric);
+                    metrics.push(histogram(client_labels(row), series, &layout.bounds));
                 }
             }
             Family::StatusChanges => {
@@ -504,6 +486,29 @@ fn label(name: &str, value: &str) -> LabelPair {
     pair
 }
 
+/// A client's round-trip histogram, with cumulative buckets up to `bounds`.
+fn histogram(labels: Vec<LabelPair>, series: &ClientSeries, bounds: &[f64]) -> Metric {
+    let mut cumulative = 0;
+    let buckets = bounds
+        .iter()
+        .zip(series.bucket_counts.iter())
+        .map(|(&bound, &count)| {
+            cumulative += count;
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(bound);
+            bucket.set_cumulative_count(cumulative);
+            bucket
+        })
+        .collect();
+    let mut histogram = Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_sum(series.rtt_sum_seconds);
+    histogram.set_sample_count(series.rtt_count);
+    let mut metric = Metric::from_label(labels);
+    metric.set_histogram(histogram);
+    metric
+}
+
 fn counter(labels: Vec<LabelPair>, value: u64) -> Metric {
     let mut counter = Counter::default();
     counter.set_value(value as f64);
@@ -547,7 +552,15 @@ mod tests {
         }
     }
 
-    fn all_text(snapshot: &Snapshot, layout: &Layout) -> String {
+    fn message(id: &ClientId, event: Event) -> Message {
+        Message {
+            client_id: id.clone(),
+            event,
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn all_text(snapshot: &FleetSnapshot, layout: &Layout) -> String {
         let labels = snapshot.client_labels();
         let mut out = String::new();
         for family in Family::ALL {
@@ -572,13 +585,9 @@ mod tests {
             Event::PingResponse(Duration::from_millis(5)),
             Event::PingResponse(Duration::from_secs(1)),
         ] {
-            series.apply(&Message {
-                client_id: quoted.clone(),
-                event,
-                at: SystemTime::UNIX_EPOCH,
-            });
+            series.apply(&message(&quoted, event));
         }
-        let snapshot = Snapshot::new(
+        let snapshot = FleetSnapshot::new(
             vec![
                 state("a", Status::Down, "b:1"),
                 state("q\"<x>", Status::Up, "b:2"),
@@ -656,7 +665,7 @@ mod tests {
     fn an_empty_hub_exposes_only_build_info_and_event_counters() {
         let layout = layout();
         let series = SeriesTable::new(Arc::clone(&layout.bounds));
-        let snapshot = Snapshot::new(
+        let snapshot = FleetSnapshot::new(
             vec![],
             &series,
             vec![],
@@ -673,12 +682,11 @@ mod tests {
     fn protos_encode_to_the_same_text_as_the_fast_path() {
         let layout = layout();
         let mut series = SeriesTable::new(Arc::clone(&layout.bounds));
-        series.apply(&Message {
-            client_id: ClientId::from("b"),
-            event: Event::PingResponse(Duration::from_micros(1234)),
-            at: SystemTime::UNIX_EPOCH,
-        });
-        let snapshot = Snapshot::new(
+        series.apply(&message(
+            &ClientId::from("b"),
+            Event::PingResponse(Duration::from_micros(1234)),
+        ));
+        let snapshot = FleetSnapshot::new(
             vec![
                 state("a", Status::Up, "x:1"),
                 state("b", Status::Terminating, "x:2"),

@@ -8,12 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::{ClientId, Event, Message, Status};
-
-/// The statuses counted by `mqtt_client_status_changes_total`, in the order of
-/// their label values (`down` < `terminating` < `up`), which is the order the
-/// series are exposed in. `terminated` is absent: a terminated client is
-/// forgotten, its counters with it, so that series could never be read.
-pub(super) const COUNTED_STATUSES: [Status; 3] = [Status::Down, Status::Terminating, Status::Up];
+use crate::exporter::consume::{COUNTED_STATUSES, StatusCounts, counted_index};
 
 /// What the exporter has seen of one client since it started watching it.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +23,7 @@ pub(super) struct ClientSeries {
     /// The most recent round trip.
     pub last_rtt: Option<Duration>,
     /// Status events seen, indexed like [`COUNTED_STATUSES`].
-    pub status_changes: [u64; COUNTED_STATUSES.len()],
+    pub status_changes: StatusCounts,
 }
 
 impl ClientSeries {
@@ -68,7 +63,7 @@ impl SeriesTable {
                 self.clients.remove(message.client_id.as_str());
             }
             Event::Status(status) => {
-                let Some(index) = COUNTED_STATUSES.iter().position(|&s| s == status) else {
+                let Some(index) = counted_index(status) else {
                     return;
                 };
                 self.entry(&message.client_id).status_changes[index] += 1;

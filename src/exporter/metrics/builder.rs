@@ -1,0 +1,249 @@
+//! Building the Prometheus exporter: the builder's settings, their checks,
+//! and the registrations on the caller's registry (undone on error).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use prometheus::Registry;
+
+use super::collector::{ExporterState, HubCollector};
+use super::handle::MetricsHandle;
+use super::snapshot::{BuildInfo, Family};
+use crate::events::Events;
+use crate::exporter::consume;
+use crate::exporter::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY};
+
+const BUILD_INFO: BuildInfo = BuildInfo {
+    version: env!("CARGO_PKG_VERSION"),
+    // Set by build.rs (from git and rustc, or MQTT_PULSE_REVISION); "unknown"
+    // when neither is available.
+    revision: match option_env!("MQTT_PULSE_REVISION") {
+        Some(revision) => revision,
+        None => "unknown",
+    },
+    rustversion: match option_env!("MQTT_PULSE_RUSTC_VERSION") {
+        Some(version) => version,
+        None => "unknown",
+    },
+};
+
+/// Why the exporter could not be built or installed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The histogram buckets given to [`MetricsBuilder::with_buckets`] are unusable.
+    #[error(
+        "invalid ping RTT histogram buckets: {0}; give finite, non-negative upper bounds \
+         in seconds, strictly increasing, without +Inf (it is always added)"
+    )]
+    InvalidBuckets(&'static str),
+    /// The registry already holds metrics with the names the exporter needs.
+    #[error(
+        "cannot register the {what} on this registry, it already has metrics of the same \
+         names; give each exporter its own registry, and turn process metrics off \
+         (with_process_metrics(false)) if the registry already has them"
+    )]
+    Register {
+        /// Which metrics could not be registered.
+        what: &'static str,
+        /// The registry's complaint.
+        #[source]
+        source: prometheus::Error,
+    },
+    /// [`MetricsBuilder::install`] was called outside a Tokio runtime.
+    #[error(
+        "no Tokio runtime is running; call install() from within one, or call build() \
+         and run the returned future yourself"
+    )]
+    NoRuntime,
+}
+
+/// Builds the Prometheus exporter of an events hub.
+///
+/// [`build`](Self::build) returns a handle and the future that consumes the
+/// hub's events, for the caller to spawn; [`install`](Self::install) spawns it
+/// on the current Tokio runtime.
+#[must_use = "a builder does nothing until build() or install() is called"]
+#[derive(Debug)]
+pub struct MetricsBuilder {
+    events: Events,
+    registry: Option<Registry>,
+    process_metrics: bool,
+    buckets: Vec<f64>,
+    subscription_capacity: usize,
+}
+
+impl MetricsBuilder {
+    /// A builder for an exporter of `events`, the hub it will subscribe to.
+    pub fn new(events: &Events) -> Self {
+        Self {
+            events: events.clone(),
+            registry: None,
+            process_metrics: true,
+            buckets: DEFAULT_RTT_BUCKETS.to_vec(),
+            subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
+        }
+    }
+
+    /// The registry to register the exporter's collector on; the handle renders
+    /// everything on it, so the caller's own metrics appear on the same page.
+    /// A registry takes one exporter.
+    ///
+    /// Defaults to a new, empty registry (never the global default one).
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Whether to register the standard `process_*` metrics (CPU, memory, open
+    /// file descriptors…) of this process on the registry. Turn it off if the
+    /// registry already has them. Only Linux has them; elsewhere this is a no-op.
+    ///
+    /// Defaults to `true`.
+    pub fn with_process_metrics(mut self, enabled: bool) -> Self {
+        self.process_metrics = enabled;
+        self
+    }
+
+    /// The upper bounds, in seconds, of the `mqtt_client_ping_rtt_seconds`
+    /// buckets: finite, non-negative, strictly increasing; the `+Inf` bucket is
+    /// always added. Checked by [`build`](Self::build).
+    ///
+    /// Defaults to [`DEFAULT_RTT_BUCKETS`].
+    pub fn with_buckets(mut self, bounds: &[f64]) -> Self {
+        self.buckets = bounds.to_vec();
+        self
+    }
+
+    /// How many events the exporter's subscription queues before the hub drops
+    /// (and counts) further ones; 0 is taken as 1.
+    ///
+    /// Defaults to [`DEFAULT_SUBSCRIPTION_CAPACITY`].
+    pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity;
+        self
+    }
+
+    /// Subscribes to the hub, registers the collector (and the process
+    /// metrics) on the registry, and returns the handle and the consumer
+    /// future. Run the future (`tokio::spawn`) for as long as the exporter is
+    /// used: it keeps the subscription's queue short between scrapes. It
+    /// completes once the handle, its clones and the registry are all dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidBuckets`] if the buckets are unusable, and
+    /// [`BuildError::Register`] if the registry already has metrics of the same
+    /// names (another exporter, or process metrics already registered). On
+    /// error nothing stays registered.
+    pub fn build(
+        self,
+    ) -> Result<(MetricsHandle, impl Future<Output = ()> + Send + 'static), BuildError> {
+        let bounds = checked_bounds(&self.buckets)?;
+        let registry = self.registry.unwrap_or_default();
+        let subscription = consume::subscribe_to_all(&self.events, self.subscription_capacity);
+        let (state, consumer) = ExporterState::start(self.events, subscription, bounds, BUILD_INFO);
+
+        let process_metrics = self.process_metrics && register_process_metrics(&registry)?;
+        if let Err(source) = registry.register(Box::new(HubCollector::new(&state))) {
+            if process_metrics {
+                unregister_process_metrics(&registry);
+            }
+            return Err(BuildError::Register {
+                what: "mqtt-pulse metrics",
+                source,
+            });
+        }
+        let fast_text = registry_is_plain(&registry);
+        Ok((MetricsHandle::new(state, registry, fast_text), consumer))
+    }
+
+    /// [`build`](Self::build)s the exporter and spawns its consumer on the
+    /// current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoRuntime`] outside a Tokio runtime, otherwise as
+    /// [`build`](Self::build).
+    pub fn install(self) -> Result<MetricsHandle, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let (handle, consumer) = self.build()?;
+        runtime.spawn(consumer);
+        Ok(handle)
+    }
+}
+
+fn checked_bounds(bounds: &[f64]) -> Result<Arc<[f64]>, BuildError> {
+    match consume::bucket_problem(bounds) {
+        Some(problem) => Err(BuildError::InvalidBuckets(problem)),
+        None => Ok(Arc::from(bounds)),
+    }
+}
+
+/// Registers the process collector; returns whether it was registered.
+#[cfg(target_os = "linux")]
+fn register_process_metrics(registry: &Registry) -> Result<bool, BuildError> {
+    use prometheus::process_collector::ProcessCollector;
+    registry
+        .register(Box::new(ProcessCollector::for_self()))
+        .map_err(|source| BuildError::Register {
+            what: "process metrics",
+            source,
+        })?;
+    Ok(true)
+}
+
+#[cfg(target_os = "linux")]
+fn unregister_process_metrics(registry: &Registry) {
+    use prometheus::process_collector::ProcessCollector;
+    // Collectors are matched by their descriptors, which a fresh one shares.
+    let _ = registry.unregister(Box::new(ProcessCollector::for_self()));
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_metrics(_registry: &Registry) -> Result<bool, BuildError> {
+    Ok(false)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unregister_process_metrics(_registry: &Registry) {}
+
+/// Whether the registry exposes our families as we write them: no name prefix
+/// and no common labels (see `Registry::new_custom`), which only its `gather`
+/// applies.
+fn registry_is_plain(registry: &Registry) -> bool {
+    registry.gather().iter().any(|family| {
+        family.name() == Family::BuildInfo.name()
+            && family
+                .get_metric()
+                .iter()
+                .all(|metric| metric.get_label().len() == Family::BuildInfo.label_names().len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_buckets_are_refused_with_the_reason() {
+        match checked_bounds(&[0.2, 0.1]) {
+            Err(BuildError::InvalidBuckets(got)) => {
+                assert_eq!(got, "the bounds are not strictly increasing");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            &*checked_bounds(&DEFAULT_RTT_BUCKETS).unwrap(),
+            DEFAULT_RTT_BUCKETS
+        );
+    }
+
+    #[test]
+    fn build_info_falls_back_to_unknown_without_build_variables() {
+        assert_eq!(BUILD_INFO.version, env!("CARGO_PKG_VERSION"));
+        if option_env!("MQTT_PULSE_REVISION").is_none() {
+            assert_eq!(BUILD_INFO.revision, "unknown");
+        }
+    }
+}
