@@ -2,8 +2,7 @@
 //! requests and a request body limit. (The web config's rate limit is in
 //! `web::rate_limit`.)
 //!
-//! It owns those axum middlewares and their answers (`503`, `413`), and which
-//! paths are the probes'.
+//! It owns those axum middlewares and their answers (`503`, `413`).
 //! It must never wait for capacity — an excess request is answered at once —
 //! and never rate-limit or cap the health endpoints, which probes poll.
 
@@ -100,12 +99,6 @@ pub(crate) async fn limit_body(request: Request, next: Next) -> Response {
             }
         }
     }
-}
-
-/// The endpoints probes poll: never capped, rate limited or asked for
-/// credentials.
-pub(crate) fn is_probe(path: &str) -> bool {
-    matches!(path, "/-/healthy" | "/-/ready")
 }
 
 #[cfg(test)]

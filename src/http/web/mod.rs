@@ -30,7 +30,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 
-use super::limits::is_probe;
 use auth::BasicAuth;
 use headers::ResponseHeaders;
 use rate_limit::RateLimiter;
@@ -316,6 +315,12 @@ impl WebConfig {
             add_configured_headers,
         ))
     }
+}
+
+/// The endpoints probes poll (see [`router`](crate::http::router)): never
+/// rate limited or asked for credentials.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/-/healthy" | "/-/ready")
 }
 
 /// Middleware: passes the health endpoints and requests with valid
