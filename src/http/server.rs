@@ -111,12 +111,13 @@ impl Server {
     fn protect(&self, router: Router) -> Router {
         #[cfg(feature = "web-config")]
         let router = self.web_config.check_requests(router);
-        let router = router
-            .layer(from_fn(limits::limit_body))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                REQUEST_TIMEOUT,
-            ));
+        let router =
+            router
+                .layer(from_fn(limits::limit_body))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    REQUEST_TIMEOUT,
+                ));
         #[cfg(feature = "web-config")]
         let router = self.web_config.set_configured_headers(router);
         router.layer(TraceLayer::new_for_http())
@@ -214,10 +215,8 @@ async fn serve_plain(
             // Reap finished connections so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let connection = http1.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(app.clone()),
-        );
+        let connection =
+            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
         connections.spawn(async move {
             if let Err(error) = connection.await {

@@ -217,7 +217,10 @@ mod tests {
             for encoded in [encoded.as_str(), encoded.trim_end_matches('=')] {
                 let header = HeaderValue::from_str(&format!("Basic {encoded}")).unwrap();
                 let (user, password) = credentials(&header).unwrap();
-                assert_eq!(format!("{user}:{}", String::from_utf8(password).unwrap()), user_password);
+                assert_eq!(
+                    format!("{user}:{}", String::from_utf8(password).unwrap()),
+                    user_password
+                );
             }
         }
         for bad in ["Basic a", "Basic YTpi-_==", "Basic YT pi"] {

@@ -86,7 +86,10 @@ mod tests {
         let mut headers = ResponseHeaders::default();
         headers.add("x-frame-options", "DENY").unwrap();
         headers.add("Content-Security-Policy", "").unwrap();
-        assert_eq!(headers.names(), [&HeaderName::from_static("x-frame-options")]);
+        assert_eq!(
+            headers.names(),
+            [&HeaderName::from_static("x-frame-options")]
+        );
         let mut response = Response::new(axum::body::Body::empty());
         headers.set_on(&mut response);
         assert_eq!(response.headers()["x-frame-options"], "DENY");
@@ -96,9 +99,15 @@ mod tests {
     fn other_headers_and_values_are_refused_naming_the_key() {
         let mut headers = ResponseHeaders::default();
         let error = headers.add("Server", "mqtt-pulse").unwrap_err();
-        assert!(error.starts_with("http_server_config.headers: \"Server\" cannot be set"), "{error}");
+        assert!(
+            error.starts_with("http_server_config.headers: \"Server\" cannot be set"),
+            "{error}"
+        );
         let error = headers.add("X-Frame-Options", "allow").unwrap_err();
-        assert!(error.contains("expected one of deny, sameorigin"), "{error}");
+        assert!(
+            error.contains("expected one of deny, sameorigin"),
+            "{error}"
+        );
         assert!(headers.add("X-XSS-Protection", "1\u{7f}").is_err());
         assert!(headers.is_empty());
     }

@@ -131,9 +131,9 @@ impl WebConfigReader<'_> {
         };
         let kx_groups = match raw.curve_preferences {
             None => None,
-            Some(names) => Some(
-                kx_groups(&names.value).map_err(|message| self.invalid(at(&names), message))?,
-            ),
+            Some(names) => {
+                Some(kx_groups(&names.value).map_err(|message| self.invalid(at(&names), message))?)
+            }
         };
         let settings = TlsSettings {
             cert,

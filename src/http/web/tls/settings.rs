@@ -326,7 +326,6 @@ impl TlsSettings {
 /// compared; never shown (`TlsServer`'s `Debug` leaves it out).
 pub(super) type Snapshot = Vec<Option<Vec<u8>>>;
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

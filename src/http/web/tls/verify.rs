@@ -73,7 +73,6 @@ impl ClientAuthType {
     }
 }
 
-
 impl TlsSettings {
     /// The verifier for `client_auth_type`, `client_ca` and
     /// `client_allowed_sans`. Reads the client CA: blocking.
