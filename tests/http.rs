@@ -148,7 +148,8 @@ async fn scrapes_are_counted_like_promhttp_counts_them() {
 async fn unknown_paths_are_a_plain_text_404() {
     let (_events, handle) = exporter();
     for path in ["/nope", "/metrics/extra", "/-/"] {
-        let reply = get_path(http::router(handle.clone()), path).await;
+        let router = http::with_default_fallbacks(http::router(handle.clone()));
+        let reply = get_path(router, path).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(reply.text(), "404 page not found\n");
         assert!(
@@ -169,7 +170,8 @@ async fn other_methods_are_a_405_with_an_allow_header() {
         (Method::PUT, "/-/healthy"),
         (Method::POST, "/-/ready"),
     ] {
-        let reply = call(http::router(handle.clone()), method.clone(), path, &[]).await;
+        let router = http::with_default_fallbacks(http::router(handle.clone()));
+        let reply = call(router, method.clone(), path, &[]).await;
         assert_eq!(
             reply.status,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -182,6 +184,20 @@ async fn other_methods_are_a_405_with_an_allow_header() {
         );
         assert_eq!(reply.text(), "405 method not allowed\n");
     }
+}
+
+#[tokio::test]
+async fn the_library_router_leaves_fallbacks_to_the_application() {
+    let (_events, handle) = exporter();
+    // An application with its own fallback merges it without a panic and
+    // keeps answering unknown paths its own way.
+    let app = Router::new()
+        .fallback(|| async { (StatusCode::NOT_FOUND, "the app's own 404") })
+        .merge(http::router(handle));
+    let reply = get_path(app.clone(), "/nope").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.text(), "the app's own 404");
+    assert_eq!(get_path(app, "/-/healthy").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -144,7 +144,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     )?;
 
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(8);
-    let app = crate::http::router(handle).merge(reload_router(reload_tx));
+    // The library router sets no fallbacks; the daemon answers unknown paths
+    // and other methods as it always has, `/-/reload` included.
+    let app = crate::http::with_default_fallbacks(
+        crate::http::router(handle).merge(reload_router(reload_tx)),
+    );
     let (stop_serving, mut servers) = serve(listeners, app, &web_config);
     tracing::info!(
         version = LONG_VERSION,

@@ -20,7 +20,6 @@ pub(super) struct ReloadRequest {
 pub(super) fn reload_router(requests: mpsc::Sender<ReloadRequest>) -> Router {
     Router::new()
         .route("/-/reload", post(reload))
-        .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(requests)
 }
 

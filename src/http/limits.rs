@@ -1,14 +1,12 @@
 //! What keeps one client from taking the exporter down: caps on concurrent
-//! requests, a request body limit, the web config's rate limit, and the
-//! response headers it asks for.
+//! requests and a request body limit. (The web config's rate limit is in
+//! `web::rate_limit`.)
 //!
-//! It owns those axum middlewares and their answers (`503`, `413`, `429`).
+//! It owns those axum middlewares and their answers (`503`, `413`).
 //! It must never wait for capacity — an excess request is answered at once —
 //! and never rate-limit or cap the health endpoints, which probes poll.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
@@ -16,8 +14,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
-
-use super::web_config::LivePolicy;
 
 /// How many `/metrics` requests may be answered at once; more are answered
 /// `503` at once. Waiting scrapes share one render (see [`router`](super::router)),
@@ -105,106 +101,12 @@ pub(crate) async fn limit_body(request: Request, next: Next) -> Response {
     }
 }
 
-/// A token bucket: `burst` requests at once, then one per `interval`, as
-/// golang.org/x/time/rate (and so the exporter-toolkit's `rate_limit`) does.
-pub(crate) struct RateLimiter {
-    interval: Duration,
-    burst: u32,
-    bucket: Mutex<(f64, Instant)>,
-}
-
-impl fmt::Debug for RateLimiter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimiter")
-            .field("interval", &self.interval)
-            .field("burst", &self.burst)
-            .finish()
-    }
-}
-
-impl RateLimiter {
-    /// `interval` > 0, `burst` ≥ 1; the bucket starts full.
-    pub(crate) fn new(interval: Duration, burst: u32) -> Self {
-        RateLimiter {
-            interval,
-            burst,
-            bucket: Mutex::new((f64::from(burst), Instant::now())),
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub(crate) fn allow(&self) -> bool {
-        self.allow_at(Instant::now())
-    }
-
-    fn allow_at(&self, now: Instant) -> bool {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *bucket;
-        let earned =
-            now.saturating_duration_since(last).as_secs_f64() / self.interval.as_secs_f64();
-        let tokens = (tokens + earned).min(f64::from(self.burst));
-        if tokens >= 1.0 {
-            *bucket = (tokens - 1.0, now);
-            true
-        } else {
-            *bucket = (tokens, now);
-            false
-        }
-    }
-}
-
-/// Middleware: `429` when the web config's bucket is empty; the health
-/// endpoints pass.
-pub(crate) async fn rate_limit(
-    State(policy): State<LivePolicy>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let allowed = match &policy.now().rate_limit {
-        Some(limiter) => super::is_probe(request.uri().path()) || limiter.allow(),
-        None => true,
-    };
-    if allowed {
-        return next.run(request).await;
-    }
-    (StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n").into_response()
-}
-
-/// Middleware: sets the web config's `http_server_config.headers` on every
-/// response, errors included.
-pub(crate) async fn add_headers(
-    State(policy): State<LivePolicy>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    for (name, value) in &policy.now().headers {
-        response.headers_mut().insert(name.clone(), value.clone());
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::Router;
     use axum::routing::{get, post};
     use tower::ServiceExt as _;
-
-    #[test]
-    fn the_bucket_allows_a_burst_then_one_per_interval() {
-        let limiter = RateLimiter::new(Duration::from_secs(1), 3);
-        let start = Instant::now();
-        assert!((0..3).all(|_| limiter.allow_at(start)));
-        assert!(!limiter.allow_at(start));
-        assert!(!limiter.allow_at(start + Duration::from_millis(900)));
-        assert!(limiter.allow_at(start + Duration::from_millis(1_000)));
-        assert!(!limiter.allow_at(start + Duration::from_millis(1_000)));
-        // Never more than the burst, however long it was quiet.
-        let later = start + Duration::from_secs(3_600);
-        assert!((0..3).all(|_| limiter.allow_at(later)));
-        assert!(!limiter.allow_at(later));
-    }
 
     async fn status(router: &Router, request: Request) -> StatusCode {
         router.clone().oneshot(request).await.unwrap().status()

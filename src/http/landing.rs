@@ -1,0 +1,177 @@
+//! The landing page at `/`: the version, links to the endpoints, and one
+//! table row per client the hub knows.
+//!
+//! It owns the page's HTML. It must never render on an async worker (the
+//! handler hands the work to `spawn_blocking`) and never put a value from
+//! outside (client ids, brokers) on the page without escaping it.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::exporter::metrics::{ClientSummary, MetricsHandle};
+
+/// `GET /`: the page, rendered on a blocking thread.
+pub(super) async fn landing_page(State(handle): State<MetricsHandle>) -> Response {
+    let page = tokio::task::spawn_blocking(move || {
+        landing_page_html(&handle.clients(), env!("CARGO_PKG_VERSION"))
+    });
+    match page.await {
+        Ok(page) => Html(page).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "rendering the landing page failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering the page failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The page at `/`: version, links, and one table row per client. Every value
+/// from outside (client ids, brokers) is HTML-escaped.
+fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
+    let up = clients.iter().filter(|c| c.state.status.is_up()).count();
+    let mut page = String::with_capacity(1_024 + clients.len() * 256);
+    page.push_str(concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+        "<title>mqtt-pulse</title>\n<style>\n",
+        "body{font-family:sans-serif;margin:2em}",
+        "table{border-collapse:collapse}",
+        "th,td{border:1px solid #ccc;padding:.25em .75em;text-align:left}",
+        ".up{color:#080}.down,.terminating{color:#b00}\n",
+        "</style>\n</head>\n<body>\n<h1>mqtt-pulse</h1>\n",
+    ));
+    let _ = writeln!(
+        page,
+        "<p>MQTT 3.1.1 client-health monitor, version {}.</p>",
+        escape_html(version)
+    );
+    page.push_str(concat!(
+        "<ul>\n<li><a href=\"metrics\">Metrics</a></li>\n",
+        "<li><a href=\"-/healthy\">Health</a></li>\n",
+        "<li><a href=\"-/ready\">Readiness</a></li>\n</ul>\n",
+    ));
+    let _ = write!(
+        page,
+        "<h2>Clients</h2>\n<p>{} clients, {} up.</p>\n",
+        clients.len(),
+        up
+    );
+    page.push_str(concat!(
+        "<table>\n<thead><tr><th>Client id</th><th>Broker</th><th>Status</th>",
+        "<th>Last ping RTT</th><th>Status since (UTC)</th></tr></thead>\n<tbody>\n",
+    ));
+    for client in clients {
+        let status = client.state.status;
+        // The status doubles as the cell's CSS class (`up`, `down`, …).
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            escape_html(client.state.client_id.as_str()),
+            escape_html(&client.state.info.broker),
+            status.as_str(),
+            status,
+            client
+                .last_ping_rtt
+                .map_or_else(|| "–".to_owned(), format_rtt),
+            format_utc(client.state.since),
+        );
+    }
+    page.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    page
+}
+
+fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+fn format_rtt(rtt: Duration) -> String {
+    if rtt < Duration::from_secs(1) {
+        format!("{:.3} ms", rtt.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.3} s", rtt.as_secs_f64())
+    }
+}
+
+/// The first second httpdate cannot show: 10000-01-01 00:00:00 UTC (it
+/// panics from there on).
+const YEAR_10000: Duration = Duration::from_secs(253_402_300_800);
+
+/// `YYYY-MM-DD hh:mm:ss`, UTC; times before 1970 or from the year 10000 on (a
+/// broken clock) show as such.
+///
+/// The calendar is httpdate's (already in the tree through hyper). It prints
+/// only the HTTP form, `Sun, 06 Nov 1994 08:49:37 GMT`, so the fields are
+/// taken from there and the month name turned back into its number; no crate
+/// in the tree prints this form.
+fn format_utc(time: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let Ok(since_epoch) = time.duration_since(UNIX_EPOCH) else {
+        return "before 1970".to_owned();
+    };
+    if since_epoch >= YEAR_10000 {
+        return "after 9999".to_owned();
+    }
+    let http_date = httpdate::fmt_http_date(time);
+    // The fields of `Sun, 06 Nov 1994 08:49:37 GMT`: weekday, day, month, year, time.
+    let fields: Vec<&str> = http_date.split(' ').collect();
+    let month = MONTHS
+        .iter()
+        .position(|name| *name == fields[2])
+        .map_or(0, |index| index + 1);
+    format!("{}-{month:02}-{} {}", fields[3], fields[1], fields[4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escaping_neutralises_markup_and_attribute_quotes() {
+        assert_eq!(
+            escape_html(r#"<script>alert('x')</script>&"q""#),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn utc_times_follow_the_calendar_across_leap_days_and_centuries() {
+        let at = |seconds: u64| format_utc(UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "1970-01-01 00:00:00");
+        assert_eq!(at(951_782_400), "2000-02-29 00:00:00"); // 2000 is a leap year
+        assert_eq!(at(951_868_800), "2000-03-01 00:00:00");
+        assert_eq!(at(1_709_164_799), "2024-02-28 23:59:59");
+        assert_eq!(at(1_735_689_599), "2024-12-31 23:59:59");
+        assert_eq!(at(4_107_542_400), "2100-03-01 00:00:00"); // 2100 is not
+        assert_eq!(
+            format_utc(UNIX_EPOCH - Duration::from_secs(1)),
+            "before 1970"
+        );
+        assert_eq!(at(253_402_300_799), "9999-12-31 23:59:59");
+        assert_eq!(format_utc(UNIX_EPOCH + YEAR_10000), "after 9999");
+    }
+
+    #[test]
+    fn round_trips_read_in_milliseconds_below_a_second() {
+        assert_eq!(format_rtt(Duration::from_micros(153)), "0.153 ms");
+        assert_eq!(format_rtt(Duration::from_millis(1_250)), "1.250 s");
+    }
+}
