@@ -97,7 +97,8 @@ impl MetricsBuilder {
 
     /// Whether to register the standard `process_*` metrics (CPU, memory, open
     /// file descriptors…) of this process on the registry. Turn it off if the
-    /// registry already has them. Only Linux has them; elsewhere this is a no-op.
+    /// registry already has them. Only Linux has them, and only with the
+    /// `process-metrics` feature (on by default); elsewhere this is a no-op.
     ///
     /// Defaults to `true`.
     pub fn with_process_metrics(mut self, enabled: bool) -> Self {
@@ -181,7 +182,7 @@ fn checked_bounds(bounds: &[f64]) -> Result<Arc<[f64]>, BuildError> {
 }
 
 /// Registers the process collector; returns whether it was registered.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "process-metrics"))]
 fn register_process_metrics(registry: &Registry) -> Result<bool, BuildError> {
     use prometheus::process_collector::ProcessCollector;
     registry
@@ -193,19 +194,19 @@ fn register_process_metrics(registry: &Registry) -> Result<bool, BuildError> {
     Ok(true)
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "process-metrics"))]
 fn unregister_process_metrics(registry: &Registry) {
     use prometheus::process_collector::ProcessCollector;
     // Collectors are matched by their descriptors, which a fresh one shares.
     let _ = registry.unregister(Box::new(ProcessCollector::for_self()));
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", feature = "process-metrics")))]
 fn register_process_metrics(_registry: &Registry) -> Result<bool, BuildError> {
     Ok(false)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", feature = "process-metrics")))]
 fn unregister_process_metrics(_registry: &Registry) {}
 
 /// Whether the registry exposes our families as we write them: no name prefix
