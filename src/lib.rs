@@ -44,3 +44,8 @@ pub mod events;
 pub mod exporter;
 pub mod http;
 mod sync;
+
+// The README's Rust snippets compile as doctests, imports included.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
