@@ -7,6 +7,8 @@
 //!
 //! YAML is read through `python3 -c 'import yaml'`: python3-yaml is a dependency
 //! of the Debian `docker-compose` package these tests need anyway.
+// The real binary and the daemon's config files: skipped without the feature.
+#![cfg(feature = "daemon")]
 
 #[path = "../support/mod.rs"]
 mod support;

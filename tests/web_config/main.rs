@@ -7,6 +7,8 @@
 //! In-process servers listen on port 0 and the daemon on a free port; no
 //! test waits a fixed time for anything. The only sleeps are the slow-loris
 //! client's own pace (one byte a second), which is what is under test.
+// The real binary and the daemon's config files: skipped without the feature.
+#![cfg(feature = "daemon")]
 
 #[path = "../support/mod.rs"]
 mod support;
