@@ -22,10 +22,10 @@
 mod settings;
 mod verify;
 
+pub(crate) use settings::ClientAuthType;
 pub(crate) use settings::{
     PemSource, TlsBuildError, TlsSettings, TlsVersions, kx_groups, tls12_suites,
 };
-pub(crate) use verify::ClientAuthType;
 
 use std::fmt;
 use std::future::Future;

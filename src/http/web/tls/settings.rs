@@ -14,7 +14,6 @@ use rustls::pki_types::pem::{self, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
-use super::verify::ClientAuthType;
 use crate::http::web::error::At;
 
 /// Where a PEM item comes from: a file named in the web config (followed for
@@ -325,6 +324,57 @@ impl TlsSettings {
 /// The bytes of the followed files, in a fixed order. Held only to be
 /// compared; never shown (`TlsServer`'s `Debug` leaves it out).
 pub(super) type Snapshot = Vec<Option<Vec<u8>>>;
+
+/// `client_auth_type`: whether a client certificate is asked for, required,
+/// and checked against the client CA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientAuthType {
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+impl ClientAuthType {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "NoClientCert" => ClientAuthType::NoClientCert,
+            "RequestClientCert" => ClientAuthType::RequestClientCert,
+            // `RequireClientCert` is the toolkit's old spelling.
+            "RequireAnyClientCert" | "RequireClientCert" => ClientAuthType::RequireAnyClientCert,
+            "VerifyClientCertIfGiven" => ClientAuthType::VerifyClientCertIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuthType::RequireAndVerifyClientCert,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ClientAuthType::NoClientCert => "NoClientCert",
+            ClientAuthType::RequestClientCert => "RequestClientCert",
+            ClientAuthType::RequireAnyClientCert => "RequireAnyClientCert",
+            ClientAuthType::VerifyClientCertIfGiven => "VerifyClientCertIfGiven",
+            ClientAuthType::RequireAndVerifyClientCert => "RequireAndVerifyClientCert",
+        }
+    }
+
+    /// Checks a client certificate against the client CA.
+    pub(crate) fn verifies(self) -> bool {
+        matches!(
+            self,
+            ClientAuthType::VerifyClientCertIfGiven | ClientAuthType::RequireAndVerifyClientCert
+        )
+    }
+
+    /// Refuses a client without a certificate.
+    pub(crate) fn requires_certificate(self) -> bool {
+        matches!(
+            self,
+            ClientAuthType::RequireAnyClientCert | ClientAuthType::RequireAndVerifyClientCert
+        )
+    }
+}
 
 #[cfg(test)]
 mod tests {

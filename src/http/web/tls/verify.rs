@@ -20,58 +20,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer as _;
 
-use super::settings::{TlsBuildError, TlsSettings};
-
-/// `client_auth_type`: whether a client certificate is asked for, required,
-/// and checked against the client CA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ClientAuthType {
-    NoClientCert,
-    RequestClientCert,
-    RequireAnyClientCert,
-    VerifyClientCertIfGiven,
-    RequireAndVerifyClientCert,
-}
-
-impl ClientAuthType {
-    pub(crate) fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "NoClientCert" => ClientAuthType::NoClientCert,
-            "RequestClientCert" => ClientAuthType::RequestClientCert,
-            // `RequireClientCert` is the toolkit's old spelling.
-            "RequireAnyClientCert" | "RequireClientCert" => ClientAuthType::RequireAnyClientCert,
-            "VerifyClientCertIfGiven" => ClientAuthType::VerifyClientCertIfGiven,
-            "RequireAndVerifyClientCert" => ClientAuthType::RequireAndVerifyClientCert,
-            _ => return None,
-        })
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            ClientAuthType::NoClientCert => "NoClientCert",
-            ClientAuthType::RequestClientCert => "RequestClientCert",
-            ClientAuthType::RequireAnyClientCert => "RequireAnyClientCert",
-            ClientAuthType::VerifyClientCertIfGiven => "VerifyClientCertIfGiven",
-            ClientAuthType::RequireAndVerifyClientCert => "RequireAndVerifyClientCert",
-        }
-    }
-
-    /// Checks a client certificate against the client CA.
-    pub(crate) fn verifies(self) -> bool {
-        matches!(
-            self,
-            ClientAuthType::VerifyClientCertIfGiven | ClientAuthType::RequireAndVerifyClientCert
-        )
-    }
-
-    /// Refuses a client without a certificate.
-    pub(crate) fn requires_certificate(self) -> bool {
-        matches!(
-            self,
-            ClientAuthType::RequireAnyClientCert | ClientAuthType::RequireAndVerifyClientCert
-        )
-    }
-}
+use super::settings::{ClientAuthType, TlsBuildError, TlsSettings};
 
 impl TlsSettings {
     /// The verifier for `client_auth_type`, `client_ca` and
