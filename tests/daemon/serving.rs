@@ -1,0 +1,150 @@
+//! A serving daemon: its two log formats, the `healthcheck` subcommand
+//! against it, extra labels from the config on every client series.
+
+use std::fs;
+
+use crate::support::daemon::{Daemon, assert_fails_with_one_line, run};
+use crate::support::http::ready;
+use crate::support::{Broker, TempDir, free_port, text};
+use crate::{SHUTDOWN_DEADLINE, target, write_config};
+
+/// Runs a daemon with one target until it is up, stops it, returns its logs.
+fn logs_of_one_connection(format: &str, broker: &Broker) -> String {
+    let dir = TempDir::new(&format!("daemon-logs-{format}"));
+    let config = dir.join("mqtt-pulse.toml");
+    write_config(&config, &[target("x", broker, "")]);
+    let mut daemon = Daemon::start(
+        &dir,
+        &[
+            "--config.file",
+            config.to_str().unwrap(),
+            "--log.format",
+            format,
+        ],
+        ready,
+    );
+    daemon.wait_for_metrics("x up", |m| m.up("mqtt-pulse-x") == Some(1.0));
+    assert_eq!(daemon.terminate(SHUTDOWN_DEADLINE).code(), Some(0));
+    daemon.stderr()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_transition_fields() {
+    let broker = Broker::start();
+    let logs = logs_of_one_connection("json", &broker);
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{logs}"))
+        })
+        .collect();
+    assert!(!lines.is_empty());
+    let field = |line: &serde_json::Value, name: &str| -> Option<String> {
+        let value = line
+            .get("fields")
+            .and_then(|f| f.get(name))
+            .or_else(|| line.get(name))?;
+        value.as_str().map(str::to_owned)
+    };
+    let transition = lines
+        .iter()
+        .find(|line| field(line, "status").as_deref() == Some("up"))
+        .unwrap_or_else(|| panic!("no status=up line:\n{logs}"));
+    assert_eq!(
+        field(transition, "client_id").as_deref(),
+        Some("mqtt-pulse-x")
+    );
+    assert_eq!(field(transition, "broker"), Some(broker.addr()));
+    assert_eq!(
+        transition.get("level").and_then(|l| l.as_str()),
+        Some("INFO"),
+        "{transition}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| field(line, "status").as_deref() == Some("terminated")),
+        "no status=terminated line on shutdown:\n{logs}"
+    );
+}
+
+#[test]
+fn logfmt_logs_carry_level_and_status() {
+    let broker = Broker::start();
+    let logs = logs_of_one_connection("logfmt", &broker);
+    for line in logs.lines() {
+        assert!(line.starts_with("ts="), "not logfmt: {line}");
+        assert!(line.contains(" level="), "no level: {line}");
+    }
+    let transition = logs
+        .lines()
+        .find(|line| line.contains(" status=up"))
+        .unwrap_or_else(|| panic!("no status=up line:\n{logs}"));
+    assert!(transition.contains(" level=info"), "{transition}");
+    assert!(
+        transition.contains(" client_id=mqtt-pulse-x"),
+        "{transition}"
+    );
+    assert!(
+        transition.contains(&format!(" broker={}", broker.addr())),
+        "{transition}"
+    );
+}
+
+#[test]
+fn healthcheck_exits_zero_for_a_running_daemon_and_one_line_otherwise() {
+    let dir = TempDir::new("daemon-healthcheck");
+    let daemon = Daemon::start(&dir, &[], ready);
+    let address = format!("127.0.0.1:{}", daemon.port());
+    let healthy = run(&["healthcheck", "--web.listen-address", &address]);
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+    // The `:port` form of the daemon's own flag means this machine.
+    let port_only = format!(":{}", daemon.port());
+    let healthy = run(&["--web.listen-address", &port_only, "healthcheck"]);
+    assert!(healthy.status.success(), "{}", text(&healthy.stderr));
+
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let down = run(&["healthcheck", "--web.listen-address", &nobody]);
+    assert_fails_with_one_line(
+        &down,
+        &format!("mqtt-pulse: healthcheck of {nobody} failed: Connection refused (os error 111)"),
+        "healthcheck with nothing listening",
+    );
+}
+
+#[test]
+fn extra_labels_from_the_config_are_on_every_client_series() {
+    let broker = Broker::start();
+    let dir = TempDir::new("daemon-labels");
+    let config = dir.join("mqtt-pulse.toml");
+    fs::write(
+        &config,
+        format!(
+            "[defaults]\nlabels = {{ site = \"north\", area = \"default\" }}\n\n{}",
+            target("lab", &broker, "labels = { area = \"b7\" }")
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], ready);
+    let metrics = daemon.wait_for_metrics("the labelled target up", |m| {
+        m.value(
+            "mqtt_client_up",
+            &[
+                ("client_id", "mqtt-pulse-lab"),
+                ("site", "north"),
+                ("area", "b7"),
+            ],
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        metrics.value(
+            "mqtt_client_ping_rtt_seconds_count",
+            &[
+                ("client_id", "mqtt-pulse-lab"),
+                ("site", "north"),
+                ("area", "b7")
+            ],
+        ),
+        Some(0.0)
+    );
+}
