@@ -10,8 +10,8 @@
 mod support;
 
 use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -21,8 +21,9 @@ use mqtt_pulse::events::{ClientId, ClientInfo, Event, EventKind, Events, Failure
 use mqtt_pulse::exporter::DEFAULT_RTT_BUCKETS;
 use mqtt_pulse::exporter::metrics::{BuildError, MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http;
-use support::http::{get_text, percent_encode, try_get};
+use support::http::get_text;
 use support::metrics::sample;
+use support::prometheus::Prometheus;
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -499,100 +500,6 @@ impl ProbeClient {
     }
 }
 
-/// A `prometheus` server started for one test, scraping one target every
-/// second; killed (by its pid) and its files removed on drop.
-struct PrometheusServer {
-    child: Child,
-    url: String,
-    dir: support::TempDir,
-}
-
-impl PrometheusServer {
-    async fn start(target: std::net::SocketAddr) -> Self {
-        let dir = support::TempDir::new("prometheus");
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-                 scrape_configs:\n  - job_name: mqtt-pulse\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let port = support::free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus is installed (Debian package prometheus)");
-        let server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        let ready = server
-            .poll(Duration::from_secs(30), || async {
-                let (status, _) = try_get(&format!("{}/-/ready", server.url)).await?;
-                (status == 200).then_some(())
-            })
-            .await;
-        assert!(
-            ready.is_some(),
-            "prometheus did not get ready:\n{}",
-            server.log()
-        );
-        server
-    }
-
-    /// The value of the instant query's first result, if it has one.
-    async fn query(&self, promql: &str) -> Option<f64> {
-        let url = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
-        let (status, body) = try_get(&url).await?;
-        if status != 200 {
-            return None;
-        }
-        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-
-    /// Polls `attempt` every 200 ms until it yields a value or `timeout` passes.
-    async fn poll<T, F: Future<Output = Option<T>>>(
-        &self,
-        timeout: Duration,
-        mut attempt: impl FnMut() -> F,
-    ) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(value) = attempt().await {
-                return Some(value);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_exporter() {
     let events = Events::new();
@@ -605,55 +512,46 @@ async fn a_real_prometheus_scrapes_the_exporter() {
     }));
 
     let probe = ProbeClient::connect(&events, "prom-probe");
-    let prometheus = PrometheusServer::start(target).await;
-    let within = Duration::from_secs(30);
+    // The fixture blocks; the server and the connection run on the other worker.
+    tokio::task::block_in_place(|| {
+        let prometheus = Prometheus::scraping("mqtt-pulse", target);
+        let within = Duration::from_secs(30);
+        let poll = |attempt: &dyn Fn() -> Option<f64>| {
+            support::poll(within, Duration::from_millis(200), attempt)
+        };
 
-    let up = prometheus
-        .poll(within, || prometheus.query(r#"up{job="mqtt-pulse"}"#))
-        .await;
-    assert_eq!(
-        up,
-        Some(1.0),
-        "Prometheus scraped us:\n{}",
-        prometheus.log()
-    );
-    let client_up = r#"mqtt_client_up{client_id="prom-probe"}"#;
-    let connected = prometheus
-        .poll(within, || async {
-            prometheus.query(client_up).await.filter(|&v| v == 1.0)
-        })
-        .await;
-    assert_eq!(connected, Some(1.0));
+        let up = poll(&|| prometheus.value(r#"up{job="mqtt-pulse"}"#));
+        assert_eq!(
+            up,
+            Some(1.0),
+            "Prometheus scraped us:\n{}",
+            prometheus.log()
+        );
+        let client_up = r#"mqtt_client_up{client_id="prom-probe"}"#;
+        let connected = poll(&|| prometheus.value(client_up).filter(|&v| v == 1.0));
+        assert_eq!(connected, Some(1.0));
 
-    // A quantile needs the buckets to grow between two scrapes: the real
-    // connection pings every second.
-    let median = r#"histogram_quantile(0.5, rate(mqtt_client_ping_rtt_seconds_bucket{client_id="prom-probe"}[1m]))"#;
-    let rtt = prometheus
-        .poll(within, || async {
-            prometheus.query(median).await.filter(|v| v.is_finite())
-        })
-        .await
-        .expect("the median round trip is a number");
-    assert!(
-        rtt > 0.0 && rtt < 0.05,
-        "loopback round trips are well under 50 ms, median {rtt}"
-    );
+        // A quantile needs the buckets to grow between two scrapes: the real
+        // connection pings every second.
+        let median = r#"histogram_quantile(0.5, rate(mqtt_client_ping_rtt_seconds_bucket{client_id="prom-probe"}[1m]))"#;
+        let rtt = poll(&|| prometheus.value(median).filter(|v| v.is_finite()))
+            .expect("the median round trip is a number");
+        assert!(
+            rtt > 0.0 && rtt < 0.05,
+            "loopback round trips are well under 50 ms, median {rtt}"
+        );
 
-    probe.lose_connection();
-    let disconnected = prometheus
-        .poll(within, || async {
-            prometheus.query(client_up).await.filter(|&v| v == 0.0)
-        })
-        .await;
-    assert_eq!(
-        disconnected,
-        Some(0.0),
-        "a later scrape sees the client down"
-    );
-    let failures =
-        r#"mqtt_client_connect_failures_total{client_id="prom-probe",reason="closed_by_broker"}"#;
-    let counted = prometheus.poll(within, || prometheus.query(failures)).await;
-    assert_eq!(counted, Some(1.0));
+        probe.lose_connection();
+        let disconnected = poll(&|| prometheus.value(client_up).filter(|&v| v == 0.0));
+        assert_eq!(
+            disconnected,
+            Some(0.0),
+            "a later scrape sees the client down"
+        );
+        let failures = r#"mqtt_client_connect_failures_total{client_id="prom-probe",reason="closed_by_broker"}"#;
+        let counted = poll(&|| prometheus.value(failures));
+        assert_eq!(counted, Some(1.0));
+    });
 
     probe.shutdown().await;
     stop_server.send(()).unwrap();

@@ -14,8 +14,9 @@ use serde_json::Value;
 use crate::alerts::alert_rules;
 use crate::support::daemon;
 use crate::support::http::fetch;
+use crate::support::process::Process;
 use crate::support::{TempDir, free_port};
-use crate::{DEADLINE, JOB, Process, poll, repo};
+use crate::{DEADLINE, JOB, poll, repo};
 
 /// Pids of the processes whose parent is `pid`, with their command names.
 pub(crate) fn children(pid: u32) -> BTreeMap<u32, String> {

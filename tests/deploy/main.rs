@@ -24,13 +24,13 @@ mod queries;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::daemon::Daemon;
-use support::http::{Response, fetch, percent_encode, ready};
-use support::{free_port, text};
+use support::http::ready;
+use support::text;
 
 /// The release build. The Dockerfile's build stage and scripts/demo run exactly
 /// this command; the tests below check that they still do.
@@ -131,58 +131,6 @@ fn poll<T>(timeout: Duration, attempt: impl FnMut() -> Option<T>) -> Option<T> {
 // Processes
 // ---------------------------------------------------------------------------------
 
-/// A child process killed (SIGKILL, by its pid) and reaped on drop; its output
-/// goes to `log`.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(command: &mut Command, log: PathBuf) -> Process {
-        let file = fs::File::create(&log).unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        Process { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Polls `GET /-/ready` on `port`; panics with the log if the process
-    /// exits or does not answer 200 in time.
-    fn await_ready(&mut self, name: &str, port: u16) {
-        let deadline = Instant::now() + DEADLINE;
-        while !ready(port) {
-            assert!(!self.exited(), "{name} exited:\n{}", self.log());
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready on port {port} within {DEADLINE:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if !self.exited() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
 /// The real `mqtt-pulse` binary serving `config` on a free port.
 fn exporter(dir: &Path, config: &Path) -> Daemon {
     Daemon::start(dir, &["--config.file", config.to_str().unwrap()], ready)
@@ -205,64 +153,4 @@ fn await_sample(exporter: &Daemon, series: &str, value: &str) {
         exporter.metrics().text,
         exporter.stderr()
     );
-}
-
-/// The real `prometheus` serving on a free port, with `config` (and the files
-/// next to it) in `dir`.
-struct Prometheus {
-    process: Process,
-    port: u16,
-}
-
-impl Prometheus {
-    fn start(dir: &Path, config: &Path) -> Prometheus {
-        let port = free_port();
-        let mut process = Process::spawn(
-            Command::new("/usr/bin/prometheus")
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.join("prometheus-data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
-            dir.join("prometheus.log"),
-        );
-        process.await_ready("prometheus", port);
-        Prometheus { process, port }
-    }
-
-    /// `data` of a successful API answer, or the error Prometheus gave.
-    fn api(&self, path: &str) -> Result<Value, String> {
-        let Response { status, body, .. } =
-            fetch(self.port, "GET", path).map_err(|e| e.to_string())?;
-        let answer: Value =
-            serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
-        if answer["status"] == "success" {
-            Ok(answer["data"].clone())
-        } else {
-            Err(format!(
-                "HTTP {status}: {} {}",
-                answer["errorType"], answer["error"]
-            ))
-        }
-    }
-
-    /// The samples of an instant query (a scalar counts as one sample).
-    fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
-        let data = self.api(&format!("/api/v1/query?query={}", percent_encode(promql)))?;
-        match data["resultType"].as_str() {
-            Some("vector" | "matrix") => Ok(data["result"].as_array().cloned().unwrap_or_default()),
-            _ => Ok(vec![data["result"].clone()]),
-        }
-    }
-
-    /// The value of `promql`'s first sample, if any.
-    fn value(&self, promql: &str) -> Option<f64> {
-        let samples = self.query(promql).ok()?;
-        samples.first()?["value"][1].as_str()?.parse().ok()
-    }
-
-    fn log(&self) -> String {
-        self.process.log()
-    }
 }

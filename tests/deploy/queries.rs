@@ -11,10 +11,10 @@ use crate::alerts::alert_rules;
 use crate::dashboards::{Dashboard, is_multi, variable_query};
 use crate::promql::{label_values_query, metric_names, regex_alternation, substitute};
 use crate::support::http::percent_encode;
+use crate::support::prometheus::Prometheus;
 use crate::support::{Broker, TempDir};
 use crate::{
-    BUILTIN_VARIABLES, DEADLINE, JOB, Prometheus, SYNTHETIC_METRICS, await_sample, exporter, poll,
-    read, repo,
+    BUILTIN_VARIABLES, DEADLINE, JOB, SYNTHETIC_METRICS, await_sample, exporter, poll, read, repo,
 };
 
 /// Replaces `from` with `to` in `source`, which must contain it exactly once.

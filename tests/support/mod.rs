@@ -10,6 +10,8 @@
 //! | [`http`] | HTTP clients: hyper-util for plain GETs, raw HTTP/1.1 over TCP or TLS, router `oneshot` |
 //! | [`metrics`] | reading a `/metrics` page: [`metrics::Metrics`] and [`metrics::sample`] |
 //! | [`logs`] | capturing `tracing` output for assertions |
+//! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
+//! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
 //! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`] |
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
@@ -41,6 +43,8 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod pki;
+pub mod process;
+pub mod prometheus;
 
 use std::collections::HashSet;
 use std::fs;

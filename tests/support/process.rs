@@ -1,0 +1,64 @@
+//! [`Process`]: a child process (a server, a script) with its output in a log
+//! file, killed (SIGKILL, by its pid) and reaped on drop.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::http::ready;
+
+/// A child process killed (SIGKILL, by its pid) and reaped on drop; its output
+/// goes to `log`.
+pub struct Process {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `command` with no stdin and stdout and stderr in `log`.
+    pub fn spawn(command: &mut Command, log: PathBuf) -> Process {
+        let file = fs::File::create(&log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        Process { child, log }
+    }
+
+    /// What the process has written so far (empty if the log is unreadable).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True once the process has ended (it is reaped then).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Polls `GET /-/ready` on `port`; panics with the log if the process
+    /// exits or does not answer 200 `within`.
+    pub fn await_ready(&mut self, name: &str, port: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !ready(port) {
+            assert!(!self.exited(), "{name} exited:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready on port {port} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
