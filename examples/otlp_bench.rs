@@ -2,23 +2,29 @@
 //! Prometheus exporter's, measured in the same run.
 //!
 //! ```text
-//! cargo run --release --example otlp_bench [-- EVENTS [RUNS]]
+//! cargo run --release --example otlp_bench
+//! cargo run --release --example otlp_bench -- --events 1000000 --runs 5
 //! ```
 //!
 //! Each run builds both exporters on hubs of their own with 1,000 announced
 //! clients, gives every client one ping and one status change (so every
-//! series exists), then queues EVENTS events (default 1,000,000: nine pings
+//! series exists), then queues `--events` events (default 1,000,000: nine pings
 //! to one status change, round-robin over the clients) without letting the
 //! exporters read them. Each exporter then absorbs the whole queue through its
 //! own read path — a Prometheus render, an OTLP flush (collect and push to an
 //! in-process gRPC collector) — and the same read with an empty queue is
 //! subtracted. What remains is the cost of applying the events; divided by
-//! EVENTS it is the per-event cost. The consumer tasks are not spawned, so no
-//! event is applied before the timed read. Prints the median of RUNS runs
-//! (default 5) and every run.
+//! `--events` it is the per-event cost. The consumer tasks are not spawned, so
+//! no event is applied before the timed read. Prints the median of `--runs`
+//! runs (default 5) and every run.
+
+#[path = "harness/mod.rs"]
+mod harness;
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use harness::median;
 use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, Status};
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use mqtt_pulse::exporter::otlp::{OtlpBuilder, OtlpProtocol};
@@ -30,6 +36,17 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 
 const CLIENTS: usize = 1_000;
+
+/// Per-event cost of the OTLP exporter against the Prometheus exporter's.
+#[derive(Parser)]
+struct Args {
+    /// Events queued per run (nine pings to one status change).
+    #[arg(long, default_value_t = 1_000_000, value_parser = harness::positive)]
+    events: usize,
+    /// Runs of each exporter; the medians are reported.
+    #[arg(long, default_value_t = 5, value_parser = harness::positive)]
+    runs: usize,
+}
 
 /// A collector that accepts every push and keeps nothing.
 struct Discard;
@@ -134,19 +151,11 @@ fn per_event(full: Duration, empty: Duration, count: usize) -> f64 {
     full.saturating_sub(empty).as_nanos() as f64 / count as f64
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let count: usize = args
-        .next()
-        .map_or(1_000_000, |a| a.parse().expect("EVENTS is a number"));
-    let runs: usize = args
-        .next()
-        .map_or(5, |a| a.parse().expect("RUNS is a number"));
+    let Args {
+        events: count,
+        runs,
+    } = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -185,7 +194,7 @@ fn main() {
             prom_read.push(p.1.as_secs_f64() * 1e3);
             otel_read.push(o.1.as_secs_f64() * 1e3);
         }
-        let (p, o) = (median(&mut prom), median(&mut otel));
+        let (p, o) = (median(&prom), median(&otel));
         println!();
         println!("{count} events over {CLIENTS} clients (9 pings : 1 status change), median of {runs} runs:");
         println!("| exporter | ns/event | events/s | read with empty queue (ms) |");
@@ -193,12 +202,12 @@ fn main() {
         println!(
             "| Prometheus (render) | {p:.1} | {:.2} M | {:.2} |",
             1e3 / p,
-            median(&mut prom_read)
+            median(&prom_read)
         );
         println!(
             "| OTLP (flush, gRPC) | {o:.1} | {:.2} M | {:.2} |",
             1e3 / o,
-            median(&mut otel_read)
+            median(&otel_read)
         );
         println!("OTLP / Prometheus per-event cost: {:.2}x", o / p);
     });
