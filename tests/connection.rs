@@ -411,26 +411,30 @@ async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
     mismatched.shutdown().await;
 }
 
-#[tokio::test]
-async fn insecure_skip_verify_connects_without_the_ca() {
-    let dir = TempDir::new("tls-insecure");
-    let pki = TestPki::generate(&*dir);
-    let broker = Broker::builder().tls(pki.server_files()).start();
+/// Connects the client of `test` to `broker` with `tls`, asserts that it is up
+/// within 2 s, and shuts it down.
+async fn assert_connects_and_shuts_down(broker: &Broker, test: &str, tls: TlsOptions) {
     let events = Events::new();
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
-    let connection = Connection::start(
-        options(&broker.url(), "tls-insecure").with_tls(TlsOptions {
-            insecure_skip_verify: true,
-            ..Default::default()
-        }),
-        &events,
-    )
-    .unwrap();
+    let connection =
+        Connection::start(options(&broker.url(), test).with_tls(tls), &events).unwrap();
     assert_eq!(
         next_status(&mut status, Duration::from_secs(2)).await,
         Status::Up
     );
     connection.shutdown().await;
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_connects_without_the_ca() {
+    let dir = TempDir::new("tls-insecure");
+    let pki = TestPki::generate(&*dir);
+    let broker = Broker::builder().tls(pki.server_files()).start();
+    let tls = TlsOptions {
+        insecure_skip_verify: true,
+        ..Default::default()
+    };
+    assert_connects_and_shuts_down(&broker, "tls-insecure", tls).await;
 }
 
 #[tokio::test]
@@ -441,25 +445,15 @@ async fn mutual_tls_connects_with_a_client_certificate() {
         .tls(pki.server_files())
         .extra_config("require_certificate true")
         .start();
-    let events = Events::new();
-    let mut status = events.register(ClientFilter::Any, EventKind::Status);
-    let connection = Connection::start(
-        options(&broker.url(), "mtls").with_tls(TlsOptions {
-            ca_file: Some(pki.ca_pem_path.clone()),
-            client_auth: Some(ClientCertificate {
-                cert_file: pki.client_cert_path.clone(),
-                key_file: pki.client_key_path.clone(),
-            }),
-            ..Default::default()
+    let tls = TlsOptions {
+        ca_file: Some(pki.ca_pem_path.clone()),
+        client_auth: Some(ClientCertificate {
+            cert_file: pki.client_cert_path.clone(),
+            key_file: pki.client_key_path.clone(),
         }),
-        &events,
-    )
-    .unwrap();
-    assert_eq!(
-        next_status(&mut status, Duration::from_secs(2)).await,
-        Status::Up
-    );
-    connection.shutdown().await;
+        ..Default::default()
+    };
+    assert_connects_and_shuts_down(&broker, "mtls", tls).await;
 }
 
 #[tokio::test]
