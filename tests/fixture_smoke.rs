@@ -1,4 +1,4 @@
-//! Proves the Mosquitto fixture in `tests/common` against real `mosquitto` processes.
+//! Proves the Mosquitto fixture in `tests/support` against real `mosquitto` processes.
 //!
 //! MQTT is spoken here with hand-written MQTT 3.1.1 CONNECT/DISCONNECT bytes over
 //! std::net (and over `openssl s_client` for TLS): the point is to check the fixture, not

@@ -37,7 +37,7 @@ fn every_bad_config_fails_with_the_librarys_one_line_through_check_and_serve() {
     bad_files.sort();
     assert!(
         bad_files.len() >= 40,
-        "expected the bad-*.toml table of tests/config.rs, found {bad_files:?}"
+        "expected the bad-*.toml table of tests/config/errors.rs, found {bad_files:?}"
     );
 
     for path in &bad_files {
@@ -131,7 +131,7 @@ fn malformed_listen_addresses_fail_with_one_line() {
 
 #[test]
 fn a_missing_web_config_file_fails_with_one_clear_line() {
-    // Every other bad web config is in tests/web_config.rs.
+    // Every other bad web config is in tests/web_config/.
     let listen = format!("127.0.0.1:{}", free_port());
     let missing = "tests/testdata/web/no-such-web-config.yml";
     let output = run(&[
