@@ -1,6 +1,8 @@
 //! The config file: one bad file per rule with its exact message, good files
 //! with their merged values, the shipped example, secrets kept out of every
 //! message, and arbitrary input never panicking.
+// The daemon's parts: skipped without the feature (there is no [[test]] entry).
+#![cfg(feature = "daemon")]
 
 mod errors;
 mod fuzz;

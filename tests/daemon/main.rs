@@ -8,6 +8,8 @@
 //! killed when its guard drops. Nothing waits a fixed time: each test polls a
 //! real condition (a scrape, a broker log line, the process's exit) against a
 //! deadline.
+// The daemon's parts: skipped without the feature (there is no [[test]] entry).
+#![cfg(feature = "daemon")]
 
 #[path = "../support/mod.rs"]
 mod support;

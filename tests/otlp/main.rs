@@ -6,7 +6,8 @@
 //!
 //! Nothing waits a fixed time: every test awaits the collector's next push,
 //! an event or the exporter's push counts against a deadline.
-#![cfg(feature = "otlp")]
+// The OTLP exporter and the daemon's parts: skipped without either feature.
+#![cfg(all(feature = "daemon", feature = "otlp"))]
 
 #[path = "../support/mod.rs"]
 mod support;
