@@ -9,8 +9,7 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +22,7 @@ use mqtt_pulse::exporter::metrics::{BuildError, MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http;
 use support::http::get_text;
 use support::metrics::sample;
+use support::process::output_with_input;
 use support::prometheus::Prometheus;
 
 // ---------------------------------------------------------------------------------
@@ -100,20 +100,11 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
         );
     }
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package prometheus)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
+    let output = output_with_input(
+        Command::new("promtool").args(["check", "metrics"]),
+        page.as_bytes(),
+        "prometheus",
+    );
     let problems = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

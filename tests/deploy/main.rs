@@ -22,7 +22,6 @@ mod promql;
 mod queries;
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -30,6 +29,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::daemon::Daemon;
 use support::http::ready;
+use support::process::output_with_input;
 use support::text;
 
 /// The release build. The Dockerfile's build stage and scripts/demo run exactly
@@ -93,23 +93,14 @@ fn succeed(command: &mut Command, package: &str) -> String {
 
 /// YAML as JSON, through python3-yaml.
 fn yaml(source: &str, what: &str) -> Value {
-    let mut child = Command::new("python3")
-        .args([
+    let out = output_with_input(
+        Command::new("python3").args([
             "-c",
             "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); install python3-yaml"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(source.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ]),
+        source.as_bytes(),
+        "python3-yaml",
+    );
     assert!(
         out.status.success(),
         "{what} is not valid YAML:\n{}",

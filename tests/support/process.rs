@@ -1,9 +1,11 @@
 //! [`Process`]: a child process (a server, a script) with its output in a log
-//! file, killed (SIGKILL, by its pid) and reaped on drop.
+//! file, killed (SIGKILL, by its pid) and reaped on drop; [`output_with_input`]:
+//! a one-shot run of a tool fed on its stdin (`promtool`, `python3`).
 
 use std::fs;
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::http::ready;
@@ -61,4 +63,18 @@ impl Drop for Process {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Runs `command` to completion with `input` on its stdin and returns what it
+/// printed; panics if it cannot start, naming `package`, the Debian package
+/// that provides it.
+pub fn output_with_input(command: &mut Command, input: &[u8], package: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?} ({e}); install the {package} package"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
