@@ -91,6 +91,7 @@
 
 mod builder;
 mod collector;
+mod family;
 mod handle;
 mod series;
 mod snapshot;

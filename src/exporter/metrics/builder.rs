@@ -7,8 +7,9 @@ use std::sync::Arc;
 use prometheus::Registry;
 
 use super::collector::{ExporterState, HubCollector};
+use super::family::Family;
 use super::handle::MetricsHandle;
-use super::snapshot::{BuildInfo, Family};
+use super::snapshot::BuildInfo;
 use crate::events::Events;
 use crate::exporter::consume;
 use crate::exporter::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY};

@@ -12,9 +12,10 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use tokio::sync::oneshot;
 
+use super::family::Family;
 use super::handle::ScrapeStats;
 use super::series::SeriesTable;
-use super::snapshot::{BuildInfo, Family, FleetSnapshot, Layout};
+use super::snapshot::{BuildInfo, FleetSnapshot, Layout};
 use crate::events::{EventKind, Events, Message, Subscription};
 use crate::exporter::consume::{self, Consumer, Inbox};
 use crate::sync::lock;

@@ -9,7 +9,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use super::collector::{ExporterState, MuteOwnCollector};
-use super::snapshot::Family;
+use super::family::Family;
 use crate::events::ClientState;
 use crate::sync::lock;
 

@@ -2,125 +2,20 @@
 //! scrape, and its two encodings: Prometheus text (the handle's fast path) and
 //! the `prometheus` crate's `MetricFamily` protos (for anyone who gathers the
 //! registry themselves). Both encodings read the same snapshot, so they cannot
-//! disagree. It owns the metric names, help texts, label names and the order of
-//! series; it must never lock, read the hub or touch the registry — the caller
-//! assembles the snapshot from those.
+//! disagree. It owns the order of series and their label values (the names,
+//! help texts and label names are [`Family`]'s); it must never lock, read the
+//! hub or touch the registry — the caller assembles the snapshot from those.
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily};
 
+use super::family::Family;
 use super::series::{ClientSeries, SeriesTable};
 use super::text;
 use crate::events::{ClientState, EventKind, FailureCount, FailureReason, KindStats};
 use crate::exporter::consume::COUNTED_STATUSES;
-
-/// The metric families this exporter owns, in the lexicographic order of their
-/// names: the order `Registry::gather` sorts families into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Family {
-    ConnectFailures,
-    LastStatusChange,
-    PingRtt,
-    StatusChanges,
-    Up,
-    BuildInfo,
-    EventsDispatched,
-    EventsDropped,
-}
-
-impl Family {
-    pub const ALL: [Family; 8] = [
-        Family::ConnectFailures,
-        Family::LastStatusChange,
-        Family::PingRtt,
-        Family::StatusChanges,
-        Family::Up,
-        Family::BuildInfo,
-        Family::EventsDispatched,
-        Family::EventsDropped,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::ConnectFailures => "mqtt_client_connect_failures_total",
-            Family::LastStatusChange => "mqtt_client_last_status_change_timestamp_seconds",
-            Family::PingRtt => "mqtt_client_ping_rtt_seconds",
-            Family::StatusChanges => "mqtt_client_status_changes_total",
-            Family::Up => "mqtt_client_up",
-            Family::BuildInfo => "mqtt_pulse_build_info",
-            Family::EventsDispatched => "mqtt_pulse_events_dispatched_total",
-            Family::EventsDropped => "mqtt_pulse_events_dropped_total",
-        }
-    }
-
-    pub fn help(self) -> &'static str {
-        match self {
-            Family::ConnectFailures => {
-                "Failed MQTT connection attempts and lost connections of the client, by reason."
-            }
-            Family::LastStatusChange => {
-                "Unix time in seconds at which the client's current connection status began \
-                 (or at which the client was announced, if it never connected)."
-            }
-            Family::PingRtt => {
-                "MQTT keep-alive round-trip time in seconds, from PINGREQ written to PINGRESP read."
-            }
-            Family::StatusChanges => {
-                "Connection status changes of the client seen since the exporter started, \
-                 by the status changed to."
-            }
-            Family::Up => {
-                "Whether the MQTT client is connected to its broker: 1 after an accepted CONNACK, \
-                 0 otherwise (never connected, connection lost, or shutting down)."
-            }
-            Family::BuildInfo => {
-                "Always 1; labelled with the mqtt-pulse version, the git revision and the rustc \
-                 version it was built from."
-            }
-            Family::EventsDispatched => "Events dispatched by the mqtt-pulse hub, by event type.",
-            Family::EventsDropped => {
-                "Event copies the mqtt-pulse hub dropped because a subscriber's queue was full, \
-                 by event type."
-            }
-        }
-    }
-
-    pub fn metric_type(self) -> MetricType {
-        match self {
-            Family::ConnectFailures
-            | Family::StatusChanges
-            | Family::EventsDispatched
-            | Family::EventsDropped => MetricType::COUNTER,
-            Family::LastStatusChange | Family::Up | Family::BuildInfo => MetricType::GAUGE,
-            Family::PingRtt => MetricType::HISTOGRAM,
-        }
-    }
-
-    fn type_text(self) -> &'static str {
-        match self.metric_type() {
-            MetricType::COUNTER => "counter",
-            MetricType::GAUGE => "gauge",
-            MetricType::HISTOGRAM => "histogram",
-            MetricType::SUMMARY => "summary",
-            MetricType::UNTYPED => "untyped",
-        }
-    }
-
-    /// The label names, in the order every sample carries them.
-    pub fn label_names(self) -> &'static [&'static str] {
-        match self {
-            Family::ConnectFailures => &["client_id", "broker", "reason"],
-            Family::LastStatusChange | Family::PingRtt | Family::Up => &["client_id", "broker"],
-            Family::StatusChanges => &["client_id", "broker", "status"],
-            Family::BuildInfo => &["version", "revision", "rustversion"],
-            Family::EventsDispatched | Family::EventsDropped => &["type"],
-        }
-    }
-}
 
 /// What the build-info gauge says about this binary.
 #[derive(Clone, Debug)]
@@ -569,14 +464,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn families_are_listed_in_name_order() {
-        assert!(Family::ALL.is_sorted_by_key(|f| f.name()));
-    }
-
-    #[test]
-    fn text_has_every_family_with_escaped_labels_and_cumulative_buckets() {
-        let layout = layout();
+    /// Client `a` (down, two failure reasons) and client `q"<x>` (up, three
+    /// round trips), plus failures of a client the hub does not know.
+    fn two_clients(layout: &Layout) -> FleetSnapshot {
         let mut series = SeriesTable::new(Arc::clone(&layout.bounds));
         let quoted = ClientId::from("q\"<x>");
         for event in [
@@ -587,48 +477,38 @@ mod tests {
         ] {
             series.apply(&message(&quoted, event));
         }
-        let snapshot = FleetSnapshot::new(
+        let failure = |id: &str, reason, count| FailureCount {
+            client_id: ClientId::from(id),
+            reason,
+            count,
+        };
+        let kind = |dispatched, delivered, dropped| KindStats {
+            dispatched,
+            delivered,
+            dropped,
+        };
+        FleetSnapshot::new(
             vec![
                 state("a", Status::Down, "b:1"),
                 state("q\"<x>", Status::Up, "b:2"),
             ],
             &series,
             vec![
-                FailureCount {
-                    client_id: ClientId::from("a"),
-                    reason: FailureReason::Timeout,
-                    count: 2,
-                },
-                FailureCount {
-                    client_id: ClientId::from("a"),
-                    reason: FailureReason::BadCredentials,
-                    count: 1,
-                },
-                FailureCount {
-                    client_id: ClientId::from("unknown"),
-                    reason: FailureReason::Io,
-                    count: 7,
-                },
+                failure("a", FailureReason::Timeout, 2),
+                failure("a", FailureReason::BadCredentials, 1),
+                failure("unknown", FailureReason::Io, 7),
             ],
             [
-                (
-                    EventKind::Status,
-                    KindStats {
-                        dispatched: 4,
-                        delivered: 4,
-                        dropped: 0,
-                    },
-                ),
-                (
-                    EventKind::PingResponse,
-                    KindStats {
-                        dispatched: 9,
-                        delivered: 8,
-                        dropped: 1,
-                    },
-                ),
+                (EventKind::Status, kind(4, 4, 0)),
+                (EventKind::PingResponse, kind(9, 8, 1)),
             ],
-        );
+        )
+    }
+
+    #[test]
+    fn text_has_every_family_with_escaped_labels_and_cumulative_buckets() {
+        let layout = layout();
+        let snapshot = two_clients(&layout);
         let text = all_text(&snapshot, &layout);
         let expected_lines = [
             r#"mqtt_client_connect_failures_total{client_id="a",broker="b:1",reason="bad_credentials"} 1"#,

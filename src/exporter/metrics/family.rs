@@ -1,0 +1,119 @@
+//! The metric families this exporter owns: their names, help texts, types
+//! and label names, in the order `Registry::gather` sorts them into. The one
+//! place the exporter's metric names are written; encoding reads them here.
+
+use prometheus::proto::MetricType;
+
+/// The metric families this exporter owns, in the lexicographic order of their
+/// names: the order `Registry::gather` sorts families into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Family {
+    ConnectFailures,
+    LastStatusChange,
+    PingRtt,
+    StatusChanges,
+    Up,
+    BuildInfo,
+    EventsDispatched,
+    EventsDropped,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] = [
+        Family::ConnectFailures,
+        Family::LastStatusChange,
+        Family::PingRtt,
+        Family::StatusChanges,
+        Family::Up,
+        Family::BuildInfo,
+        Family::EventsDispatched,
+        Family::EventsDropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::ConnectFailures => "mqtt_client_connect_failures_total",
+            Family::LastStatusChange => "mqtt_client_last_status_change_timestamp_seconds",
+            Family::PingRtt => "mqtt_client_ping_rtt_seconds",
+            Family::StatusChanges => "mqtt_client_status_changes_total",
+            Family::Up => "mqtt_client_up",
+            Family::BuildInfo => "mqtt_pulse_build_info",
+            Family::EventsDispatched => "mqtt_pulse_events_dispatched_total",
+            Family::EventsDropped => "mqtt_pulse_events_dropped_total",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Family::ConnectFailures => {
+                "Failed MQTT connection attempts and lost connections of the client, by reason."
+            }
+            Family::LastStatusChange => {
+                "Unix time in seconds at which the client's current connection status began \
+                 (or at which the client was announced, if it never connected)."
+            }
+            Family::PingRtt => {
+                "MQTT keep-alive round-trip time in seconds, from PINGREQ written to PINGRESP read."
+            }
+            Family::StatusChanges => {
+                "Connection status changes of the client seen since the exporter started, \
+                 by the status changed to."
+            }
+            Family::Up => {
+                "Whether the MQTT client is connected to its broker: 1 after an accepted CONNACK, \
+                 0 otherwise (never connected, connection lost, or shutting down)."
+            }
+            Family::BuildInfo => {
+                "Always 1; labelled with the mqtt-pulse version, the git revision and the rustc \
+                 version it was built from."
+            }
+            Family::EventsDispatched => "Events dispatched by the mqtt-pulse hub, by event type.",
+            Family::EventsDropped => {
+                "Event copies the mqtt-pulse hub dropped because a subscriber's queue was full, \
+                 by event type."
+            }
+        }
+    }
+
+    pub fn metric_type(self) -> MetricType {
+        match self {
+            Family::ConnectFailures
+            | Family::StatusChanges
+            | Family::EventsDispatched
+            | Family::EventsDropped => MetricType::COUNTER,
+            Family::LastStatusChange | Family::Up | Family::BuildInfo => MetricType::GAUGE,
+            Family::PingRtt => MetricType::HISTOGRAM,
+        }
+    }
+
+    pub fn type_text(self) -> &'static str {
+        match self.metric_type() {
+            MetricType::COUNTER => "counter",
+            MetricType::GAUGE => "gauge",
+            MetricType::HISTOGRAM => "histogram",
+            MetricType::SUMMARY => "summary",
+            MetricType::UNTYPED => "untyped",
+        }
+    }
+
+    /// The label names, in the order every sample carries them.
+    pub fn label_names(self) -> &'static [&'static str] {
+        match self {
+            Family::ConnectFailures => &["client_id", "broker", "reason"],
+            Family::LastStatusChange | Family::PingRtt | Family::Up => &["client_id", "broker"],
+            Family::StatusChanges => &["client_id", "broker", "status"],
+            Family::BuildInfo => &["version", "revision", "rustversion"],
+            Family::EventsDispatched | Family::EventsDropped => &["type"],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_listed_in_name_order() {
+        assert!(Family::ALL.is_sorted_by_key(|f| f.name()));
+    }
+}
