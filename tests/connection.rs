@@ -373,7 +373,7 @@ async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
     let trusted = Connection::start(
         options(&broker.url(), "tls-ok").with_tls(TlsOptions {
             ca_file: Some(pki.ca_pem_path.clone()),
-            client_auth: None,
+            client_certificate: None,
             ..Default::default()
         }),
         &events,
@@ -396,7 +396,7 @@ async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
     let mismatched = Connection::start(
         options(&broker.url(), "tls-bad-ca").with_tls(TlsOptions {
             ca_file: Some(stranger.ca_pem_path.clone()),
-            client_auth: None,
+            client_certificate: None,
             ..Default::default()
         }),
         &events,
@@ -447,7 +447,7 @@ async fn mutual_tls_connects_with_a_client_certificate() {
         .start();
     let tls = TlsOptions {
         ca_file: Some(pki.ca_pem_path.clone()),
-        client_auth: Some(ClientCertificate {
+        client_certificate: Some(ClientCertificate {
             cert_file: pki.client_cert_path.clone(),
             key_file: pki.client_key_path.clone(),
         }),

@@ -316,7 +316,7 @@ impl TableReader<'_> {
         Ok(TlsOptions {
             ca_file: pick(own, defaults, |tls| tls.ca_file.clone()),
             // The certificate and its key belong together: never one from each table.
-            client_auth: pick(own, defaults, |tls| tls.client_certificate.clone()),
+            client_certificate: pick(own, defaults, |tls| tls.client_certificate.clone()),
             insecure_skip_verify: pick(own, defaults, |tls| tls.insecure_skip_verify)
                 .unwrap_or(false),
         })

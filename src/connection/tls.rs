@@ -22,7 +22,7 @@ pub struct TlsOptions {
     pub ca_file: Option<PathBuf>,
     /// PEM files of a client certificate (chain) and its private key, for
     /// mutual TLS.
-    pub client_auth: Option<ClientCertificate>,
+    pub client_certificate: Option<ClientCertificate>,
     /// Accept any server certificate (signatures are still checked). For test
     /// brokers only: it gives up protection against an impostor broker.
     pub insecure_skip_verify: bool,
@@ -60,14 +60,14 @@ impl TlsOptions {
         } else {
             builder.with_root_certificates(roots)
         };
-        let config = match &self.client_auth {
+        let config = match &self.client_certificate {
             None => builder.with_no_client_auth(),
-            Some(auth) => {
-                let chain = certificates(&auth.cert_file)?;
-                let key = PrivateKeyDer::from_pem_file(&auth.key_file).map_err(|e| {
+            Some(certificate) => {
+                let chain = certificates(&certificate.cert_file)?;
+                let key = PrivateKeyDer::from_pem_file(&certificate.key_file).map_err(|e| {
                     OptionsError::Pem {
                         what: "client key",
-                        path: auth.key_file.clone(),
+                        path: certificate.key_file.clone(),
                         reason: e.to_string(),
                     }
                 })?;

@@ -100,7 +100,7 @@ fn defaults_merge_into_targets_and_targets_win() {
         own.tls(),
         &TlsOptions {
             ca_file: Some(pki("ca.pem")),
-            client_auth: Some(ClientCertificate {
+            client_certificate: Some(ClientCertificate {
                 cert_file: pki("client.pem"),
                 key_file: pki("client.key"),
             }),
@@ -111,7 +111,7 @@ fn defaults_merge_into_targets_and_targets_win() {
     let websocket = config.target("websocket").unwrap().options();
     assert_eq!(websocket.broker(), "broker.example:443");
     assert_eq!(websocket.tls().ca_file, Some(pki("ca.pem")));
-    assert!(websocket.tls().client_auth.is_some());
+    assert!(websocket.tls().client_certificate.is_some());
     assert!(!websocket.tls().insecure_skip_verify);
 
     let otlp = config.otlp().unwrap();
