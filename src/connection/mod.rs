@@ -3,10 +3,10 @@
 //!
 //! It owns the socket, the timers (connect timeout, ping deadline, reconnect
 //! backoff) and the shutdown sequence; the protocol bookkeeping lives in the
-//! sans-I/O [`link`] and the reporting in [`ConnectionTracker`]. It must never
-//! block its loop: dispatch is non-blocking, incoming publishes go to a bounded
-//! queue with counted drops, so a slow subscriber cannot delay a ping or a
-//! reconnect.
+//! sans-I/O `link` module and the reporting in [`ConnectionTracker`]. It must
+//! never block its loop: dispatch is non-blocking, incoming publishes go to a
+//! bounded queue with counted drops, so a slow subscriber cannot delay a ping
+//! or a reconnect.
 //!
 //! Lifecycle of the events, as Tortoise311 means them: `Up` when the broker
 //! accepts CONNECT; `Down` on any loss (socket error or close, missed PINGRESP —
@@ -37,7 +37,7 @@ pub use tls::{ClientCertificate, TlsOptions};
 pub use tracker::ConnectionTracker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ClientError, EventLoop, Outgoing, Packet, Publish, QoS};
@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::events::{ClientId, Events, Status};
+use crate::sync::lock;
 use backoff::Delays;
 
 /// How long a shutdown waits for the DISCONNECT packet to be written before
@@ -87,13 +88,18 @@ pub struct Connection {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     publishes: Option<mpsc::Receiver<Publish>>,
-    shared: Arc<Shared>,
+    subscriptions: Arc<Subscriptions>,
 }
 
-/// What the handle and the task both see.
+/// The connection's subscriptions and what arrives through them, seen by both
+/// the handle (which adds topics and reads the drop count) and the task (which
+/// renews the topics after a reconnect and counts the drops).
 #[derive(Debug, Default)]
-struct Shared {
-    subscriptions: Mutex<Vec<(String, QoS)>>,
+struct Subscriptions {
+    /// Every topic subscribed through the handle, to renew after a reconnect
+    /// that lost the session.
+    topics: Mutex<Vec<(String, QoS)>>,
+    /// Incoming publishes dropped because the handle's queue was full.
     dropped_publishes: AtomicU64,
 }
 
@@ -124,13 +130,13 @@ impl Connection {
             ConnectionTracker::with_info(events, options.client_id.clone(), options.client_info());
         let (publish_tx, publishes) = mpsc::channel(options.publish_capacity);
         let (shutdown, shutdown_rx) = oneshot::channel();
-        let shared = Arc::new(Shared::default());
+        let subscriptions = Arc::new(Subscriptions::default());
         let driver = Driver {
             eventloop,
             tracker,
             client: client.clone(),
             publish_tx,
-            shared: Arc::clone(&shared),
+            subscriptions: Arc::clone(&subscriptions),
             delays: Delays::new(options.backoff),
             connect_timeout: options.connect_timeout,
             ping_timeout: options.ping_timeout(),
@@ -143,7 +149,7 @@ impl Connection {
             shutdown: Some(shutdown),
             task: Some(task),
             publishes: Some(publishes),
-            shared,
+            subscriptions,
         })
     }
 
@@ -172,11 +178,7 @@ impl Connection {
     pub async fn subscribe(&self, topic: impl Into<String>, qos: QoS) -> Result<(), ClientError> {
         let topic = topic.into();
         self.client.subscribe(topic.clone(), qos).await?;
-        self.shared
-            .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((topic, qos));
+        lock(&self.subscriptions.topics).push((topic, qos));
         Ok(())
     }
 
@@ -189,7 +191,7 @@ impl Connection {
 
     /// Incoming publishes dropped because their queue was full.
     pub fn dropped_publishes(&self) -> u64 {
-        self.shared.dropped_publishes.load(Ordering::Relaxed)
+        self.subscriptions.dropped_publishes.load(Ordering::Relaxed)
     }
 
     /// Shuts the connection down: reports `Terminating`, sends DISCONNECT (so
@@ -220,7 +222,7 @@ struct Driver {
     tracker: ConnectionTracker,
     client: AsyncClient,
     publish_tx: mpsc::Sender<Publish>,
-    shared: Arc<Shared>,
+    subscriptions: Arc<Subscriptions>,
     delays: Delays,
     connect_timeout: Duration,
     ping_timeout: Duration,
@@ -310,23 +312,18 @@ impl Driver {
     /// Hands an incoming publish to the handle's queue; never waits for room.
     fn forward(&self, publish: Publish) {
         if self.publish_tx.try_send(publish).is_err() {
-            self.shared
+            self.subscriptions
                 .dropped_publishes
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn resubscribe(&self) {
-        let subscriptions = self
-            .shared
-            .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if subscriptions.is_empty() {
+        let topics = lock(&self.subscriptions.topics).clone();
+        if topics.is_empty() {
             return;
         }
-        let filters = subscriptions
+        let filters = topics
             .into_iter()
             .map(|(topic, qos)| rumqttc::SubscribeFilter::new(topic, qos));
         if let Err(error) = self.client.try_subscribe_many(filters) {

@@ -13,7 +13,7 @@
 //! and the page's bytes are shared, not copied, by every response.
 
 use std::io::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use super::METRICS_CONTENT_TYPE;
 use crate::exporter::metrics::{MetricsHandle, ScrapeStats};
+use crate::sync::lock;
 
 /// The renders of `/metrics` shared by the routes of one router.
 #[derive(Clone)]
@@ -129,10 +130,6 @@ fn gzip(text: &[u8]) -> Bytes {
     // Writing into a Vec cannot fail.
     encoder.write_all(text).expect("gzip into memory");
     Bytes::from(encoder.finish().expect("gzip into memory"))
-}
-
-fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `GET /metrics`.

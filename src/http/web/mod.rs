@@ -22,7 +22,7 @@ pub use error::{WebConfigError, WebConfigPosition};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -34,6 +34,8 @@ use auth::BasicAuth;
 use headers::ResponseHeaders;
 use rate_limit::RateLimiter;
 use tls::TlsServer;
+
+use crate::sync;
 
 /// The Prometheus exporter-toolkit web config (`--web.config.file`): TLS,
 /// basic auth, extra response headers and a rate limit, in the YAML format
@@ -237,7 +239,7 @@ impl WebConfig {
             tls.replace_with(newer_tls).await;
         }
         let policy = newer.policy();
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        *sync::write(&self.policy) = policy;
         Ok(())
     }
 
@@ -293,7 +295,7 @@ pub(crate) struct LivePolicy(Arc<RwLock<Arc<Policy>>>);
 
 impl LivePolicy {
     pub(crate) fn now(&self) -> Arc<Policy> {
-        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&sync::read(&self.0))
     }
 }
 

@@ -37,7 +37,7 @@ use std::time::Duration;
 use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
-use settings::Snapshot;
+use settings::FileContents;
 
 /// The TLS side of a web config while serving: the current rustls config,
 /// the settings it was built from and what their files looked like then.
@@ -50,7 +50,7 @@ pub(crate) struct TlsServer {
 #[derive(Clone)]
 struct Loaded {
     settings: Arc<TlsSettings>,
-    files: Snapshot,
+    files: FileContents,
 }
 
 impl fmt::Debug for TlsServer {
@@ -65,7 +65,7 @@ impl TlsServer {
     pub(crate) fn new(settings: TlsSettings) -> Result<Self, TlsBuildError> {
         // What the files held, then the config from them: a change made in
         // between is built again on the next connection, never missed.
-        let files = settings.snapshot();
+        let files = settings.file_contents();
         let config = settings.server_config()?;
         Ok(TlsServer {
             rustls: RustlsConfig::from_config(Arc::new(config)),
@@ -109,7 +109,7 @@ impl TlsServer {
         let settings = Arc::clone(&loaded.settings);
         let previous = loaded.files.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            let now = settings.snapshot();
+            let now = settings.file_contents();
             if now == previous {
                 return (now, None);
             }

@@ -304,7 +304,7 @@ impl TlsSettings {
 
     /// The followed files' contents now; `None` for one that cannot be read.
     /// Blocking.
-    pub(super) fn snapshot(&self) -> Snapshot {
+    pub(super) fn file_contents(&self) -> FileContents {
         [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
             .into_iter()
             .flatten()
@@ -323,7 +323,7 @@ impl TlsSettings {
 
 /// The bytes of the followed files, in a fixed order. Held only to be
 /// compared; never shown (`TlsServer`'s `Debug` leaves it out).
-pub(super) type Snapshot = Vec<Option<Vec<u8>>>;
+pub(super) type FileContents = Vec<Option<Vec<u8>>>;
 
 /// `client_auth_type`: whether a client certificate is asked for, required,
 /// and checked against the client CA.
