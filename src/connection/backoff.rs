@@ -73,12 +73,17 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The delays of a backoff from `initial_ms` up to `max_ms`.
+    fn delays(initial_ms: u64, max_ms: u64) -> Delays {
+        Delays::new(Backoff {
+            initial: ms(initial_ms),
+            max: ms(max_ms),
+        })
+    }
+
     #[test]
     fn doubles_up_to_the_cap() {
-        let mut delays = Delays::new(Backoff {
-            initial: ms(100),
-            max: ms(1000),
-        });
+        let mut delays = delays(100, 1000);
         let top: Vec<_> = (0..6).map(|_| delays.next_with(1.0)).collect();
         assert_eq!(
             top,
@@ -88,10 +93,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_in_the_upper_half_and_never_shrinks_before_the_cap() {
-        let mut delays = Delays::new(Backoff {
-            initial: ms(100),
-            max: ms(10_000),
-        });
+        let mut delays = delays(100, 10_000);
         let mut previous = Duration::ZERO;
         for unit in [0.99, 0.0, 0.7, 0.0, 0.3, 0.0] {
             let delay = delays.next_with(unit);
@@ -103,10 +105,7 @@ mod tests {
 
     #[test]
     fn never_exceeds_the_cap() {
-        let mut delays = Delays::new(Backoff {
-            initial: ms(300),
-            max: ms(500),
-        });
+        let mut delays = delays(300, 500);
         for _ in 0..20 {
             assert!(delays.next_delay() <= ms(500));
         }
@@ -123,10 +122,7 @@ mod tests {
 
     #[test]
     fn a_max_below_initial_is_raised_to_initial() {
-        let mut delays = Delays::new(Backoff {
-            initial: ms(200),
-            max: ms(50),
-        });
+        let mut delays = delays(200, 50);
         assert_eq!(delays.next_with(1.0), ms(200));
         assert_eq!(delays.next_with(1.0), ms(200));
     }

@@ -193,6 +193,14 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A link that went up on a CONNACK at `t0`.
+    fn up_since_t0() -> (Link, Instant) {
+        let mut link = Link::new();
+        let t0 = Instant::now();
+        link.observe(&connack(), t0);
+        (link, t0)
+    }
+
     #[test]
     fn starts_down_and_goes_up_on_connack() {
         let mut link = Link::new();
@@ -207,9 +215,7 @@ mod tests {
 
     #[test]
     fn reports_a_status_only_when_it_changes() {
-        let mut link = Link::new();
-        let t0 = Instant::now();
-        link.observe(&connack(), t0);
+        let (mut link, t0) = up_since_t0();
         assert_eq!(link.observe(&connack(), t0), Observed::Nothing);
         assert_eq!(link.lost(), Some(Status::Down));
         assert_eq!(
@@ -228,9 +234,7 @@ mod tests {
 
     #[test]
     fn measures_the_round_trip_from_pingreq_to_pingresp() {
-        let mut link = Link::new();
-        let t0 = Instant::now();
-        link.observe(&connack(), t0);
+        let (mut link, t0) = up_since_t0();
         assert_eq!(link.observe(&PINGREQ, t0 + ms(1000)), Observed::Nothing);
         assert_eq!(
             link.observe(&PINGRESP, t0 + ms(1003)),
@@ -240,9 +244,7 @@ mod tests {
 
     #[test]
     fn ignores_a_pingresp_with_no_outstanding_pingreq() {
-        let mut link = Link::new();
-        let t0 = Instant::now();
-        link.observe(&connack(), t0);
+        let (mut link, t0) = up_since_t0();
         assert_eq!(link.observe(&PINGRESP, t0 + ms(5)), Observed::Nothing);
         link.observe(&PINGREQ, t0 + ms(10));
         link.observe(&PINGRESP, t0 + ms(11));
@@ -255,9 +257,7 @@ mod tests {
 
     #[test]
     fn keeps_the_oldest_outstanding_pingreq() {
-        let mut link = Link::new();
-        let t0 = Instant::now();
-        link.observe(&connack(), t0);
+        let (mut link, t0) = up_since_t0();
         link.observe(&PINGREQ, t0 + ms(100));
         link.observe(&PINGREQ, t0 + ms(200));
         assert_eq!(link.ping_deadline(ms(50)), Some(t0 + ms(150)));
@@ -269,9 +269,7 @@ mod tests {
 
     #[test]
     fn a_loss_clears_the_outstanding_ping() {
-        let mut link = Link::new();
-        let t0 = Instant::now();
-        link.observe(&connack(), t0);
+        let (mut link, t0) = up_since_t0();
         link.observe(&PINGREQ, t0 + ms(100));
         assert_eq!(link.ping_deadline(ms(500)), Some(t0 + ms(600)));
         link.lost();
