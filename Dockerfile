@@ -33,7 +33,7 @@ RUN mkdir -p src benches \
         target/release/mqtt-pulse target/release/libmqtt_pulse.*
 
 COPY src ./src
-# The same command as scripts/demo and the tests (tests/deploy.rs checks it).
+# The same command as scripts/demo and the tests (tests/deploy/dockerfile.rs checks it).
 RUN cargo build --release --locked
 
 # ---- run --------------------------------------------------------------------------
@@ -55,7 +55,7 @@ USER 65532:65532
 EXPOSE 9883
 
 # The binary checks itself (GET /-/healthy, exit 0 on 200): the image has no
-# shell and no curl. tests/deploy.rs runs this command against a live exporter.
+# shell and no curl. tests/deploy/dockerfile.rs runs this command against a live exporter.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/mqtt-pulse", "healthcheck", "--web.listen-address=127.0.0.1:9883"]
 

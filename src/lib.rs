@@ -27,6 +27,10 @@
 //! * `web-config` (default, through `daemon`) — the exporter-toolkit web
 //!   config for [`http::Server`]: HTTPS, mutual TLS, basic auth.
 //! * `otlp` (default) — the OpenTelemetry exporter.
+//! * `process-metrics` (default) — the standard `process_*` metrics, read
+//!   from `/proc` (Linux).
+//! * `websocket` (default) — `ws://` and `wss://` brokers; without it such
+//!   URLs are refused with an error naming the feature.
 //! * `jemalloc` (default) — the binary's allocator; the library never
 //!   installs one.
 //!

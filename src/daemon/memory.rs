@@ -8,8 +8,8 @@
 /// starts its background purging: pages freed by a reconnect storm go back to
 /// the OS about ten seconds later, even in a process that then sits quiet —
 /// without it jemalloc purges only while it allocates. Does nothing without
-/// the feature. [`main`] calls it; a benchmark that measures what the daemon
-/// would use calls it too.
+/// the feature. The binary's `main` calls it; a benchmark that measures what
+/// the daemon would use calls it too.
 pub fn return_freed_memory() {
     #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {

@@ -5,7 +5,7 @@
 //! It owns the process lifecycle — start everything or fail with one line,
 //! reload on SIGHUP or `POST /-/reload` (an invalid file changes nothing), and
 //! on SIGINT/SIGTERM stop serving, disconnect every target cleanly and return.
-//! It must never leave a half-applied config; the [`supervisor`] sees to that.
+//! It must never leave a half-applied config; the `supervisor` module sees to that.
 //!
 //! * `cli`, `logging` — flags and the log format;
 //! * `error` — [`DaemonError`], the one line the binary prints;

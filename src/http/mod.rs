@@ -81,6 +81,9 @@
 //! # Ok(())
 //! # }
 //! ```
+#![cfg_attr(feature = "web-config", doc = "[`WebConfig`]: WebConfig")]
+// Without the feature the type does not exist: link to the feature list.
+#![cfg_attr(not(feature = "web-config"), doc = "[`WebConfig`]: crate#features")]
 
 mod landing;
 mod limits;

@@ -33,6 +33,9 @@ use super::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, limits};
 ///
 /// Build one per listener; clones of one `WebConfig` share the certificate
 /// state and the basic-auth memory.
+///
+#[cfg_attr(feature = "web-config", doc = "[`WebConfig`]: WebConfig")]
+#[cfg_attr(not(feature = "web-config"), doc = "[`WebConfig`]: crate#features")]
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Server {
