@@ -13,8 +13,9 @@
 //!   (rumqttc), reporting status and ping round trips to the hub; and the
 //!   tracker for services that poll their own rumqttc event loop.
 //! * [`exporter`] — subscribers that turn events into metrics: the Prometheus
-//!   collector and its embedding builder.
-//! * [`http`] — the axum router (`/metrics`, landing page, health) and server.
+//!   collector with its embedding builder, and the OTLP push.
+//! * [`http`] — the axum router (`/metrics`, landing page, health) and server;
+//!   the exporter-toolkit web config (feature `web-config`).
 //! * `config` — the daemon's TOML config file: targets, defaults, OTLP;
 //!   errors as `file:line:col: …` (feature `daemon`).
 //! * `daemon` — the `mqtt-pulse` binary's life: flags, logging, targets,
