@@ -62,8 +62,8 @@
 //! This file is read by a hand walk over a spanned TOML tree; the web config
 //! (`--web.config.file`, YAML) by serde derive with a redacting `Secret` type.
 //! Both are kept. The TOML file is mqtt-pulse's own contract: every rule has an
-//! exact message (`tests/config.rs` holds the table), messages name the table
-//! a key is in (`in [[target]] "plant-a"`), suggest the key that was meant
+//! exact message (`tests/config/errors.rs` holds the table), messages name the
+//! table a key is in (`in [[target]] "plant-a"`), suggest the key that was meant
 //! (including `tls.ca_file` one table down), point at whichever of
 //! `[defaults]` or the target set a bad value, warn with a location, and never
 //! echo a value — serde's messages quote the value, which on a `password` line
