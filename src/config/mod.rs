@@ -42,6 +42,7 @@
 //!
 //! # Layout
 //!
+//! * `document.rs` — the whole file: top-level keys, then each table.
 //! * `reader.rs` — the spanned-tree reader (`TableReader`): one
 //!   value of one type at a time, every problem placed at `file:line:col`.
 //! * `keys.rs` — the keys each table knows and the did-you-mean suggestion.
@@ -76,6 +77,7 @@
 //! differ (toml's `DeTable` against YAML), and moving either onto the other's
 //! strategy would change messages users and tests rely on for no gain.
 
+mod document;
 mod error;
 mod keys;
 mod layer;
@@ -185,7 +187,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the first problem.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let parsed = reader::document(text, origin)?;
+        let parsed = document::document(text, origin)?;
         Ok(Config {
             origin: Some(origin.to_owned()),
             targets: parsed.targets,
@@ -199,7 +201,7 @@ impl Config {
     /// default; no OTLP.
     pub fn default_local() -> Config {
         let text = format!("[[target]]\nname = {DEFAULT_TARGET_NAME:?}\nurl = {DEFAULT_URL:?}\n");
-        let parsed = reader::document(&text, Path::new("<built-in>"))
+        let parsed = document::document(&text, Path::new("<built-in>"))
             // Built from constants only; a unit test loads it.
             .expect("the built-in default config is valid");
         Config {

@@ -8,8 +8,8 @@
 //! and never echo a value it was not sure is harmless — serde's "invalid type"
 //! messages quote the value, which on a `password` line is the secret.
 //!
-//! The tables themselves are read in [`super::layer`], [`super::target`] and
-//! [`super::otlp`]. No reader may read a password file's contents, format a
+//! The tables themselves are read in `layer`, `target` and `otlp`, and the
+//! whole file in `document`; this module imports none of them. No reader may read a password file's contents, format a
 //! `password` or header value, or panic.
 
 use std::ops::Range;
@@ -20,9 +20,7 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::error::{ConfigError, Location, Problem};
-use super::keys::{TOP_KEYS, suggest};
-use super::layer::Defaults;
-use super::{OtlpConfig, TargetConfig};
+use super::keys::suggest;
 
 pub(super) type Key<'i> = Spanned<DeString<'i>>;
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
@@ -32,45 +30,6 @@ pub(super) type Read<T> = Result<T, ConfigError>;
 
 /// MQTT strings carry a 16-bit length.
 const MQTT_STRING_MAX: usize = 65_535;
-
-/// What a config file holds once every rule has passed.
-pub(super) struct Parsed {
-    pub(super) targets: Vec<TargetConfig>,
-    pub(super) otlp: Option<OtlpConfig>,
-    pub(super) warnings: Vec<String>,
-}
-
-/// Validates the config `text` read from `origin`.
-pub(super) fn document(text: &str, origin: &Path) -> Result<Parsed, ConfigError> {
-    let mut reader = TableReader {
-        text,
-        line_starts: super::error::line_starts(text),
-        origin,
-        base: origin.parent().unwrap_or(Path::new("")),
-        warnings: Vec::new(),
-    };
-    let root = DeTable::parse(text).map_err(|error| reader.syntax_error(&error))?;
-    let root = root.get_ref();
-    for (key, _) in in_file_order(root) {
-        if !TOP_KEYS.contains(&key.get_ref().as_ref()) {
-            return Err(reader.unknown_key(key, &Place::Top, TOP_KEYS, &[]));
-        }
-    }
-    let defaults = match root.get("defaults") {
-        Some(value) => reader.defaults(value)?,
-        None => Defaults::builtin(),
-    };
-    let targets = reader.targets(root.get("target"), &defaults)?;
-    let otlp = root
-        .get("otlp")
-        .map(|value| reader.otlp(value))
-        .transpose()?;
-    Ok(Parsed {
-        targets,
-        otlp,
-        warnings: reader.warnings,
-    })
-}
 
 /// The walk's context: the text for locations, the origin for messages.
 pub(super) struct TableReader<'t> {
@@ -108,6 +67,29 @@ impl Place {
             Place::Top => "at the top level".to_owned(),
             Place::Table(noun) => format!("in {noun}"),
         }
+    }
+}
+
+impl<'t> TableReader<'t> {
+    /// A reader of `text`, read from `origin`.
+    pub(super) fn new(text: &'t str, origin: &'t Path) -> Self {
+        TableReader {
+            text,
+            line_starts: super::error::line_starts(text),
+            origin,
+            base: origin.parent().unwrap_or(Path::new("")),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The whole file as a spanned tree, or its syntax error at its place.
+    pub(super) fn parse(&self) -> Read<Spanned<DeTable<'t>>> {
+        DeTable::parse(self.text).map_err(|error| self.syntax_error(&error))
+    }
+
+    /// The warnings the walk gathered, in file order.
+    pub(super) fn into_warnings(self) -> Vec<String> {
+        self.warnings
     }
 }
 

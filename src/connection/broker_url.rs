@@ -4,7 +4,7 @@
 
 use url::Url;
 
-use super::options::{OptionsError, Password};
+use super::error::OptionsError;
 
 /// A broker URL, checked: one of the four schemes, a host, a port; without
 /// the credentials it may have carried.
@@ -18,7 +18,7 @@ pub(crate) struct BrokerUrl {
 
 /// A broker URL taken apart: the URL without credentials, and the user name
 /// and password it carried.
-pub(crate) type UrlParts = (BrokerUrl, Option<String>, Option<Password>);
+pub(crate) type UrlParts = (BrokerUrl, Option<String>, Option<String>);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Scheme {
@@ -54,7 +54,7 @@ impl BrokerUrl {
             "" => None,
             user => Some(decode(user)),
         };
-        let password = url.password().map(|p| Password::Inline(decode(p)));
+        let password = url.password().map(decode);
         // Keep the secret out of the URL handed to rumqttc (ws) and out of Debug.
         let _ = url.set_username("");
         let _ = url.set_password(None);

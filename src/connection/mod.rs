@@ -17,6 +17,7 @@
 
 mod backoff;
 mod broker_url;
+mod error;
 mod labels;
 mod link;
 mod options;
@@ -27,10 +28,11 @@ pub use backoff::Backoff;
 // What the config file (feature `daemon`) builds its options from.
 #[cfg(feature = "daemon")]
 pub(crate) use broker_url::BrokerUrl;
+pub use error::OptionsError;
 pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 #[cfg(feature = "daemon")]
 pub(crate) use labels::{label_name_problem, label_value_problem};
-pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE, OptionsError};
+pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE};
 #[cfg(feature = "daemon")]
 pub(crate) use options::{Password, check_keep_alive};
 pub use tls::{ClientCertificate, TlsOptions};

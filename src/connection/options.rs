@@ -17,6 +17,7 @@ use url::Url;
 
 use super::backoff::Backoff;
 use super::broker_url::{BrokerUrl, Scheme};
+use super::error::OptionsError;
 use super::labels::{label_name_problem, label_value_problem};
 use super::tls::TlsOptions;
 use crate::events::{ClientId, ClientInfo};
@@ -79,74 +80,6 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Why connection options cannot be used. Messages never contain a password.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OptionsError {
-    /// The broker URL does not parse.
-    #[error("invalid broker URL: {0}")]
-    Url(url::ParseError),
-    /// The URL's scheme is not one of mqtt, mqtts, ws, wss.
-    #[error("unsupported broker URL scheme {0:?}: use mqtt://, mqtts://, ws:// or wss://")]
-    Scheme(String),
-    /// A ws:// or wss:// URL in a build without the `websocket` feature.
-    #[error(
-        "{0}:// needs WebSocket support, which this build of mqtt-pulse leaves out (cargo feature `websocket`)"
-    )]
-    NoWebSocket(&'static str),
-    /// The URL has no host.
-    #[error("the broker URL has no host")]
-    NoHost,
-    /// The client id is empty.
-    #[error("the client id is empty")]
-    EmptyClientId,
-    /// MQTT carries keep-alive as whole seconds in 16 bits.
-    #[error("keep-alive must be whole seconds from 1s to 65535s, not {0:?}")]
-    KeepAlive(Duration),
-    /// A zero connect or ping timeout would fail every attempt.
-    #[error("the {0} must be longer than zero")]
-    ZeroTimeout(&'static str),
-    /// TLS settings were given for a plain `mqtt://` or `ws://` URL.
-    #[error("TLS settings are given but the URL scheme is {0}://; use mqtts:// or wss://")]
-    TlsOnPlainScheme(&'static str),
-    /// The password file cannot be read.
-    #[error("cannot read the password file {}: {source}", path.display())]
-    PasswordFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A certificate or key file cannot be read or holds no usable item.
-    #[error("cannot use the {what} file {}: {reason}", path.display())]
-    Pem {
-        /// What the file should hold.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why it cannot be used.
-        reason: String,
-    },
-    /// No CA file was given and the system has no usable root certificates.
-    #[error("no CA file is set and no system root certificates could be loaded: {0}")]
-    NoSystemRoots(String),
-    /// An extra label's name is not a valid Prometheus label name, is taken or
-    /// is too long, or its value is too long.
-    #[error("invalid label {name:?}: {problem}")]
-    Label {
-        /// The name.
-        name: String,
-        /// The rule it breaks.
-        problem: &'static str,
-    },
-    /// rustls rejected the TLS configuration.
-    #[error("invalid TLS configuration: {0}")]
-    Tls(rustls::Error),
-    /// The connection was started outside a tokio runtime.
-    #[error("a connection must be started inside a tokio runtime")]
-    NoRuntime,
-}
-
 /// Checks the MQTT rule for keep-alive: whole seconds in 16 bits, 1 s to
 /// 65,535 s. The config file applies it when it reads `keep_alive`, the
 /// connection when it starts.
@@ -176,6 +109,7 @@ impl ConnectionOptions {
         }
         let url = Url::parse(url).map_err(OptionsError::Url)?;
         let (broker, username, password) = BrokerUrl::from_url(url)?;
+        let password = password.map(Password::Inline);
         Ok(Self::for_broker(client_id, broker).with_login(username, password))
     }
 

@@ -93,10 +93,11 @@ mod builder;
 mod collector;
 mod family;
 mod handle;
+mod scrape_stats;
 mod series;
 mod snapshot;
 mod text;
 
 pub use self::builder::{BuildError, MetricsBuilder};
-pub(crate) use self::handle::ScrapeStats;
 pub use self::handle::{ClientSummary, MetricsHandle};
+pub(crate) use self::scrape_stats::ScrapeStats;

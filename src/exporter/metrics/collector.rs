@@ -13,7 +13,7 @@ use prometheus::proto::MetricFamily;
 use tokio::sync::oneshot;
 
 use super::family::Family;
-use super::handle::ScrapeStats;
+use super::scrape_stats::ScrapeStats;
 use super::series::SeriesTable;
 use super::snapshot::{BuildInfo, FleetSnapshot, Layout};
 use crate::events::{EventKind, Events, Message, Subscription};
