@@ -113,6 +113,12 @@ fn open(path: &Path, kind: FileKind) -> io::Result<(File, Metadata)> {
 fn check_metadata(metadata: &Metadata, kind: FileKind) -> io::Result<()> {
     let file_type = metadata.file_type();
     if file_type.is_dir() {
+        // The config file's message has always been the OS error of reading
+        // a directory; the files it names say "is a directory".
+        #[cfg(feature = "daemon")]
+        if kind == FileKind::Config {
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+        }
         return Err(io::ErrorKind::IsADirectory.into());
     }
     if !file_type.is_file() {
