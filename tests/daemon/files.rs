@@ -97,6 +97,14 @@ fn a_reload_that_meets_a_fifo_stops_nothing_and_sigterm_still_ends_the_daemon() 
             target("c", &broker, &login("password", "")),
         ],
     );
+    let reload = crate::support::http::fetch(daemon.port(), "POST", "/-/reload");
+
+    // Nothing stopped: b keeps its connection and its series, c never started.
+    let metrics = daemon.metrics();
+    for id in ["mqtt-pulse-a", "mqtt-pulse-b"] {
+        assert_eq!(metrics.up(id), Some(1.0), "{id}:\n{}", metrics.text);
+    }
+    let response = reload.expect("the reload answers (not stuck on the FIFO)");
     let expected = load_error(&config);
     assert!(
         expected.ends_with(&format!(
@@ -109,12 +117,8 @@ fn a_reload_that_meets_a_fifo_stops_nothing_and_sigterm_still_ends_the_daemon() 
         expected.starts_with(&format!("{config_arg}:")),
         "{expected}"
     );
-    let response = daemon.request("POST", "/-/reload");
     assert_eq!(response.status, 500, "{}", response.body);
     assert_eq!(response.body, format!("config reload failed: {expected}\n"));
-
-    // Nothing stopped: b keeps its connection and its series, c never started.
-    let metrics = daemon.metrics();
     assert_eq!(metrics.reload_successful(), Some(0.0));
     for id in ["mqtt-pulse-a", "mqtt-pulse-b"] {
         assert_eq!(metrics.up(id), Some(1.0), "{id}:\n{}", metrics.text);
