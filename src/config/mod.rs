@@ -20,7 +20,9 @@
 //!   either.
 //! * `[[target]]` — `name` (required, unique), `url` (required; `mqtt://`,
 //!   `mqtts://`, `ws://` or `wss://`, without credentials), `client_id`
-//!   (defaults to `mqtt-pulse-<name>`, unique), `username`, `password_file` or
+//!   (defaults to `mqtt-pulse-<name>`, unique; `{name}` and `{hostname}` in it
+//!   stand for the target's name and the host's, `HOSTNAME` first — the
+//!   recipe for replicas is `"mqtt-pulse-{hostname}-{name}"`), `username`, `password_file` or
 //!   inline `password` (warned about), the keys of `[defaults]`, and
 //!   `[target.tls]` with `ca_file`, `cert_file`, `key_file`,
 //!   `insecure_skip_verify`.
