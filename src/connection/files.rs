@@ -77,6 +77,7 @@ impl FileKind {
 /// # Errors
 /// The operating system's error, or one saying what the file is instead of a
 /// regular file, or how large it is.
+#[cfg(feature = "daemon")]
 pub(crate) fn check_readable(path: &Path, kind: FileKind) -> io::Result<()> {
     open(path, kind).map(drop)
 }

@@ -342,6 +342,7 @@ impl ConnectionOptions {
     /// [`to_mqtt_options`](Self::to_mqtt_options) with the files read on a
     /// blocking thread within [`READ_TIMEOUT`](super::files::READ_TIMEOUT):
     /// what async code (a reload, the daemon's start) prepares a connection with.
+    #[cfg(feature = "daemon")]
     pub(crate) async fn prepare(&self) -> Result<MqttOptions, OptionsError> {
         self.check()?;
         let options = self.clone();
