@@ -3,8 +3,10 @@
 //!
 //! This module owns the file format — its keys are a public contract, shown in
 //! full in `mqtt-pulse.example.toml` — and its error messages. It never
-//! connects to anything and never reads a secret: password files are checked to
-//! be readable, not read. It must never panic on any input, and never put a
+//! connects to anything and never reads a secret: password, CA, certificate
+//! and key files are checked to be regular files of a sane size that can be
+//! opened, not read (a FIFO, a directory or a device is an error at its
+//! `file:line:col`); the connection reads them at every connect attempt. It must never panic on any input, and never put a
 //! password or an OTLP header value into an error, a warning or `Debug` output.
 //!
 //! # The file
@@ -18,7 +20,9 @@
 //!   either.
 //! * `[[target]]` — `name` (required, unique), `url` (required; `mqtt://`,
 //!   `mqtts://`, `ws://` or `wss://`, without credentials), `client_id`
-//!   (defaults to `mqtt-pulse-<name>`, unique), `username`, `password_file` or
+//!   (defaults to `mqtt-pulse-<name>`, unique; `{name}` and `{hostname}` in it
+//!   stand for the target's name and the host's, `HOSTNAME` first — the
+//!   recipe for replicas is `"mqtt-pulse-{hostname}-{name}"`), `username`, `password_file` or
 //!   inline `password` (warned about), the keys of `[defaults]`, and
 //!   `[target.tls]` with `ca_file`, `cert_file`, `key_file`,
 //!   `insecure_skip_verify`.
@@ -87,7 +91,7 @@ mod target;
 
 use std::path::{Path, PathBuf};
 
-use crate::connection::ConnectionOptions;
+use crate::connection::{ConnectionOptions, FileKind, read_regular_file};
 
 pub use error::{ConfigError, Location, Problem};
 pub use otlp::OtlpConfig;
@@ -152,10 +156,12 @@ impl Config {
     /// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Invalid`]
     /// naming the first problem in it otherwise.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        // A regular file of at most 16 MiB: a FIFO or /dev/zero is refused.
+        let bytes =
+            read_regular_file(path, FileKind::Config).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         match std::str::from_utf8(&bytes) {
             Ok(text) => Config::parse(text, path),
             Err(error) => {

@@ -21,6 +21,7 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::error::{ConfigError, Location, Problem};
 use super::keys::suggest;
+use crate::connection::{FileKind, check_readable};
 
 pub(super) type Key<'i> = Spanned<DeString<'i>>;
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
@@ -263,21 +264,22 @@ impl TableReader<'_> {
             return Err(self.bad_value(key, place, &value.span(), reason));
         }
         let path = self.base.join(written);
-        let opened = std::fs::File::open(&path).and_then(|file| file.metadata());
-        let problem = |source| Problem::UnreadableFile {
-            key,
-            place: place.phrase(),
-            path: path.clone(),
-            source,
+        let kind = if key == "password_file" {
+            FileKind::Password
+        } else {
+            FileKind::Pem
         };
-        match opened {
-            Ok(metadata) if metadata.is_dir() => Err(self.error(
-                &value.span(),
-                problem(std::io::ErrorKind::IsADirectory.into()),
-            )),
-            Ok(_) => Ok(path),
-            Err(source) => Err(self.error(&value.span(), problem(source))),
-        }
+        // Only a regular file of a sane size; a FIFO is refused, not waited on.
+        check_readable(&path, kind).map_err(|source| {
+            let problem = Problem::UnreadableFile {
+                key,
+                place: place.phrase(),
+                path: path.clone(),
+                source,
+            };
+            self.error(&value.span(), problem)
+        })?;
+        Ok(path)
     }
 }
 

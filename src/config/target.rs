@@ -88,7 +88,7 @@ impl TableReader<'_> {
         let header = item.span();
         let name = self.target_name(index, table, &header, seen)?;
         let place = Place::Table(format!("[[target]] {:?}", name.get_ref()));
-        let written = self.target_keys(table, &place)?;
+        let written = self.target_keys(table, name.get_ref(), &place)?;
         let Some(broker) = written.url else {
             let problem = Problem::MissingKey {
                 key: "url",
@@ -152,6 +152,7 @@ impl TableReader<'_> {
     fn target_keys(
         &mut self,
         table: &DeTable<'_>,
+        name: &str,
         place: &Place,
     ) -> Result<WrittenTarget, ConfigError> {
         let mut written = WrittenTarget::default();
@@ -164,10 +165,13 @@ impl TableReader<'_> {
                     written.url = Some(self.url(text, place, &value.span())?);
                 }
                 "client_id" => {
-                    let id = self.string("client_id", place, value)?;
-                    if let Some(reason) = text_problem(id).or_else(|| client_id_length_problem(id))
+                    let written_id = self.string("client_id", place, value)?;
+                    let bad = |reason| self.bad_value("client_id", place, &value.span(), reason);
+                    let id = expand_client_id(written_id, name).map_err(bad)?;
+                    if let Some(reason) =
+                        text_problem(&id).or_else(|| client_id_length_problem(&id))
                     {
-                        return Err(self.bad_value("client_id", place, &value.span(), reason));
+                        return Err(bad(reason));
                     }
                     written.client_id = Some(Spanned::new(value.span(), ClientId::from(id)));
                 }
@@ -300,6 +304,65 @@ impl TableReader<'_> {
     }
 }
 
+/// The placeholders a `client_id` may hold.
+pub(super) const CLIENT_ID_PLACEHOLDERS: &str = "{name} or {hostname}";
+
+/// `written` with `{name}` replaced by the target's name and `{hostname}` by
+/// this host's name ([`hostname`]); `{{` and `}}` stand for `{` and `}`.
+fn expand_client_id(written: &str, name: &str) -> Result<String, String> {
+    let mut id = String::with_capacity(written.len());
+    let mut rest = written;
+    while let Some(at) = rest.find(['{', '}']) {
+        id.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            id.push('{');
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("}}") {
+            id.push('}');
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{name}") {
+            id.push_str(name);
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{hostname}") {
+            id.push_str(
+                &hostname()
+                    .map_err(|reason| format!("needs the host name for {{hostname}}: {reason}"))?,
+            );
+            rest = after;
+        } else {
+            let placeholder = match tail.find('}') {
+                Some(end) if tail.starts_with('{') => &tail[..=end],
+                _ => &tail[..1],
+            };
+            return Err(format!(
+                "has an unknown placeholder `{placeholder}`; use {CLIENT_ID_PLACEHOLDERS} \
+                 (write {{{{ and }}}} for braces)"
+            ));
+        }
+    }
+    id.push_str(rest);
+    Ok(id)
+}
+
+/// The name `{hostname}` stands for: the `HOSTNAME` environment variable if
+/// it is set (a Kubernetes pod's name, a container's id; set it to tell two
+/// instances on one machine apart), the kernel's host name otherwise.
+fn hostname() -> Result<String, String> {
+    if let Some(name) = std::env::var_os("HOSTNAME") {
+        return match name.into_string() {
+            Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
+            _ => Err("the HOSTNAME environment variable is empty or not UTF-8".to_owned()),
+        };
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|error| format!("/proc/sys/kernel/hostname cannot be read ({error})"))?;
+    match name.trim() {
+        "" => Err("the kernel's host name is empty".to_owned()),
+        name => Ok(name.to_owned()),
+    }
+}
+
 /// Why `text` cannot be a name or client id, if it cannot.
 fn text_problem(text: &str) -> Option<String> {
     if text.is_empty() {
@@ -318,4 +381,34 @@ fn client_id_length_problem(id: &str) -> Option<String> {
             "must be at most {MAX_LABEL_VALUE_LENGTH} bytes long (it is the client_id label of every series)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_placeholders_take_the_name_and_the_host_name() {
+        let host = hostname().unwrap();
+        assert_eq!(
+            expand_client_id("probe-{hostname}-{name}", "plant-a").unwrap(),
+            format!("probe-{host}-plant-a")
+        );
+        assert_eq!(expand_client_id("plain", "a").unwrap(), "plain");
+        assert_eq!(
+            expand_client_id("{{name}}-{name}", "a").unwrap(),
+            "{name}-a"
+        );
+    }
+
+    #[test]
+    fn an_unknown_placeholder_or_a_lone_brace_is_an_error() {
+        let error = |written| expand_client_id(written, "a").unwrap_err();
+        assert_eq!(
+            error("probe-{host}"),
+            "has an unknown placeholder `{host}`; use {name} or {hostname} (write {{ and }} for braces)"
+        );
+        assert!(error("probe-{").contains("`{`"));
+        assert!(error("probe-}").contains("`}`"));
+    }
 }

@@ -67,6 +67,10 @@ pub enum OptionsError {
         /// The rule it breaks.
         problem: &'static str,
     },
+    /// Reading the connection's files took too long (a hung file system) or
+    /// the reader failed.
+    #[error("the password, CA, certificate or key files were not read within {0:?}")]
+    ReadTimedOut(Duration),
     /// rustls rejected the TLS configuration.
     #[error("invalid TLS configuration: {0}")]
     Tls(rustls::Error),

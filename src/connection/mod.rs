@@ -18,6 +18,7 @@
 mod backoff;
 mod broker_url;
 mod error;
+mod files;
 mod labels;
 mod link;
 mod options;
@@ -29,6 +30,11 @@ pub use backoff::Backoff;
 #[cfg(feature = "daemon")]
 pub(crate) use broker_url::BrokerUrl;
 pub use error::OptionsError;
+#[cfg(feature = "daemon")]
+pub use files::MAX_CONFIG_FILE_BYTES;
+#[cfg(feature = "daemon")]
+pub(crate) use files::{FileKind, check_readable, read as read_regular_file};
+pub use files::{MAX_PASSWORD_BYTES, MAX_PASSWORD_FILE_BYTES, MAX_PEM_FILE_BYTES, READ_TIMEOUT};
 pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 #[cfg(feature = "daemon")]
 pub(crate) use labels::{label_name_problem, label_value_problem};
@@ -113,8 +119,19 @@ impl Connection {
     /// [`OptionsError`] when an option is invalid or a file it names (password,
     /// CA, certificate, key) cannot be used, or when called outside a runtime.
     pub fn start(options: ConnectionOptions, events: &Events) -> Result<Self, OptionsError> {
+        let mqtt_options = options.to_mqtt_options()?;
+        Self::start_prepared(options, mqtt_options, events)
+    }
+
+    /// [`start`](Self::start) with the files already read into `mqtt_options`
+    /// (by [`ConnectionOptions::prepare`]), so that starting cannot fail on a
+    /// file: a reload reads everything before it stops anything.
+    pub(crate) fn start_prepared(
+        options: ConnectionOptions,
+        mut mqtt_options: rumqttc::MqttOptions,
+        events: &Events,
+    ) -> Result<Self, OptionsError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OptionsError::NoRuntime)?;
-        let mut mqtt_options = options.to_mqtt_options()?;
         mqtt_options.set_request_channel_capacity(REQUEST_CAPACITY);
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
         // rumqttc preallocates room for 100 buffered events (14 KiB) per
@@ -142,6 +159,7 @@ impl Connection {
             delays: Delays::new(options.backoff),
             connect_timeout: options.connect_timeout,
             ping_timeout: options.ping_timeout(),
+            options: options.clone(),
         };
         let task = runtime.spawn(driver.run(shutdown_rx));
         Ok(Self {
@@ -228,6 +246,8 @@ struct Driver {
     delays: Delays,
     connect_timeout: Duration,
     ping_timeout: Duration,
+    /// To read the password and TLS files again before each reconnect.
+    options: ConnectionOptions,
 }
 
 enum Step {
@@ -291,6 +311,20 @@ impl Driver {
                     biased;
                     _ = &mut shutdown => break,
                     _ = sleep(delay) => {}
+                }
+                // Rotated secrets and certificates count from the next attempt.
+                let files = self.options.reread_files(&mut self.eventloop.mqtt_options);
+                let reread = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    reread = files => reread,
+                };
+                if let Err(error) = reread {
+                    tracing::warn!(
+                        client_id = %self.tracker.client_id(),
+                        %error,
+                        "cannot read the files to connect with; trying with what was read before"
+                    );
                 }
             }
         }

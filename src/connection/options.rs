@@ -18,6 +18,9 @@ use url::Url;
 use super::backoff::Backoff;
 use super::broker_url::{BrokerUrl, Scheme};
 use super::error::OptionsError;
+#[cfg(feature = "daemon")]
+use super::files::on_a_thread;
+use super::files::{off_the_runtime, read_password};
 use super::labels::{label_name_problem, label_value_problem};
 use super::tls::TlsOptions;
 use crate::events::{ClientId, ClientInfo};
@@ -31,7 +34,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Two options are equal when every setting is, which is how a config reload
 /// tells a changed target from an unchanged one. A password file is compared
-/// by its path, not its contents.
+/// by its path, not its contents: its contents are read again at every
+/// connect attempt anyway, as are the TLS files.
 ///
 /// ```
 /// use std::time::Duration;
@@ -67,7 +71,7 @@ pub struct ConnectionOptions {
 pub(crate) enum Password {
     /// Written out (in the URL, the code or the config file).
     Inline(String),
-    /// Read from this file when the connection starts.
+    /// Read from this file at every connect attempt.
     File(PathBuf),
 }
 
@@ -169,8 +173,10 @@ impl ConnectionOptions {
         self.with_login(Some(username.into()), Some(password))
     }
 
-    /// Sets the user name, with the password read from `path` when the
-    /// connection starts (one trailing newline is ignored).
+    /// Sets the user name, with the password read from `path` at every
+    /// connect attempt, so a rotated password is used from the next attempt
+    /// on (one trailing newline is ignored). The file must be a regular file
+    /// of at most 65,537 bytes holding at most 65,535 bytes of password.
     #[must_use]
     pub fn with_password_file(self, username: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         self.with_login(Some(username.into()), Some(Password::File(path.into())))
@@ -328,6 +334,54 @@ impl ConnectionOptions {
 
     /// Validates everything and reads the files: the rumqttc options to connect with.
     pub(crate) fn to_mqtt_options(&self) -> Result<MqttOptions, OptionsError> {
+        self.check()?;
+        let material = self.read_files()?;
+        Ok(self.assemble(material))
+    }
+
+    /// [`to_mqtt_options`](Self::to_mqtt_options) with the files read on a
+    /// blocking thread within [`READ_TIMEOUT`](super::files::READ_TIMEOUT):
+    /// what async code (a reload, the daemon's start) prepares a connection with.
+    #[cfg(feature = "daemon")]
+    pub(crate) async fn prepare(&self) -> Result<MqttOptions, OptionsError> {
+        self.check()?;
+        let options = self.clone();
+        let material = off_the_runtime(move || options.read_files()).await?;
+        Ok(self.assemble(material))
+    }
+
+    /// [`to_mqtt_options`](Self::to_mqtt_options) with the files read on a
+    /// thread of its own within [`READ_TIMEOUT`](super::files::READ_TIMEOUT),
+    /// for code without a runtime.
+    #[cfg(feature = "daemon")]
+    pub(crate) fn prepare_blocking(&self) -> Result<MqttOptions, OptionsError> {
+        self.check()?;
+        let options = self.clone();
+        let material = on_a_thread(move || options.read_files())?;
+        Ok(self.assemble(material))
+    }
+
+    /// Reads the password, CA, certificate and key files again into `mqtt`,
+    /// off the runtime and within a time limit: the connection does this
+    /// before every reconnect, so a rotated secret or certificate is used from
+    /// the next attempt on. Nothing to do (and no thread used) when the options
+    /// name no file. On an error `mqtt` keeps what it had.
+    ///
+    /// # Errors
+    /// What reading or parsing a file reported (never the password itself).
+    pub(crate) async fn reread_files(&self, mqtt: &mut MqttOptions) -> Result<(), OptionsError> {
+        let tls_files = self.broker.uses_tls() && self.tls.names_files();
+        if self.password_file().is_none() && !tls_files {
+            return Ok(());
+        }
+        let options = self.clone();
+        let material = off_the_runtime(move || options.read_files()).await?;
+        self.apply_material(mqtt, material);
+        Ok(())
+    }
+
+    /// Every rule that needs no file.
+    fn check(&self) -> Result<(), OptionsError> {
         check_keep_alive(self.keep_alive)?;
         if self.connect_timeout.is_zero() {
             return Err(OptionsError::ZeroTimeout("connect timeout"));
@@ -343,6 +397,34 @@ impl ConnectionOptions {
                 });
             }
         }
+        if !self.broker.uses_tls() && !self.tls.is_default() {
+            return Err(OptionsError::TlsOnPlainScheme(self.broker.scheme()));
+        }
+        #[cfg(not(feature = "websocket"))]
+        if let Scheme::Ws | Scheme::Wss = self.broker.scheme {
+            // `BrokerUrl` refuses ws:// and wss:// in a build without WebSockets.
+            return Err(OptionsError::NoWebSocket(self.broker.scheme()));
+        }
+        Ok(())
+    }
+
+    /// What the files hold: the password and the TLS configuration.
+    fn read_files(&self) -> Result<Material, OptionsError> {
+        let password = match (&self.username, &self.password) {
+            (None, _) | (_, None) => None,
+            (Some(_), Some(Password::Inline(password))) => Some(password.clone()),
+            (Some(_), Some(Password::File(path))) => Some(read_password(path)?),
+        };
+        let tls = if self.broker.uses_tls() {
+            Some(self.tls.client_config()?)
+        } else {
+            None
+        };
+        Ok(Material { password, tls })
+    }
+
+    /// The rumqttc options of checked settings and read files.
+    fn assemble(&self, material: Material) -> MqttOptions {
         let BrokerUrl {
             url,
             scheme,
@@ -359,33 +441,34 @@ impl ConnectionOptions {
         options.set_clean_session(self.clean_session);
         options.set_inflight(self.max_inflight);
         options.set_max_packet_size(256 * 1024, 256 * 1024);
-        if !self.broker.uses_tls() && !self.tls.is_default() {
-            return Err(OptionsError::TlsOnPlainScheme(self.broker.scheme()));
-        }
-        let transport = match scheme {
-            Scheme::Mqtt => Transport::Tcp,
-            Scheme::Mqtts => Transport::Tls(TlsConfiguration::Rustls(self.tls.client_config()?)),
+        self.apply_material(&mut options, material);
+        options
+    }
+
+    /// Puts the transport and the credentials into `options`.
+    fn apply_material(&self, options: &mut MqttOptions, material: Material) {
+        let transport = match (self.broker.scheme, material.tls) {
+            (Scheme::Mqtts, Some(tls)) => Transport::Tls(TlsConfiguration::Rustls(tls)),
             #[cfg(feature = "websocket")]
-            Scheme::Ws => Transport::Ws,
+            (Scheme::Ws, _) => Transport::Ws,
             #[cfg(feature = "websocket")]
-            Scheme::Wss => Transport::Wss(TlsConfiguration::Rustls(self.tls.client_config()?)),
-            // `BrokerUrl` refuses ws:// and wss:// in a build without WebSockets.
-            #[cfg(not(feature = "websocket"))]
-            Scheme::Ws | Scheme::Wss => {
-                return Err(OptionsError::NoWebSocket(self.broker.scheme()));
-            }
+            (Scheme::Wss, Some(tls)) => Transport::Wss(TlsConfiguration::Rustls(tls)),
+            // `check` refused ws:// and wss:// without WebSockets; read_files
+            // built a TLS configuration for every TLS scheme.
+            _ => Transport::Tcp,
         };
         options.set_transport(transport);
         if let Some(username) = &self.username {
-            let password = match &self.password {
-                None => String::new(),
-                Some(Password::Inline(password)) => password.clone(),
-                Some(Password::File(path)) => read_password(path)?,
-            };
+            let password = material.password.unwrap_or_default();
             options.set_credentials(username.clone(), password);
         }
-        Ok(options)
     }
+}
+
+/// What a connection's files hold, read for one connect attempt.
+struct Material {
+    password: Option<String>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for ConnectionOptions {
@@ -404,15 +487,6 @@ impl fmt::Debug for ConnectionOptions {
             .field("labels", &self.labels)
             .finish()
     }
-}
-
-fn read_password(path: &Path) -> Result<String, OptionsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| OptionsError::PasswordFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
 }
 
 #[cfg(test)]

@@ -4,6 +4,11 @@
 //! system roots with `expect`: a bad file must become an error naming it, never
 //! a panic. It uses the ring provider explicitly, so it works whether or not a
 //! process-wide default provider was installed.
+//!
+//! Its files are read through [`files`](super::files) (regular files only,
+//! size-capped) each time a configuration is built: at start and at every
+//! connect attempt, so a rotated CA, certificate or key is used from the next
+//! attempt on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use rustls::pki_types::{CertificateDer, CertificateDer as Der, PrivateKeyDer};
 use rustls::{ClientConfig, DigitallySignedStruct as Dss, RootCertStore};
 
 use super::OptionsError;
+use super::files::{self, FileKind};
 
 /// TLS settings of a connection. With no CA file, the system's roots are trusted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,6 +49,12 @@ impl TlsOptions {
         *self == TlsOptions::default()
     }
 
+    /// Whether building the configuration reads files of ours (a CA file or
+    /// a client certificate and key).
+    pub(crate) fn names_files(&self) -> bool {
+        self.ca_file.is_some() || self.client_certificate.is_some()
+    }
+
     pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, OptionsError> {
         let roots = match &self.ca_file {
             _ if self.insecure_skip_verify => RootCertStore::empty(),
@@ -64,13 +76,15 @@ impl TlsOptions {
             None => builder.with_no_client_auth(),
             Some(certificate) => {
                 let chain = certificates(&certificate.cert_file)?;
-                let key = PrivateKeyDer::from_pem_file(&certificate.key_file).map_err(|e| {
-                    OptionsError::Pem {
-                        what: "client key",
-                        path: certificate.key_file.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let key_error = |reason: String| OptionsError::Pem {
+                    what: "client key",
+                    path: certificate.key_file.clone(),
+                    reason,
+                };
+                let pem = files::read(&certificate.key_file, FileKind::Pem)
+                    .map_err(|e| key_error(e.to_string()))?;
+                let key =
+                    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| key_error(e.to_string()))?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(OptionsError::Tls)?
@@ -86,8 +100,8 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, OptionsErro
         path: path.to_owned(),
         reason,
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(e.to_string()))?
+    let pem = files::read(path, FileKind::Pem).map_err(|e| pem_error(e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(e.to_string()))?;
     if certs.is_empty() {

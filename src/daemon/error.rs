@@ -57,6 +57,10 @@ pub enum DaemonError {
         /// What went wrong.
         reason: String,
     },
+    /// The config file or the web config was not read in time (a hung file
+    /// system).
+    #[error("the config files were not read within {0:?}")]
+    FilesTimedOut(std::time::Duration),
     /// The tokio runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),

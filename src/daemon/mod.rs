@@ -46,7 +46,7 @@ use healthcheck::healthcheck;
 use listen::bind;
 use otlp::{start_otlp, stop_otlp};
 use reload::{hangup_signals, reload_router};
-use supervisor::{Supervisor, validate_targets};
+use supervisor::{Supervisor, off_the_runtime, validate_targets};
 
 /// Runs the daemon as the binary does: `--config.check`, or start, serve until
 /// SIGINT/SIGTERM, shut down. Builds its own multi-threaded runtime.
@@ -104,10 +104,6 @@ fn check_config(cli: &Cli) -> Result<(), DaemonError> {
 /// [`DaemonError`] if the config, a target, the exporter or a listen address
 /// is unusable; nothing keeps running then.
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let web_config = match cli.web_config_file.as_deref() {
-        Some(path) => WebConfig::load(path)?,
-        None => WebConfig::default(),
-    };
     // Take over SIGHUP, and let `shutdown` install its handlers (a signal
     // future does on its first poll), before anything can be asked to reload
     // or stop: until then those signals would kill the process outright.
@@ -118,7 +114,20 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         () = &mut shutdown => return Ok(()),
         () = std::future::ready(()) => {}
     }
-    let config = Config::load_or_default(cli.config_file.as_deref())?;
+    // Files are read off this task, which also waits for the signals.
+    let (config_path, web_config_path) = (cli.config_file.clone(), cli.web_config_file.clone());
+    let loading = off_the_runtime(move || {
+        let web_config = match web_config_path.as_deref() {
+            Some(path) => WebConfig::load(path)?,
+            None => WebConfig::default(),
+        };
+        Ok((Config::load_or_default(config_path.as_deref())?, web_config))
+    });
+    let (config, web_config) = tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(()),
+        loaded = loading => loaded?,
+    };
     let mut listeners = Vec::new();
     for address in &cli.listen_addresses {
         listeners.push((address.clone(), bind(address).await?));
@@ -135,13 +144,18 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         .web_config_file
         .clone()
         .map(|path| (path, web_config.clone()));
-    let mut supervisor = Supervisor::start(
+    let starting = Supervisor::start(
         events,
         &registry,
         cli.config_file.clone(),
         web_config_file,
         config,
-    )?;
+    );
+    let mut supervisor = tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(()),
+        started = starting => started?,
+    };
 
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(8);
     // The library router sets no fallbacks; the daemon answers unknown paths
@@ -159,15 +173,20 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     );
 
     loop {
-        tokio::select! {
+        let request = tokio::select! {
             () = &mut shutdown => break,
-            Some(request) = reload_rx.recv() => {
-                let outcome = supervisor.reload().await;
-                let _ = request.reply.send(outcome);
-            }
-            Some(()) = hangups.recv() => {
-                let _ = supervisor.reload().await;
-            }
+            Some(request) = reload_rx.recv() => Some(request),
+            Some(()) = hangups.recv() => None,
+        };
+        // SIGTERM ends a reload still reading its files: shutdown stops
+        // whatever runs then.
+        let outcome = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            outcome = supervisor.reload() => outcome,
+        };
+        if let Some(request) = request {
+            let _ = request.reply.send(outcome);
         }
     }
 

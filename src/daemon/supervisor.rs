@@ -1,21 +1,26 @@
 //! The running targets and reloads of the config that names them.
 //!
 //! It owns the map from target name to running [`Connection`], the reload
-//! procedure (read every file, validate, then apply) and the reload metrics.
-//! It must never leave a half-applied config: a reload validates every new or
-//! changed target before touching a running one.
+//! procedure and the reload metrics. It must never leave a half-applied
+//! config. A reload reads every file it needs exactly once — the config file,
+//! the web config, and the password, CA, certificate and key files of every new
+//! or changed target — off this task (it also handles signals) and within a
+//! time limit, builds the whole new state from what it read, and only then
+//! stops and starts anything. If anything fails, nothing stops.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use prometheus::{Gauge, IntGauge, Registry};
+use rumqttc::MqttOptions;
 use tokio::task::JoinSet;
 
 use super::DaemonError;
 use crate::config::{Config, TargetConfig, diff};
-use crate::connection::Connection;
+use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT};
 use crate::events::Events;
+use crate::http::WebConfig;
 
 /// The running targets and the config they came from.
 pub(super) struct Supervisor {
@@ -55,7 +60,7 @@ impl std::fmt::Display for ReloadSummary {
 impl Supervisor {
     /// Registers the reload metrics on `registry` and starts every target of
     /// the first `config`.
-    pub(super) fn start(
+    pub(super) async fn start(
         events: Events,
         registry: &Registry,
         config_path: Option<PathBuf>,
@@ -70,7 +75,7 @@ impl Supervisor {
             reload_metrics: ReloadMetrics::register(registry),
             web_config,
         };
-        supervisor.apply(config)?;
+        supervisor.apply(config).await?;
         Ok(supervisor)
     }
 
@@ -97,40 +102,33 @@ impl Supervisor {
     }
 
     async fn reload_files(&mut self) -> Result<ReloadSummary, DaemonError> {
-        let config = Config::load_or_default(self.config_path.as_deref())?;
-        let web_config = match &self.web_config {
-            Some((path, serving)) => {
-                let newer = crate::http::WebConfig::load(path)?;
-                serving.check_update(&newer)?;
-                Some(newer)
-            }
-            None => None,
-        };
-        let mut summary = self.apply_changes(config).await?;
-        if let (Some(newer), Some((_, serving))) = (web_config, &self.web_config) {
-            serving.update(newer).await?;
-            summary.web_config_reloaded = true;
+        // 1. Read: the config file and the web config, off this task.
+        let config_path = self.config_path.clone();
+        let web_config_path = self.web_config.as_ref().map(|(path, _)| path.clone());
+        let (config, web_config) = off_the_runtime(move || {
+            let config = Config::load_or_default(config_path.as_deref())?;
+            let web_config = web_config_path
+                .map(|path| WebConfig::load(&path))
+                .transpose()?;
+            Ok((config, web_config))
+        })
+        .await?;
+        if let (Some(newer), Some((_, serving))) = (&web_config, &self.web_config) {
+            serving.check_update(newer)?;
         }
-        Ok(summary)
-    }
-
-    /// Starts every target of the first config.
-    fn apply(&mut self, config: Config) -> Result<(), DaemonError> {
-        validate_targets(config.targets().iter())?;
-        for warning in config.warnings() {
-            tracing::warn!("{warning}");
-        }
-        for target in config.targets() {
-            start(&mut self.running, &self.events, target)?;
-        }
-        self.config = config;
-        self.reload_metrics.succeeded();
-        Ok(())
-    }
-
-    async fn apply_changes(&mut self, config: Config) -> Result<ReloadSummary, DaemonError> {
+        // 2. Build: every new or changed target with its files read, once.
         let changes = diff(&self.config, &config);
-        validate_targets(changes.added.iter().chain(&changes.changed).copied())?;
+        let prepared = prepare(changes.added.iter().chain(&changes.changed).copied()).await?;
+        let mut summary = ReloadSummary {
+            unchanged: changes.unchanged.len(),
+            removed: names(&changes.removed),
+            changed: names(&changes.changed),
+            added: names(&changes.added),
+            ..ReloadSummary::default()
+        };
+        let removed = summary.removed.iter().chain(&summary.changed);
+        let removed: Vec<String> = removed.cloned().collect();
+        // 3. Apply: nothing below reads a file or can fail on one.
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
@@ -140,27 +138,50 @@ impl Supervisor {
                  mqtt-pulse is restarted"
             );
         }
-        let mut summary = ReloadSummary {
-            unchanged: changes.unchanged.len(),
-            ..ReloadSummary::default()
-        };
         // Stop before starting: a new target may take over a client id.
-        let running = &mut self.running;
-        for target in &changes.removed {
-            stop(running, target.name()).await;
-            summary.removed.push(target.name().to_owned());
+        for name in &removed {
+            if let Some(connection) = self.running.remove(name) {
+                connection.shutdown().await;
+            }
         }
-        for target in &changes.changed {
-            stop(running, target.name()).await;
-            start(running, &self.events, target)?;
-            summary.changed.push(target.name().to_owned());
-        }
-        for target in &changes.added {
-            start(running, &self.events, target)?;
-            summary.added.push(target.name().to_owned());
-        }
+        self.start_prepared(prepared)?;
         self.config = config;
+        if let (Some(newer), Some((_, serving))) = (web_config, &self.web_config) {
+            serving.update(newer).await?;
+            summary.web_config_reloaded = true;
+        }
         Ok(summary)
+    }
+
+    /// Starts every target of the first config.
+    async fn apply(&mut self, config: Config) -> Result<(), DaemonError> {
+        let prepared = prepare(config.targets().iter()).await?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        self.start_prepared(prepared)?;
+        self.config = config;
+        self.reload_metrics.succeeded();
+        Ok(())
+    }
+
+    /// Starts connections whose files are read already: fails only outside a
+    /// runtime, which the daemon never is.
+    fn start_prepared(&mut self, prepared: Vec<Prepared>) -> Result<(), DaemonError> {
+        for Prepared {
+            name,
+            options,
+            mqtt_options,
+        } in prepared
+        {
+            let connection = Connection::start_prepared(options, mqtt_options, &self.events)
+                .map_err(|source| DaemonError::Target {
+                    target: name.clone(),
+                    source,
+                })?;
+            self.running.insert(name, connection);
+        }
+        Ok(())
     }
 
     pub(super) async fn shutdown(self) {
@@ -172,40 +193,98 @@ impl Supervisor {
     }
 }
 
-fn start(
-    running: &mut BTreeMap<String, Connection>,
-    events: &Events,
-    target: &TargetConfig,
-) -> Result<(), DaemonError> {
-    let options = target.options().clone();
-    let connection = Connection::start(options, events).map_err(|source| DaemonError::Target {
-        target: target.name().to_owned(),
-        source,
-    })?;
-    running.insert(target.name().to_owned(), connection);
-    Ok(())
+fn names(targets: &[&TargetConfig]) -> Vec<String> {
+    targets
+        .iter()
+        .map(|target| target.name().to_owned())
+        .collect()
 }
 
-async fn stop(running: &mut BTreeMap<String, Connection>, name: &str) {
-    if let Some(connection) = running.remove(name) {
-        connection.shutdown().await;
+/// A target ready to start: its options and the rumqttc options with its
+/// files read.
+struct Prepared {
+    name: String,
+    options: ConnectionOptions,
+    mqtt_options: MqttOptions,
+}
+
+/// Reads the files of `targets` (concurrently, each off the runtime within
+/// [`READ_TIMEOUT`]) and checks what starting them would check, without
+/// starting them. The error is that of the first failing target in file order.
+async fn prepare<'a>(
+    targets: impl Iterator<Item = &'a TargetConfig>,
+) -> Result<Vec<Prepared>, DaemonError> {
+    let mut reading = JoinSet::new();
+    for (index, target) in targets.enumerate() {
+        let name = target.name().to_owned();
+        let options = target.options().clone();
+        reading.spawn(async move {
+            let read = options.prepare().await;
+            (index, name, options, read)
+        });
     }
+    let mut prepared = Vec::with_capacity(reading.len());
+    let mut first_error: Option<(usize, DaemonError)> = None;
+    while let Some(joined) = reading.join_next().await {
+        // A reading task only awaits what cannot panic; a cancelled one cannot
+        // happen while the set is held.
+        let Ok((index, name, options, read)) = joined else {
+            continue;
+        };
+        match read {
+            Ok(mqtt_options) => prepared.push((
+                index,
+                Prepared {
+                    name,
+                    options,
+                    mqtt_options,
+                },
+            )),
+            Err(source) => {
+                if first_error.as_ref().is_none_or(|(first, _)| index < *first) {
+                    let error = DaemonError::Target {
+                        target: name,
+                        source,
+                    };
+                    first_error = Some((index, error));
+                }
+            }
+        }
+    }
+    if let Some((_, error)) = first_error {
+        return Err(error);
+    }
+    prepared.sort_by_key(|(index, _)| *index);
+    Ok(prepared.into_iter().map(|(_, target)| target).collect())
 }
 
-/// Checks what starting these targets would check, without starting them.
+/// Checks what starting these targets would check, reading their files on a
+/// thread of their own within [`READ_TIMEOUT`], without starting them: for
+/// `--config.check`, which has no runtime.
 pub(super) fn validate_targets<'a>(
     targets: impl Iterator<Item = &'a TargetConfig>,
 ) -> Result<(), DaemonError> {
     for target in targets {
         target
             .options()
-            .to_mqtt_options()
+            .prepare_blocking()
             .map_err(|source| DaemonError::Target {
                 target: target.name().to_owned(),
                 source,
             })?;
     }
     Ok(())
+}
+
+/// Runs `read` on a blocking thread within [`READ_TIMEOUT`]: the task that
+/// reloads also handles signals and must never wait on a file.
+pub(super) async fn off_the_runtime<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, DaemonError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    match tokio::time::timeout(READ_TIMEOUT, tokio::task::spawn_blocking(read)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => Err(DaemonError::FilesTimedOut(READ_TIMEOUT)),
+    }
 }
 
 /// `mqtt_pulse_config_last_reload_successful` and its timestamp, as

@@ -128,6 +128,14 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-duplicate-client-id-derived-later.toml:7:8: duplicate client id \"mqtt-pulse-plant-b\" in [[target]] \"plant-b\" (derived from its name): [[target]] \"plant-a\" at line 4 uses it too",
     ),
     (
+        "bad-client-id-placeholder.toml",
+        "tests/testdata/bad-client-id-placeholder.toml:4:13: bad `client_id` in [[target]] \"plant-a\": has an unknown placeholder `{host}`; use {name} or {hostname} (write {{ and }} for braces)",
+    ),
+    (
+        "bad-ca-file-device.toml",
+        "tests/testdata/bad-ca-file-device.toml:5:11: cannot read `ca_file` in `tls` of [[target]] \"plant-a\": /dev/zero: is a character device, not a regular file",
+    ),
+    (
         "bad-password-file-missing.toml",
         "tests/testdata/bad-password-file-missing.toml:5:17: cannot read `password_file` in [[target]] \"plant-a\": tests/testdata/secrets/missing: No such file or directory (os error 2)",
     ),

@@ -232,6 +232,11 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "mqtt-pulse-lab"
     );
     assert!(config.otlp().is_some());
+    // client_id = "probe-{hostname}-{name}", expanded.
+    let plant_a = config.target("plant-a").unwrap().options().client_id();
+    assert!(plant_a.as_str().starts_with("probe-"), "{plant_a}");
+    assert!(plant_a.as_str().ends_with("-plant-a"), "{plant_a}");
+    assert!(!plant_a.as_str().contains('{'), "{plant_a}");
 
     let text = std::fs::read_to_string(path).unwrap();
     for key in [

@@ -14,8 +14,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod files;
 mod oneshot;
 mod reload;
+mod replicas;
+mod rotation;
 mod secrets;
 mod serving;
 
