@@ -18,9 +18,11 @@
 mod backoff;
 mod broker_url;
 mod error;
+mod keep_alive;
 mod labels;
 mod link;
 mod options;
+mod streak;
 mod tls;
 mod tracker;
 
@@ -42,14 +44,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ClientError, EventLoop, Outgoing, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, ClientError, EventLoop, Outgoing, Packet, PingReq, Publish, QoS, Request,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-use crate::events::{ClientId, Events, Status};
+use crate::events::{ClientId, Events, FailureReason, Status};
 use crate::sync::lock;
 use backoff::Delays;
+use keep_alive::PingSchedule;
+use streak::{Notice, Streak};
 
 /// How long a shutdown waits for the DISCONNECT packet to be written before
 /// closing the socket anyway.
@@ -140,6 +146,10 @@ impl Connection {
             publish_tx,
             subscriptions: Arc::clone(&subscriptions),
             delays: Delays::new(options.backoff),
+            streak: Streak::default(),
+            pings: PingSchedule::new(options.keep_alive()),
+            keep_alive: options.keep_alive(),
+            broker: options.broker(),
             connect_timeout: options.connect_timeout,
             ping_timeout: options.ping_timeout(),
         };
@@ -226,6 +236,11 @@ struct Driver {
     publish_tx: mpsc::Sender<Publish>,
     subscriptions: Arc<Subscriptions>,
     delays: Delays,
+    streak: Streak,
+    pings: PingSchedule,
+    /// The keep-alive announced in CONNECT.
+    keep_alive: Duration,
+    broker: String,
     connect_timeout: Duration,
     ping_timeout: Duration,
 }
@@ -233,6 +248,7 @@ struct Driver {
 enum Step {
     Shutdown,
     PingTimeout,
+    PingDue,
     ConnectTimeout,
     Polled(Result<rumqttc::Event, rumqttc::ConnectionError>),
 }
@@ -242,10 +258,16 @@ impl Driver {
         let mut connected_before = false;
         loop {
             let up = self.tracker.status() == Status::Up;
+            if !up {
+                // The CONNECT announces the keep-alive (rumqttc's timer was
+                // turned off while connected, see `on_event`).
+                self.eventloop.mqtt_options.set_keep_alive(self.keep_alive);
+            }
             let ping_deadline = self
                 .tracker
                 .ping_deadline(self.ping_timeout)
                 .map(Instant::from_std);
+            let ping_due = self.pings.due().map(Instant::from_std);
             // Until the broker accepts CONNECT, the whole attempt is bounded by the
             // connect timeout; once up, the ping deadline watches the link.
             let connect_timeout = (!up).then_some(self.connect_timeout);
@@ -264,26 +286,47 @@ impl Driver {
                 _ = sleep_until(ping_deadline.unwrap_or_else(Instant::now)), if ping_deadline.is_some() => {
                     Step::PingTimeout
                 }
+                // Cancels a poll that is waiting for the network or a request:
+                // rumqttc's reads and request intake are cancel-safe, and a
+                // write it had begun stays in its buffer for the next flush.
+                _ = sleep_until(ping_due.unwrap_or_else(Instant::now)), if ping_due.is_some() => {
+                    Step::PingDue
+                }
                 step = poll => step,
             };
-            let failed = match step {
+            let failure = match step {
                 Step::Shutdown => break,
                 Step::Polled(Ok(event)) => {
-                    self.tracker.observe_at(&event, std::time::Instant::now());
-                    self.on_event(event, &mut connected_before);
-                    false
+                    let now = std::time::Instant::now();
+                    self.tracker.observe_at(&event, now);
+                    self.on_event(event, now, &mut connected_before);
+                    None
                 }
-                Step::Polled(Err(error)) => self.tracker.observe_error(&error).is_some(),
+                Step::Polled(Err(error)) => self
+                    .tracker
+                    .observe_error(&error)
+                    .map(|reason| (reason, error.to_string())),
                 Step::PingTimeout => {
                     self.tracker.ping_timed_out(self.ping_timeout);
-                    true
+                    let detail = format!("no PINGRESP within {:?}", self.ping_timeout);
+                    Some((FailureReason::PingTimeout, detail))
+                }
+                Step::PingDue => {
+                    // Written by the next poll, which yields Outgoing(PingReq)
+                    // once it is flushed: the round trip starts there.
+                    self.eventloop.pending.push_back(Request::PingReq(PingReq));
+                    self.pings.requested();
+                    None
                 }
                 Step::ConnectTimeout => {
                     self.tracker.connect_timed_out(self.connect_timeout);
-                    true
+                    let detail = format!("not connected within {:?}", self.connect_timeout);
+                    Some((FailureReason::Timeout, detail))
                 }
             };
-            if failed {
+            if let Some((reason, detail)) = failure {
+                self.pings.lost();
+                self.note_failure(reason, up, &detail);
                 // Drop the socket (if any) so the next poll reconnects from scratch.
                 self.eventloop.clean();
                 let delay = self.delays.next_delay();
@@ -297,15 +340,60 @@ impl Driver {
         self.terminate().await;
     }
 
-    fn on_event(&mut self, event: rumqttc::Event, connected_before: &mut bool) {
+    /// Starts the backoff over after an established connection, and logs
+    /// what a user must see at the default level (see [`streak`]).
+    fn note_failure(&mut self, reason: FailureReason, was_up: bool, detail: &str) {
+        let failure = self
+            .streak
+            .failed(reason, was_up, std::time::Instant::now());
+        if failure.new_streak {
+            self.delays.reset();
+        }
+        let (client_id, broker) = (self.tracker.client_id(), &self.broker);
+        match failure.notice {
+            Notice::First => tracing::warn!(
+                %client_id, %broker, %reason, error = %detail,
+                "cannot connect; retrying with backoff"
+            ),
+            Notice::Reminder { failures, since } => tracing::warn!(
+                %client_id, %broker, %reason, error = %detail, failures,
+                since = ?since,
+                "still cannot connect"
+            ),
+            Notice::ClosedAfterConnect => tracing::warn!(
+                %client_id, %broker, %reason,
+                likely_causes = "another client with the same client id; an ACL or policy kick; a load balancer's idle cut",
+                "the broker closes the connection right after accepting it; retrying with backoff"
+            ),
+            Notice::Quiet => {}
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        event: rumqttc::Event,
+        now: std::time::Instant,
+        connected_before: &mut bool,
+    ) {
         match event {
             rumqttc::Event::Incoming(Packet::ConnAck(connack)) => {
-                self.delays.reset();
+                // From now on the driver sends the PINGREQs, early enough
+                // (keep_alive.rs); zero turns rumqttc's own timer off.
+                self.eventloop.mqtt_options.set_keep_alive(Duration::ZERO);
+                self.pings.connected(now);
+                if let Some((failures, since)) = self.streak.connected(now) {
+                    tracing::info!(
+                        client_id = %self.tracker.client_id(), broker = %self.broker,
+                        failures, since = ?since,
+                        "connected after failed attempts"
+                    );
+                }
                 if *connected_before && !connack.session_present {
                     self.resubscribe();
                 }
                 *connected_before = true;
             }
+            rumqttc::Event::Outgoing(Outgoing::PingReq) => self.pings.ping_written(now),
             rumqttc::Event::Incoming(Packet::Publish(publish)) => self.forward(publish),
             _ => {}
         }
