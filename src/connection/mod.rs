@@ -5,12 +5,15 @@
 //! backoff) and the shutdown sequence; the protocol bookkeeping lives in the
 //! sans-I/O `link` module and the reporting in [`ConnectionTracker`]. It must
 //! never block its loop: dispatch is non-blocking, incoming publishes go to a
-//! bounded queue with counted drops, so a slow subscriber cannot delay a ping
-//! or a reconnect.
+//! bounded queue with counted drops (or, until an embedder takes that queue,
+//! are only counted), so a slow subscriber cannot delay a ping or a reconnect.
+//! It sends the PINGREQs itself, early enough (the `keep_alive` module).
 //!
 //! Lifecycle of the events, as Tortoise311 means them: `Up` when the broker
 //! accepts CONNECT; `Down` on any loss (socket error or close, missed PINGRESP —
-//! with the reason counted and logged — then reconnect after a backoff);
+//! with the reason counted and logged — then reconnect after a backoff, which
+//! starts over only once a connection has stayed up for the stable period:
+//! see [`streak`]);
 //! `Terminating` then `Terminated` on shutdown. Each only on a change; a
 //! refused or failed connect sends nothing (the status stays Down) but is
 //! counted by reason.
@@ -95,7 +98,9 @@ pub struct Connection {
     events: Events,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    publishes: Option<mpsc::Receiver<Publish>>,
+    /// Until [`take_publishes`](Self::take_publishes): the queue's capacity
+    /// and the way to hand its sender to the task.
+    publishes: Option<(usize, oneshot::Sender<mpsc::Sender<Publish>>)>,
     subscriptions: Arc<Subscriptions>,
 }
 
@@ -136,14 +141,14 @@ impl Connection {
 
         let tracker =
             ConnectionTracker::with_info(events, options.client_id.clone(), options.client_info());
-        let (publish_tx, publishes) = mpsc::channel(options.publish_capacity);
+        let (publish_handoff, publish_handoff_rx) = oneshot::channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
         let subscriptions = Arc::new(Subscriptions::default());
         let driver = Driver {
             eventloop,
             tracker,
             client: client.clone(),
-            publish_tx,
+            publishes: PublishSink::NotTaken(publish_handoff_rx),
             subscriptions: Arc::clone(&subscriptions),
             delays: Delays::new(options.backoff),
             streak: Streak::default(),
@@ -160,7 +165,7 @@ impl Connection {
             events: events.clone(),
             shutdown: Some(shutdown),
             task: Some(task),
-            publishes: Some(publishes),
+            publishes: Some((options.publish_capacity, publish_handoff)),
             subscriptions,
         })
     }
@@ -194,14 +199,22 @@ impl Connection {
         Ok(())
     }
 
-    /// The receiver of incoming PUBLISH packets (once; `None` afterwards). It
-    /// holds up to the configured publish capacity; more are dropped and counted
-    /// in [`dropped_publishes`](Self::dropped_publishes), never waited for.
+    /// The receiver of incoming PUBLISH packets (once; `None` afterwards). The
+    /// queue exists from this call on: until then — and for ever in a monitor
+    /// that never calls it — incoming publishes are dropped and counted in
+    /// [`dropped_publishes`](Self::dropped_publishes), so a broker pushing
+    /// what nobody reads costs no memory. Call it before subscribing. It holds
+    /// up to the configured publish capacity; more are dropped and counted,
+    /// never waited for.
     pub fn take_publishes(&mut self) -> Option<mpsc::Receiver<Publish>> {
-        self.publishes.take()
+        let (capacity, handoff) = self.publishes.take()?;
+        let (sender, receiver) = mpsc::channel(capacity);
+        // If the task has ended the receiver just yields `None`.
+        let _ = handoff.send(sender);
+        Some(receiver)
     }
 
-    /// Incoming publishes dropped because their queue was full.
+    /// Incoming publishes dropped: nobody took the queue, or it was full.
     pub fn dropped_publishes(&self) -> u64 {
         self.subscriptions.dropped_publishes.load(Ordering::Relaxed)
     }
@@ -233,7 +246,7 @@ struct Driver {
     eventloop: EventLoop,
     tracker: ConnectionTracker,
     client: AsyncClient,
-    publish_tx: mpsc::Sender<Publish>,
+    publishes: PublishSink,
     subscriptions: Arc<Subscriptions>,
     delays: Delays,
     streak: Streak,
@@ -243,6 +256,16 @@ struct Driver {
     broker: String,
     connect_timeout: Duration,
     ping_timeout: Duration,
+}
+
+/// Where incoming publishes go.
+enum PublishSink {
+    /// Nobody took the queue yet: publishes are dropped (and counted).
+    NotTaken(oneshot::Receiver<mpsc::Sender<Publish>>),
+    /// The handle's queue.
+    Queue(mpsc::Sender<Publish>),
+    /// The handle went away without taking it.
+    Nobody,
 }
 
 enum Step {
@@ -400,8 +423,19 @@ impl Driver {
     }
 
     /// Hands an incoming publish to the handle's queue; never waits for room.
-    fn forward(&self, publish: Publish) {
-        if self.publish_tx.try_send(publish).is_err() {
+    fn forward(&mut self, publish: Publish) {
+        if let PublishSink::NotTaken(handoff) = &mut self.publishes {
+            match handoff.try_recv() {
+                Ok(sender) => self.publishes = PublishSink::Queue(sender),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => self.publishes = PublishSink::Nobody,
+            }
+        }
+        let queued = match &self.publishes {
+            PublishSink::Queue(sender) => sender.try_send(publish).is_ok(),
+            PublishSink::NotTaken(_) | PublishSink::Nobody => false,
+        };
+        if !queued {
             self.subscriptions
                 .dropped_publishes
                 .fetch_add(1, Ordering::Relaxed);
