@@ -104,14 +104,15 @@ async fn ping_responses_arrive_once_per_keep_alive_with_loopback_round_trips() {
         assert!(rtt > Duration::ZERO);
         arrivals.push(Instant::now());
     }
+    // A PINGREQ every ¾ of the keep-alive (issue 14: never past it).
     assert!(
-        (4..=6).contains(&arrivals.len()),
+        (6..=8).contains(&arrivals.len()),
         "{} ping responses in 5.4 s with a 1 s keep-alive",
         arrivals.len()
     );
     for gap in arrivals.windows(2).map(|w| w[1] - w[0]) {
         assert!(
-            gap > Duration::from_millis(800) && gap < Duration::from_millis(1_200),
+            gap > Duration::from_millis(600) && gap < Duration::from_millis(950),
             "pings {gap:?} apart"
         );
     }
@@ -168,7 +169,10 @@ async fn a_killed_broker_is_down_at_once_and_up_again_after_its_restart() {
 
     // In order, no duplicates: nothing else was reported.
     assert!(status.try_recv().is_err(), "an extra status event");
-    assert!(failures(&events, FailureReason::ClosedByBroker) >= 1);
+    // Killed within 10 s of connecting: counted as closed_after_connect.
+    let lost = failures(&events, FailureReason::ClosedByBroker)
+        + failures(&events, FailureReason::ClosedAfterConnect);
+    assert!(lost >= 1);
     connection.shutdown().await;
 }
 

@@ -539,7 +539,8 @@ async fn a_real_prometheus_scrapes_the_exporter() {
             Some(0.0),
             "a later scrape sees the client down"
         );
-        let failures = r#"mqtt_client_connect_failures_total{client_id="prom-probe",reason="closed_by_broker"}"#;
+        // Killed within 10 s of its CONNACK: closed_after_connect.
+        let failures = r#"mqtt_client_connect_failures_total{client_id="prom-probe",reason="closed_after_connect"}"#;
         let counted = poll(&|| prometheus.value(failures));
         assert_eq!(counted, Some(1.0));
     });

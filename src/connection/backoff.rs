@@ -25,7 +25,8 @@ impl Default for Backoff {
     }
 }
 
-/// The delays of one run of failures; reset after a successful connect.
+/// The delays of one run of failures; reset once a connection has stayed up
+/// for the stable period ([`super::streak::STABLE_AFTER`]), not at CONNACK.
 #[derive(Debug)]
 pub(crate) struct Delays {
     policy: Backoff,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{ConnectReturnCode, ConnectionError, Outgoing, Packet, StateError};
 
+use super::streak::STABLE_AFTER;
 use crate::events::{FailureReason, Status};
 
 /// Status and keep-alive state of one connection.
@@ -18,6 +19,8 @@ use crate::events::{FailureReason, Status};
 pub(crate) struct Link {
     status: Status,
     ping_sent_at: Option<Instant>,
+    /// When the broker accepted the current connection.
+    up_since: Option<Instant>,
 }
 
 /// What an observed rumqttc event means for the hub.
@@ -37,6 +40,7 @@ impl Link {
         Self {
             status: Status::Down,
             ping_sent_at: None,
+            up_since: None,
         }
     }
 
@@ -51,6 +55,7 @@ impl Link {
             // event is an accepted connection.
             rumqttc::Event::Incoming(Packet::ConnAck(_)) => {
                 self.ping_sent_at = None;
+                self.up_since = Some(now);
                 self.change(Status::Up)
             }
             rumqttc::Event::Outgoing(Outgoing::PingReq) => {
@@ -71,9 +76,24 @@ impl Link {
     /// the link was up; a failed attempt while down changes nothing.
     pub(crate) fn lost(&mut self) -> Option<Status> {
         self.ping_sent_at = None;
+        self.up_since = None;
         match self.status {
             Status::Up => self.change_to(Status::Down),
             _ => None,
+        }
+    }
+
+    /// The reason to count for a failure at `now`: a broker that closes a
+    /// connection it accepted less than [`STABLE_AFTER`] ago is
+    /// `closed_after_connect`, not `closed_by_broker`.
+    pub(crate) fn refine(&self, reason: FailureReason, now: Instant) -> FailureReason {
+        let recent = self
+            .up_since
+            .is_some_and(|since| now.saturating_duration_since(since) < STABLE_AFTER);
+        if reason == FailureReason::ClosedByBroker && self.status == Status::Up && recent {
+            FailureReason::ClosedAfterConnect
+        } else {
+            reason
         }
     }
 
@@ -289,6 +309,33 @@ mod tests {
         link.observe(&PINGREQ, t0);
         link.observe(&connack(), t0 + ms(5));
         assert_eq!(link.ping_deadline(ms(1)), None);
+    }
+
+    #[test]
+    fn a_close_soon_after_connack_is_closed_after_connect_later_closed_by_broker() {
+        use FailureReason as R;
+        let mut link = Link::new();
+        let t0 = Instant::now();
+        assert_eq!(
+            link.refine(R::ClosedByBroker, t0),
+            R::ClosedByBroker,
+            "never up"
+        );
+        link.observe(&connack(), t0);
+        assert_eq!(
+            link.refine(R::ClosedByBroker, t0 + ms(5)),
+            R::ClosedAfterConnect
+        );
+        assert_eq!(link.refine(R::PingTimeout, t0 + ms(5)), R::PingTimeout);
+        assert_eq!(
+            link.refine(R::ClosedByBroker, t0 + STABLE_AFTER),
+            R::ClosedByBroker
+        );
+        link.lost();
+        assert_eq!(
+            link.refine(R::ClosedByBroker, t0 + ms(5)),
+            R::ClosedByBroker
+        );
     }
 
     #[test]

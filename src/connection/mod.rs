@@ -5,12 +5,15 @@
 //! backoff) and the shutdown sequence; the protocol bookkeeping lives in the
 //! sans-I/O `link` module and the reporting in [`ConnectionTracker`]. It must
 //! never block its loop: dispatch is non-blocking, incoming publishes go to a
-//! bounded queue with counted drops, so a slow subscriber cannot delay a ping
-//! or a reconnect.
+//! bounded queue with counted drops (or, until an embedder takes that queue,
+//! are only counted), so a slow subscriber cannot delay a ping or a reconnect.
+//! It sends the PINGREQs itself, early enough (the `keep_alive` module).
 //!
 //! Lifecycle of the events, as Tortoise311 means them: `Up` when the broker
 //! accepts CONNECT; `Down` on any loss (socket error or close, missed PINGRESP —
-//! with the reason counted and logged — then reconnect after a backoff);
+//! with the reason counted and logged — then reconnect after a backoff, which
+//! starts over only once a connection has stayed up for the stable period:
+//! see [`streak`]);
 //! `Terminating` then `Terminated` on shutdown. Each only on a change; a
 //! refused or failed connect sends nothing (the status stays Down) but is
 //! counted by reason.
@@ -19,9 +22,11 @@ mod backoff;
 mod broker_url;
 mod error;
 mod files;
+mod keep_alive;
 mod labels;
 mod link;
 mod options;
+mod streak;
 mod tls;
 mod tracker;
 
@@ -48,14 +53,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ClientError, EventLoop, Outgoing, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, ClientError, EventLoop, Outgoing, Packet, PingReq, Publish, QoS, Request,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-use crate::events::{ClientId, Events, Status};
+use crate::events::{ClientId, Events, FailureReason, Status};
 use crate::sync::lock;
 use backoff::Delays;
+use keep_alive::PingSchedule;
+use streak::{Notice, Streak};
 
 /// How long a shutdown waits for the DISCONNECT packet to be written before
 /// closing the socket anyway.
@@ -95,7 +104,9 @@ pub struct Connection {
     events: Events,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    publishes: Option<mpsc::Receiver<Publish>>,
+    /// Until [`take_publishes`](Self::take_publishes): the queue's capacity
+    /// and the way to hand its sender to the task.
+    publishes: Option<(usize, oneshot::Sender<mpsc::Sender<Publish>>)>,
     subscriptions: Arc<Subscriptions>,
 }
 
@@ -147,16 +158,20 @@ impl Connection {
 
         let tracker =
             ConnectionTracker::with_info(events, options.client_id.clone(), options.client_info());
-        let (publish_tx, publishes) = mpsc::channel(options.publish_capacity);
+        let (publish_handoff, publish_handoff_rx) = oneshot::channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
         let subscriptions = Arc::new(Subscriptions::default());
         let driver = Driver {
             eventloop,
             tracker,
             client: client.clone(),
-            publish_tx,
+            publishes: PublishSink::NotTaken(publish_handoff_rx),
             subscriptions: Arc::clone(&subscriptions),
             delays: Delays::new(options.backoff),
+            streak: Streak::default(),
+            pings: PingSchedule::new(options.keep_alive()),
+            keep_alive: options.keep_alive(),
+            broker: options.broker(),
             connect_timeout: options.connect_timeout,
             ping_timeout: options.ping_timeout(),
             options: options.clone(),
@@ -168,7 +183,7 @@ impl Connection {
             events: events.clone(),
             shutdown: Some(shutdown),
             task: Some(task),
-            publishes: Some(publishes),
+            publishes: Some((options.publish_capacity, publish_handoff)),
             subscriptions,
         })
     }
@@ -202,14 +217,22 @@ impl Connection {
         Ok(())
     }
 
-    /// The receiver of incoming PUBLISH packets (once; `None` afterwards). It
-    /// holds up to the configured publish capacity; more are dropped and counted
-    /// in [`dropped_publishes`](Self::dropped_publishes), never waited for.
+    /// The receiver of incoming PUBLISH packets (once; `None` afterwards). The
+    /// queue exists from this call on: until then — and for ever in a monitor
+    /// that never calls it — incoming publishes are dropped and counted in
+    /// [`dropped_publishes`](Self::dropped_publishes), so a broker pushing
+    /// what nobody reads costs no memory. Call it before subscribing. It holds
+    /// up to the configured publish capacity; more are dropped and counted,
+    /// never waited for.
     pub fn take_publishes(&mut self) -> Option<mpsc::Receiver<Publish>> {
-        self.publishes.take()
+        let (capacity, handoff) = self.publishes.take()?;
+        let (sender, receiver) = mpsc::channel(capacity);
+        // If the task has ended the receiver just yields `None`.
+        let _ = handoff.send(sender);
+        Some(receiver)
     }
 
-    /// Incoming publishes dropped because their queue was full.
+    /// Incoming publishes dropped: nobody took the queue, or it was full.
     pub fn dropped_publishes(&self) -> u64 {
         self.subscriptions.dropped_publishes.load(Ordering::Relaxed)
     }
@@ -241,18 +264,34 @@ struct Driver {
     eventloop: EventLoop,
     tracker: ConnectionTracker,
     client: AsyncClient,
-    publish_tx: mpsc::Sender<Publish>,
+    publishes: PublishSink,
     subscriptions: Arc<Subscriptions>,
     delays: Delays,
+    streak: Streak,
+    pings: PingSchedule,
+    /// The keep-alive announced in CONNECT.
+    keep_alive: Duration,
+    broker: String,
     connect_timeout: Duration,
     ping_timeout: Duration,
     /// To read the password and TLS files again before each reconnect.
     options: ConnectionOptions,
 }
 
+/// Where incoming publishes go.
+enum PublishSink {
+    /// Nobody took the queue yet: publishes are dropped (and counted).
+    NotTaken(oneshot::Receiver<mpsc::Sender<Publish>>),
+    /// The handle's queue.
+    Queue(mpsc::Sender<Publish>),
+    /// The handle went away without taking it.
+    Nobody,
+}
+
 enum Step {
     Shutdown,
     PingTimeout,
+    PingDue,
     ConnectTimeout,
     Polled(Result<rumqttc::Event, rumqttc::ConnectionError>),
 }
@@ -262,10 +301,16 @@ impl Driver {
         let mut connected_before = false;
         loop {
             let up = self.tracker.status() == Status::Up;
+            if !up {
+                // The CONNECT announces the keep-alive (rumqttc's timer was
+                // turned off while connected, see `on_event`).
+                self.eventloop.mqtt_options.set_keep_alive(self.keep_alive);
+            }
             let ping_deadline = self
                 .tracker
                 .ping_deadline(self.ping_timeout)
                 .map(Instant::from_std);
+            let ping_due = self.pings.due().map(Instant::from_std);
             // Until the broker accepts CONNECT, the whole attempt is bounded by the
             // connect timeout; once up, the ping deadline watches the link.
             let connect_timeout = (!up).then_some(self.connect_timeout);
@@ -284,26 +329,47 @@ impl Driver {
                 _ = sleep_until(ping_deadline.unwrap_or_else(Instant::now)), if ping_deadline.is_some() => {
                     Step::PingTimeout
                 }
+                // Cancels a poll that is waiting for the network or a request:
+                // rumqttc's reads and request intake are cancel-safe, and a
+                // write it had begun stays in its buffer for the next flush.
+                _ = sleep_until(ping_due.unwrap_or_else(Instant::now)), if ping_due.is_some() => {
+                    Step::PingDue
+                }
                 step = poll => step,
             };
-            let failed = match step {
+            let failure = match step {
                 Step::Shutdown => break,
                 Step::Polled(Ok(event)) => {
-                    self.tracker.observe_at(&event, std::time::Instant::now());
-                    self.on_event(event, &mut connected_before);
-                    false
+                    let now = std::time::Instant::now();
+                    self.tracker.observe_at(&event, now);
+                    self.on_event(event, now, &mut connected_before);
+                    None
                 }
-                Step::Polled(Err(error)) => self.tracker.observe_error(&error).is_some(),
+                Step::Polled(Err(error)) => self
+                    .tracker
+                    .observe_error(&error)
+                    .map(|reason| (reason, error.to_string())),
                 Step::PingTimeout => {
                     self.tracker.ping_timed_out(self.ping_timeout);
-                    true
+                    let detail = format!("no PINGRESP within {:?}", self.ping_timeout);
+                    Some((FailureReason::PingTimeout, detail))
+                }
+                Step::PingDue => {
+                    // Written by the next poll, which yields Outgoing(PingReq)
+                    // once it is flushed: the round trip starts there.
+                    self.eventloop.pending.push_back(Request::PingReq(PingReq));
+                    self.pings.requested();
+                    None
                 }
                 Step::ConnectTimeout => {
                     self.tracker.connect_timed_out(self.connect_timeout);
-                    true
+                    let detail = format!("not connected within {:?}", self.connect_timeout);
+                    Some((FailureReason::Timeout, detail))
                 }
             };
-            if failed {
+            if let Some((reason, detail)) = failure {
+                self.pings.lost();
+                self.note_failure(reason, up, &detail);
                 // Drop the socket (if any) so the next poll reconnects from scratch.
                 self.eventloop.clean();
                 let delay = self.delays.next_delay();
@@ -331,23 +397,79 @@ impl Driver {
         self.terminate().await;
     }
 
-    fn on_event(&mut self, event: rumqttc::Event, connected_before: &mut bool) {
+    /// Starts the backoff over after an established connection, and logs
+    /// what a user must see at the default level (see [`streak`]).
+    fn note_failure(&mut self, reason: FailureReason, was_up: bool, detail: &str) {
+        let failure = self
+            .streak
+            .failed(reason, was_up, std::time::Instant::now());
+        if failure.new_streak {
+            self.delays.reset();
+        }
+        let (client_id, broker) = (self.tracker.client_id(), &self.broker);
+        match failure.notice {
+            Notice::First => tracing::warn!(
+                %client_id, %broker, %reason, error = %detail,
+                "cannot connect; retrying with backoff"
+            ),
+            Notice::Reminder { failures, since } => tracing::warn!(
+                %client_id, %broker, %reason, error = %detail, failures,
+                since = ?since,
+                "still cannot connect"
+            ),
+            Notice::ClosedAfterConnect => tracing::warn!(
+                %client_id, %broker, %reason,
+                likely_causes = "another client with the same client id; an ACL or policy kick; a load balancer's idle cut",
+                "the broker closes the connection right after accepting it; retrying with backoff"
+            ),
+            Notice::Quiet => {}
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        event: rumqttc::Event,
+        now: std::time::Instant,
+        connected_before: &mut bool,
+    ) {
         match event {
             rumqttc::Event::Incoming(Packet::ConnAck(connack)) => {
-                self.delays.reset();
+                // From now on the driver sends the PINGREQs, early enough
+                // (keep_alive.rs); zero turns rumqttc's own timer off.
+                self.eventloop.mqtt_options.set_keep_alive(Duration::ZERO);
+                self.pings.connected(now);
+                if let Some((failures, since)) = self.streak.connected(now) {
+                    tracing::info!(
+                        client_id = %self.tracker.client_id(), broker = %self.broker,
+                        failures, since = ?since,
+                        "connected after failed attempts"
+                    );
+                }
                 if *connected_before && !connack.session_present {
                     self.resubscribe();
                 }
                 *connected_before = true;
             }
+            rumqttc::Event::Outgoing(Outgoing::PingReq) => self.pings.ping_written(now),
             rumqttc::Event::Incoming(Packet::Publish(publish)) => self.forward(publish),
             _ => {}
         }
     }
 
     /// Hands an incoming publish to the handle's queue; never waits for room.
-    fn forward(&self, publish: Publish) {
-        if self.publish_tx.try_send(publish).is_err() {
+    fn forward(&mut self, publish: Publish) {
+        if let PublishSink::NotTaken(handoff) = &mut self.publishes {
+            match handoff.try_recv() {
+                Ok(sender) => self.publishes = PublishSink::Queue(sender),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => self.publishes = PublishSink::Nobody,
+            }
+        }
+        let queued = match &self.publishes {
+            PublishSink::Queue(sender) => sender.try_send(publish).is_ok(),
+            PublishSink::NotTaken(_) | PublishSink::Nobody => false,
+        };
+        if !queued {
             self.subscriptions
                 .dropped_publishes
                 .fetch_add(1, Ordering::Relaxed);

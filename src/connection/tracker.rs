@@ -95,7 +95,7 @@ impl ConnectionTracker {
     /// if the connection was up. Returns the reason, or `None` for an error that
     /// is not a connection failure.
     pub fn observe_error(&mut self, error: &ConnectionError) -> Option<FailureReason> {
-        let reason = classify(error)?;
+        let reason = self.link.refine(classify(error)?, Instant::now());
         self.failed(reason, error);
         Some(reason)
     }

@@ -234,6 +234,10 @@ pub enum FailureReason {
     PingTimeout,
     /// The broker closed the connection.
     ClosedByBroker,
+    /// The broker closed the connection soon after accepting it (before it had
+    /// been up for the stable period): typically another client with the same
+    /// client id, an ACL or policy kick, or a load balancer's idle cut.
+    ClosedAfterConnect,
     /// The broker sent something that is not valid MQTT 3.1.1 at that point.
     Protocol,
     /// Any other socket or name-resolution error.
@@ -242,7 +246,7 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason, in declaration order.
-    pub const ALL: [FailureReason; 12] = [
+    pub const ALL: [FailureReason; 13] = [
         FailureReason::ConnectionRefused,
         FailureReason::Timeout,
         FailureReason::Tls,
@@ -253,6 +257,7 @@ impl FailureReason {
         FailureReason::ServerUnavailable,
         FailureReason::PingTimeout,
         FailureReason::ClosedByBroker,
+        FailureReason::ClosedAfterConnect,
         FailureReason::Protocol,
         FailureReason::Io,
     ];
@@ -270,6 +275,7 @@ impl FailureReason {
             FailureReason::ServerUnavailable => "server_unavailable",
             FailureReason::PingTimeout => "ping_timeout",
             FailureReason::ClosedByBroker => "closed_by_broker",
+            FailureReason::ClosedAfterConnect => "closed_after_connect",
             FailureReason::Protocol => "protocol",
             FailureReason::Io => "io",
         }
