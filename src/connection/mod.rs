@@ -49,6 +49,7 @@ pub(crate) use options::{Password, check_keep_alive};
 pub use tls::{ClientCertificate, TlsOptions};
 pub use tracker::ConnectionTracker;
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,10 +171,7 @@ impl Connection {
             delays: Delays::new(options.backoff),
             streak: Streak::default(),
             pings: PingSchedule::new(options.keep_alive()),
-            keep_alive: options.keep_alive(),
             broker: options.broker(),
-            connect_timeout: options.connect_timeout,
-            ping_timeout: options.ping_timeout(),
             options: options.clone(),
         };
         let task = runtime.spawn(driver.run(shutdown_rx));
@@ -269,11 +267,8 @@ struct Driver {
     delays: Delays,
     streak: Streak,
     pings: PingSchedule,
-    /// The keep-alive announced in CONNECT.
-    keep_alive: Duration,
+    /// `options.broker()`, for log lines.
     broker: String,
-    connect_timeout: Duration,
-    ping_timeout: Duration,
     /// To read the password and TLS files again before each reconnect.
     options: ConnectionOptions,
 }
@@ -301,43 +296,7 @@ impl Driver {
         let mut connected_before = false;
         loop {
             let up = self.tracker.status() == Status::Up;
-            if !up {
-                // The CONNECT announces the keep-alive (rumqttc's timer was
-                // turned off while connected, see `on_event`).
-                self.eventloop.mqtt_options.set_keep_alive(self.keep_alive);
-            }
-            let ping_deadline = self
-                .tracker
-                .ping_deadline(self.ping_timeout)
-                .map(Instant::from_std);
-            let ping_due = self.pings.due().map(Instant::from_std);
-            // Until the broker accepts CONNECT, the whole attempt is bounded by the
-            // connect timeout; once up, the ping deadline watches the link.
-            let connect_timeout = (!up).then_some(self.connect_timeout);
-            let eventloop = &mut self.eventloop;
-            let poll = async move {
-                match connect_timeout {
-                    Some(limit) => timeout(limit, eventloop.poll())
-                        .await
-                        .map_or(Step::ConnectTimeout, Step::Polled),
-                    None => Step::Polled(eventloop.poll().await),
-                }
-            };
-            let step = tokio::select! {
-                biased;
-                _ = &mut shutdown => Step::Shutdown,
-                _ = sleep_until(ping_deadline.unwrap_or_else(Instant::now)), if ping_deadline.is_some() => {
-                    Step::PingTimeout
-                }
-                // Cancels a poll that is waiting for the network or a request:
-                // rumqttc's reads and request intake are cancel-safe, and a
-                // write it had begun stays in its buffer for the next flush.
-                _ = sleep_until(ping_due.unwrap_or_else(Instant::now)), if ping_due.is_some() => {
-                    Step::PingDue
-                }
-                step = poll => step,
-            };
-            let failure = match step {
+            let failure = match self.next_step(up, &mut shutdown).await {
                 Step::Shutdown => break,
                 Step::Polled(Ok(event)) => {
                     let now = std::time::Instant::now();
@@ -350,9 +309,12 @@ impl Driver {
                     .observe_error(&error)
                     .map(|reason| (reason, error.to_string())),
                 Step::PingTimeout => {
-                    self.tracker.ping_timed_out(self.ping_timeout);
-                    let detail = format!("no PINGRESP within {:?}", self.ping_timeout);
-                    Some((FailureReason::PingTimeout, detail))
+                    let limit = self.options.ping_timeout();
+                    self.tracker.ping_timed_out(limit);
+                    Some((
+                        FailureReason::PingTimeout,
+                        format!("no PINGRESP within {limit:?}"),
+                    ))
                 }
                 Step::PingDue => {
                     // Written by the next poll, which yields Outgoing(PingReq)
@@ -362,39 +324,103 @@ impl Driver {
                     None
                 }
                 Step::ConnectTimeout => {
-                    self.tracker.connect_timed_out(self.connect_timeout);
-                    let detail = format!("not connected within {:?}", self.connect_timeout);
-                    Some((FailureReason::Timeout, detail))
+                    let limit = self.options.connect_timeout();
+                    self.tracker.connect_timed_out(limit);
+                    Some((
+                        FailureReason::Timeout,
+                        format!("not connected within {limit:?}"),
+                    ))
                 }
             };
-            if let Some((reason, detail)) = failure {
-                self.pings.lost();
-                self.note_failure(reason, up, &detail);
-                // Drop the socket (if any) so the next poll reconnects from scratch.
-                self.eventloop.clean();
-                let delay = self.delays.next_delay();
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    _ = sleep(delay) => {}
-                }
-                // Rotated secrets and certificates count from the next attempt.
-                let files = self.options.reread_files(&mut self.eventloop.mqtt_options);
-                let reread = tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    reread = files => reread,
-                };
-                if let Err(error) = reread {
-                    tracing::warn!(
-                        client_id = %self.tracker.client_id(),
-                        %error,
-                        "cannot read the files to connect with; trying with what was read before"
-                    );
-                }
+            if let Some((reason, detail)) = failure
+                && self
+                    .recover(reason, up, &detail, &mut shutdown)
+                    .await
+                    .is_break()
+            {
+                break;
             }
         }
         self.terminate().await;
+    }
+
+    /// Polls the event loop until something happens: an event or error, the
+    /// ping deadline, a ping falling due, the connect timeout, or shutdown.
+    async fn next_step(&mut self, up: bool, shutdown: &mut oneshot::Receiver<()>) -> Step {
+        if !up {
+            // The CONNECT announces the keep-alive (rumqttc's timer was
+            // turned off while connected, see `on_event`).
+            let keep_alive = self.options.keep_alive();
+            self.eventloop.mqtt_options.set_keep_alive(keep_alive);
+        }
+        let ping_deadline = self
+            .tracker
+            .ping_deadline(self.options.ping_timeout())
+            .map(Instant::from_std);
+        let ping_due = self.pings.due().map(Instant::from_std);
+        // Until the broker accepts CONNECT, the whole attempt is bounded by the
+        // connect timeout; once up, the ping deadline watches the link.
+        let connect_timeout = (!up).then(|| self.options.connect_timeout());
+        let eventloop = &mut self.eventloop;
+        let poll = async move {
+            match connect_timeout {
+                Some(limit) => timeout(limit, eventloop.poll())
+                    .await
+                    .map_or(Step::ConnectTimeout, Step::Polled),
+                None => Step::Polled(eventloop.poll().await),
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown => Step::Shutdown,
+            _ = sleep_until(ping_deadline.unwrap_or_else(Instant::now)), if ping_deadline.is_some() => {
+                Step::PingTimeout
+            }
+            // Cancels a poll that is waiting for the network or a request:
+            // rumqttc's reads and request intake are cancel-safe, and a
+            // write it had begun stays in its buffer for the next flush.
+            _ = sleep_until(ping_due.unwrap_or_else(Instant::now)), if ping_due.is_some() => {
+                Step::PingDue
+            }
+            step = poll => step,
+        }
+    }
+
+    /// After a failure: note it, drop the socket, wait out the backoff, and
+    /// read the secret and certificate files again for the next attempt.
+    /// `Break` when shutdown came meanwhile.
+    async fn recover(
+        &mut self,
+        reason: FailureReason,
+        was_up: bool,
+        detail: &str,
+        shutdown: &mut oneshot::Receiver<()>,
+    ) -> ControlFlow<()> {
+        self.pings.lost();
+        self.note_failure(reason, was_up, detail);
+        // Drop the socket (if any) so the next poll reconnects from scratch.
+        self.eventloop.clean();
+        let delay = self.delays.next_delay();
+        tokio::select! {
+            biased;
+            _ = &mut *shutdown => return ControlFlow::Break(()),
+            _ = sleep(delay) => {}
+        }
+        // Rotated secrets and certificates count from the next attempt.
+        let files = self.options.reread_files(&mut self.eventloop.mqtt_options);
+        let reread = tokio::select! {
+            biased;
+            _ = shutdown => return ControlFlow::Break(()),
+            reread = files => reread,
+        };
+        if let Err(error) = reread {
+            tracing::warn!(
+                client_id = %self.tracker.client_id(),
+                %error,
+                "cannot read the files to connect with; trying with what was read before"
+            );
+        }
+        ControlFlow::Continue(())
     }
 
     /// Starts the backoff over after an established connection, and logs

@@ -35,7 +35,7 @@ use std::future::Future;
 use axum::Router;
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
@@ -45,7 +45,7 @@ use crate::http::WebConfig;
 use healthcheck::healthcheck;
 use listen::bind;
 use otlp::{start_otlp, stop_otlp};
-use reload::{hangup_signals, reload_router};
+use reload::{ReloadRequest, hangup_signals, reload_router};
 use supervisor::{Supervisor, off_the_runtime, validate_targets};
 
 /// Runs the daemon as the binary does: `--config.check`, or start, serve until
@@ -114,19 +114,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         () = &mut shutdown => return Ok(()),
         () = std::future::ready(()) => {}
     }
-    // Files are read off this task, which also waits for the signals.
-    let (config_path, web_config_path) = (cli.config_file.clone(), cli.web_config_file.clone());
-    let loading = off_the_runtime(move || {
-        let web_config = match web_config_path.as_deref() {
-            Some(path) => WebConfig::load(path)?,
-            None => WebConfig::default(),
-        };
-        Ok((Config::load_or_default(config_path.as_deref())?, web_config))
-    });
     let (config, web_config) = tokio::select! {
         biased;
         () = &mut shutdown => return Ok(()),
-        loaded = loading => loaded?,
+        loaded = load_files(&cli) => loaded?,
     };
     let mut listeners = Vec::new();
     for address in &cli.listen_addresses {
@@ -172,23 +163,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         "mqtt-pulse started"
     );
 
-    loop {
-        let request = tokio::select! {
-            () = &mut shutdown => break,
-            Some(request) = reload_rx.recv() => Some(request),
-            Some(()) = hangups.recv() => None,
-        };
-        // SIGTERM ends a reload still reading its files: shutdown stops
-        // whatever runs then.
-        let outcome = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            outcome = supervisor.reload() => outcome,
-        };
-        if let Some(request) = request {
-            let _ = request.reply.send(outcome);
-        }
-    }
+    reload_until(&mut supervisor, &mut reload_rx, &mut hangups, &mut shutdown).await;
 
     tracing::info!("shutting down");
     let _ = stop_serving.send(true);
@@ -198,6 +173,46 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     stop_otlp(otlp).await;
     supervisor.shutdown().await;
     Ok(())
+}
+
+/// The config file and the web config, read off this task (which also waits
+/// for the signals).
+async fn load_files(cli: &Cli) -> Result<(Config, WebConfig), DaemonError> {
+    let (config_path, web_config_path) = (cli.config_file.clone(), cli.web_config_file.clone());
+    off_the_runtime(move || {
+        let web_config = match web_config_path.as_deref() {
+            Some(path) => WebConfig::load(path)?,
+            None => WebConfig::default(),
+        };
+        Ok((Config::load_or_default(config_path.as_deref())?, web_config))
+    })
+    .await
+}
+
+/// Reloads on each `POST /-/reload` (answered when done) and SIGHUP, one at
+/// a time, until `shutdown` completes — which also ends a reload still
+/// reading its files.
+async fn reload_until(
+    supervisor: &mut Supervisor,
+    requests: &mut mpsc::Receiver<ReloadRequest>,
+    hangups: &mut mpsc::Receiver<()>,
+    mut shutdown: impl Future<Output = ()> + Unpin,
+) {
+    loop {
+        let request = tokio::select! {
+            () = &mut shutdown => return,
+            Some(request) = requests.recv() => Some(request),
+            Some(()) = hangups.recv() => None,
+        };
+        let outcome = tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            outcome = supervisor.reload() => outcome,
+        };
+        if let Some(request) = request {
+            let _ = request.reply.send(outcome);
+        }
+    }
 }
 
 /// Serves `app` on every listener until the returned sender says stop; the
