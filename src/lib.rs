@@ -35,8 +35,39 @@
 //! * `jemalloc` (default) — the binary's allocator; the library never
 //!   installs one.
 //!
+//! * `websocket` (default) — `ws://` and `wss://` brokers.
+//! * `process-metrics` (default) — `process_*` metrics, when
+//!   [`MetricsBuilder::with_process_metrics`] asks for them.
+//! * `ring` (through `daemon` and `web-config`) — rustls's ring provider, for
+//!   mqtt-pulse's own TLS connections when the process has no default
+//!   provider. Without it mqtt-pulse compiles and installs no provider: a
+//!   host's TLS stays the host's (see [`TlsOptions`]).
+//!
 //! An embedding service sets `default-features = false` and gets the hub, the
 //! driver, the Prometheus exporter and the router.
+//!
+//! # The short path in
+//!
+//! What an embedder uses is re-exported here: [`Events`] (the hub),
+//! [`ClientFilter`], [`EventKind`], [`Status`], [`MetricsBuilder`],
+//! [`MetricsHandle`], [`ConnectionTracker`] (for a rumqttc loop the service
+//! polls itself), [`Connection`] and [`ConnectionOptions`] (for a connection
+//! mqtt-pulse drives). The hub's event type stays [`events::Event`], so it
+//! never shadows `rumqttc::Event`.
+//!
+//! The public API is tied to three crates, re-exported so a service can use
+//! exactly the versions it was built with:
+//!
+//! * [`prometheus`] 0.14 — [`MetricsBuilder::with_registry`] takes its
+//!   `Registry` (a `Registry` of prometheus 0.13 is another type);
+//! * [`axum`] 0.8 — the routes in [`http`] are `axum::routing::MethodRouter`s
+//!   and `axum::Router`s;
+//! * [`rumqttc`] 0.25 — [`ConnectionTracker`] reads its `MqttOptions`,
+//!   `Event`s and `ConnectionError`s.
+//!
+//! mqtt-pulse logs through [`tracing`](https://docs.rs/tracing) (connection
+//! status changes at `info`, failed attempts at `debug`); it installs no
+//! subscriber.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -49,6 +80,14 @@ pub mod events;
 pub mod exporter;
 pub mod http;
 mod sync;
+
+pub use axum;
+pub use prometheus;
+pub use rumqttc;
+
+pub use connection::{Connection, ConnectionOptions, ConnectionTracker, OptionsError, TlsOptions};
+pub use events::{ClientFilter, ClientId, EventKind, Events, Message, Status, Subscription};
+pub use exporter::metrics::{BuildError, MetricsBuilder, MetricsHandle};
 
 // The README's Rust snippets compile as doctests, imports included.
 #[cfg(doctest)]

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use mqtt_pulse::connection::ConnectionTracker;
-use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
-use mqtt_pulse::exporter::metrics::MetricsBuilder;
-use prometheus::{IntCounter, Registry};
-use rumqttc::{AsyncClient, MqttOptions};
+use mqtt_pulse::events::Event;
+use mqtt_pulse::prometheus::{IntCounter, Registry};
+use mqtt_pulse::rumqttc::{AsyncClient, MqttOptions};
+use mqtt_pulse::{ClientFilter, ConnectionTracker, EventKind, Events, MetricsBuilder, Status};
 use support::Broker;
 use support::http::get_text;
 
@@ -30,15 +29,14 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     let events = Events::new();
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
     status.register(ClientFilter::Any, EventKind::PingResponse);
-    let mut tracker = ConnectionTracker::new(&events, "embedded-app", broker.addr());
+    let mut options = MqttOptions::new("embedded-app", "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(1));
+    let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options);
     let handle = MetricsBuilder::new(&events)
         .with_registry(registry)
         .install()
         .unwrap();
-    let app = app_routes.merge(mqtt_pulse::http::router(handle));
-
-    let mut options = MqttOptions::new("embedded-app", "127.0.0.1", broker.port());
-    options.set_keep_alive(Duration::from_secs(1));
+    let app = app_routes.route("/metrics", mqtt_pulse::http::metrics_route(handle));
     let (_client, mut eventloop) = AsyncClient::new(options, 16);
     let driver = tokio::spawn(async move {
         loop {

@@ -61,7 +61,10 @@ fn client_series(name: &str, id: &str) -> String {
 #[tokio::test]
 async fn promtool_finds_no_problem_in_a_real_metrics_page() {
     let events = Events::new();
-    let handle = MetricsBuilder::new(&events).install().unwrap(); // with process metrics
+    let handle = MetricsBuilder::new(&events)
+        .with_process_metrics(true)
+        .install()
+        .unwrap();
     up_with_pings(&events, "plant-a", &[150, 900, 4_000]);
     let down = up_with_pings(&events, "plant-b", &[2_000_000]);
     events.dispatch(&down, Event::Status(Status::Down));
@@ -84,7 +87,7 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
     assert_eq!(status, StatusCode::OK);
     assert!(
         page.contains("process_cpu_seconds_total"),
-        "process metrics are on by default"
+        "process metrics when asked for"
     );
     // Extra constant labels follow ours, sorted by name, escaped, on every
     // per-client family.
@@ -355,6 +358,7 @@ fn a_registry_takes_one_exporter_and_a_failed_build_leaves_nothing_behind() {
 
     let second = MetricsBuilder::new(&Events::new())
         .with_registry(registry.clone())
+        .with_process_metrics(true)
         .build();
     let Err(error) = second else {
         panic!("a second exporter on one registry must be refused")
@@ -388,16 +392,24 @@ async fn an_embedding_service_serves_its_metrics_and_ours_on_one_page() {
     let registry = prometheus::Registry::new();
     let orders = prometheus::IntCounter::new("shop_orders_total", "Orders taken.").unwrap();
     registry.register(Box::new(orders.clone())).unwrap();
+    // …its own process collector (process metrics are ours only when asked
+    // for, so registering ours cannot clash with it)…
+    #[cfg(all(target_os = "linux", feature = "process-metrics"))]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .unwrap();
     // …its own hub, fed by its own MQTT connections…
     let events = Events::new();
     let handle = MetricsBuilder::new(&events)
         .with_registry(registry.clone())
         .install()
         .unwrap();
-    // …and its own router, with ours merged in.
+    // …and its own router, with our /metrics route at its place.
     let app = Router::new()
         .route("/orders", get(|| async { "no orders\n" }))
-        .merge(http::router(handle));
+        .route("/metrics", http::metrics_route(handle));
 
     orders.inc_by(3);
     up_with_pings(&events, "shop-mqtt", &[800]);
@@ -408,11 +420,24 @@ async fn an_embedding_service_serves_its_metrics_and_ours_on_one_page() {
         sample(&page, &client_series("mqtt_client_up", "shop-mqtt")),
         Some(1.0)
     );
-    assert!(page.contains("process_resident_memory_bytes"));
+    #[cfg(all(target_os = "linux", feature = "process-metrics"))]
     assert_eq!(
-        get_text(app, "/orders").await,
+        page.matches("# TYPE process_resident_memory_bytes").count(),
+        1
+    );
+    assert!(page.contains("promhttp_metric_handler_requests_total"));
+    assert_eq!(
+        get_text(app.clone(), "/orders").await,
         (StatusCode::OK, "no orders\n".to_owned())
     );
+    // Only the route asked for: no landing page, no health endpoints.
+    for path in ["/", "/-/healthy", "/-/ready"] {
+        assert_eq!(
+            get_text(app.clone(), path).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -84,3 +84,28 @@ fn the_embed_example_builds_without_default_features() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn an_embedder_without_default_features_gets_no_rustls_crypto_provider_from_us() {
+    // With two providers compiled in, rustls cannot pick the process default
+    // from its features and a host's `ClientConfig::builder()` panics: the
+    // host's TLS must stay the host's.
+    let output = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "--offline", "--locked", "-e", "features"])
+        .args(["--no-default-features", "-i", "rustls"])
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).expect("cargo tree prints UTF-8");
+    for provider in ["ring", "aws_lc_rs", "aws-lc-rs"] {
+        assert!(
+            !tree.contains(&format!("rustls feature \"{provider}\"")),
+            "the lean build turns on rustls's {provider} provider:\n{tree}"
+        );
+    }
+}

@@ -71,6 +71,14 @@ pub enum OptionsError {
     /// the reader failed.
     #[error("the password, CA, certificate or key files were not read within {0:?}")]
     ReadTimedOut(Duration),
+    /// No rustls crypto provider is installed for the process and this build
+    /// has none of its own (feature `ring`).
+    #[error(
+        "no rustls crypto provider is installed for this process: call \
+         rustls::crypto::aws_lc_rs::default_provider().install_default() (or ring's) at startup, \
+         or enable mqtt-pulse's `ring` feature"
+    )]
+    NoCryptoProvider,
     /// rustls rejected the TLS configuration.
     #[error("invalid TLS configuration: {0}")]
     Tls(rustls::Error),

@@ -157,8 +157,7 @@ impl Connection {
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
 
-        let tracker =
-            ConnectionTracker::with_info(events, options.client_id.clone(), options.client_info());
+        let tracker = ConnectionTracker::from_options(events, &options);
         let (publish_handoff, publish_handoff_rx) = oneshot::channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
         let subscriptions = Arc::new(Subscriptions::default());
@@ -310,7 +309,7 @@ impl Driver {
                     .map(|reason| (reason, error.to_string())),
                 Step::PingTimeout => {
                     let limit = self.options.ping_timeout();
-                    self.tracker.ping_timed_out(limit);
+                    self.tracker.ping_timed_out();
                     Some((
                         FailureReason::PingTimeout,
                         format!("no PINGRESP within {limit:?}"),
@@ -353,10 +352,7 @@ impl Driver {
             let keep_alive = self.options.keep_alive();
             self.eventloop.mqtt_options.set_keep_alive(keep_alive);
         }
-        let ping_deadline = self
-            .tracker
-            .ping_deadline(self.options.ping_timeout())
-            .map(Instant::from_std);
+        let ping_deadline = self.tracker.ping_deadline().map(Instant::from_std);
         let ping_due = self.pings.due().map(Instant::from_std);
         // Until the broker accepts CONNECT, the whole attempt is bounded by the
         // connect timeout; once up, the ping deadline watches the link.

@@ -87,6 +87,22 @@ impl fmt::Debug for Password {
 /// Checks the MQTT rule for keep-alive: whole seconds in 16 bits, 1 s to
 /// 65,535 s. The config file applies it when it reads `keep_alive`, the
 /// connection when it starts.
+/// The `broker` label: `host:port`, `[v6]:port` for an IPv6 address. The one
+/// spelling of a broker, for [`ConnectionOptions`] and the tracker alike.
+pub(crate) fn broker_label(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The ping timeout unless set: half the keep-alive, so a silent broker is
+/// noticed within 1.5 keep-alives rather than rumqttc's 2.
+pub(crate) fn default_ping_timeout(keep_alive: Duration) -> Duration {
+    keep_alive / 2
+}
+
 pub(crate) fn check_keep_alive(keep_alive: Duration) -> Result<(), OptionsError> {
     if keep_alive.subsec_nanos() != 0 || !(1..=65_535).contains(&keep_alive.as_secs()) {
         return Err(OptionsError::KeepAlive(keep_alive));
@@ -270,12 +286,7 @@ impl ConnectionOptions {
 
     /// The broker as `host:port`: the `broker` label of the metrics.
     pub fn broker(&self) -> String {
-        let BrokerUrl { host, port, .. } = &self.broker;
-        if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        }
+        broker_label(&self.broker.host, self.broker.port)
     }
 
     /// How often the connection pings the broker.
@@ -285,7 +296,8 @@ impl ConnectionOptions {
 
     /// The ping timeout in force (explicit, or half the keep-alive).
     pub fn ping_timeout(&self) -> Duration {
-        self.ping_timeout.unwrap_or(self.keep_alive / 2)
+        self.ping_timeout
+            .unwrap_or_else(|| default_ping_timeout(self.keep_alive))
     }
 
     /// How long the TCP, TLS and MQTT handshakes together may take.

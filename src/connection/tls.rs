@@ -2,8 +2,19 @@
 //!
 //! Built here rather than by rumqttc because rumqttc's default loads the
 //! system roots with `expect`: a bad file must become an error naming it, never
-//! a panic. It uses the ring provider explicitly, so it works whether or not a
-//! process-wide default provider was installed.
+//! a panic.
+//!
+//! # Which crypto provider
+//!
+//! mqtt-pulse never changes how its host's TLS behaves: without its `ring`
+//! feature it compiles no rustls crypto provider and installs none. Its own
+//! connections use the process-level default,
+//! [`CryptoProvider::get_default`](rustls::crypto::CryptoProvider::get_default):
+//! the one the host installed, or the one rustls installed from its crate
+//! features the first time the host built a TLS config. With the `ring`
+//! feature (on in the daemon), ring is used when no default is installed —
+//! for mqtt-pulse's connections only; nothing is installed. Without either,
+//! starting a TLS connection fails with [`OptionsError::NoCryptoProvider`].
 //!
 //! Its files are read through [`files`](super::files) (regular files only,
 //! size-capped) each time a configuration is built: at start and at every
@@ -14,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateDer as Der, PrivateKeyDer};
 use rustls::{ClientConfig, DigitallySignedStruct as Dss, RootCertStore};
@@ -22,6 +34,18 @@ use super::OptionsError;
 use super::files::{self, FileKind};
 
 /// TLS settings of a connection. With no CA file, the system's roots are trusted.
+///
+/// The crypto provider is the process's default
+/// ([`CryptoProvider::get_default`](rustls::crypto::CryptoProvider::get_default)),
+/// so a host's TLS and mqtt-pulse's use the same one. A host that uses rustls
+/// installs it once at startup, as rustls recommends — with the provider its
+/// own crates chose, e.g.
+/// `rustls::crypto::aws_lc_rs::default_provider().install_default()` for
+/// rumqttc's default features.
+///
+/// Without an installed default (and without mqtt-pulse's `ring` feature, which
+/// falls back to ring), starting a `mqtts://` or `wss://` connection fails
+/// with [`OptionsError::NoCryptoProvider`], never a panic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     /// PEM file of the CA certificates to trust instead of the system roots.
@@ -61,7 +85,7 @@ impl TlsOptions {
             Some(path) => roots_from_file(path)?,
             None => system_roots()?,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crypto_provider()?;
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(OptionsError::Tls)?;
@@ -92,6 +116,17 @@ impl TlsOptions {
         };
         Ok(Arc::new(config))
     }
+}
+
+/// The process default provider; with the `ring` feature, ring if there is none.
+fn crypto_provider() -> Result<Arc<CryptoProvider>, OptionsError> {
+    if let Some(provider) = CryptoProvider::get_default() {
+        return Ok(Arc::clone(provider));
+    }
+    #[cfg(feature = "ring")]
+    return Ok(Arc::new(rustls::crypto::ring::default_provider()));
+    #[cfg(not(feature = "ring"))]
+    Err(OptionsError::NoCryptoProvider)
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, OptionsError> {
@@ -140,7 +175,7 @@ fn system_roots() -> Result<RootCertStore, OptionsError> {
 /// accepted, but the handshake signatures are still verified, so the session is
 /// at least bound to the key the server presented.
 #[derive(Debug)]
-struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct AnyServerCertificate(Arc<CryptoProvider>);
 
 /// The answer to a handshake signature check.
 type SignatureCheck = Result<HandshakeSignatureValid, rustls::Error>;

@@ -8,31 +8,74 @@ use std::time::{Duration, Instant};
 use rumqttc::ConnectionError;
 
 use super::link::{Link, Observed, classify};
+use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
 use crate::events::{ClientId, ClientInfo, Event, Events, FailureReason, Status};
 
 /// Reports one MQTT connection's health to an events hub from the events and
 /// errors its rumqttc `EventLoop::poll()` returns.
 ///
-/// For a service that already polls its own event loop: call
-/// [`observe`](Self::observe) with each event and
+/// For a service that already polls its own event loop: build the tracker
+/// from the same `MqttOptions` ([`from_mqtt_options`](Self::from_mqtt_options)),
+/// call [`observe`](Self::observe) with each event and
 /// [`observe_error`](Self::observe_error) with each error, and the hub (and so
 /// the exporters) sees the same `Status` and `PingResponse` events as for a
 /// connection mqtt-pulse drives. Dropping the tracker reports the connection
 /// as terminated.
 ///
+/// # The ping deadline
+///
+/// A [`Connection`](super::Connection) gives up on a PINGREQ left unanswered
+/// for its ping timeout (half the keep-alive by default) and reports the
+/// connection Down (reason `ping_timeout`); rumqttc alone notices only at the
+/// next keep-alive tick, up to twice as late. The tracker only observes — it
+/// owns no timer and cannot close the host's socket — so it offers the same
+/// deadline for the host's loop to wait on: [`ping_deadline`](Self::ping_deadline)
+/// says until when the outstanding PINGREQ may go unanswered, and
+/// [`check_ping`](Self::check_ping) reports the timeout once it has passed
+/// (then the host drops the link, e.g. `eventloop.clean()`, and polls again to
+/// reconnect). A host that never calls them gets rumqttc's own detection.
+///
 /// ```
-/// use mqtt_pulse::connection::ConnectionTracker;
-/// use mqtt_pulse::events::{Events, Status};
-/// use rumqttc::{ConnAck, ConnectReturnCode, Event, Incoming};
+/// use mqtt_pulse::{ConnectionTracker, Events, Status};
+/// use rumqttc::{ConnAck, ConnectReturnCode, Event, Incoming, MqttOptions};
 ///
 /// let events = Events::new();
-/// let mut tracker = ConnectionTracker::new(&events, "my-service", "127.0.0.1:1883");
+/// let options = MqttOptions::new("my-service", "127.0.0.1", 1883);
+/// let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options);
 /// assert_eq!(events.status("my-service"), Some(Status::Down));
 ///
 /// // In the service's own loop: `let event = eventloop.poll().await?;`
 /// let event = Event::Incoming(Incoming::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)));
 /// tracker.observe(&event);
 /// assert_eq!(events.status("my-service"), Some(Status::Up));
+/// assert_eq!(events.clients()[0].info.broker.as_ref(), "127.0.0.1:1883");
+/// ```
+///
+/// With the deadline, in the host's loop:
+///
+/// ```no_run
+/// # use mqtt_pulse::{ConnectionTracker, Events};
+/// # async fn demo(mut eventloop: rumqttc::EventLoop, mut tracker: ConnectionTracker) {
+/// loop {
+///     let deadline = tracker.ping_deadline();
+///     tokio::select! {
+///         polled = eventloop.poll() => match polled {
+///             Ok(event) => tracker.observe(&event),
+///             Err(error) => {
+///                 tracker.observe_error(&error);
+///                 tokio::time::sleep(std::time::Duration::from_secs(1)).await; // your backoff
+///             }
+///         },
+///         _ = tokio::time::sleep_until(deadline.unwrap_or_else(std::time::Instant::now).into()),
+///             if deadline.is_some() =>
+///         {
+///             if tracker.check_ping(std::time::Instant::now()) {
+///                 eventloop.clean(); // drop the silent link; the next poll reconnects
+///             }
+///         }
+///     }
+/// }
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct ConnectionTracker {
@@ -40,19 +83,48 @@ pub struct ConnectionTracker {
     client_id: ClientId,
     broker: std::sync::Arc<str>,
     link: Link,
+    /// How long a PINGREQ may go unanswered; `None` without keep-alive.
+    ping_timeout: Option<Duration>,
 }
 
 impl ConnectionTracker {
-    /// Starts tracking `client_id`, connected (or connecting) to `broker`
-    /// (`host:port`). The hub knows the client from now on, as Down.
-    pub fn new(events: &Events, client_id: impl Into<ClientId>, broker: impl Into<String>) -> Self {
-        let broker: std::sync::Arc<str> = broker.into().into();
-        Self::with_info(events, client_id, ClientInfo::new(broker))
+    /// Starts tracking the connection `options` describe — the host's own
+    /// rumqttc options: the client id, and the broker label as `host:port`
+    /// (the same form [`ConnectionOptions::broker`] gives, `[v6]:port` for an
+    /// IPv6 address). The ping timeout is half the keep-alive, as for a
+    /// [`Connection`](super::Connection); none when keep-alive is off. The hub
+    /// knows the client from now on, as Down.
+    pub fn from_mqtt_options(events: &Events, options: &rumqttc::MqttOptions) -> Self {
+        let (host, port) = options.broker_address();
+        let keep_alive = options.keep_alive();
+        let mut tracker = Self::with_info(
+            events,
+            options.client_id(),
+            ClientInfo::new(broker_label(&host, port)),
+        );
+        tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
+        tracker
     }
 
-    /// As [`new`](Self::new), with everything the hub should know of the
-    /// client: its broker and extra constant labels.
-    pub fn with_info(events: &Events, client_id: impl Into<ClientId>, info: ClientInfo) -> Self {
+    /// Sets how long a PINGREQ may go unanswered before
+    /// [`check_ping`](Self::check_ping) reports the connection lost.
+    ///
+    /// Defaults to half the keep-alive of the options it was built from.
+    #[must_use]
+    pub fn with_ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = Some(timeout);
+        self
+    }
+
+    /// The tracker of a connection mqtt-pulse drives.
+    pub(crate) fn from_options(events: &Events, options: &ConnectionOptions) -> Self {
+        let mut tracker =
+            Self::with_info(events, options.client_id().clone(), options.client_info());
+        tracker.ping_timeout = Some(options.ping_timeout());
+        tracker
+    }
+
+    fn with_info(events: &Events, client_id: impl Into<ClientId>, info: ClientInfo) -> Self {
         let client_id = client_id.into();
         let broker = std::sync::Arc::clone(&info.broker);
         events.announce(&client_id, info);
@@ -61,6 +133,7 @@ impl ConnectionTracker {
             client_id,
             broker,
             link: Link::new(),
+            ping_timeout: None,
         }
     }
 
@@ -100,8 +173,31 @@ impl ConnectionTracker {
         Some(reason)
     }
 
-    /// The outstanding PINGREQ went unanswered for too long.
-    pub(crate) fn ping_timed_out(&mut self, timeout: Duration) {
+    /// Until when the outstanding PINGREQ may go unanswered: the time it was
+    /// sent plus the ping timeout. `None` when no PINGREQ is outstanding or
+    /// keep-alive is off.
+    pub fn ping_deadline(&self) -> Option<Instant> {
+        self.link.ping_deadline(self.ping_timeout?)
+    }
+
+    /// If the [`ping_deadline`](Self::ping_deadline) has passed at `now`,
+    /// counts a `ping_timeout` failure, reports the connection Down and
+    /// returns `true`: the host should then drop the link and reconnect.
+    /// Otherwise changes nothing and returns `false`.
+    pub fn check_ping(&mut self, now: Instant) -> bool {
+        match self.ping_deadline() {
+            Some(deadline) if now >= deadline => {
+                self.ping_timed_out();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The outstanding PINGREQ went unanswered for too long (the driver's
+    /// own timer said so).
+    pub(crate) fn ping_timed_out(&mut self) {
+        let timeout = self.ping_timeout.unwrap_or_default();
         self.failed(
             FailureReason::PingTimeout,
             &format_args!("no PINGRESP within {timeout:?}"),
@@ -114,10 +210,6 @@ impl ConnectionTracker {
             FailureReason::Timeout,
             &format_args!("not connected within {timeout:?}"),
         );
-    }
-
-    pub(crate) fn ping_deadline(&self, ping_timeout: Duration) -> Option<Instant> {
-        self.link.ping_deadline(ping_timeout)
     }
 
     /// Reports that the connection is being shut down on purpose.
@@ -172,5 +264,78 @@ impl ConnectionTracker {
 impl Drop for ConnectionTracker {
     fn drop(&mut self) {
         self.terminated();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{ConnAck, ConnectReturnCode, Incoming, MqttOptions, Outgoing};
+
+    fn up(tracker: &mut ConnectionTracker, at: Instant) {
+        let connack = ConnAck::new(ConnectReturnCode::Success, false);
+        tracker.observe_at(&rumqttc::Event::Incoming(Incoming::ConnAck(connack)), at);
+    }
+
+    #[test]
+    fn the_broker_label_from_mqtt_options_is_spelled_as_connection_options_spell_it() {
+        let events = Events::new();
+        for (host, expected) in [("127.0.0.1", "127.0.0.1:1883"), ("::1", "[::1]:1883")] {
+            let tracker =
+                ConnectionTracker::from_mqtt_options(&events, &MqttOptions::new("a", host, 1883));
+            let url = if host.contains(':') {
+                format!("mqtt://[{host}]:1883")
+            } else {
+                format!("mqtt://{host}:1883")
+            };
+            let options = ConnectionOptions::new("a", &url).unwrap();
+            assert_eq!(&*tracker.broker, expected);
+            assert_eq!(options.broker(), expected);
+        }
+    }
+
+    #[test]
+    fn the_ping_deadline_is_half_the_keep_alive_as_for_a_connection() {
+        let events = Events::new();
+        let mut options = MqttOptions::new("a", "127.0.0.1", 1883);
+        options.set_keep_alive(Duration::from_secs(4));
+        let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options);
+        let t0 = Instant::now();
+        up(&mut tracker, t0);
+        assert_eq!(tracker.ping_deadline(), None, "no PINGREQ outstanding");
+
+        tracker.observe_at(&rumqttc::Event::Outgoing(Outgoing::PingReq), t0);
+        assert_eq!(tracker.ping_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert!(!tracker.check_ping(t0 + Duration::from_millis(1999)));
+        assert_eq!(tracker.status(), Status::Up);
+        assert!(tracker.check_ping(t0 + Duration::from_secs(2)));
+        assert_eq!(tracker.status(), Status::Down);
+        assert_eq!(
+            tracker.ping_deadline(),
+            None,
+            "the lost link has no ping outstanding"
+        );
+    }
+
+    #[test]
+    fn an_answered_ping_clears_the_deadline() {
+        let events = Events::new();
+        let options = MqttOptions::new("a", "127.0.0.1", 1883);
+        let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options)
+            .with_ping_timeout(Duration::from_millis(100));
+        let t0 = Instant::now();
+        up(&mut tracker, t0);
+        tracker.observe_at(&rumqttc::Event::Outgoing(Outgoing::PingReq), t0);
+        assert_eq!(
+            tracker.ping_deadline(),
+            Some(t0 + Duration::from_millis(100))
+        );
+        tracker.observe_at(
+            &rumqttc::Event::Incoming(Incoming::PingResp),
+            t0 + Duration::from_millis(1),
+        );
+        assert_eq!(tracker.ping_deadline(), None);
+        assert!(!tracker.check_ping(t0 + Duration::from_secs(9)));
+        assert_eq!(tracker.status(), Status::Up);
     }
 }

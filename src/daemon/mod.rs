@@ -55,6 +55,7 @@ use supervisor::{Supervisor, off_the_runtime, validate_targets};
 /// [`DaemonError`] for anything that keeps the daemon from starting.
 pub fn main(cli: Cli) -> Result<(), DaemonError> {
     return_freed_memory();
+    install_crypto_provider();
     if let Some(Command::Healthcheck) = cli.command {
         let address = cli.listen_addresses.first().map_or(":9883", String::as_str);
         let tls = match &cli.web_config_file {
@@ -71,6 +72,13 @@ pub fn main(cli: Cli) -> Result<(), DaemonError> {
         .build()
         .map_err(DaemonError::Runtime)?;
     runtime.block_on(run(cli, crate::http::shutdown_signal()))
+}
+
+/// The daemon is the process, so it picks the process's rustls provider: ring
+/// (the one it compiles). A library never does this; see `connection::tls`.
+fn install_crypto_provider() {
+    // Err only if one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn check_config(cli: &Cli) -> Result<(), DaemonError> {
@@ -128,6 +136,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let registry = Registry::new();
     let handle = MetricsBuilder::new(&events)
         .with_registry(registry.clone())
+        .with_process_metrics(true)
         .install()?;
     // Before the targets start, so their first status changes are counted.
     let otlp = start_otlp(&config, &events, &registry)?;

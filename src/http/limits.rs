@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 /// How many `/metrics` requests may be answered at once; more are answered
-/// `503` at once. Waiting scrapes share one render (see [`router`](super::router)),
+/// `503` at once. Waiting scrapes share one render (see [`metrics_route`](super::metrics_route)),
 /// so this bounds connections held, not CPU: room for a thousand scrapers.
 pub const MAX_CONCURRENT_SCRAPES: usize = 1024;
 

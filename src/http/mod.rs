@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //!
-//! * `mod.rs`: the routes ([`router`], [`with_default_fallbacks`]) and the
-//!   probe answers;
+//! * `mod.rs`: the routes — one at a time for a service's own router
+//!   ([`metrics_route`], [`landing_route`], [`healthy_route`],
+//!   [`ready_route`]), or the daemon's set ([`router`],
+//!   [`with_default_fallbacks`]) — and the probe answers;
 //! * `server.rs`: [`Server`], [`run`] — serving, timeouts, graceful shutdown;
 //! * `scrape.rs`: `/metrics`, shared renders; `landing.rs`: the page at `/`;
 //! * `limits.rs`: concurrency caps and the body limit;
@@ -105,7 +107,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use tokio::net::TcpListener;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
@@ -126,27 +128,46 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// the connection is closed (see [`Server::with_header_read_timeout`]).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The exporter's routes: `GET /metrics`, `GET /` (landing page), `GET
-/// /-/healthy`, `GET /-/ready`, with `HEAD` for each, and gzip when the
-/// client accepts it.
+/// `GET /metrics` (and `HEAD`) for a service's own router, at the path it
+/// chooses: the handle's registry — the service's metrics and ours — in the
+/// text format, gzipped when the scraper accepts it.
 ///
-/// Scrapes of `/metrics` waiting at the same time share one render, which
-/// starts after each of them arrived, so every answer reflects every event
-/// dispatched before its request. At most [`MAX_CONCURRENT_SCRAPES`] scrapes
-/// and [`MAX_CONCURRENT_RENDERS`] landing pages are answered at once (the
-/// clones of one router share the caps); more are answered `503` with
-/// `Retry-After: 1`. `/metrics` answers are counted in
-/// `promhttp_metric_handler_requests_total` and
-/// `promhttp_metric_handler_requests_in_flight` on the handle's registry, as
-/// node_exporter counts its own.
+/// Scrapes waiting at the same time share one render, which starts after each
+/// of them arrived, so every answer reflects every event dispatched before its
+/// request; renders run on a blocking thread. At most
+/// [`MAX_CONCURRENT_SCRAPES`] scrapes are answered at once (the clones of one
+/// route share the cap), more get `503` with `Retry-After: 1`. Answers are
+/// counted in `promhttp_metric_handler_requests_total` and
+/// `promhttp_metric_handler_requests_in_flight`, registered on the handle's
+/// registry when this is called (as node_exporter counts its own).
 ///
-/// It sets no fallback: unknown paths and other methods get what the
-/// application's router answers (axum's empty `404` and `405` by default).
-/// Mount it on a service's own router with [`Router::merge`]; to answer as
-/// the mqtt-pulse daemon does, wrap the merged router in
-/// [`with_default_fallbacks`].
-pub fn router(handle: MetricsHandle) -> Router {
-    let metrics = get(scrape::metrics)
+/// Generic over the router's state, so it mounts on any `Router<S>`:
+///
+/// ```
+/// use axum::Router;
+/// use mqtt_pulse::{Events, MetricsBuilder};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #[derive(Clone)]
+/// struct AppState;
+/// let metrics = MetricsBuilder::new(&Events::new()).install()?;
+/// let app: Router<AppState> =
+///     Router::new().route("/internal/metrics", mqtt_pulse::http::metrics_route(metrics));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A service that already has its own `/metrics` handler needs none of this:
+/// the exporter is a collector on its registry, so its own
+/// `registry.gather()` shows our families too (or it may answer with
+/// [`MetricsHandle::render`], which writes ours faster).
+pub fn metrics_route<S>(handle: MetricsHandle) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(scrape::metrics)
         .layer(from_fn_with_state(
             limits::Cap::new(MAX_CONCURRENT_SCRAPES),
             limits::cap,
@@ -155,19 +176,62 @@ pub fn router(handle: MetricsHandle) -> Router {
             handle.scrape_stats().cloned(),
             scrape::count,
         ))
-        .with_state(scrape::Scrapes::new(handle.clone()));
-    let landing_page = get(landing::landing_page)
+        .with_state(scrape::Scrapes::new(handle))
+}
+
+/// `GET /` of the daemon: an HTML page listing every client the hub knows,
+/// with its broker address, status and last ping. Opt-in: it shows client ids
+/// and broker addresses to whoever can reach the port. At most
+/// [`MAX_CONCURRENT_RENDERS`] pages are rendered at once, more get `503`.
+pub fn landing_route<S>(handle: MetricsHandle) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(landing::landing_page)
         .layer::<_, Infallible>(from_fn_with_state(
             limits::Cap::new(MAX_CONCURRENT_RENDERS),
             limits::cap,
         ))
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
-        .with_state(handle);
+        .with_state(handle)
+}
+
+/// `GET /-/healthy` of the daemon: `200 mqtt-pulse is Healthy.` Opt-in.
+pub fn healthy_route<S>() -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(healthy)
+}
+
+/// `GET /-/ready` of the daemon: `200 mqtt-pulse is Ready.` Opt-in.
+pub fn ready_route<S>() -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(ready)
+}
+
+/// The daemon's routes: [`metrics_route`] at `/metrics`, [`landing_route`] at
+/// `/`, [`healthy_route`] at `/-/healthy`, [`ready_route`] at `/-/ready`.
+///
+/// It sets no fallback: unknown paths and other methods get what the
+/// application's router answers (axum's empty `404` and `405` by default); to
+/// answer as the mqtt-pulse daemon does, wrap the finished router in
+/// [`with_default_fallbacks`].
+///
+/// A service with routes of its own mounts the pieces it wants with
+/// [`Router::route`] at paths it picks rather than merging all of this: both
+/// [`Router::merge`] and [`Router::route`] panic when a path and method is
+/// already routed (`Overlapping method route`) — at startup, never silently
+/// — and a service that already serves `/metrics` or `/` would hit exactly
+/// that with `merge`.
+pub fn router(handle: MetricsHandle) -> Router {
     Router::new()
-        .route("/", landing_page)
-        .route("/metrics", metrics)
-        .route("/-/healthy", get(healthy))
-        .route("/-/ready", get(ready))
+        .route("/", landing_route(handle.clone()))
+        .route("/metrics", metrics_route(handle))
+        .route("/-/healthy", healthy_route())
+        .route("/-/ready", ready_route())
 }
 
 /// `router` answering as the mqtt-pulse daemon does where no route matches:

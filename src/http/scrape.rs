@@ -2,7 +2,7 @@
 //! waiting for it, compressed at most once, and `/metrics` answers are counted
 //! in the `promhttp_metric_handler_*` families.
 //!
-//! It owns the render queue of one [`router`](super::router). It must never
+//! It owns the render queue of one [`metrics_route`](super::metrics_route). It must never
 //! serve a request a page rendered before the request arrived — a scrape
 //! reflects every event dispatched before it, as [`MetricsHandle::render`]
 //! promises — and never render on an async worker thread.

@@ -41,8 +41,8 @@ pub enum BuildError {
     /// The registry already holds metrics with the names the exporter needs.
     #[error(
         "cannot register the {what} on this registry, it already has metrics of the same \
-         names; give each exporter its own registry, and turn process metrics off \
-         (with_process_metrics(false)) if the registry already has them"
+         names; give each exporter its own registry, and leave process metrics off \
+         (with_process_metrics(false), the default) if the registry already has them"
     )]
     Register {
         /// Which metrics could not be registered.
@@ -80,7 +80,7 @@ impl MetricsBuilder {
         Self {
             events: events.clone(),
             registry: None,
-            process_metrics: true,
+            process_metrics: false,
             buckets: DEFAULT_RTT_BUCKETS.to_vec(),
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
         }
@@ -97,11 +97,12 @@ impl MetricsBuilder {
     }
 
     /// Whether to register the standard `process_*` metrics (CPU, memory, open
-    /// file descriptors…) of this process on the registry. Turn it off if the
-    /// registry already has them. Only Linux has them, and only with the
+    /// file descriptors…) of this process on the registry. A service that
+    /// registers its own process collector leaves it off; the `mqtt-pulse`
+    /// daemon turns it on. Only Linux has them, and only with the
     /// `process-metrics` feature (on by default); elsewhere this is a no-op.
     ///
-    /// Defaults to `true`.
+    /// Defaults to `false`.
     pub fn with_process_metrics(mut self, enabled: bool) -> Self {
         self.process_metrics = enabled;
         self
