@@ -14,7 +14,8 @@
 //!   tracker for services that poll their own rumqttc event loop.
 //! * [`exporter`] — subscribers that turn events into metrics: the Prometheus
 //!   collector with its embedding builder, and the OTLP push.
-//! * [`http`] — the axum router (`/metrics`, landing page, health) and server;
+//! * [`http`] — routes a service mounts where it likes (`/metrics`; opt-in
+//!   landing page and health), the daemon's router, and the server;
 //!   the exporter-toolkit web config (feature `web-config`).
 //! * `config` — the daemon's TOML config file: targets, defaults, OTLP;
 //!   errors as `file:line:col: …` (feature `daemon`).
@@ -24,20 +25,18 @@
 //! # Features
 //!
 //! * `daemon` (default) — `config`, `daemon` and what only the binary needs
-//!   (clap, toml, tracing-subscriber); turns on `web-config`.
+//!   (clap, toml, tracing-subscriber); turns on `web-config` and `ring`.
 //! * `web-config` (default, through `daemon`) — the exporter-toolkit web
-//!   config for [`http::Server`]: HTTPS, mutual TLS, basic auth.
+//!   config for [`http::Server`]: HTTPS, mutual TLS, basic auth; turns on
+//!   `ring`.
 //! * `otlp` (default) — the OpenTelemetry exporter.
 //! * `process-metrics` (default) — the standard `process_*` metrics, read
-//!   from `/proc` (Linux).
+//!   from `/proc` (Linux), when [`MetricsBuilder::with_process_metrics`] asks
+//!   for them (the daemon does).
 //! * `websocket` (default) — `ws://` and `wss://` brokers; without it such
 //!   URLs are refused with an error naming the feature.
 //! * `jemalloc` (default) — the binary's allocator; the library never
 //!   installs one.
-//!
-//! * `websocket` (default) — `ws://` and `wss://` brokers.
-//! * `process-metrics` (default) — `process_*` metrics, when
-//!   [`MetricsBuilder::with_process_metrics`] asks for them.
 //! * `ring` (through `daemon` and `web-config`) — rustls's ring provider, for
 //!   mqtt-pulse's own TLS connections when the process has no default
 //!   provider. Without it mqtt-pulse compiles and installs no provider: a
