@@ -147,4 +147,11 @@ fn extra_labels_from_the_config_are_on_every_client_series() {
         ),
         Some(0.0)
     );
+    // The daemon asks for process metrics; the library's default is off.
+    #[cfg(all(target_os = "linux", feature = "process-metrics"))]
+    assert!(
+        metrics.text.contains("\nprocess_resident_memory_bytes "),
+        "{}",
+        metrics.text
+    );
 }
