@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::middleware::from_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tower_http::add_extension::AddExtension;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -157,7 +159,8 @@ impl Server {
             .http1()
             .header_read_timeout(header_read_timeout);
         let server = server.acceptor(tls.acceptor(header_read_timeout));
-        let app = app.into_make_service();
+        // The client's address, for basic auth's failure budget.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serving = async move {
             if web_config.http2 {
                 server.serve(app).await
@@ -203,10 +206,10 @@ async fn serve_plain(
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, remote) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, say: wait a little rather
                     // than spin, and keep serving the connections there are.
@@ -218,8 +221,11 @@ async fn serve_plain(
             // Reap finished connections so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        // The client's address as `ConnectInfo`, for basic auth's failure
+        // budget (as axum's `into_make_service_with_connect_info` does).
+        let service = AddExtension::new(app.clone(), ConnectInfo(remote));
         let connection =
-            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         connections.spawn(async move {
             if let Err(error) = connection.await {

@@ -1,31 +1,51 @@
 //! Basic auth against the web config's `basic_auth_users` (bcrypt hashes).
 //!
 //! It owns reading the `Authorization` header, checking a password against
-//! its hash, and remembering credentials that passed. bcrypt is slow on
-//! purpose (~70 ms at cost 10), so a check runs on a blocking thread, at most
-//! half the CPUs' worth at a time; a user and password that passed are kept as
-//! a salted SHA-256 (never the password itself), so a scraper pays for bcrypt
-//! on its first request only. Failures are not remembered: every wrong guess
-//! costs a full bcrypt. An unknown user is checked against a real hash too, so
-//! the answer's timing does not tell which users exist.
+//! its hash, remembering credentials that passed, and keeping wrong
+//! passwords from using up the CPU or starving right ones. bcrypt is slow on
+//! purpose (~70 ms at cost 10, ~1 s at cost 14), so:
+//!
+//! 1. **Remembered passes first.** A user and password that passed are kept
+//!    as a salted SHA-256 (never the password itself) and checked before
+//!    anything else: a scraper pays for bcrypt on its first request only, and
+//!    nothing below ever delays it again.
+//! 2. **A failure budget per client address** (`failures`): an address (an
+//!    IPv6 /64) may have 5 attempts failed or in flight; then it is answered
+//!    `429` with `Retry-After`, without hashing, and gets one attempt more
+//!    every 12 s. A pass gives its attempt back.
+//! 3. **Hash slots held by the hash** (`hash_slots`): at most half the CPUs'
+//!    worth of hashes run at a time, each on a blocking thread that holds its
+//!    slot until the hash is done — a client that hangs up does not free it.
+//!    Others wait in a bounded queue, requests from an address with nothing
+//!    failed ahead of the rest; a full queue answers `503` at once.
+//!
+//! So under a wrong-password flood a correct login from another address
+//! waits for at most the hashes already running, then its own; one that
+//! shares the attackers' address (a NAT, a proxy) can be refused `429` until
+//! the flood stops. Failures are not remembered otherwise. An unknown user is
+//! checked against a real hash too, so the answer's timing does not tell
+//! which users exist.
 //!
 //! It must never log, return or keep a password or a hash anywhere but in
-//! the user table, never run bcrypt on an async worker, and never ask the
-//! health endpoints (`/-/healthy`, `/-/ready`) for credentials: probes must
-//! work without them.
+//! the user table, never run bcrypt on an async worker, never start more
+//! hashes than it has slots, and never ask the health endpoints
+//! (`/-/healthy`, `/-/ready`) for credentials: probes must work without them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::alphabet::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use tokio::sync::Semaphore;
 
+use super::failures::{Charge, FailureBudget, Source};
+use super::hash_slots::{HashSlots, Priority};
 use super::secret::Secret;
 
 /// Standard base64 with the padding optional, as browsers and curl send it
@@ -43,6 +63,10 @@ const CHALLENGE: &str = "Basic realm=\"mqtt-pulse\"";
 /// scrapers, not of attempts).
 const REMEMBERED: usize = 256;
 
+/// How many requests may wait for a hash slot; more are answered `503` at
+/// once. With 5 attempts per address, room for a dozen addresses' worth.
+const MAX_WAITING: usize = 64;
+
 /// Checks that `hash` is a bcrypt hash (`$2a$`, `$2b$`, `$2x$` or `$2y$`,
 /// cost 4 to 31). The error is a fixed description; it never holds the hash.
 pub(crate) fn check_hash(hash: &str) -> Result<(), String> {
@@ -54,14 +78,29 @@ pub(crate) fn check_hash(hash: &str) -> Result<(), String> {
     }
 }
 
-/// The users and their hashes, and the credentials that passed.
+/// What [`BasicAuth::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    /// The password of a configured user.
+    Pass,
+    /// No credentials, or wrong ones: `401`.
+    Fail,
+    /// The client's address has used its failure budget: `429`.
+    TooManyFailures { retry_after: Duration },
+    /// Every hash slot is taken and the queue is full: `503`.
+    Busy,
+}
+
+/// The users and their hashes, the credentials that passed, the failure
+/// budgets and the hash slots.
 pub(crate) struct BasicAuth {
     users: BTreeMap<String, Secret>,
     /// Checked for a user that does not exist, so that it takes as long.
     decoy: Secret,
     salt: [u8; 32],
-    passed: Mutex<HashSet<Vec<u8>>>,
-    verifying: Semaphore,
+    passed: Arc<Mutex<HashSet<Vec<u8>>>>,
+    failures: Arc<Mutex<FailureBudget>>,
+    slots: HashSlots,
 }
 
 impl fmt::Debug for BasicAuth {
@@ -75,6 +114,11 @@ impl fmt::Debug for BasicAuth {
 impl BasicAuth {
     /// `users` must not be empty and every hash must pass [`check_hash`].
     pub(crate) fn new(users: BTreeMap<String, Secret>) -> Self {
+        let parallel = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        Self::with_slots(users, parallel)
+    }
+
+    fn with_slots(users: BTreeMap<String, Secret>, slots: usize) -> Self {
         let decoy = users
             .values()
             .next()
@@ -88,13 +132,13 @@ impl BasicAuth {
         {
             salt.fill_with(|| fastrand::u8(..));
         }
-        let parallel = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         BasicAuth {
             users,
             decoy,
             salt,
-            passed: Mutex::new(HashSet::new()),
-            verifying: Semaphore::new(parallel),
+            passed: Arc::default(),
+            failures: Arc::default(),
+            slots: HashSlots::new(slots, MAX_WAITING),
         }
     }
 
@@ -116,50 +160,137 @@ impl BasicAuth {
         Some(context.finish().as_ref().to_vec())
     }
 
-    /// Whether `authorization` holds the password of a configured user.
-    pub(crate) async fn allows(&self, authorization: Option<&HeaderValue>) -> bool {
+    /// Whether `authorization`, sent from `peer`, holds the password of a
+    /// configured user; see the [module docs](self) for the order of checks.
+    pub(crate) async fn check(
+        &self,
+        authorization: Option<&HeaderValue>,
+        peer: Option<IpAddr>,
+    ) -> Verdict {
         let Some((user, password)) = authorization.and_then(credentials) else {
-            return false;
+            return Verdict::Fail;
         };
         let digest = self.digest(&user, &password);
-        if let Some(digest) = &digest
-            && self.remembered().contains(digest)
-        {
-            return true;
+        if is_remembered(&self.passed, digest.as_deref()) {
+            return Verdict::Pass;
+        }
+        let source = Source::of(peer);
+        let priority = match lock(&self.failures).charge(source, Instant::now()) {
+            Charge::Refused { retry_after } => return Verdict::TooManyFailures { retry_after },
+            Charge::Clean => Priority::Clean,
+            Charge::Suspect => Priority::Suspect,
+        };
+        // Refunded unless a hash runs and fails, whatever happens to this
+        // request from here on.
+        let attempt = Attempt {
+            failures: Arc::clone(&self.failures),
+            source,
+            failed: false,
+        };
+        let Some(slot) = self.slots.acquire(priority).await else {
+            return Verdict::Busy;
+        };
+        // The same credentials may have passed while this request waited.
+        if is_remembered(&self.passed, digest.as_deref()) {
+            return Verdict::Pass;
         }
         let (hash, known) = match self.users.get(&user) {
             Some(hash) => (hash.0.clone(), true),
             None => (self.decoy.0.clone(), false),
         };
-        let Ok(_permit) = self.verifying.acquire().await else {
-            return false;
-        };
-        let matches =
-            tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
-        if !(matches && known) {
-            return false;
-        }
-        if let Some(digest) = digest {
-            let mut remembered = self.remembered();
-            if remembered.len() >= REMEMBERED {
-                remembered.clear();
+        let passed = Arc::clone(&self.passed);
+        // Everything after the hash happens on its thread, so that it
+        // happens even if the client has gone: the slot is released, the
+        // attempt refunded or counted, the pass remembered.
+        let hashing = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let mut attempt = attempt;
+            let matches = bcrypt::verify(&password, &hash).unwrap_or(false) && known;
+            match digest {
+                Some(digest) if matches => remember(&passed, digest),
+                _ => attempt.failed = !matches,
             }
-            remembered.insert(digest);
+            matches
+        });
+        if hashing.await.unwrap_or(false) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
         }
-        true
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashSet<Vec<u8>>> {
-        // A panic elsewhere while holding it cannot leave the set inconsistent.
-        self.passed.lock().unwrap_or_else(|e| e.into_inner())
+    /// [`check`](Self::check) without an address, for the tests.
+    #[cfg(test)]
+    async fn allows(&self, authorization: Option<&HeaderValue>) -> bool {
+        self.check(authorization, None).await == Verdict::Pass
+    }
+
+    #[cfg(test)]
+    fn remembered(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
+        lock(&self.passed)
+    }
+}
+
+/// One attempt charged to a source's failure budget: given back on drop
+/// unless it `failed`.
+struct Attempt {
+    failures: Arc<Mutex<FailureBudget>>,
+    source: Source,
+    failed: bool,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.failed {
+            lock(&self.failures).refund(self.source, Instant::now());
+        }
+    }
+}
+
+fn is_remembered(passed: &Mutex<HashSet<Vec<u8>>>, digest: Option<&[u8]>) -> bool {
+    digest.is_some_and(|digest| lock(passed).contains(digest))
+}
+
+fn remember(passed: &Mutex<HashSet<Vec<u8>>>, digest: Vec<u8>) {
+    let mut remembered = lock(passed);
+    if remembered.len() >= REMEMBERED {
+        remembered.clear();
+    }
+    remembered.insert(digest);
+}
+
+/// Every change under these locks is complete before anything can panic, so
+/// a poisoned one is as good as any.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The answer to a refused [`Verdict`]: `401` with the `WWW-Authenticate`
+/// challenge, `429` or `503` with `Retry-After`.
+pub(crate) fn refusal(verdict: Verdict) -> Response {
+    match verdict {
+        Verdict::Pass | Verdict::Fail => unauthorized(),
+        Verdict::TooManyFailures { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs_f64().ceil() as u64),
+            )],
+            "429 too many failed logins from this address; try again later\n",
+        )
+            .into_response(),
+        Verdict::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            "503 too many logins being checked; try again\n",
+        )
+            .into_response(),
     }
 }
 
 /// The answer to a request without valid credentials: `401` with the
 /// `WWW-Authenticate` challenge.
-pub(crate) fn unauthorized() -> Response {
+fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(
@@ -187,7 +318,6 @@ fn credentials(header: &HeaderValue) -> Option<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn auth(users: &[(&str, &str)]) -> BasicAuth {
         BasicAuth::new(
@@ -271,6 +401,47 @@ mod tests {
         assert!(!auth.allows(Some(&basic("mallory:wonderland"))).await);
         assert!(!auth.allows(None).await);
         assert_eq!(auth.remembered().len(), 2, "failures are not remembered");
+    }
+
+    fn from(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([192, 0, 2, last]))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_address_that_keeps_failing_is_refused_429_without_hashing_others_are_not() {
+        let auth = auth(&[("alice", "wonderland")]);
+        let wrong = basic("alice:guess");
+        for _ in 0..super::super::failures::BURST {
+            assert_eq!(auth.check(Some(&wrong), from(1)).await, Verdict::Fail);
+        }
+        let Verdict::TooManyFailures { retry_after } = auth.check(Some(&wrong), from(1)).await
+        else {
+            panic!("not refused");
+        };
+        assert!(retry_after > Duration::ZERO && retry_after <= super::super::failures::REFILL);
+        // Refused before any hash: no slot was taken for it.
+        assert_eq!(auth.slots.most_running(), 1);
+        assert_eq!(auth.slots.running(), 0);
+        let right = basic("alice:wonderland");
+        assert_eq!(auth.check(Some(&right), from(2)).await, Verdict::Pass);
+        // Once remembered, a pass is a pass even from the refused address.
+        assert_eq!(auth.check(Some(&right), from(1)).await, Verdict::Pass);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn passes_give_their_attempt_back() {
+        let users: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("user{i}"), format!("password{i}")))
+            .collect();
+        let users: Vec<(&str, &str)> = users
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+            .collect();
+        let auth = auth(&users);
+        for (user, password) in &users {
+            let header = basic(&format!("{user}:{password}"));
+            assert_eq!(auth.check(Some(&header), from(1)).await, Verdict::Pass);
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -12,6 +12,8 @@
 
 mod auth;
 mod error;
+mod failures;
+mod hash_slots;
 mod headers;
 mod rate_limit;
 mod read;
@@ -21,11 +23,12 @@ mod tls;
 pub use error::{WebConfigError, WebConfigPosition};
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -120,9 +123,16 @@ use crate::sync;
 ///   `RequireAndVerifyClientCert` authenticates clients.
 ///
 /// Basic-auth passwords are checked with bcrypt on a blocking thread (at most
-/// half the CPUs at a time); a user and password that passed are remembered
+/// half the CPUs at a time, each hash holding its slot until it is done, even
+/// if the client hangs up); a user and password that passed are remembered
 /// (as a salted SHA-256, never the password) so a scraper pays for bcrypt
-/// once, not on every scrape.
+/// once, not on every scrape. Wrong passwords are limited per client address:
+/// after 5 failures (or attempts in flight) an address is answered `429` with
+/// `Retry-After`, without hashing, and gets one more attempt every 12 s; an
+/// address with nothing failed lately is checked ahead of the others, so a
+/// correct login gets through a wrong-password flood from other addresses
+/// within about two hash times. Too many logins waiting for bcrypt at once
+/// (more than 64) are answered `503` at once.
 #[derive(Clone, Default)]
 pub struct WebConfig {
     /// The file it was read from; `None` for [`WebConfig::default()`].
@@ -327,30 +337,36 @@ fn is_probe(path: &str) -> bool {
 
 /// Middleware: passes the health endpoints and requests with valid
 /// credentials, answers everything else `401` with a `WWW-Authenticate`
-/// challenge.
+/// challenge — or `429` when the client's address has failed too often, `503`
+/// when too many logins are being checked (see `auth`). The address is the
+/// connection's ([`ConnectInfo`], which the server sets).
 async fn require_basic_auth(
     State(policy): State<LivePolicy>,
     request: Request,
     next: Next,
 ) -> Response {
     let policy = policy.now();
-    let allowed = match &policy.auth {
+    let verdict = match &policy.auth {
+        Some(_) if is_probe(request.uri().path()) => auth::Verdict::Pass,
         Some(auth) => {
-            is_probe(request.uri().path())
-                || auth
-                    .allows(request.headers().get(header::AUTHORIZATION))
-                    .await
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(address)| address.ip());
+            auth.check(request.headers().get(header::AUTHORIZATION), peer)
+                .await
         }
-        None => true,
+        None => auth::Verdict::Pass,
     };
-    if allowed {
+    if verdict == auth::Verdict::Pass {
         return next.run(request).await;
     }
     tracing::debug!(
         path = request.uri().path(),
+        ?verdict,
         "refused: no valid basic-auth credentials"
     );
-    auth::unauthorized()
+    auth::refusal(verdict)
 }
 
 /// Middleware: `429` when the rate limit's bucket is empty; the health
