@@ -17,6 +17,7 @@ mod auth;
 mod client;
 mod daemon;
 mod files;
+mod flood;
 mod limits;
 mod tls;
 

@@ -1,0 +1,278 @@
+//! Basic auth under a wrong-password flood, against the real daemon with real
+//! bcrypt hashes: a flood of requests that hang up cannot keep bcrypt running
+//! after it stops (issue 14, item 9), and wrong passwords cannot starve a
+//! correct one (item 10).
+//!
+//! Attackers connect from their own loopback addresses (all of 127.0.0.0/8 is
+//! loopback on Linux), as a botnet or a neighbour would; the correct login
+//! comes from 127.0.0.1. Bounds are in units of one bcrypt hash, measured here
+//! (same build, same machine, same load), not in fixed times. The only sleep
+//! is the aborting attacker's own pace, which is what is under test.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpSocket;
+
+use crate::auth::users;
+use crate::support::TempDir;
+use crate::support::daemon::Daemon;
+use crate::support::http::{basic, fetch, request};
+use crate::{PASSWORD, USER};
+
+/// The smallest bcrypt cost (from 6) whose verify takes at least 100 ms in
+/// this build on this machine, its hash, and the time one verify takes.
+fn slow_hash() -> (String, Duration) {
+    let mut cost = 6;
+    loop {
+        let hash = bcrypt::hash(PASSWORD, cost).unwrap();
+        let started = Instant::now();
+        assert!(bcrypt::verify("wrong", &hash).is_ok());
+        let took = started.elapsed();
+        if took >= Duration::from_millis(100) || cost == 14 {
+            return (hash, took);
+        }
+        cost += 1;
+    }
+}
+
+/// The daemon with basic auth for [`USER`] with `hash`.
+fn daemon(dir: &Path, hash: &str) -> Daemon {
+    let web = dir.join("web.yml");
+    std::fs::write(&web, users(hash)).unwrap();
+    Daemon::start(
+        dir,
+        &[
+            "--config.file",
+            "tests/testdata/good-minimal.toml",
+            "--web.config.file",
+            web.to_str().unwrap(),
+        ],
+        |port| fetch(port, "GET", "/-/healthy").is_ok_and(|r| r.status == 200),
+    )
+}
+
+/// `GET /metrics` with `password` from `source`; the status, or `None` if the
+/// exchange failed. With `hang_up_after`, resets the connection (RST) that long
+/// after sending instead of reading the answer.
+async fn attempt(
+    source: Ipv4Addr,
+    port: u16,
+    password: &str,
+    hang_up_after: Option<Duration>,
+) -> Option<u16> {
+    let socket = TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::from((source, 0))).ok()?;
+    let mut stream = socket
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .ok()?;
+    let authorization = basic(USER, password);
+    let sent = request("GET", "/metrics", &[("Authorization", &authorization)]);
+    stream.write_all(&sent).await.ok()?;
+    if let Some(after) = hang_up_after {
+        tokio::time::sleep(after).await;
+        stream.set_zero_linger().ok()?;
+        return None;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+/// Field `name` of `/proc/<pid>/status`, e.g. `Threads`.
+fn proc_status(pid: i32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// 127.1.x.y: a new attacker address for every attempt.
+fn fresh_address(counter: &AtomicU32) -> Ipv4Addr {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    Ipv4Addr::new(127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8)
+}
+
+#[test]
+fn hashes_of_clients_that_hung_up_stay_within_the_cap_and_stop_with_the_flood() {
+    let (hash, one_hash) = slow_hash();
+    let dir = TempDir::new("web-auth-abort-flood");
+    let daemon = daemon(&dir, &hash);
+    let pid = daemon.pid().as_raw();
+    let port = daemon.port();
+    // The daemon's cap: half the CPUs, at least one (auth.rs).
+    let cap = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)) as u64;
+    let threads_at_rest = proc_status(pid, "Threads");
+
+    // Eight attackers, each sending a wrong password and resetting 20 ms
+    // later, from a new address every time (so no failure budget runs out:
+    // what is under test is the cap), for at least ten hash times.
+    let flood_for = (one_hash * 10).max(Duration::from_secs(2));
+    let flooding = Arc::new(AtomicBool::new(true));
+    let sampler = std::thread::spawn({
+        let flooding = Arc::clone(&flooding);
+        move || {
+            let mut most = 0;
+            while flooding.load(Ordering::Relaxed) {
+                most = most.max(proc_status(pid, "Threads"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            most
+        }
+    });
+    let attempts = Arc::new(AtomicU32::new(0));
+    runtime().block_on(async {
+        let until = Instant::now() + flood_for;
+        let attackers: Vec<_> = (0..8)
+            .map(|_| {
+                let attempts = Arc::clone(&attempts);
+                tokio::spawn(async move {
+                    while Instant::now() < until {
+                        let source = fresh_address(&attempts);
+                        let hang_up = Some(Duration::from_millis(20));
+                        attempt(source, port, "wrong", hang_up).await;
+                    }
+                })
+            })
+            .collect();
+        for attacker in attackers {
+            attacker.await.unwrap();
+        }
+    });
+    let flood_ended = Instant::now();
+    flooding.store(false, Ordering::Relaxed);
+    let most_threads = sampler.join().unwrap();
+    let attempts = attempts.load(Ordering::Relaxed);
+    assert!(
+        u64::from(attempts) * one_hash.as_millis() as u64 > 4 * flood_for.as_millis() as u64 * cap,
+        "the flood asked for too little work to overflow the cap: {attempts} attempts"
+    );
+
+    // Every hash runs on a blocking thread: no more than `cap` of them beyond
+    // the threads the daemon had at rest (two of slack for anything else).
+    assert!(
+        most_threads <= threads_at_rest + cap + 2,
+        "{most_threads} threads during the flood, {threads_at_rest} at rest, cap {cap}"
+    );
+
+    // Idle again soon after: at most `cap` hashes were left running, each
+    // done within a hash time (three, and a second, of slack for the load).
+    let idle_within = one_hash * 3 + Duration::from_secs(1);
+    let window = Duration::from_millis(300);
+    // A tenth of one core over the window, in clock ticks (100 a second).
+    let idle_ticks = 3;
+    let mut busy = Vec::new();
+    loop {
+        let before = cpu_ticks(pid);
+        std::thread::sleep(window);
+        let used = cpu_ticks(pid) - before;
+        if used <= idle_ticks {
+            break;
+        }
+        busy.push(used);
+        assert!(
+            flood_ended.elapsed() < idle_within,
+            "still busy {:?} after the flood ({attempts} attempts, one hash {one_hash:?}); \
+             CPU ticks per {window:?}: {busy:?}",
+            flood_ended.elapsed()
+        );
+    }
+    // And it still answers a correct login.
+    let right = basic(USER, PASSWORD);
+    let response = crate::support::http::send(
+        port,
+        &request("GET", "/metrics", &[("Authorization", &right)]),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
+#[test]
+fn a_correct_login_gets_through_a_wrong_password_flood_within_a_few_hash_times() {
+    let (hash, one_hash) = slow_hash();
+    let dir = TempDir::new("web-auth-starve");
+    let daemon = daemon(&dir, &hash);
+    let port = daemon.port();
+    let attacker_addresses: Vec<Ipv4Addr> = (1..=8).map(|i| Ipv4Addr::new(127, 2, 0, i)).collect();
+
+    let (correct, answers) = runtime().block_on(async {
+        // 40 connections, five from each of eight addresses, each sending a
+        // wrong password again as soon as it has its answer.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (first_answer, mut first_answers) = tokio::sync::mpsc::unbounded_channel();
+        let attackers: Vec<_> = (0..40)
+            .map(|i| {
+                let source = attacker_addresses[i % attacker_addresses.len()];
+                let (stop, first_answer) = (Arc::clone(&stop), first_answer.clone());
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let status = attempt(source, port, "wrong", None).await;
+                        if answers.is_empty() && i < 8 {
+                            let _ = first_answer.send(status);
+                        }
+                        answers.push(status);
+                    }
+                    answers
+                })
+            })
+            .collect();
+        // The flood is on: the first connection from each attacker address
+        // has had its answer, so every attacker address has failed, and the
+        // other connections' attempts are waiting for bcrypt.
+        for _ in 0..attacker_addresses.len() {
+            assert_eq!(first_answers.recv().await.unwrap(), Some(401));
+        }
+        let started = Instant::now();
+        let status = attempt(Ipv4Addr::LOCALHOST, port, PASSWORD, None).await;
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let mut answers = Vec::new();
+        for attacker in attackers {
+            answers.extend(attacker.await.unwrap());
+        }
+        ((status, took), answers)
+    });
+
+    let (status, took) = correct;
+    assert_eq!(status, Some(200), "the correct login after {took:?}");
+    // One hash already running when it came, then its own: five of slack.
+    let bound = one_hash * 5;
+    assert!(
+        took <= bound,
+        "the correct login took {took:?}, over {bound:?} (one hash: {one_hash:?})"
+    );
+    let refused = answers.iter().filter(|s| **s == Some(429)).count();
+    assert!(
+        refused > 0,
+        "the attackers were never refused without a hash: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|s| matches!(s, Some(401 | 429))),
+        "{answers:?}"
+    );
+}
