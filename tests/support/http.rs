@@ -4,7 +4,7 @@
 //!   async tests talking to a real server (ours or Prometheus).
 //! - [`call`] / [`get_text`]: a request through a [`Router`] with `tower`'s
 //!   `oneshot`, no socket.
-//! - [`Response`], [`request`], [`exchange`], [`fetch`]: HTTP/1.1 by hand over
+//! - [`Response`], [`request`], [`exchange`], [`fetch`], [`status_from`]: HTTP/1.1 by hand over
 //!   any `Read + Write` stream (TCP here, rustls in the web-config tests), for
 //!   blocking tests. Kept by hand on purpose: these tests put exact bytes on the
 //!   wire (a slow-loris header, a false `Content-Length`, plain HTTP to a TLS
@@ -187,6 +187,35 @@ pub fn send(port: u16, request: &[u8]) -> io::Result<Response> {
 /// `method path` (no headers) to 127.0.0.1:`port` over a fresh TCP connection.
 pub fn fetch(port: u16, method: &str, path: &str) -> io::Result<Response> {
     send(port, &request(method, path, &[]))
+}
+
+/// `request` to 127.0.0.1:`port` from the local address `source` (any of
+/// 127.0.0.0/8 on Linux, to stand for another client host); the answer's
+/// status, or `None` if the exchange failed. With `hang_up_after`, resets the
+/// connection (RST) that long after sending instead of reading the answer,
+/// as an impatient or hostile client does.
+pub async fn status_from(
+    source: Ipv4Addr,
+    port: u16,
+    request: &[u8],
+    hang_up_after: Option<Duration>,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::from((source, 0))).ok()?;
+    let mut stream = socket
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .ok()?;
+    stream.write_all(request).await.ok()?;
+    if let Some(after) = hang_up_after {
+        tokio::time::sleep(after).await;
+        stream.set_zero_linger().ok()?;
+        return None;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    parse_response(&answer).map(|response| response.status)
 }
 
 /// The readiness check of our daemon and of Prometheus: `GET /-/ready` on

@@ -9,19 +9,17 @@
 //! (same build, same machine, same load), not in fixed times. The only sleep
 //! is the aborting attacker's own pace, which is what is under test.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpSocket;
-
 use crate::auth::users;
 use crate::support::TempDir;
 use crate::support::daemon::Daemon;
-use crate::support::http::{basic, fetch, request};
+use crate::support::http::{basic, fetch, request, send, status_from};
+use crate::support::process::{cpu_ticks, threads};
 use crate::{PASSWORD, USER};
 
 /// The smallest bcrypt cost (from 6) whose verify takes at least 100 ms in
@@ -56,51 +54,16 @@ fn daemon(dir: &Path, hash: &str) -> Daemon {
     )
 }
 
-/// `GET /metrics` with `password` from `source`; the status, or `None` if the
-/// exchange failed. With `hang_up_after`, resets the connection (RST) that long
-/// after sending instead of reading the answer.
+/// `GET /metrics` with `password` from `source`; see [`status_from`].
 async fn attempt(
     source: Ipv4Addr,
     port: u16,
     password: &str,
     hang_up_after: Option<Duration>,
 ) -> Option<u16> {
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind(SocketAddr::from((source, 0))).ok()?;
-    let mut stream = socket
-        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-        .await
-        .ok()?;
     let authorization = basic(USER, password);
     let sent = request("GET", "/metrics", &[("Authorization", &authorization)]);
-    stream.write_all(&sent).await.ok()?;
-    if let Some(after) = hang_up_after {
-        tokio::time::sleep(after).await;
-        stream.set_zero_linger().ok()?;
-        return None;
-    }
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.ok()?;
-    let answer = String::from_utf8_lossy(&answer);
-    answer.split(' ').nth(1)?.parse().ok()
-}
-
-/// Field `name` of `/proc/<pid>/status`, e.g. `Threads`.
-fn proc_status(pid: i32, name: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-}
-
-/// CPU time (user + system) the process has used, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command name in parentheses: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    status_from(source, port, &sent, hang_up_after).await
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -126,7 +89,7 @@ fn hashes_of_clients_that_hung_up_stay_within_the_cap_and_stop_with_the_flood() 
     let port = daemon.port();
     // The daemon's cap: half the CPUs, at least one (auth.rs).
     let cap = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)) as u64;
-    let threads_at_rest = proc_status(pid, "Threads");
+    let threads_at_rest = threads(pid);
 
     // Eight attackers, each sending a wrong password and resetting 20 ms
     // later, from a new address every time (so no failure budget runs out:
@@ -138,7 +101,7 @@ fn hashes_of_clients_that_hung_up_stay_within_the_cap_and_stop_with_the_flood() 
         move || {
             let mut most = 0;
             while flooding.load(Ordering::Relaxed) {
-                most = most.max(proc_status(pid, "Threads"));
+                most = most.max(threads(pid));
                 std::thread::sleep(Duration::from_millis(10));
             }
             most
@@ -203,7 +166,7 @@ fn hashes_of_clients_that_hung_up_stay_within_the_cap_and_stop_with_the_flood() 
     }
     // And it still answers a correct login.
     let right = basic(USER, PASSWORD);
-    let response = crate::support::http::send(
+    let response = send(
         port,
         &request("GET", "/metrics", &[("Authorization", &right)]),
     )
