@@ -97,10 +97,11 @@ impl HashSlots {
             if state.waiting() >= self.inner.max_waiting {
                 state.forget_gone();
             }
-            if state.waiting() >= self.inner.max_waiting {
-                if priority == Priority::Suspect || state.suspect.pop_back().is_none() {
-                    return None;
-                }
+            // Full: a clean request pushes the newest suspect one out.
+            if state.waiting() >= self.inner.max_waiting
+                && (priority == Priority::Suspect || state.suspect.pop_back().is_none())
+            {
+                return None;
             }
             let (sender, receiver) = oneshot::channel();
             match priority {
