@@ -5,12 +5,15 @@ use crate::support::TempDir;
 use crate::support::http::{basic, request, send};
 use crate::{PASSWORD, Serving, USER, web_config};
 
+/// How many failed logins an address may have before it is answered `429`.
+const FAILURE_BUDGET: usize = 5;
+
 pub(crate) fn users(hash: &str) -> String {
     format!("basic_auth_users:\n  {USER}: {hash}\n")
 }
 
 #[test]
-fn basic_auth_needs_the_right_password_and_answers_401_with_a_challenge_otherwise() {
+fn basic_auth_needs_the_right_password_and_answers_401_with_a_challenge_then_429_per_address() {
     let dir = TempDir::new("web-basic-auth");
     // What `htpasswd -nBC 10` makes.
     let hash = bcrypt::hash(PASSWORD, 10).unwrap();
@@ -32,31 +35,47 @@ fn basic_auth_needs_the_right_password_and_answers_401_with_a_challenge_otherwis
     .unwrap();
     assert!(again.body.contains("mqtt_client_up{"));
 
+    // Whether each refusal carries a user and password (which costs a hash,
+    // and counts against the address's failure budget).
     let refusals = [
-        ("missing", None),
-        ("wrong password", Some(basic(USER, "scrape-me-7d41c1"))),
-        ("empty password", Some(basic(USER, ""))),
-        ("unknown user", Some(basic("grafana", PASSWORD))),
+        ("missing", None, false),
+        (
+            "wrong password",
+            Some(basic(USER, "scrape-me-7d41c1")),
+            true,
+        ),
+        ("empty password", Some(basic(USER, "")), true),
+        ("unknown user", Some(basic("grafana", PASSWORD)), true),
         (
             "user in the wrong case",
             Some(basic("Prometheus", PASSWORD)),
+            true,
         ),
-        ("not basic", Some(format!("Bearer {PASSWORD}"))),
-        ("not base64", Some("Basic !!!".to_owned())),
+        ("not basic", Some(format!("Bearer {PASSWORD}")), false),
+        ("not base64", Some("Basic !!!".to_owned()), false),
     ];
+    let mut failed = 0;
     for path in ["/metrics", "/", "/no-such-page"] {
-        for (what, authorization) in &refusals {
+        for (what, authorization, hashed) in &refusals {
             let headers: Vec<(&str, &str)> = authorization
                 .iter()
                 .map(|value| ("Authorization", value.as_str()))
                 .collect();
             let response = send(port, &request("GET", path, &headers)).unwrap();
-            assert_eq!(response.status, 401, "{what} on {path}: {response:?}");
-            assert_eq!(
-                response.header("www-authenticate"),
-                Some("Basic realm=\"mqtt-pulse\""),
-                "{what} on {path}"
-            );
+            failed += usize::from(*hashed);
+            if *hashed && failed > FAILURE_BUDGET {
+                // This address has used its budget: refused without a hash.
+                assert_eq!(response.status, 429, "{what} on {path}: {response:?}");
+                let retry_after: u64 = response.header("retry-after").unwrap().parse().unwrap();
+                assert!((1..=12).contains(&retry_after), "{retry_after}");
+            } else {
+                assert_eq!(response.status, 401, "{what} on {path}: {response:?}");
+                assert_eq!(
+                    response.header("www-authenticate"),
+                    Some("Basic realm=\"mqtt-pulse\""),
+                    "{what} on {path}"
+                );
+            }
             assert!(
                 !response.body.contains("mqtt_client"),
                 "{what}: {}",
@@ -64,6 +83,7 @@ fn basic_auth_needs_the_right_password_and_answers_401_with_a_challenge_otherwis
             );
         }
     }
+    // A password that passed before is remembered: the budget does not apply.
     let unknown = send(
         port,
         &request("GET", "/no-such-page", &[("Authorization", &right)]),
