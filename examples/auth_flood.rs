@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example auth_flood                  # cost 14, 3 runs
-//! cargo run --release --example auth_flood -- --runs 1 --flood 5s
+//! cargo run --release --example auth_flood -- --runs 1 --flood 5
 //! ```
 //!
 //! The server is this example again, in a child process (`--serve`): the
@@ -59,14 +59,14 @@ struct Args {
     /// Runs of each scenario; the medians are reported.
     #[arg(long, default_value_t = 3, value_parser = harness::positive)]
     runs: usize,
-    /// How long the abort flood lasts.
-    #[arg(long, default_value = "10s", value_parser = harness::seconds)]
+    /// Seconds the abort flood lasts.
+    #[arg(long, default_value = "10", value_parser = harness::seconds)]
     flood: Duration,
-    /// How long the server is watched once the abort flood stopped.
-    #[arg(long, default_value = "15s", value_parser = harness::seconds)]
+    /// Seconds the server is watched once the abort flood stopped.
+    #[arg(long, default_value = "15", value_parser = harness::seconds)]
     after: Duration,
-    /// How long the wrong-password flood runs before the correct login.
-    #[arg(long, default_value = "3s", value_parser = harness::seconds)]
+    /// Seconds the wrong-password flood runs before the correct login.
+    #[arg(long, default_value = "3", value_parser = harness::seconds)]
     warmup: Duration,
     /// Internal: serve the web config at this path and print the port.
     #[arg(long, hide = true)]
