@@ -76,8 +76,14 @@ fn demo_script_runs_the_stack_on_free_ports_and_ctrl_c_leaves_nothing_behind() {
     let dir = TempDir::new("deploy-demo");
     let mqtt_port = free_port();
     let mut demo = Demo {
+        // A runner that starts tests in the background of a non-interactive
+        // shell leaves SIGINT ignored, which bash inherits and cannot trap:
+        // `env --default-signal` gives the script the Ctrl-C a user's
+        // terminal would (env execs it, so the pid is the script's).
         script: Process::spawn(
-            Command::new(repo("scripts/demo"))
+            Command::new("env")
+                .arg("--default-signal=INT")
+                .arg(repo("scripts/demo"))
                 .arg("--mqtt-port")
                 .arg(mqtt_port.to_string())
                 .env("MQTT_PULSE_BIN", daemon::binary())
