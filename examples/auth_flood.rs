@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use harness::support::http::{basic, request, status_from};
-use harness::support::process::{cpu_ticks, threads};
+use harness::support::process::{ThreadPeak, cpu_ticks, threads};
 use harness::{load_average, median};
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use mqtt_pulse::http::{Server, WebConfig};
@@ -226,18 +226,7 @@ fn abort_flood(web: &PathBuf, fresh: bool, args: &Args) -> AbortFlood {
     let (pid, port) = (server.pid(), server.port);
     let threads_at_rest = threads(pid);
     let ticks_before = cpu_ticks(pid);
-    let flooding = Arc::new(AtomicBool::new(true));
-    let sampler = std::thread::spawn({
-        let flooding = Arc::clone(&flooding);
-        move || {
-            let mut most = 0;
-            while flooding.load(Ordering::Relaxed) {
-                most = most.max(threads(pid));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            most
-        }
-    });
+    let peak = ThreadPeak::start(pid);
     let wrong = request(
         "GET",
         "/metrics",
@@ -268,10 +257,9 @@ fn abort_flood(web: &PathBuf, fresh: bool, args: &Args) -> AbortFlood {
             client.await.unwrap();
         }
     });
-    flooding.store(false, Ordering::Relaxed);
+    let threads_at_most = peak.stop();
     let ended = Instant::now();
     let ticks_at_end = cpu_ticks(pid);
-    let threads_at_most = sampler.join().unwrap();
     let window = Duration::from_millis(500);
     let mut idle_after = None;
     while ended.elapsed() + window <= args.after {

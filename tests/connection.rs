@@ -17,7 +17,7 @@ use mqtt_pulse::events::{
     ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
 };
 use rumqttc::QoS;
-use support::{Broker, TempDir, TestPki, logs};
+use support::{Broker, TempDir, TestPki, failures, logs};
 use tokio::time::timeout;
 
 const SYSTEM_BROKER: &str = "mqtt://127.0.0.1:1883";
@@ -44,15 +44,6 @@ async fn next_status(sub: &mut Subscription, limit: Duration) -> Status {
         Event::Status(status) => status,
         other => panic!("expected a status event, got {other:?}"),
     }
-}
-
-fn failures(events: &Events, reason: FailureReason) -> u64 {
-    events
-        .failures()
-        .iter()
-        .filter(|f| f.reason == reason)
-        .map(|f| f.count)
-        .sum()
 }
 
 /// Waits for a failure count to reach `at_least`, polling the hub's counter

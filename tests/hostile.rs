@@ -19,22 +19,13 @@ use std::time::Duration;
 
 use mqtt_pulse::connection::{Connection, ConnectionOptions};
 use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, FailureReason, Status};
-use support::{Broker, logs};
+use support::{Broker, failures, logs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
 
 fn client_id(test: &str) -> String {
     format!("mqtt-pulse-hostile-{test}-{}", std::process::id())
-}
-
-fn failures(events: &Events, reason: FailureReason) -> u64 {
-    events
-        .failures()
-        .iter()
-        .filter(|f| f.reason == reason)
-        .map(|f| f.count)
-        .sum()
 }
 
 // ---- just enough MQTT 3.1.1 for a scripted broker ----

@@ -232,3 +232,16 @@ pub fn poll<T>(
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// How many failures of `reason` the hub has counted, over every client.
+pub fn failures(
+    events: &mqtt_pulse::events::Events,
+    reason: mqtt_pulse::events::FailureReason,
+) -> u64 {
+    events
+        .failures()
+        .iter()
+        .filter(|f| f.reason == reason)
+        .map(|f| f.count)
+        .sum()
+}

@@ -102,3 +102,37 @@ pub fn cpu_ticks(pid: i32) -> u64 {
 pub fn threads(pid: i32) -> u64 {
     proc_status(pid, "Threads")
 }
+
+/// Samples the thread count of process `pid` every 10 ms until
+/// [`ThreadPeak::stop`]: the most threads it had meanwhile.
+pub struct ThreadPeak {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl ThreadPeak {
+    /// Starts sampling.
+    pub fn start(pid: i32) -> Self {
+        use std::sync::atomic::Ordering;
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = std::thread::spawn({
+            let running = std::sync::Arc::clone(&running);
+            move || {
+                let mut most = 0;
+                while running.load(Ordering::Relaxed) {
+                    most = most.max(threads(pid));
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                most
+            }
+        });
+        ThreadPeak { running, sampler }
+    }
+
+    /// Stops sampling; the most threads seen.
+    pub fn stop(self) -> u64 {
+        self.running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap()
+    }
+}

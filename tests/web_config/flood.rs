@@ -19,7 +19,7 @@ use crate::auth::users;
 use crate::support::TempDir;
 use crate::support::daemon::Daemon;
 use crate::support::http::{basic, fetch, request, send, status_from};
-use crate::support::process::{cpu_ticks, threads};
+use crate::support::process::{ThreadPeak, cpu_ticks, threads};
 use crate::{PASSWORD, USER};
 
 /// The smallest bcrypt cost (from 6) whose verify takes at least 100 ms in
@@ -95,18 +95,7 @@ fn hashes_of_clients_that_hung_up_stay_within_the_cap_and_stop_with_the_flood() 
     // later, from a new address every time (so no failure budget runs out:
     // what is under test is the cap), for at least ten hash times.
     let flood_for = (one_hash * 10).max(Duration::from_secs(2));
-    let flooding = Arc::new(AtomicBool::new(true));
-    let sampler = std::thread::spawn({
-        let flooding = Arc::clone(&flooding);
-        move || {
-            let mut most = 0;
-            while flooding.load(Ordering::Relaxed) {
-                most = most.max(threads(pid));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            most
-        }
-    });
+    let peak = ThreadPeak::start(pid);
     let attempts = Arc::new(AtomicU32::new(0));
     runtime().block_on(async {
         let until = Instant::now() + flood_for;
@@ -127,8 +116,7 @@ fn hashes_of_clients_that_hung_up_stay_within_the_cap_and_stop_with_the_flood() 
         }
     });
     let flood_ended = Instant::now();
-    flooding.store(false, Ordering::Relaxed);
-    let most_threads = sampler.join().unwrap();
+    let most_threads = peak.stop();
     let attempts = attempts.load(Ordering::Relaxed);
     assert!(
         u64::from(attempts) * one_hash.as_millis() as u64 > 4 * flood_for.as_millis() as u64 * cap,
