@@ -229,8 +229,17 @@ fn a_correct_login_gets_through_a_wrong_password_flood_within_a_few_hash_times()
         refused > 0,
         "the attackers were never refused without a hash: {answers:?}"
     );
+    // 503 is the daemon saying it is busy: the 40 first attempts queue for
+    // one hash slot, and on a loaded runner the last of them can wait past
+    // the request timeout. Never a 200, never a dropped connection.
+    let odd: Vec<_> = answers
+        .iter()
+        .filter(|s| !matches!(s, Some(401 | 429 | 503)))
+        .collect();
     assert!(
-        answers.iter().all(|s| matches!(s, Some(401 | 429))),
-        "{answers:?}"
+        odd.is_empty(),
+        "{} of {} attacker answers were not 401, 429 or 503: {odd:?}",
+        odd.len(),
+        answers.len()
     );
 }
