@@ -209,10 +209,7 @@ async fn a_paused_broker_is_down_one_ping_timeout_after_the_unanswered_pingreq()
     assert!(matches!(answered.event, Event::PingResponse(_)));
     let last_answer = Instant::now();
     broker.pause();
-    assert_eq!(
-        next_status(&mut status, 2 * keep_alive).await,
-        Status::Down
-    );
+    assert_eq!(next_status(&mut status, 2 * keep_alive).await, Status::Down);
     let detection = last_answer.elapsed();
     assert!(
         detection < keep_alive + ping_timeout,

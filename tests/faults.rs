@@ -599,7 +599,14 @@ async fn fifty_connections_to_a_paused_broker_go_down_by_the_ping_deadline_and_r
         })
         .collect();
     let mut seen = HashMap::new();
-    await_all(&mut status, &mut seen, &ids, Status::Up, Duration::from_secs(15)).await;
+    await_all(
+        &mut status,
+        &mut seen,
+        &ids,
+        Status::Up,
+        Duration::from_secs(15),
+    )
+    .await;
 
     let paused = Instant::now();
     broker.pause();
@@ -623,7 +630,14 @@ async fn fifty_connections_to_a_paused_broker_go_down_by_the_ping_deadline_and_r
     );
 
     broker.resume();
-    await_all(&mut status, &mut seen, &ids, Status::Up, Duration::from_secs(15)).await;
+    await_all(
+        &mut status,
+        &mut seen,
+        &ids,
+        Status::Up,
+        Duration::from_secs(15),
+    )
+    .await;
     for id in &ids {
         assert_eq!(seen[id], [Status::Up, Status::Down, Status::Up], "{id}");
     }

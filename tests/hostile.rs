@@ -9,8 +9,8 @@
 //! connection right after accepting it (short of a client-id takeover, which
 //! needs a second client racing the first), it enforces keep-alive at 1.5× the
 //! interval, not 1×, it never sends a PUBLISH without a subscription, it
-//! accepts the MQTT 3.1.1 that rumqttc speaks (so never answers CONNACK 1), it
-//! has no setting that makes it answer a plain CONNECT with CONNACK 3, and it
+//! accepts the MQTT 3.1.1 that rumqttc speaks (so never answers CONNACK 1), no
+//! setting we know of makes it answer a plain CONNECT with CONNACK 3, and it
 //! always answers CONNECT with CONNACK. So those are *scripted brokers*: a
 //! `TcpListener` in the test speaking just enough MQTT 3.1.1 (CONNECT in,
 //! CONNACK, PINGRESP and PUBLISH out). The wrong password is a real Mosquitto.

@@ -271,8 +271,7 @@ pub async fn failures_on_metrics(
         .with_process_metrics(false)
         .install()
         .expect("the exporter installs");
-    let router = axum::Router::new()
-        .route("/metrics", mqtt_pulse::http::metrics_route(handle));
+    let router = axum::Router::new().route("/metrics", mqtt_pulse::http::metrics_route(handle));
     let connection = Connection::start(options, &events).expect("valid options");
     let deadline = Instant::now() + Duration::from_secs(5);
     let page = loop {
