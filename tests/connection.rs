@@ -2,8 +2,9 @@
 //! as Tortoise311 means them, failure reasons, backoff, TLS, credentials, shutdown,
 //! and the client side (publish/subscribe through the same connection).
 //!
-//! Non-fault tests use the machine's broker at 127.0.0.1:1883; every test that
-//! kills, pauses or reconfigures a broker starts its own from the fixture.
+//! Every test owns its broker (the fixture's Mosquitto on a free port, or a
+//! port nothing listens on): none uses the machine's shared broker, whose other
+//! clients would disturb the round-trip and timing checks here.
 
 mod support;
 
@@ -19,8 +20,6 @@ use mqtt_pulse::events::{
 use rumqttc::QoS;
 use support::{Broker, TempDir, TestPki, failures, logs};
 use tokio::time::timeout;
-
-const SYSTEM_BROKER: &str = "mqtt://127.0.0.1:1883";
 
 fn client_id(test: &str) -> String {
     format!("mqtt-pulse-test-{test}-{}", std::process::id())
@@ -64,8 +63,9 @@ async fn wait_for_failures(events: &Events, reason: FailureReason, at_least: u64
 async fn goes_up_within_a_second_and_a_wildcard_subscriber_sees_it() {
     let events = Events::new();
     let mut wildcard = events.register(ClientFilter::Any, EventKind::Status);
+    let broker = Broker::start();
     let started = Instant::now();
-    let connection = Connection::start(options(SYSTEM_BROKER, "up"), &events).unwrap();
+    let connection = Connection::start(options(&broker.url(), "up"), &events).unwrap();
 
     let message = next(&mut wildcard, Duration::from_secs(1)).await;
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -79,8 +79,9 @@ async fn goes_up_within_a_second_and_a_wildcard_subscriber_sees_it() {
 async fn ping_responses_arrive_once_per_keep_alive_with_loopback_round_trips() {
     let events = Events::new();
     let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let broker = Broker::start();
     let connection = Connection::start(
-        options(SYSTEM_BROKER, "ping").with_keep_alive(Duration::from_secs(1)),
+        options(&broker.url(), "ping").with_keep_alive(Duration::from_secs(1)),
         &events,
     )
     .unwrap();
@@ -167,16 +168,31 @@ async fn a_killed_broker_is_down_at_once_and_up_again_after_its_restart() {
     connection.shutdown().await;
 }
 
+/// Guards the driver's ping deadline (the `ping_deadline` arm of
+/// `Driver::next_step` in src/connection/mod.rs, fed by
+/// `ConnectionTracker::ping_deadline`): a PINGREQ left unanswered is Down one
+/// ping timeout after it was written.
+///
+/// The broker is paused just after a PINGRESP, so the next PINGREQ leaves ¾ of
+/// a keep-alive after the answered one and is never answered. With the
+/// deadline, Down comes ¾ K + P after the pause (1.7 s here); without it, only
+/// when the following PINGREQ falls due and rumqttc finds the first still
+/// unanswered (`AwaitPingResp`), 1.5 K (3 s) after it. K + P (2.2 s) lies
+/// between the two with room on both sides; 2 K — the bound this test used to
+/// have — does not tell them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_broker_is_a_ping_timeout_within_two_keep_alives() {
+async fn a_paused_broker_is_down_one_ping_timeout_after_the_unanswered_pingreq() {
     let broker = Broker::start();
     let events = Events::new();
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
-    let keep_alive = Duration::from_secs(1);
+    let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let keep_alive = Duration::from_secs(2);
+    let ping_timeout = Duration::from_millis(200);
     let connection = Connection::start(
         options(&broker.url(), "pause")
             .with_keep_alive(keep_alive)
-            .with_connect_timeout(Duration::from_millis(500))
+            .with_ping_timeout(ping_timeout)
+            .with_connect_timeout(Duration::from_millis(300))
             .with_backoff(Backoff {
                 initial: Duration::from_millis(50),
                 max: Duration::from_millis(200),
@@ -189,13 +205,22 @@ async fn a_paused_broker_is_a_ping_timeout_within_two_keep_alives() {
         Status::Up
     );
 
-    let paused = Instant::now();
+    let answered = next(&mut pings, 2 * keep_alive).await;
+    assert!(matches!(answered.event, Event::PingResponse(_)));
+    let last_answer = Instant::now();
     broker.pause();
-    assert_eq!(next_status(&mut status, 3 * keep_alive).await, Status::Down);
-    let detection = paused.elapsed();
+    assert_eq!(next_status(&mut status, 2 * keep_alive).await, Status::Down);
+    let detection = last_answer.elapsed();
     assert!(
-        detection < 2 * keep_alive,
-        "Down {detection:?} after the pause"
+        detection < keep_alive + ping_timeout,
+        "Down {detection:?} after the last PINGRESP: not one ping timeout \
+         ({ping_timeout:?}) after the next PINGREQ (due {:?} after the last)",
+        keep_alive.mul_f64(0.75)
+    );
+    // Not before the next PINGREQ was even due.
+    assert!(
+        detection >= keep_alive.mul_f64(0.75),
+        "Down {detection:?} after the last PINGRESP"
     );
     assert_eq!(failures(&events, FailureReason::PingTimeout), 1);
 
@@ -210,33 +235,82 @@ async fn a_paused_broker_is_a_ping_timeout_within_two_keep_alives() {
     connection.shutdown().await;
 }
 
+/// Guards the driver's own connect timeout (the `timeout(limit,
+/// eventloop.poll())` in `Driver::next_step`, src/connection/mod.rs): each
+/// attempt against a paused broker fails `timeout` one connect timeout after
+/// it began.
+///
+/// A paused Mosquitto is as silent as a broker gets: the kernel completes the
+/// TCP handshake into its backlog and nothing answers the CONNECT. Without the
+/// driver's timeout rumqttc's backstop (`connect_timeout` rounded down to
+/// seconds, plus one: 1 s here) still ends each attempt as a `timeout`, so only
+/// the spacing tells them apart: attempts here are at most connect timeout +
+/// backoff cap apart (120 ms), the backstop's at least 1 s + half the initial
+/// backoff. The bound is halfway between the two.
 #[tokio::test]
-async fn a_listener_that_never_speaks_mqtt_is_a_connect_timeout() {
-    // A real TCP listener that accepts (the kernel completes the handshake into
-    // the backlog) and never answers: no broker can be made this silent on demand.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("mqtt://{}", silent.local_addr().unwrap());
+async fn a_paused_broker_fails_each_attempt_at_the_driver_s_connect_timeout() {
+    let broker = Broker::start();
+    broker.pause();
     let events = Events::new();
     let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connect_timeout = Duration::from_millis(100);
+    let backoff = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+    };
+    let backstop = Duration::from_secs(connect_timeout.as_secs() + 1);
+    let ours = connect_timeout + backoff.max;
+    let theirs = backstop + backoff.initial / 2;
+    let bound = ours + (theirs - ours) / 2;
+
+    let started = Instant::now();
     let connection = Connection::start(
-        options(&url, "silent")
-            .with_connect_timeout(Duration::from_millis(200))
-            .with_backoff(Backoff {
-                initial: Duration::from_millis(20),
-                max: Duration::from_millis(50),
-            }),
+        options(&broker.url(), "paused-connect")
+            .with_connect_timeout(connect_timeout)
+            .with_backoff(backoff),
         &events,
     )
     .unwrap();
 
-    wait_for_failures(&events, FailureReason::Timeout, 2, Duration::from_secs(3)).await;
+    // When each failure is counted (a counter, not an event: polled).
+    let mut arrivals = vec![started];
+    let deadline = started + 6 * theirs;
+    while arrivals.len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} timeouts: {:?}",
+            arrivals.len() - 1,
+            events.failures()
+        );
+        let count = failures(&events, FailureReason::Timeout);
+        if count >= arrivals.len() as u64 {
+            assert_eq!(count, arrivals.len() as u64, "two failures within a poll");
+            arrivals.push(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    for gap in &gaps {
+        assert!(
+            *gap < bound,
+            "attempts {gaps:?} apart: not {connect_timeout:?} + backoff"
+        );
+        // Half: the lower bound says only that an attempt waited at all; the
+        // polling above can see one failure late and the next on time.
+        assert!(*gap > connect_timeout / 2, "attempts {gaps:?} apart");
+    }
     assert_eq!(connection.status(), Status::Down);
     assert!(
         status.try_recv().is_err(),
         "a failed connect sends no event"
     );
+    assert_eq!(
+        events.failures().len(),
+        1,
+        "only timeouts: {:?}",
+        events.failures()
+    );
     connection.shutdown().await;
-    drop(silent);
 }
 
 #[tokio::test]
@@ -497,8 +571,9 @@ async fn a_subscriber_that_never_reads_delays_no_ping() {
     let mut stuck = stuck;
     stuck.register(ClientFilter::Any, EventKind::PingResponse);
     let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let broker = Broker::start();
     let connection = Connection::start(
-        options(SYSTEM_BROKER, "stuck").with_keep_alive(Duration::from_secs(1)),
+        options(&broker.url(), "stuck").with_keep_alive(Duration::from_secs(1)),
         &events,
     )
     .unwrap();
@@ -594,9 +669,12 @@ async fn publishes_and_subscribes_through_the_connection_across_a_reconnect() {
 
 #[tokio::test]
 async fn starting_outside_a_runtime_or_with_bad_options_is_an_error() {
+    // Neither start gets as far as connecting; a port nothing listens on makes
+    // sure no broker would see it if one did.
+    let nobody = format!("mqtt://127.0.0.1:{}", support::free_port());
     let events = Events::new();
     let err = Connection::start(
-        options(SYSTEM_BROKER, "bad-ka").with_keep_alive(Duration::from_millis(500)),
+        options(&nobody, "bad-ka").with_keep_alive(Duration::from_millis(500)),
         &events,
     )
     .unwrap_err();
@@ -611,7 +689,7 @@ async fn starting_outside_a_runtime_or_with_bad_options_is_an_error() {
     );
 
     let outside = std::thread::spawn(move || {
-        Connection::start(options(SYSTEM_BROKER, "no-rt"), &events)
+        Connection::start(options(&nobody, "no-rt"), &events)
             .unwrap_err()
             .to_string()
     })
@@ -621,4 +699,18 @@ async fn starting_outside_a_runtime_or_with_bad_options_is_an_error() {
         outside,
         "a connection must be started inside a tokio runtime"
     );
+}
+
+/// Guards the `io` reason end to end (the catch-all arm of
+/// `link::classify_io`): a socket error that is not a refusal, a timeout, a
+/// close or TLS. No broker, real or scripted, sends one; the kernel does: a
+/// TCP connect to the limited broadcast address fails at once with
+/// "network unreachable" (Linux refuses TCP to broadcast and multicast
+/// routes), with no packet leaving the machine.
+#[tokio::test]
+async fn a_socket_error_of_no_other_kind_is_io_on_metrics() {
+    let options = options("mqtt://255.255.255.255:1884", "io");
+    let (failures, up) = support::failures_on_metrics(options).await;
+    assert_eq!(failures, [("io".to_owned(), 1.0)]);
+    assert_eq!(up, Some(0.0));
 }

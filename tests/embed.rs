@@ -105,3 +105,51 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     let (_, page) = get_text(app.clone(), "/metrics").await;
     assert!(!page.contains("client_id=\"embedded-app\""), "{page}");
 }
+
+/// Guards the `identifier_rejected` reason end to end (the `BadClientId` arm
+/// of `link::classify`, counted by the exporter): a real Mosquitto with
+/// `allow_zero_length_clientid false` answers a service's empty client id
+/// (MQTT 3.1.1 §3.1.3.1: "let the server assign one") with CONNACK 2
+/// "identifier rejected", and the service's `/metrics` counts it under that
+/// reason.
+///
+/// Through a service's own event loop because mqtt-pulse's driver refuses an
+/// empty id up front; the ways the issue suggests for its ids,
+/// `clientid_prefixes` and a keep-alive above `max_keepalive`, are CONNACK 5
+/// and CONNACK 0 from the Mosquitto 2.0.11 the suite runs.
+#[tokio::test]
+async fn an_id_the_broker_rejects_is_identifier_rejected_on_the_service_s_metrics() {
+    let broker = Broker::builder()
+        .extra_config("allow_zero_length_clientid false")
+        .start();
+    let events = Events::new();
+    let options = MqttOptions::new("", "127.0.0.1", broker.port());
+    let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options);
+    let handle = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .install()
+        .unwrap();
+    let app = Router::new().route("/metrics", mqtt_pulse::http::metrics_route(handle));
+    let (_client, mut eventloop) = AsyncClient::new(options, 16);
+
+    let error = tokio::time::timeout(Duration::from_secs(3), eventloop.poll())
+        .await
+        .expect("an answer within 3 s")
+        .expect_err("the broker refuses an empty id");
+    assert_eq!(
+        tracker.observe_error(&error),
+        Some(mqtt_pulse::events::FailureReason::IdentifierRejected),
+        "{error:?}"
+    );
+
+    let (code, page) = get_text(app, "/metrics").await;
+    assert_eq!(code, StatusCode::OK);
+    let page = support::metrics::Metrics::parse(page);
+    assert_eq!(
+        page.connect_failures(""),
+        [("identifier_rejected".to_owned(), 1.0)],
+        "{}",
+        page.text
+    );
+    assert_eq!(page.up(""), Some(0.0));
+}

@@ -528,3 +528,127 @@ async fn a_subscriber_that_never_reads_costs_only_itself() {
     }
     assert_eq!(held, STUCK);
 }
+
+/// Each client's count of `reason` on an exporter page (0 when the client has
+/// no such series yet).
+fn count_by_client(page: &str, ids: &[ClientId], broker: &Broker, reason: &str) -> Vec<u64> {
+    ids.iter()
+        .map(|id| {
+            let series = format!(
+                r#"mqtt_client_connect_failures_total{{client_id="{id}",broker="{}",reason="{reason}"}}"#,
+                broker.addr()
+            );
+            metrics::sample(page, &series).map_or(0, |value| value as u64)
+        })
+        .collect()
+}
+
+/// Guards the driver's own two timers at scale — the ping deadline and the
+/// connect timeout, both in `Driver::next_step` (src/connection/mod.rs) —
+/// where rumqttc's fallbacks would otherwise pass for them: fifty connections
+/// lose a paused broker and must each be Down within keep-alive K + ping
+/// timeout P of the pause, then retry at the connect timeout's spacing, as
+/// `/metrics` counts it, and all come back once it resumes.
+///
+/// The values keep each timer far from its fallback. Down: a client's next
+/// PINGREQ leaves at most ¾ K after the pause, so with the deadline it is Down
+/// by ¾ K + P (1.7 s); without it, only when the PINGREQ after that finds the
+/// first unanswered, up to 1.5 K (3 s) — half the clients after K + P
+/// (2.2 s). Retries: one every connect timeout + backoff (at most 120 ms) with
+/// the driver's timeout; one a second at most with rumqttc's backstop
+/// (`connect_timeout` rounded down to seconds, plus one). Over the window each
+/// client must reach the count halfway between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_connections_to_a_paused_broker_go_down_by_the_ping_deadline_and_retry_at_the_connect_timeout()
+ {
+    const N: usize = 50;
+    let keep_alive = Duration::from_secs(2);
+    let ping_timeout = Duration::from_millis(200);
+    let connect_timeout = Duration::from_millis(100);
+    let backoff = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+    };
+    let window = Duration::from_secs(2);
+    let ours = connect_timeout + backoff.max;
+    let backstop = Duration::from_secs(connect_timeout.as_secs() + 1);
+    // Whole attempts inside the window, at the slowest spacing of each.
+    let at_least_ours = (window.as_millis() / ours.as_millis()) as u64 - 1;
+    let at_most_theirs = (window.as_millis() / backstop.as_millis()) as u64 + 1;
+    let threshold = (at_least_ours + at_most_theirs) / 2;
+
+    let broker = Arc::new(Broker::start());
+    let events = Events::new();
+    let exporter = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .install()
+        .unwrap();
+    let mut status = events.subscribe_with_capacity(8 * N);
+    status.register(ClientFilter::Any, EventKind::Status);
+    let ids: Vec<ClientId> = (0..N).map(|i| client_id("paused", i)).collect();
+    let connections: Vec<Connection> = ids
+        .iter()
+        .map(|id| {
+            let options = ConnectionOptions::new(id, &broker.url())
+                .unwrap()
+                .with_keep_alive(keep_alive)
+                .with_ping_timeout(ping_timeout)
+                .with_connect_timeout(connect_timeout)
+                .with_backoff(backoff);
+            Connection::start(options, &events).unwrap()
+        })
+        .collect();
+    let mut seen = HashMap::new();
+    await_all(
+        &mut status,
+        &mut seen,
+        &ids,
+        Status::Up,
+        Duration::from_secs(15),
+    )
+    .await;
+
+    let paused = Instant::now();
+    broker.pause();
+    let limit = (keep_alive + ping_timeout).saturating_sub(paused.elapsed());
+    await_all(&mut status, &mut seen, &ids, Status::Down, limit).await;
+    let failures = failures_by_reason(&events);
+    assert_eq!(
+        failures.get(&FailureReason::PingTimeout),
+        Some(&(N as u64)),
+        "one ping timeout each: {failures:?}"
+    );
+
+    let before = count_by_client(&exporter.render(), &ids, &broker, "timeout");
+    tokio::time::sleep(window).await; // the measurement window itself
+    let after = count_by_client(&exporter.render(), &ids, &broker, "timeout");
+    let attempts: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(
+        attempts.iter().all(|&n| n >= threshold),
+        "timeouts per client in {window:?}: {attempts:?}; at least {threshold} wanted \
+         ({at_least_ours} at {ours:?} apart, at most {at_most_theirs} at rumqttc's {backstop:?})"
+    );
+
+    broker.resume();
+    await_all(
+        &mut status,
+        &mut seen,
+        &ids,
+        Status::Up,
+        Duration::from_secs(15),
+    )
+    .await;
+    for id in &ids {
+        assert_eq!(seen[id], [Status::Up, Status::Down, Status::Up], "{id}");
+    }
+    let failures = failures_by_reason(&events);
+    assert!(
+        failures
+            .keys()
+            .all(|r| matches!(r, FailureReason::PingTimeout | FailureReason::Timeout)),
+        "{failures:?}"
+    );
+    for connection in connections {
+        connection.shutdown().await;
+    }
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Broker, TestPki, free_port, pid_exists, tmp_dir};
+use support::{Broker, TestPki, free_port, pid_exists, tmp_dir, wait_until};
 
 const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 /// CONNACK return code 5, "not authorised": what mosquitto 2.0 sends an MQTT 3.1.1 client
@@ -130,23 +130,31 @@ fn connect_kill_restart_on_the_same_port() {
     );
 }
 
+/// Guards `Broker::restart`'s retry on a taken port (its `StartError::AddrInUse`
+/// arm): restart keeps trying the same port until it is free.
 #[test]
 fn restart_waits_for_its_port_to_be_released() {
     let broker = Broker::start();
     broker.kill();
-    // Someone else holds the port for a while; restart() keeps trying the same port.
+    // Someone else holds the port until restart() has met it, which the broker's
+    // log says ("Address already in use"), then lets go.
     let squatter = std::net::TcpListener::bind(broker.addr()).expect("port free after kill");
-    let holder = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300)); // how long the port stays taken
-        drop(squatter);
+    let mark = broker.log_mark();
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            let met = wait_until(TIMEOUT, || {
+                broker.log_since(mark).contains("Address already in use")
+            });
+            drop(squatter);
+            met
+        });
+        broker.restart();
+        assert!(
+            holder.join().unwrap(),
+            "restart should have met the taken port: {}",
+            broker.log_since(mark)
+        );
     });
-    broker.restart();
-    holder.join().unwrap();
-    assert!(
-        broker.log().contains("Address already in use"),
-        "restart should have met the taken port: {}",
-        broker.log()
-    );
     assert_eq!(
         mqtt_connect(&broker.addr(), "smoke-after-squatter", None),
         CONNACK_ACCEPTED

@@ -1,15 +1,19 @@
-//! Brokers that misbehave (issue 14, items 4, 6, 7 and 8): one that accepts and
-//! then hangs up, one that closes a connection the moment its keep-alive has
-//! elapsed, one that pushes publishes nobody asked for, and a real Mosquitto
-//! that refuses a wrong password.
+//! Brokers that misbehave (issue 14, items 4, 6, 7 and 8; issue 21): one that
+//! accepts and then hangs up, one that closes a connection the moment its
+//! keep-alive has elapsed, one that pushes publishes nobody asked for, ones
+//! that refuse a CONNECT with a code Mosquitto never sends to our client or
+//! answer it with something else than CONNACK, and a real Mosquitto that
+//! refuses a wrong password.
 //!
-//! Real Mosquitto cannot produce the first three on demand: it never closes a
+//! Real Mosquitto cannot produce all but the last on demand: it never closes a
 //! connection right after accepting it (short of a client-id takeover, which
 //! needs a second client racing the first), it enforces keep-alive at 1.5× the
-//! interval, not 1×, and it never sends a PUBLISH without a subscription. So
-//! those are *scripted brokers*: a `TcpListener` in the test speaking just
-//! enough MQTT 3.1.1 (CONNECT in, CONNACK, PINGRESP and PUBLISH out). The wrong
-//! password is a real Mosquitto.
+//! interval, not 1×, it never sends a PUBLISH without a subscription, it
+//! accepts the MQTT 3.1.1 that rumqttc speaks (so never answers CONNACK 1), no
+//! setting we know of makes it answer a plain CONNECT with CONNACK 3, and it
+//! always answers CONNECT with CONNACK. So those are *scripted brokers*: a
+//! `TcpListener` in the test speaking just enough MQTT 3.1.1 (CONNECT in,
+//! CONNACK, PINGRESP and PUBLISH out). The wrong password is a real Mosquitto.
 
 mod support;
 
@@ -449,4 +453,44 @@ async fn a_monitor_that_subscribes_to_nothing_keeps_no_publishes() {
     assert_eq!(connection.dropped_publishes(), PUSHED as u64);
     assert!(grown_mib < 32, "{grown_mib} MiB kept");
     connection.shutdown().await;
+}
+
+// ---- issue 21: refusals no real broker gives our client on demand ----
+
+/// Scripted: answers every CONNECT with `reply` and then only reads until the
+/// client hangs up, so the failure is the reply's and not a close.
+async fn replying_broker(reply: &'static [u8]) -> String {
+    let (listener, url) = listener().await;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if read_connect(&mut stream).await.is_ok() && stream.write_all(reply).await.is_ok()
+                {
+                    while read_packet(&mut stream).await.is_ok() {}
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Guards the reasons of the CONNACK refusals and of a broker that answers
+/// CONNECT with another packet, end to end (`link::classify`'s
+/// `RefusedProtocolVersion`, `ServiceUnavailable` and `NotConnAck` arms, counted
+/// by the exporter): each is on `/metrics` under its own reason, once.
+#[tokio::test]
+async fn refusals_no_real_broker_sends_on_demand_are_on_metrics_by_reason() {
+    let cases: [(&str, &'static [u8], &str); 3] = [
+        ("connack-1", &[0x20, 0x02, 0x00, 0x01], "protocol_version"),
+        ("connack-3", &[0x20, 0x02, 0x00, 0x03], "server_unavailable"),
+        // A PINGRESP where the CONNACK belongs.
+        ("not-connack", &PINGRESP, "protocol"),
+    ];
+    for (test, reply, reason) in cases {
+        let url = replying_broker(reply).await;
+        let options = ConnectionOptions::new(client_id(test).as_str(), &url).unwrap();
+        let (failures, up) = support::failures_on_metrics(options).await;
+        assert_eq!(failures, [(reason.to_owned(), 1.0)], "{test}");
+        assert_eq!(up, Some(0.0), "{test}");
+    }
 }

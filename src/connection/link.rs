@@ -390,6 +390,20 @@ mod tests {
                 R::IdentifierRejected,
             ),
             (
+                ConnectionError::ConnectionRefused(ConnectReturnCode::RefusedProtocolVersion),
+                R::ProtocolVersion,
+            ),
+            (
+                ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable),
+                R::ServerUnavailable,
+            ),
+            (
+                ConnectionError::NotConnAck(rumqttc::Packet::PingResp),
+                R::Protocol,
+            ),
+            // What a TCP connect to a broadcast address gets (tests/connection.rs).
+            (io(io::ErrorKind::NetworkUnreachable), R::Io),
+            (
                 ConnectionError::Io(io::Error::new(
                     io::ErrorKind::InvalidData,
                     rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),

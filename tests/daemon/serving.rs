@@ -93,8 +93,14 @@ fn logfmt_logs_carry_level_and_status() {
 
 #[test]
 fn healthcheck_exits_zero_for_a_running_daemon_and_one_line_otherwise() {
+    // Its own broker: without a config the daemon would connect to the
+    // machine's shared one as `mqtt-pulse-local`, taking the session of anyone
+    // running it there.
+    let broker = Broker::start();
     let dir = TempDir::new("daemon-healthcheck");
-    let daemon = Daemon::start(&dir, &[], ready);
+    let config = dir.join("mqtt-pulse.toml");
+    write_config(&config, &[target("health", &broker, "")]);
+    let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], ready);
     let address = format!("127.0.0.1:{}", daemon.port());
     let healthy = run(&["healthcheck", "--web.listen-address", &address]);
     assert!(healthy.status.success(), "{}", text(&healthy.stderr));

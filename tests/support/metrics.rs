@@ -82,6 +82,25 @@ impl Metrics {
         self.value("mqtt_pulse_config_last_reload_successful", &[])
     }
 
+    /// This client's `mqtt_client_connect_failures_total` series: each reason
+    /// label with its count, sorted by reason.
+    pub fn connect_failures(&self, client_id: &str) -> Vec<(String, f64)> {
+        let mut failures: Vec<(String, f64)> = self
+            .samples
+            .iter()
+            .filter(|sample| {
+                sample.name == "mqtt_client_connect_failures_total"
+                    && sample.labels.get("client_id").map(String::as_str) == Some(client_id)
+            })
+            .map(|sample| {
+                let reason = sample.labels.get("reason").cloned().unwrap_or_default();
+                (reason, sample.value)
+            })
+            .collect();
+        failures.sort_by(|a, b| a.0.cmp(&b.0));
+        failures
+    }
+
     /// Whether any series carries this client id.
     pub fn has_client(&self, client_id: &str) -> bool {
         self.samples

@@ -12,7 +12,7 @@
 //! | [`logs`] | capturing `tracing` output for assertions |
 //! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
 //! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
-//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`] |
+//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`], [`failures`], [`failures_on_metrics`] |
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
 //! port from [`free_port`] (never 1883), and processes are only ever signalled by the pid
@@ -244,4 +244,50 @@ pub fn failures(
         .filter(|f| f.reason == reason)
         .map(|f| f.count)
         .sum()
+}
+
+/// What `/metrics` says about a client that cannot connect: starts `options`
+/// with a hub, the Prometheus exporter and its `/metrics` route, scrapes the
+/// route (through `oneshot`: the library's own handler, no socket) every 5 ms
+/// until the client has a `mqtt_client_connect_failures_total` series, and
+/// returns that client's series (reason label, count) from that page, with
+/// its `mqtt_client_up`. The backoff is a minute, so exactly one attempt is
+/// made before the connection is shut down. Panics after 5 s without a failure.
+pub async fn failures_on_metrics(
+    options: mqtt_pulse::connection::ConnectionOptions,
+) -> (Vec<(String, f64)>, Option<f64>) {
+    use mqtt_pulse::connection::{Backoff, Connection};
+    use mqtt_pulse::events::Events;
+    use mqtt_pulse::exporter::metrics::MetricsBuilder;
+
+    let minute = Duration::from_secs(60);
+    let options = options.with_backoff(Backoff {
+        initial: minute,
+        max: minute,
+    });
+    let client_id = options.client_id().as_str().to_owned();
+    let events = Events::new();
+    let handle = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .install()
+        .expect("the exporter installs");
+    let router = axum::Router::new().route("/metrics", mqtt_pulse::http::metrics_route(handle));
+    let connection = Connection::start(options, &events).expect("valid options");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let (status, text) = http::get_text(router.clone(), "/metrics").await;
+        assert_eq!(status, axum::http::StatusCode::OK, "{text}");
+        let page = metrics::Metrics::parse(text);
+        if !page.connect_failures(&client_id).is_empty() {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connect failure of {client_id} on /metrics within 5 s:\n{}",
+            page.text
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    connection.shutdown().await;
+    (page.connect_failures(&client_id), page.up(&client_id))
 }
