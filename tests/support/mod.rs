@@ -12,7 +12,7 @@
 //! | [`logs`] | capturing `tracing` output for assertions |
 //! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
 //! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
-//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`], [`failures`], [`failures_on_metrics`] |
+//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`], [`failures`], [`failures_on_metrics`], [`expected_revision`] |
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
 //! port from [`free_port`] (never 1883), and processes are only ever signalled by the pid
@@ -290,4 +290,25 @@ pub async fn failures_on_metrics(
     };
     connection.shutdown().await;
     (page.connect_failures(&client_id), page.up(&client_id))
+}
+
+/// The revision `build.rs` must have recorded: `MQTT_PULSE_REVISION` when
+/// set (a Docker build, which has no `.git`), else `git rev-parse
+/// --short=12 HEAD` in this checkout, else "unknown" (a source tarball).
+/// Read now, when the test runs in the same checkout it was built from.
+pub fn expected_revision() -> String {
+    if let Some(revision) = std::env::var("MQTT_PULSE_REVISION")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        return revision;
+    }
+    let git = std::process::Command::new("git")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output();
+    match git {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        _ => "unknown".to_owned(),
+    }
 }
