@@ -197,6 +197,15 @@ fn every_flag_can_come_from_its_mqtt_pulse_environment_variable() {
         ],
         ready,
     );
+    // Checked first: without the file the daemon would monitor its default
+    // target, the machine's shared broker, and the test would only see that
+    // once its deadline for the file's target ran out.
+    let logs = daemon.stderr();
+    assert!(
+        logs.lines().any(|line| line.contains("mqtt-pulse started")
+            && line.contains(config.to_str().unwrap())),
+        "the start line does not name the config file:\n{logs}"
+    );
     let authorized = request(
         "GET",
         "/metrics",
