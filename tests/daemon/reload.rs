@@ -182,7 +182,11 @@ fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
     assert_eq!(response.body.lines().count(), 1);
     let metrics = daemon.metrics();
     assert_eq!(metrics.reload_successful(), Some(0.0));
-    assert_eq!(reload_stamp(&metrics), reloaded, "a failed reload is no success");
+    assert_eq!(
+        reload_stamp(&metrics),
+        reloaded,
+        "a failed reload is no success"
+    );
     for id in ["mqtt-pulse-a", "mqtt-pulse-c", "mqtt-pulse-d"] {
         assert_eq!(metrics.up(id), Some(1.0), "{id}:\n{}", metrics.text);
         assert_eq!(metrics.status_changes(id, "down"), Some(0.0), "{id}");

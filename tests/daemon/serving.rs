@@ -202,8 +202,9 @@ fn every_flag_can_come_from_its_mqtt_pulse_environment_variable() {
     // once its deadline for the file's target ran out.
     let logs = daemon.stderr();
     assert!(
-        logs.lines().any(|line| line.contains("mqtt-pulse started")
-            && line.contains(config.to_str().unwrap())),
+        logs.lines()
+            .any(|line| line.contains("mqtt-pulse started")
+                && line.contains(config.to_str().unwrap())),
         "the start line does not name the config file:\n{logs}"
     );
     let authorized = request(
@@ -218,7 +219,11 @@ fn every_flag_can_come_from_its_mqtt_pulse_environment_variable() {
             let page = send(port, &authorized).unwrap();
             page.status == 200 && Metrics::parse(page.body).up("mqtt-pulse-env") == Some(1.0)
         });
-        assert!(up, "port {port}: the file's target never up:\n{}", daemon.stderr());
+        assert!(
+            up,
+            "port {port}: the file's target never up:\n{}",
+            daemon.stderr()
+        );
     }
 
     let logs = daemon.stderr();

@@ -12,8 +12,7 @@ use crate::support::{Broker, TempDir, wait_until};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric};
 
 use crate::{
-    Collector, DEADLINE, Push, SECRET, changes, metrics, nanos, number, resource, rtt, up,
-    up_point,
+    Collector, DEADLINE, Push, SECRET, changes, metrics, nanos, number, resource, rtt, up, up_point,
 };
 
 /// The daemon serving `config` (written as `mqtt-pulse.toml` in `dir`) with

@@ -179,7 +179,10 @@ impl Collector {
     /// should not happen at all: waiting out the deadline is the test).
     async fn nothing_within(&mut self, within: Duration, what: &str) {
         if let Ok(push) = tokio::time::timeout(within, self.pushes.recv()).await {
-            panic!("{what}, but a push arrived: {:#?}", push.as_ref().map(summary));
+            panic!(
+                "{what}, but a push arrived: {:#?}",
+                push.as_ref().map(summary)
+            );
         }
     }
 }

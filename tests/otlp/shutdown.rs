@@ -55,7 +55,10 @@ async fn dropping_the_last_handle_still_pushes_the_last_batch() {
     let clone = otlp.clone();
     drop(otlp);
 
-    clone.flush().await.expect("the clone still runs the exporter");
+    clone
+        .flush()
+        .await
+        .expect("the clone still runs the exporter");
     let flushed = collector.next(Duration::from_secs(5)).await;
     assert_eq!(up(&flushed, "plant-dropped"), Some(1));
     // A shutdown started by the first drop would push within the SDK's 5 s;
@@ -68,7 +71,11 @@ async fn dropping_the_last_handle_still_pushes_the_last_batch() {
     events.dispatch(&plant, Event::Status(Status::Down));
     drop(clone);
     let last = collector.next(Duration::from_secs(5)).await;
-    assert_eq!(up(&last, "plant-dropped"), Some(0), "the last batch is the latest");
+    assert_eq!(
+        up(&last, "plant-dropped"),
+        Some(0),
+        "the last batch is the latest"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,7 +220,8 @@ fn cipher_suites_and_curve_preferences_decide_what_is_negotiated() {
              curve_preferences: [ CurveP384 ]\n"
         ),
     ));
-    let client = |provider, versions| TlsClient::with_provider(provider, &pki.ca_pem_path, versions);
+    let client =
+        |provider, versions| TlsClient::with_provider(provider, &pki.ca_pem_path, versions);
     let tls12: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
     let everything = default_provider();
