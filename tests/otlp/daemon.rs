@@ -187,9 +187,8 @@ fn temporality(push: &Push, name: &str) -> Option<AggregationTemporality> {
 /// Guards delta temporality through the daemon: with
 /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta` the SDK's
 /// choice reaches the wire through mqtt-pulse's counting wrapper around the
-/// exporter: `status.changes` and `ping.rtt` arrive as deltas, so a push
-/// after the one that carried the connect no longer counts it, and the
-/// histogram holds only its own interval's round trips.
+/// exporter: `status.changes` and `ping.rtt` arrive as deltas, and a push
+/// after the one that carried the connect no longer counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_temporality_from_the_environment_reaches_the_collector() {
     let broker = Broker::start();
@@ -221,8 +220,6 @@ async fn delta_temporality_from_the_environment_reaches_the_collector() {
         temporality(&pinged, "mqtt.client.ping.rtt"),
         Some(AggregationTemporality::Delta)
     );
-    let count = rtt(&pinged, "mqtt-pulse-otlp").unwrap().count;
-    assert!((1..=2).contains(&count), "{count} round trips in 200 ms");
     // The connect was counted once, in its own interval's push.
     let later = collector.next(DEADLINE).await;
     assert!(
