@@ -7,14 +7,21 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=MQTT_PULSE_REVISION");
-    // Only watch files that exist: a missing one would rerun this every build.
-    for watched in [".git/HEAD", ".git/refs/heads"] {
-        if Path::new(watched).exists() {
+    // What moves HEAD: HEAD itself (a checkout), the branch refs (a commit)
+    // and packed-refs. Asked of git rather than spelled `.git/...`: in a git
+    // worktree `.git` is a file and HEAD lives elsewhere, and without a
+    // watched HEAD the revision would stay at the first build's. Only watch
+    // files that exist: a missing one would rerun this every build.
+    for name in ["HEAD", "refs/heads", "packed-refs"] {
+        if let Some(watched) = output("git", &["rev-parse", "--git-path", name])
+            && Path::new(&watched).exists()
+        {
             println!("cargo:rerun-if-changed={watched}");
         }
     }
     let revision = std::env::var("MQTT_PULSE_REVISION")
         .ok()
+        .filter(|revision| !revision.trim().is_empty())
         .or_else(|| output("git", &["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".into());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());

@@ -148,6 +148,67 @@ fn up_follows_the_present_status_and_a_client_never_connected_reads_zero() {
     assert_eq!(changes("terminated"), None, "never exposed");
 }
 
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Guards the value of `mqtt_client_last_status_change_timestamp_seconds`:
+/// the wall-clock time of the client's last status change, bounded by the
+/// clock read just before and just after each dispatch — not the time it was
+/// announced, not a ping's, not the first change's. Read through the fast
+/// text page and through the registry (`gather`), which build it apart.
+#[test]
+fn the_last_status_change_timestamp_is_the_wall_clock_time_of_the_last_change() {
+    let events = Events::new();
+    let handle = exporter(&events);
+    let id = ClientId::from("timed");
+    let series = client_series("mqtt_client_last_status_change_timestamp_seconds", "timed");
+    let stamps = || {
+        use mqtt_pulse::prometheus::Encoder as _;
+        let mut gathered = Vec::new();
+        mqtt_pulse::prometheus::TextEncoder::new()
+            .encode(&handle.registry().gather(), &mut gathered)
+            .unwrap();
+        [
+            sample(&handle.render(), &series),
+            sample(&String::from_utf8(gathered).unwrap(), &series),
+        ]
+    };
+    let dispatched_between = |event: Event| {
+        let before = unix_now();
+        events.dispatch(&id, event);
+        (before, unix_now())
+    };
+
+    events.announce(&id, ClientInfo::new(BROKER));
+    let (before, after) = dispatched_between(Event::Status(Status::Up));
+    for stamp in stamps() {
+        let stamp = stamp.expect("a timestamp for the client");
+        assert!(
+            (before..=after).contains(&stamp),
+            "up at {stamp}, dispatched between {before} and {after}"
+        );
+    }
+    let up_stamps = stamps();
+
+    // A round trip is not a status change: the time stays.
+    dispatched_between(Event::PingResponse(Duration::from_micros(250)));
+    assert_eq!(stamps(), up_stamps);
+
+    let (before, after) = dispatched_between(Event::Status(Status::Down));
+    for stamp in stamps() {
+        let stamp = stamp.expect("a timestamp for the client");
+        assert!(
+            (before..=after).contains(&stamp),
+            "down at {stamp}, dispatched between {before} and {after}"
+        );
+    }
+}
+
 #[test]
 fn a_terminated_client_loses_every_series_and_others_keep_theirs() {
     let events = Events::new();
@@ -274,6 +335,10 @@ fn hub_counters_are_exposed_by_event_type_including_the_exporters_own_drops() {
     );
 }
 
+/// Guards `mqtt_pulse_build_info`'s labels: the crate version, the git
+/// revision of this checkout as `git rev-parse --short=12 HEAD` prints it
+/// (so a stale revision, after a commit that did not rerun `build.rs`, fails
+/// here too), and a compiler version.
 #[test]
 fn build_info_names_the_version() {
     let handle = exporter(&Events::new());
@@ -287,9 +352,10 @@ fn build_info_names_the_version() {
         "{line}"
     );
     assert!(
-        line.contains("revision=\"") && line.contains("rustversion=\""),
+        line.contains(&format!(r#"revision="{}""#, support::expected_revision())),
         "{line}"
     );
+    assert!(line.contains("rustversion=\"1."), "{line}");
     assert!(line.ends_with(" 1"), "{line}");
 }
 
@@ -466,14 +532,25 @@ async fn the_consumer_keeps_the_queue_short_between_scrapes() {
     assert_eq!(events.stats(EventKind::PingResponse).delivered, 1_000);
 }
 
+/// Guards the consumer's lifetime: it runs while any clone of the handle
+/// lives (dropping one clone must not stop it), and ends once the last is
+/// dropped. The first half awaits the task against a deadline, so a consumer
+/// that ended when the first handle went would be seen ending.
 #[tokio::test]
 async fn the_consumer_ends_once_the_exporter_is_dropped() {
     let events = Events::new();
     let (handle, consumer) = MetricsBuilder::new(&events).build().unwrap();
-    let consumer = tokio::spawn(consumer);
+    let mut consumer = tokio::spawn(consumer);
     let clone = handle.clone();
     drop(handle);
-    assert!(!consumer.is_finished(), "a clone still holds the exporter");
+    // An event, so the consumer wakes and looks at whether it should go on.
+    events.dispatch(&ClientId::from("held"), Event::Status(Status::Up));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut consumer)
+            .await
+            .is_err(),
+        "the consumer ended while a clone still holds the exporter"
+    );
     drop(clone);
     tokio::time::timeout(Duration::from_secs(10), consumer)
         .await

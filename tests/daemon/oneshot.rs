@@ -191,6 +191,9 @@ fn config_check_on_a_good_file_prints_a_one_line_summary() {
     assert_eq!(stderr, expected);
 }
 
+/// Guards `--version`: the crate version, the revision of this checkout
+/// (`git rev-parse --short=12 HEAD`, see `support::expected_revision`) and
+/// the compiler's version.
 #[test]
 fn version_names_the_version_revision_and_compiler() {
     let output = run(&["--version"]);
@@ -204,7 +207,7 @@ fn version_names_the_version_revision_and_compiler() {
         .strip_suffix(')')
         .and_then(|rest| rest.split_once(", rustc "))
         .unwrap_or_else(|| panic!("{LONG_VERSION}"));
-    assert!(!revision.is_empty() && !revision.contains(' '), "{stdout}");
+    assert_eq!(revision, crate::support::expected_revision(), "{stdout}");
     // The compiler is always known: build.rs runs it.
     assert!(
         rustc.split('.').count() >= 3 && rustc.split('.').all(|p| !p.is_empty()),

@@ -3,12 +3,14 @@
 //! survived; then a clean shutdown on SIGTERM. Read through the brokers' logs.
 
 use std::fs;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use mqtt_pulse::config::Config;
 use nix::sys::signal::Signal;
 
 use crate::support::daemon::Daemon;
 use crate::support::http::ready;
+use crate::support::metrics::Metrics;
 use crate::support::{Broker, TempDir, wait_until};
 use crate::{DEADLINE, DEFAULTS, SHUTDOWN_DEADLINE, target, write_config};
 
@@ -42,6 +44,29 @@ fn wait_for_broker_log(broker: &Broker, mark: usize, what: &str, condition: impl
     );
 }
 
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `mqtt_pulse_config_last_reload_success_timestamp_seconds` on `metrics`.
+fn reload_stamp(metrics: &Metrics) -> f64 {
+    metrics
+        .value(
+            "mqtt_pulse_config_last_reload_success_timestamp_seconds",
+            &[],
+        )
+        .unwrap_or_else(|| panic!("no reload timestamp:\n{}", metrics.text))
+}
+
+/// Besides the targets, guards the value of
+/// `mqtt_pulse_config_last_reload_success_timestamp_seconds`: the wall-clock
+/// time of the last successful load, bounded by the clock read before and
+/// after each event (the start, a POST reload, a SIGHUP), and left alone by
+/// a failed reload.
 #[test]
 fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
     let broker_a = Broker::start();
@@ -53,12 +78,18 @@ fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
     let d = |keep_alive: &str| target("d", &broker_a, &format!("keep_alive = \"{keep_alive}\""));
     write_config(&config, &[a(), target("b", &broker_b, ""), d("5s")]);
 
+    let started = unix_now();
     let mut daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], ready);
     let metrics = daemon.wait_for_metrics("a, b and d up", |m| {
         ["mqtt-pulse-a", "mqtt-pulse-b", "mqtt-pulse-d"]
             .iter()
             .all(|id| m.up(id) == Some(1.0))
     });
+    let loaded = reload_stamp(&metrics);
+    assert!(
+        (started..=unix_now()).contains(&loaded),
+        "first load at {loaded}, the daemon started at {started}"
+    );
     assert_eq!(
         metrics.value(
             "mqtt_client_up",
@@ -80,8 +111,15 @@ fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
 
     // a unchanged, b removed, c added, d changed.
     write_config(&config, &[a(), c(), d("2s")]);
+    let before = unix_now();
     let response = daemon.request("POST", "/-/reload");
+    let after = unix_now();
     assert_eq!(response.status, 200, "{}", response.body);
+    let reloaded = reload_stamp(&daemon.metrics());
+    assert!(
+        (before..=after).contains(&reloaded),
+        "reloaded at {reloaded}, POST /-/reload between {before} and {after}"
+    );
     assert_eq!(
         response.body,
         "config reloaded: added [\"c\"], removed [\"b\"], changed [\"d\"], 1 unchanged\n"
@@ -144,6 +182,11 @@ fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
     assert_eq!(response.body.lines().count(), 1);
     let metrics = daemon.metrics();
     assert_eq!(metrics.reload_successful(), Some(0.0));
+    assert_eq!(
+        reload_stamp(&metrics),
+        reloaded,
+        "a failed reload is no success"
+    );
     for id in ["mqtt-pulse-a", "mqtt-pulse-c", "mqtt-pulse-d"] {
         assert_eq!(metrics.up(id), Some(1.0), "{id}:\n{}", metrics.text);
         assert_eq!(metrics.status_changes(id, "down"), Some(0.0), "{id}");
@@ -156,10 +199,16 @@ fn reload_applies_changes_keeps_unchanged_targets_and_survives_a_bad_file() {
 
     // A valid file and SIGHUP: e is added, and the reload counts as a success again.
     write_config(&config, &[a(), c(), d("2s"), target("e", &broker_b, "")]);
+    let before = unix_now();
     daemon.signal(Signal::SIGHUP);
     let metrics = daemon.wait_for_metrics("e up and the last reload successful", |m| {
         m.up("mqtt-pulse-e") == Some(1.0) && m.reload_successful() == Some(1.0)
     });
+    let reloaded = reload_stamp(&metrics);
+    assert!(
+        (before..=unix_now()).contains(&reloaded),
+        "reloaded at {reloaded}, SIGHUP sent at {before}"
+    );
     for id in ["mqtt-pulse-a", "mqtt-pulse-c", "mqtt-pulse-d"] {
         assert_eq!(metrics.up(id), Some(1.0), "{id}");
     }

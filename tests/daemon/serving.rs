@@ -3,10 +3,11 @@
 
 use std::fs;
 
-use crate::support::daemon::{Daemon, assert_fails_with_one_line, run};
-use crate::support::http::ready;
-use crate::support::{Broker, TempDir, free_port, text};
-use crate::{SHUTDOWN_DEADLINE, target, write_config};
+use crate::support::daemon::{Daemon, Listen, assert_fails_with_one_line, run};
+use crate::support::http::{basic, fetch, ready, request, send};
+use crate::support::metrics::Metrics;
+use crate::support::{Broker, TempDir, free_port, text, wait_until};
+use crate::{DEADLINE, SHUTDOWN_DEADLINE, target, write_config};
 
 /// Runs a daemon with one target until it is up, stops it, returns its logs.
 fn logs_of_one_connection(format: &str, broker: &Broker) -> String {
@@ -160,4 +161,116 @@ fn extra_labels_from_the_config_are_on_every_client_series() {
         "{}",
         metrics.text
     );
+}
+
+/// Guards the `MQTT_PULSE_*` environment variables, each standing in for its
+/// flag (no flag is given): `_CONFIG_FILE` (the file's target is monitored),
+/// `_WEB_LISTEN_ADDRESS` with two comma-separated addresses (both serve),
+/// `_WEB_CONFIG_FILE` (its basic auth is asked for), `_LOG_FORMAT` (every
+/// line is JSON) and `_LOG_LEVEL` (debug lines appear; the default is info).
+#[test]
+fn every_flag_can_come_from_its_mqtt_pulse_environment_variable() {
+    let broker = Broker::start();
+    let dir = TempDir::new("daemon-env");
+    let config = dir.join("mqtt-pulse.toml");
+    write_config(&config, &[target("env", &broker, "")]);
+    let web = dir.join("web.yml");
+    let (user, password) = ("prometheus", "env-password-3b9e");
+    fs::write(
+        &web,
+        format!(
+            "basic_auth_users:\n  {user}: {}\n",
+            bcrypt::hash(password, 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let second = free_port();
+    let daemon = Daemon::start_listening(
+        &dir,
+        &Listen::Env(vec![format!("127.0.0.1:{second}")]),
+        &[],
+        &[
+            ("MQTT_PULSE_CONFIG_FILE", config.to_str().unwrap()),
+            ("MQTT_PULSE_WEB_CONFIG_FILE", web.to_str().unwrap()),
+            ("MQTT_PULSE_LOG_FORMAT", "json"),
+            ("MQTT_PULSE_LOG_LEVEL", "debug"),
+        ],
+        ready,
+    );
+    // Checked first: without the file the daemon would monitor its default
+    // target, the machine's shared broker, and the test would only see that
+    // once its deadline for the file's target ran out.
+    let logs = daemon.stderr();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("mqtt-pulse started")
+                && line.contains(config.to_str().unwrap())),
+        "the start line does not name the config file:\n{logs}"
+    );
+    let authorized = request(
+        "GET",
+        "/metrics",
+        &[("Authorization", &basic(user, password))],
+    );
+    for port in [daemon.port(), second] {
+        let anonymous = fetch(port, "GET", "/metrics").unwrap();
+        assert_eq!(anonymous.status, 401, "port {port}: {anonymous:?}");
+        let up = wait_until(DEADLINE, || {
+            let page = send(port, &authorized).unwrap();
+            page.status == 200 && Metrics::parse(page.body).up("mqtt-pulse-env") == Some(1.0)
+        });
+        assert!(
+            up,
+            "port {port}: the file's target never up:\n{}",
+            daemon.stderr()
+        );
+    }
+
+    let logs = daemon.stderr();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.get("level").and_then(|l| l.as_str()) == Some("DEBUG")),
+        "no debug line:\n{logs}"
+    );
+}
+
+/// Guards a repeated `--web.listen-address`: the daemon listens on every
+/// address given (here three), not only on the first or the last.
+#[test]
+fn a_repeated_listen_address_flag_listens_on_each_address() {
+    let broker = Broker::start();
+    let dir = TempDir::new("daemon-listen-twice");
+    let config = dir.join("mqtt-pulse.toml");
+    write_config(&config, &[target("twice", &broker, "")]);
+    let (second, third) = (free_port(), free_port());
+    let (second_address, third_address) =
+        (format!("127.0.0.1:{second}"), format!("127.0.0.1:{third}"));
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &second_address,
+            "--web.listen-address",
+            &third_address,
+        ],
+        ready,
+    );
+    daemon.wait_for_metrics("the target up", |m| m.up("mqtt-pulse-twice") == Some(1.0));
+    for port in [second, third] {
+        let page = fetch(port, "GET", "/metrics")
+            .unwrap_or_else(|e| panic!("port {port}: {e}\n{}", daemon.stderr()));
+        assert_eq!(page.status, 200, "port {port}");
+        assert_eq!(
+            Metrics::parse(page.body).up("mqtt-pulse-twice"),
+            Some(1.0),
+            "port {port}"
+        );
+    }
 }

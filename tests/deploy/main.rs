@@ -5,8 +5,9 @@
 //! brokers, and runs every query of every dashboard and rule; `docker-compose`
 //! validates the compose file; `scripts/demo` runs and stops its stack.
 //!
-//! YAML is read through `python3 -c 'import yaml'`: python3-yaml is a dependency
-//! of the Debian `docker-compose` package these tests need anyway.
+//! YAML is read through Debian's `/usr/bin/python3` and its `yaml` module
+//! (package python3-yaml, which scripts/test installs): named by path, so a
+//! python3 earlier on PATH (a virtualenv, pyenv) without PyYAML is not used.
 // The real binary and the daemon's config files: skipped without the feature.
 #![cfg(feature = "daemon")]
 
@@ -91,10 +92,13 @@ fn succeed(command: &mut Command, package: &str) -> String {
     text(&out.stdout)
 }
 
+/// Debian's python3, whose `yaml` module scripts/test installs (python3-yaml).
+const PYTHON3: &str = "/usr/bin/python3";
+
 /// YAML as JSON, through python3-yaml.
 fn yaml(source: &str, what: &str) -> Value {
     let out = output_with_input(
-        Command::new("python3").args([
+        Command::new(PYTHON3).args([
             "-c",
             "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
         ]),

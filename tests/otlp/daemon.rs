@@ -9,7 +9,11 @@ use nix::sys::signal::Signal;
 use crate::support::daemon::Daemon;
 use crate::support::http::ready;
 use crate::support::{Broker, TempDir, wait_until};
-use crate::{Collector, DEADLINE, SECRET, nanos, number, resource, up, up_point};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric};
+
+use crate::{
+    Collector, DEADLINE, Push, SECRET, changes, metrics, nanos, number, resource, rtt, up, up_point,
+};
 
 /// The daemon serving `config` (written as `mqtt-pulse.toml` in `dir`) with
 /// `env` set, once it is ready; started off the runtime (it blocks meanwhile).
@@ -166,4 +170,91 @@ async fn a_reload_that_changes_otlp_asks_for_a_restart_and_keeps_pushing_where_i
     first.next(DEADLINE).await;
     first.next(DEADLINE).await;
     assert!(second.received_nothing(), "the new [otlp] needs a restart");
+}
+
+/// The aggregation temporality `name` was pushed with (sums and histograms).
+fn temporality(push: &Push, name: &str) -> Option<AggregationTemporality> {
+    metrics(push, name).find_map(|metric| {
+        let value = match &metric.data {
+            Some(metric::Data::Sum(sum)) => sum.aggregation_temporality,
+            Some(metric::Data::Histogram(histogram)) => histogram.aggregation_temporality,
+            _ => return None,
+        };
+        AggregationTemporality::try_from(value).ok()
+    })
+}
+
+/// Guards delta temporality through the daemon: with
+/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta` the SDK's
+/// choice reaches the wire through mqtt-pulse's counting wrapper around the
+/// exporter: `status.changes` and `ping.rtt` arrive as deltas, and a push
+/// after the one that carried the connect no longer counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_temporality_from_the_environment_reaches_the_collector() {
+    let broker = Broker::start();
+    let mut collector = Collector::start(OtlpProtocol::Grpc).await;
+    let dir = TempDir::new("otlp-daemon-delta");
+    let _daemon = start_daemon(
+        &dir,
+        &daemon_config(&broker, ""),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+        ],
+    );
+    let connected = collector
+        .until(DEADLINE, |push| {
+            changes(push, "mqtt-pulse-otlp", "up") == Some(1)
+        })
+        .await;
+    assert_eq!(
+        temporality(&connected, "mqtt.client.status.changes"),
+        Some(AggregationTemporality::Delta)
+    );
+    // Keep-alive 1 s: a round trip every 750 ms, in some push.
+    let pinged = collector
+        .until(DEADLINE, |push| rtt(push, "mqtt-pulse-otlp").is_some())
+        .await;
+    assert_eq!(
+        temporality(&pinged, "mqtt.client.ping.rtt"),
+        Some(AggregationTemporality::Delta)
+    );
+    // The connect was counted once, in its own interval's push.
+    let later = collector.next(DEADLINE).await;
+    assert!(
+        matches!(changes(&later, "mqtt-pulse-otlp", "up"), None | Some(0)),
+        "{:?}",
+        changes(&later, "mqtt-pulse-otlp", "up")
+    );
+}
+
+/// Guards `OTEL_SDK_DISABLED=true` through the daemon: the
+/// `OTEL_EXPORTER_OTLP_*` variables alone then start no exporter (what
+/// `configured_by_env` promises; without the variable the same environment
+/// pushes, see `the_daemon_pushes_over_http_when_only_the_environment_asks`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_sdk_disabled_keeps_the_environments_exporter_off() {
+    let broker = Broker::start();
+    let mut collector = Collector::start(OtlpProtocol::Grpc).await;
+    let dir = TempDir::new("otlp-daemon-disabled");
+    let daemon = start_daemon(
+        &dir,
+        &daemon_config(&broker, ""),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ],
+    );
+    let page = tokio::task::block_in_place(|| {
+        daemon.wait_for_metrics("the target up", |m| m.up("mqtt-pulse-otlp") == Some(1.0))
+    });
+    // Ten push intervals and more.
+    collector
+        .nothing_within(Duration::from_secs(2), "OTEL_SDK_DISABLED=true")
+        .await;
+    let logs = daemon.stderr();
+    assert!(!logs.contains("pushing metrics over OTLP"), "{logs}");
+    assert!(!page.text.contains("mqtt_pulse_otlp_"), "{}", page.text);
 }

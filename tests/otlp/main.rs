@@ -174,6 +174,17 @@ impl Collector {
     fn received_nothing(&mut self) -> bool {
         self.pushes.try_recv().is_err()
     }
+
+    /// Panics with the push if one arrives within `within` (a push that
+    /// should not happen at all: waiting out the deadline is the test).
+    async fn nothing_within(&mut self, within: Duration, what: &str) {
+        if let Ok(push) = tokio::time::timeout(within, self.pushes.recv()).await {
+            panic!(
+                "{what}, but a push arrived: {:#?}",
+                push.as_ref().map(summary)
+            );
+        }
+    }
 }
 
 /// OTLP/HTTP with a protobuf body: decoded by handing it, framed as a gRPC

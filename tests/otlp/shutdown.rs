@@ -38,6 +38,10 @@ async fn shutdown_pushes_a_status_change_dispatched_just_before_it() {
     assert!(collector.received_nothing(), "no push after the shutdown");
 }
 
+/// Guards "a clone keeps the OTLP exporter running": dropping one handle
+/// while a clone lives neither stops the exporter (the clone still flushes)
+/// nor pushes a last batch (nothing arrives within a deadline after the
+/// flush); dropping the last handle does push one, with what happened since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_handle_still_pushes_the_last_batch() {
     let mut collector = Collector::start(OtlpProtocol::HttpProtobuf).await;
@@ -50,10 +54,28 @@ async fn dropping_the_last_handle_still_pushes_the_last_batch() {
     events.dispatch(&plant, Event::Status(Status::Up));
     let clone = otlp.clone();
     drop(otlp);
-    assert!(collector.received_nothing(), "a clone keeps it running");
+
+    clone
+        .flush()
+        .await
+        .expect("the clone still runs the exporter");
+    let flushed = collector.next(Duration::from_secs(5)).await;
+    assert_eq!(up(&flushed, "plant-dropped"), Some(1));
+    // A shutdown started by the first drop would push within the SDK's 5 s;
+    // 2 s is far above a loopback push (a few ms) on a loaded runner too.
+    collector
+        .nothing_within(Duration::from_secs(2), "one of two handles was dropped")
+        .await;
+    assert_eq!(clone.stats().exports, 1, "{:?}", clone.stats());
+
+    events.dispatch(&plant, Event::Status(Status::Down));
     drop(clone);
-    let push = collector.next(Duration::from_secs(5)).await;
-    assert_eq!(up(&push, "plant-dropped"), Some(1));
+    let last = collector.next(Duration::from_secs(5)).await;
+    assert_eq!(
+        up(&last, "plant-dropped"),
+        Some(0),
+        "the last batch is the latest"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

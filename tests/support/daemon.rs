@@ -104,6 +104,16 @@ pub fn assert_fails_with_one_line(output: &Output, expected: &str, what: &str) {
     assert_eq!(stderr, format!("{expected}\n"), "{context}");
 }
 
+/// How [`Daemon::start_listening`] tells the daemon its address,
+/// `127.0.0.1:<free port>`.
+pub enum Listen {
+    /// `--web.listen-address 127.0.0.1:<port>` before the caller's arguments.
+    Flag,
+    /// No flag: `MQTT_PULSE_WEB_LISTEN_ADDRESS=127.0.0.1:<port>`, followed by
+    /// these addresses, comma-separated.
+    Env(Vec<String>),
+}
+
 /// A running `mqtt-pulse` on a free port. Its stdin and stdout are null, its
 /// stderr (the logs) goes to `daemon-<port>.stderr` in the caller's dir. Killed
 /// (SIGKILL) and reaped on drop if it is still running.
@@ -129,6 +139,17 @@ impl Daemon {
         dir: &Path,
         args: &[&str],
         env: &[(&str, &str)],
+        ready: impl FnMut(u16) -> bool,
+    ) -> Daemon {
+        Daemon::start_listening(dir, &Listen::Flag, args, env, ready)
+    }
+
+    /// [`start_with_env`](Self::start_with_env), told its address as `listen` says.
+    pub fn start_listening(
+        dir: &Path,
+        listen: &Listen,
+        args: &[&str],
+        env: &[(&str, &str)],
         mut ready: impl FnMut(u16) -> bool,
     ) -> Daemon {
         for attempt in 1..=START_ATTEMPTS {
@@ -136,9 +157,20 @@ impl Daemon {
             let stderr_path = dir.join(format!("daemon-{port}.stderr"));
             let stderr = fs::File::create(&stderr_path).unwrap();
             let mut command = command();
+            let address = format!("127.0.0.1:{port}");
+            match listen {
+                Listen::Flag => {
+                    command.arg("--web.listen-address").arg(address);
+                }
+                Listen::Env(also) => {
+                    let addresses = std::iter::once(address)
+                        .chain(also.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    command.env("MQTT_PULSE_WEB_LISTEN_ADDRESS", addresses);
+                }
+            }
             command
-                .arg("--web.listen-address")
-                .arg(format!("127.0.0.1:{port}"))
                 .args(args)
                 .envs(env.iter().copied())
                 .stdin(Stdio::null())

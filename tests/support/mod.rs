@@ -12,7 +12,7 @@
 //! | [`logs`] | capturing `tracing` output for assertions |
 //! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
 //! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
-//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`], [`failures`], [`failures_on_metrics`] |
+//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`], [`failures`], [`failures_on_metrics`], [`expected_revision`] |
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
 //! port from [`free_port`] (never 1883), and processes are only ever signalled by the pid
@@ -290,4 +290,23 @@ pub async fn failures_on_metrics(
     };
     connection.shutdown().await;
     (page.connect_failures(&client_id), page.up(&client_id))
+}
+
+/// The revision `build.rs` must have recorded for a build in this checkout:
+/// `git rev-parse --short=12 HEAD`, read now (the tests run in the checkout
+/// they were built from), or "unknown" where git cannot tell (a source
+/// tarball). `MQTT_PULSE_REVISION` is not consulted: cargo hands a build
+/// script's `rustc-env` values to the package's test processes too, so the
+/// variable seen here is whatever build.rs recorded, and comparing with it
+/// would prove nothing. (A build that sets `MQTT_PULSE_REVISION` on purpose,
+/// the Docker image's, runs no tests.)
+pub fn expected_revision() -> String {
+    let git = std::process::Command::new("git")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output();
+    match git {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        _ => "unknown".to_owned(),
+    }
 }

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use super::broker::TlsFiles;
 use super::random_u64;
 
-/// A test CA with a server certificate (SANs "localhost" and 127.0.0.1, serverAuth) and a
-/// client certificate (CN "mqtt-pulse-test-client", clientAuth), as PEM files. Each
+/// A test CA with a server certificate (SANs "localhost" and 127.0.0.1, serverAuth), a
+/// client certificate (CN and SAN "mqtt-pulse-test-client", clientAuth) and a second
+/// client certificate from the same CA under another name ([`OTHER_CLIENT_CN`]), as PEM
+/// files. Each
 /// generation makes fresh keys, so two `TestPki`s are unrelated: use a second one for
 /// "CA mismatch" tests.
 #[derive(Clone, Debug)]
@@ -18,13 +20,21 @@ pub struct TestPki {
     pub server_key_path: PathBuf,
     pub client_cert_path: PathBuf,
     pub client_key_path: PathBuf,
+    /// Signed by the same CA as the client certificate, for [`OTHER_CLIENT_CN`]: a
+    /// client the CA vouches for whose name a server may still refuse.
+    pub other_client_cert_path: PathBuf,
+    pub other_client_key_path: PathBuf,
 }
 
 /// Common name of the client certificate.
 pub const TEST_CLIENT_CN: &str = "mqtt-pulse-test-client";
 
+/// Common name (and only SAN) of the second client certificate.
+pub const OTHER_CLIENT_CN: &str = "mqtt-pulse-other-client";
+
 impl TestPki {
-    /// Writes ca.pem, ca.key, server.pem, server.key, client.pem, client.key into `dir`
+    /// Writes ca.pem, ca.key, server.pem, server.key, client.pem, client.key,
+    /// other-client.pem, other-client.key into `dir`
     /// (overwriting an earlier set there).
     pub fn generate(dir: impl AsRef<Path>) -> TestPki {
         TestPki::generate_named(dir, "")
@@ -73,6 +83,8 @@ impl TestPki {
             server_key_path: path("server.key"),
             client_cert_path: path("client.pem"),
             client_key_path: path("client.key"),
+            other_client_cert_path: path("other-client.pem"),
+            other_client_key_path: path("other-client.key"),
         };
         write(&pki.ca_pem_path, ca_cert.pem());
         write(&pki.ca_key_path, ca_key.serialize_pem());
@@ -106,6 +118,14 @@ impl TestPki {
         );
         write(&pki.client_cert_path, cert);
         write(&pki.client_key_path, key);
+
+        let (cert, key) = leaf(
+            vec![OTHER_CLIENT_CN.to_owned()],
+            OTHER_CLIENT_CN,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        write(&pki.other_client_cert_path, cert);
+        write(&pki.other_client_key_path, key);
         pki
     }
 

@@ -6,6 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ProtocolVersion, SupportedProtocolVersion};
@@ -37,15 +38,40 @@ impl TlsClient {
         versions: &[&'static SupportedProtocolVersion],
         alpn: &[&[u8]],
     ) -> Self {
+        Self::build_with(
+            rustls::crypto::ring::default_provider(),
+            ca,
+            identity,
+            versions,
+            alpn,
+        )
+    }
+
+    /// A client without identity that offers only what `provider` has (its
+    /// cipher suites and key-exchange groups, in its order).
+    pub(crate) fn with_provider(
+        provider: CryptoProvider,
+        ca: &Path,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Self {
+        Self::build_with(provider, ca, None, versions, &[])
+    }
+
+    fn build_with(
+        provider: CryptoProvider,
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+        versions: &[&'static SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
-        let builder =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(roots);
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
         let mut config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(

@@ -13,7 +13,8 @@ use crate::auth::users;
 use crate::client::{TlsClient, get};
 use crate::support::daemon::{Daemon, assert_fails_with_one_line, command, run};
 use crate::support::http::{basic, request, send};
-use crate::support::{TempDir, TestPki, free_port};
+use crate::support::metrics::sample;
+use crate::support::{Broker, TempDir, TestPki, free_port};
 use crate::{DEADLINE, PASSWORD, Serving, TLS_ONLY, USER, mutual_tls, web_config};
 
 /// Runs the daemon with `web_config` until it exits (it must, within 10 s).
@@ -344,6 +345,87 @@ fn sighup_and_post_reload_reread_the_web_config_and_a_bad_one_changes_nothing() 
         "{stderr}"
     );
     assert!(daemon.terminate(DEADLINE).success());
+}
+
+/// Guards what a daemon reload may not change in the web config, as the
+/// README and `WebConfig::update` promise: a file that changes `http2`, or
+/// one that turns TLS off, takes a restart, so its reload answers 500 with
+/// the reason, sets `mqtt_pulse_config_last_reload_successful 0`, and changes
+/// nothing: the port still speaks TLS and still offers h2 by ALPN. The same
+/// reload of the file the daemon started with then succeeds.
+#[test]
+fn a_daemon_reload_that_changes_http2_or_turns_tls_off_fails_and_changes_nothing() {
+    let broker = Broker::start();
+    let dir = TempDir::new("web-daemon-restart-only");
+    let pki = TestPki::generate(&dir);
+    let config = dir.join("mqtt-pulse.toml");
+    fs::write(
+        &config,
+        format!("[[target]]\nname = \"web\"\nurl = \"{}\"\n", broker.url()),
+    )
+    .unwrap();
+    let web = dir.join("web.yml");
+    fs::write(&web, TLS_ONLY).unwrap();
+    let client = TlsClient::build(
+        &pki.ca_pem_path,
+        None,
+        rustls::DEFAULT_VERSIONS,
+        &[b"h2", b"http/1.1"],
+    );
+    let daemon = Daemon::start(
+        &dir,
+        &[
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.config.file",
+            web.to_str().unwrap(),
+        ],
+        |port| {
+            client
+                .exchange(port, &get("/-/healthy"))
+                .is_ok_and(|tls| tls.response.status == 200)
+        },
+    );
+    let port = daemon.port();
+    let alpn = || {
+        client
+            .handshake(port)
+            .unwrap_or_else(|e| panic!("no TLS handshake ({e}):\n{}", daemon.stderr()))
+            .alpn_protocol()
+            .map(<[u8]>::to_vec)
+    };
+    let exchange = |request: &[u8]| client.exchange(port, request).unwrap().response;
+    let reload_successful = || {
+        sample(
+            &exchange(&get("/metrics")).body,
+            "mqtt_pulse_config_last_reload_successful",
+        )
+    };
+    assert_eq!(alpn(), Some(b"h2".to_vec()));
+
+    for (file, reason) in [
+        (
+            format!("{TLS_ONLY}http_server_config:\n  http2: false\n"),
+            "http_server_config.http2 changed, which takes a restart",
+        ),
+        // An empty web config serves plain HTTP.
+        (
+            String::new(),
+            "tls_server_config was removed (turning TLS off), which takes a restart",
+        ),
+    ] {
+        fs::write(&web, &file).unwrap();
+        let answer = exchange(&request("POST", "/-/reload", &[]));
+        assert_eq!(answer.status, 500, "{file:?}: {answer:?}");
+        assert!(answer.body.contains(reason), "{file:?}: {answer:?}");
+        assert_eq!(reload_successful(), Some(0.0), "{file:?}");
+        assert_eq!(alpn(), Some(b"h2".to_vec()), "after {file:?}");
+    }
+
+    fs::write(&web, TLS_ONLY).unwrap();
+    let answer = exchange(&request("POST", "/-/reload", &[]));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(reload_successful(), Some(1.0));
 }
 
 #[test]

@@ -152,35 +152,118 @@ fn require_any_client_cert_takes_any_certificate_but_insists_on_one() {
     assert!(without.is_err(), "no client certificate");
 }
 
+/// Guards `client_allowed_sans`: on one config, a client whose certificate
+/// names a listed SAN is admitted and a client whose certificate comes from
+/// the same CA but names no listed SAN is refused (`AccessDenied`, the
+/// verifier's answer), while without the list the same CA admits it. A
+/// server that refused everyone, or took every certificate of the CA, fails.
 #[test]
 fn client_allowed_sans_admit_only_certificates_naming_a_listed_san() {
     let dir = TempDir::new("web-sans");
     let pki = TestPki::generate(&dir);
-    let client = TlsClient::with_identity(
+    let listed = TlsClient::with_identity(
         &pki.ca_pem_path,
         &pki.client_cert_path,
         &pki.client_key_path,
     );
+    let unlisted = TlsClient::with_identity(
+        &pki.ca_pem_path,
+        &pki.other_client_cert_path,
+        &pki.other_client_key_path,
+    );
 
-    let listed = Serving::start(web_config(
+    let serving = Serving::start(web_config(
         &dir,
         &mutual_tls(
             "RequireAndVerifyClientCert",
             &format!("  client_allowed_sans: [ somebody.example, {TEST_CLIENT_CN} ]\n"),
         ),
     ));
-    let tls = client.exchange(listed.port, &get("/metrics")).unwrap();
+    let tls = listed.exchange(serving.port, &get("/metrics")).unwrap();
     assert_eq!(tls.response.status, 200);
-
-    let unlisted = Serving::start(web_config(
+    let refused = unlisted
+        .exchange(serving.port, &get("/metrics"))
+        .expect_err("a certificate of the CA without a listed SAN");
+    assert!(refused.to_string().contains("AccessDenied"), "{refused}");
+    // The same config again, the list removed: the CA vouches for the other
+    // client, so it was the list that refused it.
+    let without_list = Serving::start(web_config(
         &dir,
-        &mutual_tls(
-            "RequireAndVerifyClientCert",
-            "  client_allowed_sans: [ somebody.example ]\n",
+        &mutual_tls("RequireAndVerifyClientCert", ""),
+    ));
+    let tls = unlisted
+        .exchange(without_list.port, &get("/metrics"))
+        .unwrap();
+    assert_eq!(tls.response.status, 200);
+}
+
+/// Guards `cipher_suites` and `curve_preferences`: what the server
+/// negotiates, read from the client's side of the handshake. A TLS 1.2
+/// client offering every suite and group (its own first choices being
+/// others) gets the one listed suite and group; a client offering only an
+/// unlisted suite, or only an unlisted group, is refused; TLS 1.3 (whose
+/// suites stay on, as in Go) still uses the listed group.
+#[test]
+fn cipher_suites_and_curve_preferences_decide_what_is_negotiated() {
+    use rustls::crypto::ring::{default_provider, kx_group};
+    use rustls::{CipherSuite, NamedGroup};
+
+    let dir = TempDir::new("web-ciphers");
+    let pki = TestPki::generate(&dir);
+    // The test PKI's keys are ECDSA: an ECDSA suite, not the first TLS 1.2
+    // suite of ring's (which a client offering everything would get).
+    let listed_suite = CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256;
+    let serving = Serving::start(web_config(
+        &dir,
+        &format!(
+            "{TLS_ONLY}  cipher_suites: [ TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 ]\n  \
+             curve_preferences: [ CurveP384 ]\n"
         ),
     ));
-    let refused = client.exchange(unlisted.port, &get("/metrics"));
-    assert!(refused.is_err(), "a certificate without a listed SAN");
+    let client =
+        |provider, versions| TlsClient::with_provider(provider, &pki.ca_pem_path, versions);
+    let tls12: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+    let everything = default_provider();
+    assert_ne!(everything.cipher_suites[3].suite(), listed_suite);
+    assert_ne!(everything.kx_groups[0].name(), NamedGroup::secp384r1);
+    let connection = client(everything, tls12).handshake(serving.port).unwrap();
+    assert_eq!(
+        connection.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(listed_suite)
+    );
+    assert_eq!(
+        connection.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(NamedGroup::secp384r1)
+    );
+
+    let mut unlisted_suite = default_provider();
+    unlisted_suite
+        .cipher_suites
+        .retain(|s| s.suite() == CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    let error = client(unlisted_suite, tls12)
+        .handshake(serving.port)
+        .expect_err("only an unlisted suite offered");
+    assert!(error.to_string().contains("HandshakeFailure"), "{error}");
+
+    let mut unlisted_group = default_provider();
+    unlisted_group.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1];
+    let error = client(unlisted_group, rustls::DEFAULT_VERSIONS)
+        .handshake(serving.port)
+        .expect_err("only unlisted groups offered");
+    assert!(error.to_string().contains("HandshakeFailure"), "{error}");
+
+    let connection = client(default_provider(), &[&rustls::version::TLS13])
+        .handshake(serving.port)
+        .unwrap();
+    assert_eq!(
+        connection.protocol_version(),
+        Some(ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(
+        connection.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(NamedGroup::secp384r1)
+    );
 }
 
 #[test]
