@@ -54,6 +54,7 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
     );
     page.push_str(concat!(
         "<ul>\n<li><a href=\"metrics\">Metrics</a></li>\n",
+        "<li><a href=\"events\">Events</a> (live, Server-Sent Events)</li>\n",
         "<li><a href=\"-/healthy\">Health</a></li>\n",
         "<li><a href=\"-/ready\">Readiness</a></li>\n</ul>\n",
     ));

@@ -12,6 +12,7 @@
 //! | [`logs`] | capturing `tracing` output for assertions |
 //! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
 //! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
+//! | [`sse`] | [`sse::open`]: an `/events` stream, read event by event only when asked |
 //! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`] |
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
+pub mod sse;
 
 use std::collections::HashSet;
 use std::fs;
