@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use super::ping::PingArgs;
+
 /// `--version` text: version, source revision and compiler.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -66,23 +68,38 @@ pub struct Cli {
     )]
     pub web_config_file: Option<PathBuf>,
 
-    /// Only log messages at this level or more severe.
+    /// Only log messages at this level or more severe [default: info; warn
+    /// for `ping`, whose events are its output].
     #[arg(
         long = "log.level",
         env = "MQTT_PULSE_LOG_LEVEL",
         value_enum,
-        default_value_t = LogLevel::Info
+        global = true
     )]
-    pub log_level: LogLevel,
+    pub log_level: Option<LogLevel>,
 
     /// Log line format.
     #[arg(
         long = "log.format",
         env = "MQTT_PULSE_LOG_FORMAT",
         value_enum,
-        default_value_t = LogFormat::Logfmt
+        default_value_t = LogFormat::Logfmt,
+        global = true
     )]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// The level to log at: `--log.level`, else `info` — `warn` for `ping`,
+    /// which prints its events itself (on standard output; logs go to
+    /// standard error).
+    pub fn log_level(&self) -> LogLevel {
+        match (self.log_level, &self.command) {
+            (Some(level), _) => level,
+            (None, Some(Command::Ping(_))) => LogLevel::Warn,
+            (None, _) => LogLevel::Info,
+        }
+    }
 }
 
 /// Subcommands.
@@ -94,6 +111,12 @@ pub enum Command {
     /// TLS on it asks over TLS (any server certificate accepted: it is asking
     /// its own machine).
     Healthcheck,
+    /// Connect to one broker and print one line per event — up, each keep-alive
+    /// round trip, down with its reason — and, on Ctrl-C, SIGTERM or after
+    /// --count probes, a summary (round trips min/avg/max/stddev, losses, time
+    /// up). Exit 0 if the broker was up at the end, 1 if not. MQTT 3.1.1 only:
+    /// the library speaks no other version, so there is no protocol flag.
+    Ping(PingArgs),
 }
 
 /// Severity threshold of the logs.

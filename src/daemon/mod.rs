@@ -12,8 +12,8 @@
 //! * `supervisor` — the running targets and reloads; `reload` — what asks for
 //!   one (`POST /-/reload`, SIGHUP);
 //! * `listen` — `--web.listen-address`; `otlp` — the OTLP push from the config;
-//! * `healthcheck` — the `healthcheck` subcommand; `memory` — the allocator's
-//!   purge thread.
+//! * `healthcheck` — the `healthcheck` subcommand; `ping` — the `ping`
+//!   subcommand; `memory` — the allocator's purge thread.
 
 mod cli;
 mod error;
@@ -22,10 +22,11 @@ mod listen;
 mod logging;
 mod memory;
 mod otlp;
+mod ping;
 mod reload;
 mod supervisor;
 
-pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel};
+pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel, PingArgs};
 pub use error::DaemonError;
 pub use logging::init_logging;
 pub use memory::return_freed_memory;
@@ -63,6 +64,17 @@ pub fn main(cli: Cli) -> Result<(), DaemonError> {
             None => false,
         };
         return healthcheck(address, tls);
+    }
+    if let Some(Command::Ping(args)) = cli.command {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(DaemonError::Runtime)?;
+        let url = args.url.clone();
+        return match runtime.block_on(ping::ping(args, crate::http::shutdown_signal()))? {
+            true => Ok(()),
+            false => Err(DaemonError::PingDown(url)),
+        };
     }
     if cli.config_check {
         return check_config(&cli);
