@@ -25,8 +25,9 @@ pub const LONG_VERSION: &str = concat!(
     version = LONG_VERSION,
     about = "MQTT 3.1.1 client-health monitor: keeps MQTT connections alive and \
              exports their status and keep-alive round trips as Prometheus metrics.",
-    after_help = "Without --config.file it monitors mqtt://127.0.0.1:1883. \
-                  SIGHUP or POST /-/reload re-reads the config file."
+    after_help = "Without --config.file it monitors mqtt://127.0.0.1:1883; to try \
+                  another broker first, run `mqtt-pulse ping URL`. SIGHUP or \
+                  POST /-/reload re-reads the config file and the web config file."
 )]
 pub struct Cli {
     /// What to do instead of running the daemon.
@@ -59,7 +60,8 @@ pub struct Cli {
 
     /// Prometheus exporter-toolkit web config file: TLS (certificate files are
     /// re-read when they change), client certificates, basic auth, response
-    /// headers, rate limit. Read at start; /-/healthy and /-/ready stay open.
+    /// headers, rate limit. Re-read on SIGHUP and POST /-/reload (turning TLS
+    /// on or off takes a restart); /-/healthy and /-/ready stay open.
     #[arg(
         long = "web.config.file",
         env = "MQTT_PULSE_WEB_CONFIG_FILE",
@@ -135,8 +137,8 @@ pub enum LogLevel {
 /// How log lines are written (to standard error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// `ts=… level=info msg="…" key=value`, as Prometheus components log.
+    /// `ts=… level=info target=… msg="…" key=value`, as Prometheus components log.
     Logfmt,
-    /// One JSON object per line.
+    /// One flat JSON object per line, with the same keys (`ts`, `level`, `msg`, …).
     Json,
 }
