@@ -81,18 +81,19 @@ impl Drop for Serving {
     }
 }
 
-/// Waits on a subscription until `id` has `status`.
-async fn until_status(sub: &mut Subscription, id: &ClientId, status: Status) {
+/// Waits on a subscription until every one of `ids` is up, in any order.
+async fn until_up(sub: &mut Subscription, ids: &[&ClientId]) {
+    let mut waiting: Vec<&ClientId> = ids.to_vec();
     tokio::time::timeout(WAIT, async {
-        loop {
+        while !waiting.is_empty() {
             let message = sub.recv().await.unwrap();
-            if &message.client_id == id && message.event == Event::Status(status) {
-                return;
+            if message.event == Event::Status(Status::Up) {
+                waiting.retain(|id| **id != message.client_id);
             }
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{id} not {status} within {WAIT:?}"));
+    .unwrap_or_else(|_| panic!("{ids:?} not all up within {WAIT:?}"));
 }
 
 /// The next `status` event of the stream (pings skipped).
@@ -114,7 +115,7 @@ async fn the_present_state_comes_first_with_the_reason_of_a_client_that_cannot_c
     let mut statuses = events.register(ClientFilter::Any, EventKind::Status);
     let (up, refused) = (client_id("present", "up"), client_id("present", "refused"));
     let _up = connect(&events, &broker.url(), &up);
-    until_status(&mut statuses, &up, Status::Up).await;
+    until_up(&mut statuses, &[&up]).await;
     // Nothing listens on a port the fixture picked and left free.
     let closed_port = format!("mqtt://127.0.0.1:{}", support::free_port());
     let _refused = connect(&events, &closed_port, &refused);
@@ -179,7 +180,7 @@ async fn a_killed_broker_shows_as_down_with_its_reason_within_a_second() {
     let mut statuses = events.register(ClientFilter::Any, EventKind::Status);
     let id = client_id("killed", "a");
     let _connection = connect(&events, &broker.url(), &id);
-    until_status(&mut statuses, &id, Status::Up).await;
+    until_up(&mut statuses, &[&id]).await;
     let serving = Serving::start(&events, Server::new()).await;
     let mut stream = serving.open("").await;
     let present = next_status(&mut stream, WAIT).await;
@@ -224,8 +225,7 @@ async fn selecting_one_client_id_shows_only_that_clients_events() {
     let (a, b) = (client_id("select", "a"), client_id("select", "b"));
     let _a = connect(&events, &broker.url(), &a);
     let _b = connect(&events, &broker.url(), &b);
-    until_status(&mut statuses, &a, Status::Up).await;
-    until_status(&mut statuses, &b, Status::Up).await;
+    until_up(&mut statuses, &[&a, &b]).await;
     let serving = Serving::start(&events, Server::new()).await;
     let query = format!("?client_id={}", support::http::percent_encode(a.as_str()));
     let mut only_a = serving.open(&query).await;

@@ -135,7 +135,7 @@ pub(super) async fn ping(
     let mut poll = tokio::time::interval(FAILURE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
-    while !args.count.is_some_and(|count| session.probes() >= count) {
+    while args.count.is_none_or(|count| session.probes() < count) {
         tokio::select! {
             () = &mut stop => break,
             message = subscription.recv() => match message {
