@@ -8,11 +8,11 @@
 //! | [`pki`] | [`TestPki`]: a throw-away CA with server and client certificates (rcgen) |
 //! | [`daemon`] | [`daemon::Daemon`]: the real `mqtt-pulse` binary as a guarded child; one-shot runs |
 //! | [`http`] | HTTP clients: hyper-util for plain GETs, raw HTTP/1.1 over TCP or TLS, router `oneshot` |
+//! | [`sse`] | [`sse::open`]: an `/events` stream, read event by event only when asked |
 //! | [`metrics`] | reading a `/metrics` page: [`metrics::Metrics`] and [`metrics::sample`] |
 //! | [`logs`] | capturing `tracing` output for assertions |
 //! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
 //! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
-//! | [`sse`] | [`sse::open`]: an `/events` stream, read event by event only when asked |
 //! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`] |
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
