@@ -136,3 +136,56 @@ fn sigint_prints_the_summary_and_exits_0_while_up() {
         "{rest}"
     );
 }
+
+/// The target options as flags: a TLS broker that demands a client
+/// certificate and a password, reached with --ca-file, --cert-file,
+/// --key-file, --username and --password-file; a wrong password is the
+/// broker's refusal, printed with its reason.
+#[test]
+fn tls_files_and_a_password_file_reach_a_broker_that_demands_them() {
+    let dir = support::TempDir::new("ping-tls");
+    let pki = support::TestPki::generate(dir.path());
+    let broker = Broker::builder()
+        .tls(pki.server_files())
+        .password("probe", "s3cret-ping")
+        .extra_config("require_certificate true\n")
+        .start();
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "s3cret-ping\n").unwrap();
+    let wrong_file = dir.join("wrong");
+    std::fs::write(&wrong_file, "not-it\n").unwrap();
+    let ping = |password_file: &std::path::Path| {
+        run(&[
+            "ping",
+            "--count",
+            "1",
+            "--ca-file",
+            pki.ca_pem_path.to_str().unwrap(),
+            "--cert-file",
+            pki.client_cert_path.to_str().unwrap(),
+            "--key-file",
+            pki.client_key_path.to_str().unwrap(),
+            "--username",
+            "probe",
+            "--password-file",
+            password_file.to_str().unwrap(),
+            &broker.url(),
+        ])
+    };
+
+    let output = ping(&password_file);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains(": up\n"), "{stdout}");
+    assert_eq!(rtt_lines(&stdout).len(), 1, "{stdout}");
+
+    let refused = ping(&wrong_file);
+    let stdout = text(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}");
+    // Mosquitto 2 answers a wrong password on MQTT 3.1.1 with CONNACK 5.
+    assert!(
+        stdout.contains(": cannot connect (not_authorized)\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not-it") && !text(&refused.stderr).contains("not-it"));
+}

@@ -29,6 +29,7 @@ const FAILURE_POLL: Duration = Duration::from_millis(50);
 
 /// Flags of `mqtt-pulse ping`: the target options of the config file.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Ping options")]
 pub struct PingArgs {
     /// The broker: mqtt://host[:1883], mqtts://host[:8883], ws://…, wss://…
     /// (a user name and password in the URL are used as credentials).
