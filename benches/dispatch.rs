@@ -68,6 +68,7 @@ fn message(client_id: &ClientId) -> Message {
         client_id: client_id.clone(),
         event: event(),
         at: SystemTime::now(),
+        reason: None,
     }
 }
 

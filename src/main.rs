@@ -14,7 +14,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    daemon::init_logging(cli.log_level, cli.log_format);
+    daemon::init_logging(cli.log_level(), cli.log_format);
     match daemon::main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

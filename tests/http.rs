@@ -169,6 +169,7 @@ async fn other_methods_are_a_405_with_an_allow_header() {
         (Method::DELETE, "/"),
         (Method::PUT, "/-/healthy"),
         (Method::POST, "/-/ready"),
+        (Method::POST, "/events"),
     ] {
         let router = http::with_default_fallbacks(http::router(handle.clone()));
         let reply = call(router, method.clone(), path, &[]).await;
@@ -240,7 +241,12 @@ async fn the_landing_page_lists_clients_and_links_the_endpoints() {
     );
     let page = reply.text();
     assert!(page.contains(&format!("version {}", env!("CARGO_PKG_VERSION"))));
-    for link in ["href=\"metrics\"", "href=\"-/healthy\"", "href=\"-/ready\""] {
+    for link in [
+        "href=\"metrics\"",
+        "href=\"events\"",
+        "href=\"-/healthy\"",
+        "href=\"-/ready\"",
+    ] {
         assert!(page.contains(link), "{link}");
     }
     assert!(page.contains("<p>2 clients, 1 up.</p>"), "{page}");

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use super::ping::PingArgs;
+
 /// `--version` text: version, source revision and compiler.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -23,8 +25,9 @@ pub const LONG_VERSION: &str = concat!(
     version = LONG_VERSION,
     about = "MQTT 3.1.1 client-health monitor: keeps MQTT connections alive and \
              exports their status and keep-alive round trips as Prometheus metrics.",
-    after_help = "Without --config.file it monitors mqtt://127.0.0.1:1883. \
-                  SIGHUP or POST /-/reload re-reads the config file."
+    after_help = "Without --config.file it monitors mqtt://127.0.0.1:1883; to try \
+                  another broker first, run `mqtt-pulse ping URL`. SIGHUP or \
+                  POST /-/reload re-reads the config file and the web config file."
 )]
 pub struct Cli {
     /// What to do instead of running the daemon.
@@ -57,7 +60,8 @@ pub struct Cli {
 
     /// Prometheus exporter-toolkit web config file: TLS (certificate files are
     /// re-read when they change), client certificates, basic auth, response
-    /// headers, rate limit. Read at start; /-/healthy and /-/ready stay open.
+    /// headers, rate limit. Re-read on SIGHUP and POST /-/reload (turning TLS
+    /// on or off takes a restart); /-/healthy and /-/ready stay open.
     #[arg(
         long = "web.config.file",
         env = "MQTT_PULSE_WEB_CONFIG_FILE",
@@ -66,23 +70,38 @@ pub struct Cli {
     )]
     pub web_config_file: Option<PathBuf>,
 
-    /// Only log messages at this level or more severe.
+    /// Only log messages at this level or more severe [default: info; warn
+    /// for `ping`, whose events are its output].
     #[arg(
         long = "log.level",
         env = "MQTT_PULSE_LOG_LEVEL",
         value_enum,
-        default_value_t = LogLevel::Info
+        global = true
     )]
-    pub log_level: LogLevel,
+    pub log_level: Option<LogLevel>,
 
     /// Log line format.
     #[arg(
         long = "log.format",
         env = "MQTT_PULSE_LOG_FORMAT",
         value_enum,
-        default_value_t = LogFormat::Logfmt
+        default_value_t = LogFormat::Logfmt,
+        global = true
     )]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// The level to log at: `--log.level`, else `info` — `warn` for `ping`,
+    /// which prints its events itself (on standard output; logs go to
+    /// standard error).
+    pub fn log_level(&self) -> LogLevel {
+        match (self.log_level, &self.command) {
+            (Some(level), _) => level,
+            (None, Some(Command::Ping(_))) => LogLevel::Warn,
+            (None, _) => LogLevel::Info,
+        }
+    }
 }
 
 /// Subcommands.
@@ -94,6 +113,12 @@ pub enum Command {
     /// TLS on it asks over TLS (any server certificate accepted: it is asking
     /// its own machine).
     Healthcheck,
+    /// Connect to one broker and print one line per event — up, each keep-alive
+    /// round trip, down with its reason — and, on Ctrl-C, SIGTERM or after
+    /// --count probes, a summary (round trips min/avg/max/stddev, losses, time
+    /// up). Exit 0 if the broker was up at the end, 1 if not. MQTT 3.1.1 only:
+    /// the library speaks no other version, so there is no protocol flag.
+    Ping(PingArgs),
 }
 
 /// Severity threshold of the logs.
@@ -112,8 +137,8 @@ pub enum LogLevel {
 /// How log lines are written (to standard error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// `ts=… level=info msg="…" key=value`, as Prometheus components log.
+    /// `ts=… level=info target=… msg="…" key=value`, as Prometheus components log.
     Logfmt,
-    /// One JSON object per line.
+    /// One flat JSON object per line, with the same keys (`ts`, `level`, `msg`, …).
     Json,
 }

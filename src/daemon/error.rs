@@ -61,6 +61,9 @@ pub enum DaemonError {
     /// system).
     #[error("the config files were not read within {0:?}")]
     FilesTimedOut(std::time::Duration),
+    /// `mqtt-pulse ping`: the broker was not up when it stopped.
+    #[error("ping {0}: not up at the end")]
+    PingDown(String),
     /// The tokio runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),

@@ -12,8 +12,8 @@
 //! * `supervisor` — the running targets and reloads; `reload` — what asks for
 //!   one (`POST /-/reload`, SIGHUP);
 //! * `listen` — `--web.listen-address`; `otlp` — the OTLP push from the config;
-//! * `healthcheck` — the `healthcheck` subcommand; `memory` — the allocator's
-//!   purge thread.
+//! * `healthcheck` — the `healthcheck` subcommand; `ping` — the `ping`
+//!   subcommand; `memory` — the allocator's purge thread.
 
 mod cli;
 mod error;
@@ -22,15 +22,17 @@ mod listen;
 mod logging;
 mod memory;
 mod otlp;
+mod ping;
 mod reload;
 mod supervisor;
 
-pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel};
+pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel, PingArgs};
 pub use error::DaemonError;
 pub use logging::init_logging;
 pub use memory::return_freed_memory;
 
 use std::future::Future;
+use std::time::Duration;
 
 use axum::Router;
 use prometheus::Registry;
@@ -39,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::events::Events;
+use crate::events::{ClientId, Events, FailureReason, Status};
 use crate::exporter::metrics::MetricsBuilder;
 use crate::http::WebConfig;
 use healthcheck::healthcheck;
@@ -63,6 +65,17 @@ pub fn main(cli: Cli) -> Result<(), DaemonError> {
             None => false,
         };
         return healthcheck(address, tls);
+    }
+    if let Some(Command::Ping(args)) = cli.command {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(DaemonError::Runtime)?;
+        let url = args.url.clone();
+        return match runtime.block_on(ping::ping(args, crate::http::shutdown_signal()))? {
+            true => Ok(()),
+            false => Err(DaemonError::PingDown(url)),
+        };
     }
     if cli.config_check {
         return check_config(&cli);
@@ -132,7 +145,15 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         listeners.push((address.clone(), bind(address).await?));
     }
 
+    // Without a config file a newcomer's broker may well be elsewhere: tell
+    // them in one line what to do rather than let them read retry warnings.
+    let unconfigured = config
+        .origin()
+        .is_none()
+        .then(|| config.targets()[0].options().client_id().clone());
     let events = Events::new();
+    let hint =
+        unconfigured.map(|client_id| tokio::spawn(hint_without_config(events.clone(), client_id)));
     let registry = Registry::new();
     let handle = MetricsBuilder::new(&events)
         .with_registry(registry.clone())
@@ -175,6 +196,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     reload_until(&mut supervisor, &mut reload_rx, &mut hangups, &mut shutdown).await;
 
     tracing::info!("shutting down");
+    if let Some(hint) = hint {
+        hint.abort();
+    }
     let _ = stop_serving.send(true);
     while servers.join_next().await.is_some() {}
     // The last push carries the targets as they were, not as the daemon's own
@@ -182,6 +206,52 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     stop_otlp(otlp).await;
     supervisor.shutdown().await;
     Ok(())
+}
+
+/// How long the daemon without a config file watches its default target's
+/// first attempts before it stays quiet: a connect timeout and then some.
+const HINT_WITHIN: Duration = Duration::from_secs(10);
+
+/// Without `--config.file`: if the default target finds nothing listening at
+/// `mqtt://127.0.0.1:1883`, one `warn` line saying what to do. Failed
+/// attempts while down are counters in the hub, not events, so it looks at
+/// the hub every 100 ms until the target is up, fails, or [`HINT_WITHIN`] passed.
+async fn hint_without_config(events: Events, client_id: ClientId) {
+    let deadline = tokio::time::Instant::now() + HINT_WITHIN;
+    while tokio::time::Instant::now() < deadline {
+        if events.status(client_id.as_str()) == Some(Status::Up) {
+            return;
+        }
+        let failure = events
+            .failures()
+            .into_iter()
+            .find(|failure| failure.client_id == client_id);
+        if let Some(failure) = failure {
+            if let Some(hint) = nothing_listens_hint(failure.reason) {
+                tracing::warn!(reason = %failure.reason, "{hint}");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The line for a first failure of the default target, if it says that no
+/// broker is there (rather than one that refused us, which its own warning
+/// explains).
+fn nothing_listens_hint(reason: FailureReason) -> Option<String> {
+    matches!(
+        reason,
+        FailureReason::ConnectionRefused | FailureReason::Timeout
+    )
+    .then(|| {
+        format!(
+            "no --config.file given and no MQTT broker answers at {}: start one there, \
+             pass --config.file FILE (see mqtt-pulse.example.toml), \
+             or try a broker with `mqtt-pulse ping URL`",
+            crate::config::DEFAULT_URL
+        )
+    })
 }
 
 /// The config file and the web config, read off this task (which also waits
@@ -247,4 +317,20 @@ fn serve(
         });
     }
     (stop_serving, servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_broker_that_is_not_there_gets_the_hint() {
+        let hint = nothing_listens_hint(FailureReason::ConnectionRefused).unwrap();
+        assert!(hint.contains("mqtt://127.0.0.1:1883"), "{hint}");
+        assert!(hint.contains("--config.file"), "{hint}");
+        assert!(hint.contains("mqtt-pulse ping URL"), "{hint}");
+        assert!(!hint.contains('\n'), "one line: {hint}");
+        assert!(nothing_listens_hint(FailureReason::Timeout).is_some());
+        assert_eq!(nothing_listens_hint(FailureReason::NotAuthorized), None);
+    }
 }

@@ -207,6 +207,12 @@ pub struct Message {
     pub event: Event,
     /// Wall-clock time at which the event was dispatched.
     pub at: SystemTime,
+    /// Why the client went down, on an [`Event::Status`]`(`[`Status::Down`]`)`
+    /// whose connection counted a failure first ([`Events::count_failure`]);
+    /// `None` on every other message.
+    ///
+    /// [`Events::count_failure`]: super::Events::count_failure
+    pub reason: Option<FailureReason>,
 }
 
 /// Why a connection attempt failed or an established connection was lost.

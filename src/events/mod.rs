@@ -28,7 +28,9 @@
 //!   messages already queued can still be read until then.
 //! * **Present state.** The hub remembers each client's last status
 //!   ([`Events::status`], [`Events::clients`]) so a late subscriber can read the
-//!   present, then follow changes. The status is recorded *before* the event is
+//!   present, then follow changes. While a client is down it also remembers
+//!   why: the reason of its latest failure ([`ClientState::reason`]), which
+//!   the `Down` message carries too ([`Message::reason`]); going up clears it. The status is recorded *before* the event is
 //!   queued, so a subscriber that registers and then reads the status misses
 //!   nothing. Connections also count their failures by [`FailureReason`] here
 //!   ([`Events::count_failure`], [`Events::failures`]); failures are counters,
@@ -126,6 +128,11 @@ pub struct ClientState {
     pub status: Status,
     /// When that status was dispatched (or the client announced).
     pub since: SystemTime,
+    /// While [`Status::Down`]: the reason of the latest failure counted for
+    /// the client ([`Events::count_failure`]) since it was last up — why it
+    /// went down, or why it still cannot connect. `None` in any other status,
+    /// and while down before any failure was counted.
+    pub reason: Option<FailureReason>,
     /// What its connection told the hub about itself.
     pub info: ClientInfo,
 }
@@ -247,13 +254,15 @@ impl Events {
     pub fn dispatch(&self, client_id: &ClientId, event: Event) {
         let kind = event.kind();
         let at = SystemTime::now();
-        if let Event::Status(status) = event {
-            self.hub.record_status(client_id, status, at);
-        }
+        let reason = match event {
+            Event::Status(status) => self.hub.record_status(client_id, status, at),
+            _ => None,
+        };
         let mut message = Some(Message {
             client_id: client_id.clone(),
             event,
             at,
+            reason,
         });
 
         let k = kind.index();
@@ -304,6 +313,7 @@ impl Events {
                 client_id: client_id.clone(),
                 status: Status::Down,
                 since: SystemTime::now(),
+                reason: None,
                 info,
             });
     }
@@ -316,15 +326,31 @@ impl Events {
     /// Every client the hub knows (announced, or a status was dispatched for it,
     /// and not terminated since), sorted by client id.
     pub fn clients(&self) -> Vec<ClientState> {
-        let mut clients: Vec<_> = lock(&self.hub.statuses).values().cloned().collect();
+        let mut clients: Vec<_> = lock(&self.hub.statuses)
+            .values()
+            .map(|state| {
+                let mut state = state.clone();
+                // A failure counted while up waits here for the `Down` it
+                // causes; until then the client is up, with no reason shown.
+                if state.status != Status::Down {
+                    state.reason = None;
+                }
+                state
+            })
+            .collect();
         clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         clients
     }
 
     /// Counts one failed connection attempt or lost connection of `client_id`.
     /// Connection drivers call it; it is a counter, not an event, and is never
-    /// queued for subscribers.
+    /// queued for subscribers. It also becomes the client's present
+    /// [`ClientState::reason`] — a driver counts the failure *before* it
+    /// dispatches the `Down` it causes, so that message carries it.
     pub fn count_failure(&self, client_id: &ClientId, reason: FailureReason) {
+        if let Some(state) = lock(&self.hub.statuses).get_mut(client_id.as_str()) {
+            state.reason = Some(reason);
+        }
         *lock(&self.hub.failures)
             .entry((client_id.clone(), reason))
             .or_insert(0) += 1;
@@ -355,25 +381,39 @@ impl Events {
 }
 
 impl Hub {
-    fn record_status(&self, client_id: &ClientId, status: Status, since: SystemTime) {
+    /// Records `status` as the client's present one and returns the reason a
+    /// `Down` message carries (the failure counted just before it).
+    fn record_status(
+        &self,
+        client_id: &ClientId,
+        status: Status,
+        since: SystemTime,
+    ) -> Option<FailureReason> {
         let mut statuses = lock(&self.statuses);
         if status == Status::Terminated {
             statuses.remove(client_id.as_str());
             lock(&self.failures).retain(|(id, _), _| id != client_id);
-        } else {
-            statuses
-                .entry(client_id.clone())
-                .and_modify(|state| {
-                    state.status = status;
-                    state.since = since;
-                })
-                .or_insert_with(|| ClientState {
-                    client_id: client_id.clone(),
-                    status,
-                    since,
-                    info: ClientInfo::default(),
-                });
+            return None;
         }
+        let state = statuses
+            .entry(client_id.clone())
+            .and_modify(|state| {
+                state.status = status;
+                state.since = since;
+            })
+            .or_insert_with(|| ClientState {
+                client_id: client_id.clone(),
+                status,
+                since,
+                reason: None,
+                info: ClientInfo::default(),
+            });
+        // Only a client that is down has a reason to be; a failure counted
+        // while it was up is the reason of the `Down` that follows.
+        if status != Status::Down {
+            state.reason = None;
+        }
+        state.reason
     }
 
     pub(crate) fn insert(&self, subscriber: Subscriber) {

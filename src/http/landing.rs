@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::events::ClientState;
 use crate::exporter::metrics::{ClientSummary, MetricsHandle};
 
 /// `GET /`: the page, rendered on a blocking thread.
@@ -53,6 +54,7 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
     );
     page.push_str(concat!(
         "<ul>\n<li><a href=\"metrics\">Metrics</a></li>\n",
+        "<li><a href=\"events\">Events</a> (live, Server-Sent Events)</li>\n",
         "<li><a href=\"-/healthy\">Health</a></li>\n",
         "<li><a href=\"-/ready\">Readiness</a></li>\n</ul>\n",
     ));
@@ -75,7 +77,7 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
             escape_html(client.state.client_id.as_str()),
             escape_html(&client.state.info.broker),
             status.as_str(),
-            status,
+            status_text(&client.state),
             client
                 .last_ping_rtt
                 .map_or_else(|| "–".to_owned(), format_rtt),
@@ -84,6 +86,16 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
     }
     page.push_str("</tbody>\n</table>\n</body>\n</html>\n");
     page
+}
+
+/// `up`, or `down (connection_refused)` when the hub knows why: the reason is
+/// what a newcomer needs to fix it. Reasons are fixed snake_case words, never
+/// text from outside.
+fn status_text(state: &ClientState) -> String {
+    match state.reason {
+        Some(reason) => format!("{} ({reason})", state.status),
+        None => state.status.to_string(),
+    }
 }
 
 fn escape_html(text: &str) -> String {
@@ -167,6 +179,33 @@ mod tests {
         );
         assert_eq!(at(253_402_300_799), "9999-12-31 23:59:59");
         assert_eq!(format_utc(UNIX_EPOCH + YEAR_10000), "after 9999");
+    }
+
+    #[test]
+    fn a_down_client_shows_why_next_to_its_status() {
+        use crate::events::{ClientId, ClientInfo, FailureReason, Status};
+        let client = |status, reason| ClientSummary {
+            state: ClientState {
+                client_id: ClientId::from("plant-a"),
+                status,
+                since: UNIX_EPOCH,
+                reason,
+                info: ClientInfo::new("broker:1883"),
+            },
+            last_ping_rtt: None,
+        };
+        let page = landing_page_html(
+            &[
+                client(Status::Down, Some(FailureReason::ConnectionRefused)),
+                client(Status::Up, None),
+            ],
+            "1.0",
+        );
+        assert!(
+            page.contains("<td class=\"down\">down (connection_refused)</td>"),
+            "{page}"
+        );
+        assert!(page.contains("<td class=\"up\">up</td>"), "{page}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The HTTP face of the exporter, in the manner of node_exporter and
-//! blackbox_exporter: `/metrics`, a landing page at `/`, `/-/healthy` and
-//! `/-/ready`, over plain HTTP or — with the `web-config` feature (on by
+//! blackbox_exporter: `/metrics`, a landing page at `/`, the events hub as
+//! Server-Sent Events at `/events`, `/-/healthy` and `/-/ready`, over plain HTTP or — with the `web-config` feature (on by
 //! default) and a [`WebConfig`] read from the Prometheus exporter-toolkit's
 //! `--web.config.file` format — HTTPS, with client certificates, basic auth,
 //! extra response headers and a rate limit.
@@ -8,11 +8,12 @@
 //! # Layout
 //!
 //! * `mod.rs`: the routes — one at a time for a service's own router
-//!   ([`metrics_route`], [`landing_route`], [`healthy_route`],
-//!   [`ready_route`]), or the daemon's set ([`router`],
+//!   ([`metrics_route`], [`landing_route`], [`events_route`],
+//!   [`healthy_route`], [`ready_route`]), or the daemon's set ([`router`],
 //!   [`with_default_fallbacks`]) — and the probe answers;
 //! * `server.rs`: [`Server`], [`run`] — serving, timeouts, graceful shutdown;
 //! * `scrape.rs`: `/metrics`, shared renders; `landing.rs`: the page at `/`;
+//!   `events.rs`: `/events`, the hub as Server-Sent Events;
 //! * `limits.rs`: concurrency caps and the body limit;
 //! * `web/` (feature `web-config`): the web config — reading the file, TLS,
 //!   basic auth, rate limit, response headers.
@@ -32,6 +33,10 @@
 //!   request; at most [`MAX_CONCURRENT_SCRAPES`] are answered at once and at
 //!   most [`MAX_CONCURRENT_RENDERS`] landing pages are rendered at once, more
 //!   are answered `503` with `Retry-After` at once;
+//! * at most [`MAX_EVENT_STREAMS`] `/events` streams are open at once, more
+//!   are answered `503`; each has its own bounded queue, so a reader that
+//!   stops reading loses its own events (counted), never anyone else's, and
+//!   every stream ends when the [`Server`] starts shutting down;
 //! * a request body over [`MAX_REQUEST_BODY`] is answered `413`;
 //! * with a web config: `429` beyond its `rate_limit`, `401` (with
 //!   `WWW-Authenticate: Basic realm="mqtt-pulse"`) without valid credentials.
@@ -87,6 +92,7 @@
 // Without the feature the type does not exist: link to the feature list.
 #![cfg_attr(not(feature = "web-config"), doc = "[`WebConfig`]: crate#features")]
 
+mod events;
 mod landing;
 mod limits;
 mod scrape;
@@ -94,6 +100,7 @@ mod server;
 #[cfg(feature = "web-config")]
 mod web;
 
+pub use events::{EVENT_STREAM_QUEUE, MAX_EVENT_STREAMS};
 pub use limits::{MAX_CONCURRENT_RENDERS, MAX_CONCURRENT_SCRAPES, MAX_REQUEST_BODY};
 pub use server::Server;
 #[cfg(feature = "web-config")]
@@ -112,6 +119,7 @@ use tokio::net::TcpListener;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 
+use crate::events::Events;
 use crate::exporter::metrics::MetricsHandle;
 
 /// The `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
@@ -196,6 +204,61 @@ where
         .with_state(handle)
 }
 
+/// `GET /events`: the events hub as [Server-Sent Events], one event per hub
+/// message, for a page or a terminal to follow the clients live. Opt-in, as
+/// [`landing_route`]: it shows client ids to whoever can reach the port.
+///
+/// The query selects as [`Events::register`] does: `client_id=ID` one client
+/// (absent or `*`: every client, Tortoise311's `:_`), `kind=status`,
+/// `kind=ping_response` — repeated or comma-separated (absent: every kind).
+/// Anything else is answered `400` naming it. Events, each `data` one JSON
+/// object with `at` in Unix seconds:
+///
+/// ```text
+/// event: status
+/// data: {"client_id":"plant-a","event":"status","status":"down","reason":"closed_by_broker","at":1764601200.123456}
+///
+/// event: ping_response
+/// data: {"client_id":"plant-a","event":"ping_response","rtt_seconds":0.000153,"at":1764601201.000412}
+///
+/// event: dropped
+/// data: {"dropped":17,"total":17}
+/// ```
+///
+/// With `status` selected, a stream first sends one `status` event per
+/// selected client with its present state (`at`: since when), then the
+/// changes. `reason` is there while a client is down and the hub knows why.
+/// Each stream is one hub subscription with its own queue of
+/// [`EVENT_STREAM_QUEUE`] messages: a reader that does not keep up loses its
+/// own events — counted in `mqtt_pulse_events_dropped_total`, and announced
+/// with a `dropped` event (`dropped` since the last one, `total` for the
+/// stream) — never another subscriber's. At most [`MAX_EVENT_STREAMS`] are
+/// open at once (the clones of one route share the cap), more get `503` with
+/// `Retry-After: 1`. A comment line every 15 s keeps idle proxies from
+/// closing the stream.
+///
+/// Served by [`Server`] or [`run`], every stream ends when shutdown starts.
+/// Under another server a stream lasts until its client goes away, which
+/// holds a graceful shutdown that waits for every connection (axum's
+/// `serve(...).with_graceful_shutdown`) until then.
+///
+/// ```
+/// use axum::Router;
+/// use mqtt_pulse::Events;
+///
+/// let events = Events::new();
+/// let app: Router = Router::new().route("/events", mqtt_pulse::http::events_route(&events));
+/// # let _ = app;
+/// ```
+///
+/// [Server-Sent Events]: https://html.spec.whatwg.org/multipage/server-sent-events.html
+pub fn events_route<S>(events: &Events) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(events::event_stream).with_state(events::EventStreams::new(events))
+}
+
 /// `GET /-/healthy` of the daemon: `200 mqtt-pulse is Healthy.` Opt-in.
 pub fn healthy_route<S>() -> MethodRouter<S>
 where
@@ -213,7 +276,8 @@ where
 }
 
 /// The daemon's routes: [`metrics_route`] at `/metrics`, [`landing_route`] at
-/// `/`, [`healthy_route`] at `/-/healthy`, [`ready_route`] at `/-/ready`.
+/// `/`, [`events_route`] (on the handle's hub) at `/events`, [`healthy_route`]
+/// at `/-/healthy`, [`ready_route`] at `/-/ready`.
 ///
 /// It sets no fallback: unknown paths and other methods get what the
 /// application's router answers (axum's empty `404` and `405` by default); to
@@ -228,6 +292,7 @@ where
 /// that with `merge`.
 pub fn router(handle: MetricsHandle) -> Router {
     Router::new()
+        .route("/events", events_route(handle.events()))
         .route("/", landing_route(handle.clone()))
         .route("/metrics", metrics_route(handle))
         .route("/-/healthy", healthy_route())

@@ -12,10 +12,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::middleware::from_fn;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 #[cfg(feature = "web-config")]
 use super::WebConfig;
+use super::events::Closing;
 use super::{HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, limits};
 
 /// Serves a router with the limits described in the [module docs](super),
@@ -94,7 +95,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let address = listener.local_addr()?;
-        let app = self.protect(router);
+        // Tells the open `/events` streams to end when shutdown starts: they
+        // would otherwise hold it for the whole grace period.
+        let (closing, closing_seen) = tokio::sync::watch::channel(false);
+        let app = self.protect(router.layer(Extension(Closing(closing_seen))));
+        let shutdown = async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        };
         #[cfg(feature = "web-config")]
         {
             let (tls, basic_auth) = (self.web_config.is_tls(), self.web_config.has_basic_auth());

@@ -15,6 +15,7 @@
 mod support;
 
 mod files;
+mod newcomer;
 mod oneshot;
 mod reload;
 mod replicas;

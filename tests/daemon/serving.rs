@@ -56,9 +56,19 @@ fn json_logs_are_one_object_per_line_with_the_transition_fields() {
         Some("mqtt-pulse-x")
     );
     assert_eq!(field(transition, "broker"), Some(broker.addr()));
+    // The keys and level names Prometheus components write.
     assert_eq!(
         transition.get("level").and_then(|l| l.as_str()),
-        Some("INFO"),
+        Some("info"),
+        "{transition}"
+    );
+    assert_eq!(
+        transition.get("msg").and_then(|m| m.as_str()),
+        Some("connection status changed"),
+        "{transition}"
+    );
+    assert!(
+        transition.get("ts").is_some_and(|ts| ts.is_string()),
         "{transition}"
     );
     assert!(
@@ -82,6 +92,11 @@ fn logfmt_logs_carry_level_and_status() {
         .find(|line| line.contains(" status=up"))
         .unwrap_or_else(|| panic!("no status=up line:\n{logs}"));
     assert!(transition.contains(" level=info"), "{transition}");
+    assert!(
+        transition.contains(" msg=\"connection status changed\""),
+        "{transition}"
+    );
+    assert!(!logs.contains(" message="), "msg=, not message=:\n{logs}");
     assert!(
         transition.contains(" client_id=mqtt-pulse-x"),
         "{transition}"

@@ -206,3 +206,54 @@ fn a_received_status_is_already_visible_in_the_present_state() {
     dispatcher.join().unwrap();
     assert_eq!(sub.stats(), sub_stats(FRESH as u64, 0));
 }
+
+#[test]
+fn a_down_client_keeps_the_reason_of_its_latest_failure_until_it_is_up() {
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::Status);
+    let plant = id("plant");
+    let reason_of = |events: &Events| events.clients()[0].reason;
+
+    events.announce(&plant, ClientInfo::new("broker:1883"));
+    assert_eq!(reason_of(&events), None, "down, but nothing failed yet");
+    events.count_failure(&plant, FailureReason::ConnectionRefused);
+    assert_eq!(reason_of(&events), Some(FailureReason::ConnectionRefused));
+    events.count_failure(&plant, FailureReason::Timeout);
+    assert_eq!(
+        reason_of(&events),
+        Some(FailureReason::Timeout),
+        "the latest one"
+    );
+
+    events.dispatch(&plant, status(Status::Up));
+    assert_eq!(reason_of(&events), None);
+    assert_eq!(sub.try_recv().unwrap().reason, None);
+
+    // A driver counts the failure first, then dispatches the Down it causes:
+    // until then the client is up and shows no reason.
+    events.count_failure(&plant, FailureReason::ClosedByBroker);
+    assert_eq!(reason_of(&events), None);
+    events.dispatch(&plant, status(Status::Down));
+    assert_eq!(reason_of(&events), Some(FailureReason::ClosedByBroker));
+    let down = sub.try_recv().unwrap();
+    assert_eq!(down.event, status(Status::Down));
+    assert_eq!(down.reason, Some(FailureReason::ClosedByBroker));
+    assert_eq!(sub.try_recv(), Err(TryRecvError::Empty));
+
+    events.dispatch(&plant, status(Status::Terminating));
+    assert_eq!(reason_of(&events), None);
+    assert_eq!(sub.try_recv().unwrap().reason, None);
+}
+
+#[test]
+fn a_down_dispatched_without_a_counted_failure_has_no_reason() {
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::Status);
+    let plant = id("plant");
+    events.count_failure(&plant, FailureReason::Tls); // unknown client: a counter only
+    events.dispatch(&plant, status(Status::Up));
+    events.dispatch(&plant, status(Status::Down));
+    assert_eq!(events.clients()[0].reason, None);
+    assert_eq!(sub.try_recv().unwrap().reason, None);
+    assert_eq!(sub.try_recv().unwrap().reason, None);
+}

@@ -115,6 +115,11 @@ impl MetricsHandle {
 }
 
 impl MetricsHandle {
+    /// The hub this exporter subscribes to (for the daemon's `/events`).
+    pub(crate) fn events(&self) -> &crate::events::Events {
+        &self.state.events
+    }
+
     /// The handler metrics of `/metrics`, registered on this handle's registry
     /// the first time they are asked for (so an embedder who serves the
     /// handle some other way never sees them). `None`, with a warning, when

@@ -127,6 +127,7 @@ mod tests {
             client_id: ClientId::from(client),
             event,
             at: SystemTime::UNIX_EPOCH,
+            reason: None,
         }
     }
 

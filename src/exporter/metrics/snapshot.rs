@@ -443,6 +443,7 @@ mod tests {
             client_id: ClientId::from(id),
             status,
             since: UNIX_EPOCH + Duration::from_millis(1_500),
+            reason: None,
             info: ClientInfo::new(broker),
         }
     }
@@ -452,6 +453,7 @@ mod tests {
             client_id: id.clone(),
             event,
             at: SystemTime::UNIX_EPOCH,
+            reason: None,
         }
     }
 
