@@ -249,7 +249,7 @@ fn every_flag_can_come_from_its_mqtt_pulse_environment_variable() {
     assert!(
         lines
             .iter()
-            .any(|line| line.get("level").and_then(|l| l.as_str()) == Some("DEBUG")),
+            .any(|line| line.get("level").and_then(|l| l.as_str()) == Some("debug")),
         "no debug line:\n{logs}"
     );
 }
