@@ -70,6 +70,7 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
     events.dispatch(&down, Event::Status(Status::Down));
     events.count_failure(&down, FailureReason::PingTimeout);
     events.count_failure(&down, FailureReason::ConnectionRefused);
+    events.count_dropped_publish(&down);
     events.announce(&ClientId::from("never-connected"), ClientInfo::new(BROKER));
     let labelled = ClientId::from("labelled");
     events.announce(
@@ -118,6 +119,13 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
         "promtool failed: {problems}\n---\n{page}"
     );
     assert_eq!(problems.trim(), "", "promtool reported problems");
+    assert!(
+        page.contains(&client_series(
+            "mqtt_client_publishes_dropped_total",
+            "plant-b"
+        )),
+        "{page}"
+    );
 }
 
 #[test]
