@@ -17,7 +17,9 @@ use mqtt_pulse::connection::{
 use mqtt_pulse::events::{
     ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
 };
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use rumqttc::QoS;
+use support::metrics::sample;
 use support::{Broker, TempDir, TestPki, failures, logs};
 use tokio::time::timeout;
 
@@ -584,6 +586,122 @@ async fn a_subscriber_that_never_reads_delays_no_ping() {
     }
     assert_eq!(stuck.stats().delivered, 1);
     assert!(stuck.stats().dropped >= 2, "{:?}", stuck.stats());
+    connection.shutdown().await;
+}
+
+/// Publishes `count` QoS 1 messages of `size` bytes on `topic` through its
+/// own client of `broker`, calling `on_ack` after each PUBACK. Mosquitto
+/// acknowledges a QoS 1 publish once it has queued it for every subscriber,
+/// so when this returns every message is on its way to them, in order.
+async fn publish_acked(
+    broker: &Broker,
+    topic: &str,
+    count: usize,
+    size: usize,
+    mut on_ack: impl FnMut(),
+) {
+    let id = client_id(&format!("publisher-{topic}").replace('/', "-"));
+    let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port());
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, count + 1);
+    for _ in 0..count {
+        client
+            .try_publish(topic, QoS::AtLeastOnce, false, vec![b'x'; size])
+            .unwrap();
+    }
+    let mut acked = 0;
+    timeout(Duration::from_secs(20), async {
+        while acked < count {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop
+                .poll()
+                .await
+                .expect("the publisher stays connected")
+            {
+                acked += 1;
+                on_ack();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{acked} of {count} publishes acknowledged"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_queue_nobody_reads_stays_within_its_byte_bound_counts_the_rest_and_reading_frees_room()
+ {
+    const SIZE: usize = 200_000;
+    const BOUND: usize = 1_000_000;
+    const PUSHED: usize = 20;
+    let broker = Broker::start();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let mut connection = Connection::start(
+        options(&broker.url(), "bytebound")
+            .with_keep_alive(Duration::from_secs(1))
+            .with_publish_byte_limit(BOUND),
+        &events,
+    )
+    .unwrap();
+    let mut publishes = connection.take_publishes().unwrap();
+    assert_eq!(publishes.byte_limit(), BOUND);
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    let topic = format!("mqtt-pulse/test/{}", client_id("bytebound"));
+    connection
+        .subscribe(topic.clone(), QoS::AtMostOnce)
+        .await
+        .unwrap();
+    broker.wait_for_log(
+        &format!("Received SUBSCRIBE from {}", client_id("bytebound")),
+        Duration::from_secs(2),
+    );
+
+    // Far more than the bound: 20 x 200 KB against 1 MB, nobody reading.
+    let mut most_queued = 0;
+    publish_acked(&broker, &topic, PUSHED, SIZE, || {
+        most_queued = most_queued.max(publishes.queued_bytes());
+    })
+    .await;
+    // Every publish was queued for us before its PUBACK; a PINGRESP the broker
+    // sends afterwards comes after them on our socket.
+    while pings.try_recv().is_ok() {}
+    next(&mut pings, Duration::from_secs(3)).await;
+
+    let cost = SIZE + topic.len();
+    let kept = BOUND / cost;
+    let dropped = connection.dropped_publishes();
+    assert!(most_queued <= BOUND, "{most_queued} bytes queued");
+    assert_eq!(publishes.len(), kept, "as many as fit in {BOUND} bytes");
+    assert_eq!(publishes.queued_bytes(), kept * cost);
+    assert_eq!(dropped, (PUSHED - kept) as u64, "every other one counted");
+    let series = format!(
+        r#"mqtt_client_publishes_dropped_total{{client_id="{}",broker="{}"}}"#,
+        client_id("bytebound"),
+        broker.addr()
+    );
+    assert_eq!(sample(&metrics.render(), &series), Some(dropped as f64));
+
+    // Reading frees the room: what comes next is queued, none dropped.
+    for _ in 0..kept {
+        assert_eq!(publishes.try_recv().unwrap().payload.len(), SIZE);
+    }
+    assert_eq!(publishes.queued_bytes(), 0);
+    publish_acked(&broker, &topic, kept, SIZE, || {}).await;
+    for _ in 0..kept {
+        let publish = timeout(Duration::from_secs(2), publishes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(publish.payload.len(), SIZE);
+    }
+    assert_eq!(connection.dropped_publishes(), dropped);
     connection.shutdown().await;
 }
 

@@ -70,6 +70,7 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
     events.dispatch(&down, Event::Status(Status::Down));
     events.count_failure(&down, FailureReason::PingTimeout);
     events.count_failure(&down, FailureReason::ConnectionRefused);
+    events.count_dropped_publish(&down);
     events.announce(&ClientId::from("never-connected"), ClientInfo::new(BROKER));
     let labelled = ClientId::from("labelled");
     events.announce(
@@ -83,8 +84,19 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
     let odd = up_with_pings(&events, "odd \"quoted\" \\ id\nwith é", &[300]);
     events.dispatch(&odd, Event::Status(Status::Terminating));
 
+    // The web config's refusal counter, as the daemon registers it.
+    #[cfg(feature = "web-config")]
+    http::WebConfig::default()
+        .register_metrics(handle.registry())
+        .unwrap();
+
     let (status, page) = get_text(http::router(handle), "/metrics").await;
     assert_eq!(status, StatusCode::OK);
+    #[cfg(feature = "web-config")]
+    assert!(
+        page.contains(r#"mqtt_pulse_web_auth_refusals_total{reason="busy"} 0"#),
+        "{page}"
+    );
     assert!(
         page.contains("process_cpu_seconds_total"),
         "process metrics when asked for"
@@ -118,6 +130,13 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
         "promtool failed: {problems}\n---\n{page}"
     );
     assert_eq!(problems.trim(), "", "promtool reported problems");
+    assert!(
+        page.contains(&client_series(
+            "mqtt_client_publishes_dropped_total",
+            "plant-b"
+        )),
+        "{page}"
+    );
 }
 
 #[test]

@@ -451,6 +451,11 @@ async fn a_monitor_that_subscribes_to_nothing_keeps_no_publishes() {
         connection.dropped_publishes()
     );
     assert_eq!(connection.dropped_publishes(), PUSHED as u64);
+    // The same count in the hub, where the exporters read it.
+    assert_eq!(
+        events.dropped_publishes(),
+        vec![(connection.client_id().clone(), PUSHED as u64)]
+    );
     assert!(grown_mib < 32, "{grown_mib} MiB kept");
     connection.shutdown().await;
 }

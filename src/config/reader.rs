@@ -21,7 +21,7 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::error::{ConfigError, Location, Problem};
 use super::keys::suggest;
-use crate::connection::{FileKind, check_readable};
+use crate::connection::{FileKind, check_password_file, check_readable};
 
 pub(super) type Key<'i> = Spanned<DeString<'i>>;
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
@@ -251,7 +251,9 @@ impl TableReader<'_> {
     }
 
     /// A path to a file that can be opened now, resolved against the config
-    /// file's directory. The file is opened, never read.
+    /// file's directory. A PEM file is opened, never read; a password file
+    /// (at most 65,537 bytes) is read, so that a password longer than MQTT
+    /// carries is reported here, with the key's place.
     pub(super) fn readable_file(
         &self,
         key: &'static str,
@@ -264,13 +266,13 @@ impl TableReader<'_> {
             return Err(self.bad_value(key, place, &value.span(), reason));
         }
         let path = self.base.join(written);
-        let kind = if key == "password_file" {
-            FileKind::Password
-        } else {
-            FileKind::Pem
-        };
         // Only a regular file of a sane size; a FIFO is refused, not waited on.
-        check_readable(&path, kind).map_err(|source| {
+        let checked = if key == "password_file" {
+            check_password_file(&path)
+        } else {
+            check_readable(&path, FileKind::Pem)
+        };
+        checked.map_err(|source| {
             let problem = Problem::UnreadableFile {
                 key,
                 place: place.phrase(),

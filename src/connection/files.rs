@@ -159,17 +159,30 @@ fn too_large(len: u64, kind: FileKind) -> io::Error {
 /// above, is not UTF-8, or holds a password longer than MQTT can carry. The
 /// error never contains the password.
 pub(crate) fn read_password(path: &Path) -> Result<String, OptionsError> {
-    let error = |source| OptionsError::PasswordFile {
+    password_in(path).map_err(|source| OptionsError::PasswordFile {
         path: path.to_owned(),
         source,
-    };
-    let bytes = read(path, FileKind::Password).map_err(error)?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        error(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the password is not UTF-8",
-        ))
-    })?;
+    })
+}
+
+/// Checks that the file at `path` holds a password MQTT can carry, as
+/// [`read_password`] would read it now: the config reader calls it so that
+/// `--config.check` and a reload report a password one byte too long with
+/// the place of its `password_file` key, not only when a connection reads it.
+/// A password file is at most [`MAX_PASSWORD_FILE_BYTES`], so reading it
+/// whole is cheap.
+///
+/// # Errors
+/// As [`check_readable`], and a password that is not UTF-8 or too long.
+#[cfg(feature = "daemon")]
+pub(crate) fn check_password_file(path: &Path) -> io::Result<()> {
+    password_in(path).map(drop)
+}
+
+fn password_in(path: &Path) -> io::Result<String> {
+    let bytes = read(path, FileKind::Password)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the password is not UTF-8"))?;
     let password = text.strip_suffix('\n').unwrap_or(&text);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.len() > MAX_PASSWORD_BYTES {
@@ -177,7 +190,7 @@ pub(crate) fn read_password(path: &Path) -> Result<String, OptionsError> {
             "the password is {} bytes long; MQTT carries at most {MAX_PASSWORD_BYTES}",
             password.len()
         );
-        return Err(error(io::Error::new(io::ErrorKind::InvalidData, message)));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, message));
     }
     Ok(password.to_owned())
 }

@@ -26,6 +26,7 @@ mod keep_alive;
 mod labels;
 mod link;
 mod options;
+mod publishes;
 mod streak;
 mod tls;
 mod tracker;
@@ -38,7 +39,7 @@ pub use error::OptionsError;
 #[cfg(feature = "daemon")]
 pub use files::MAX_CONFIG_FILE_BYTES;
 #[cfg(feature = "daemon")]
-pub(crate) use files::{FileKind, check_readable, read as read_regular_file};
+pub(crate) use files::{FileKind, check_password_file, check_readable, read as read_regular_file};
 pub use files::{MAX_PASSWORD_BYTES, MAX_PASSWORD_FILE_BYTES, MAX_PEM_FILE_BYTES, READ_TIMEOUT};
 pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 #[cfg(feature = "daemon")]
@@ -46,6 +47,9 @@ pub(crate) use labels::{label_name_problem, label_value_problem};
 pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE};
 #[cfg(feature = "daemon")]
 pub(crate) use options::{Password, check_keep_alive};
+pub use publishes::{
+    DEFAULT_PUBLISH_BYTES, DEFAULT_PUBLISH_CAPACITY, Publishes, TryRecvPublishError,
+};
 pub use tls::{ClientCertificate, TlsOptions};
 pub use tracker::ConnectionTracker;
 
@@ -54,10 +58,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ClientError, EventLoop, Outgoing, Packet, PingReq, Publish, QoS, Request,
-};
-use tokio::sync::{mpsc, oneshot};
+use rumqttc::{AsyncClient, ClientError, EventLoop, Outgoing, Packet, PingReq, QoS, Request};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -65,6 +67,7 @@ use crate::events::{ClientId, Events, FailureReason, Status};
 use crate::sync::lock;
 use backoff::Delays;
 use keep_alive::PingSchedule;
+use publishes::{Handoff, PublishSink};
 use streak::{Notice, Streak};
 
 /// How long a shutdown waits for the DISCONNECT packet to be written before
@@ -105,9 +108,9 @@ pub struct Connection {
     events: Events,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    /// Until [`take_publishes`](Self::take_publishes): the queue's capacity
+    /// Until [`take_publishes`](Self::take_publishes): the queue's bounds
     /// and the way to hand its sender to the task.
-    publishes: Option<(usize, oneshot::Sender<mpsc::Sender<Publish>>)>,
+    publishes: Option<Handoff>,
     subscriptions: Arc<Subscriptions>,
 }
 
@@ -119,7 +122,7 @@ struct Subscriptions {
     /// Every topic subscribed through the handle, to renew after a reconnect
     /// that lost the session.
     topics: Mutex<Vec<(String, QoS)>>,
-    /// Incoming publishes dropped because the handle's queue was full.
+    /// Incoming publishes dropped: the queue was not taken, or was full.
     dropped_publishes: AtomicU64,
 }
 
@@ -158,14 +161,15 @@ impl Connection {
         eventloop.set_network_options(network);
 
         let tracker = ConnectionTracker::from_options(events, &options);
-        let (publish_handoff, publish_handoff_rx) = oneshot::channel();
+        let (publish_handoff, publish_sink) =
+            publishes::handoff(options.publish_capacity, options.publish_bytes);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let subscriptions = Arc::new(Subscriptions::default());
         let driver = Driver {
             eventloop,
             tracker,
             client: client.clone(),
-            publishes: PublishSink::NotTaken(publish_handoff_rx),
+            publishes: publish_sink,
             subscriptions: Arc::clone(&subscriptions),
             delays: Delays::new(options.backoff),
             streak: Streak::default(),
@@ -180,7 +184,7 @@ impl Connection {
             events: events.clone(),
             shutdown: Some(shutdown),
             task: Some(task),
-            publishes: Some((options.publish_capacity, publish_handoff)),
+            publishes: Some(publish_handoff),
             subscriptions,
         })
     }
@@ -219,14 +223,12 @@ impl Connection {
     /// that never calls it — incoming publishes are dropped and counted in
     /// [`dropped_publishes`](Self::dropped_publishes), so a broker pushing
     /// what nobody reads costs no memory. Call it before subscribing. It holds
-    /// up to the configured publish capacity; more are dropped and counted,
-    /// never waited for.
-    pub fn take_publishes(&mut self) -> Option<mpsc::Receiver<Publish>> {
-        let (capacity, handoff) = self.publishes.take()?;
-        let (sender, receiver) = mpsc::channel(capacity);
-        // If the task has ended the receiver just yields `None`.
-        let _ = handoff.send(sender);
-        Some(receiver)
+    /// up to the configured count and bytes
+    /// ([`ConnectionOptions::with_publish_capacity`],
+    /// [`ConnectionOptions::with_publish_byte_limit`]); more are dropped and
+    /// counted, never waited for.
+    pub fn take_publishes(&mut self) -> Option<Publishes> {
+        Some(self.publishes.take()?.open())
     }
 
     /// Incoming publishes dropped: nobody took the queue, or it was full.
@@ -270,16 +272,6 @@ struct Driver {
     broker: String,
     /// To read the password and TLS files again before each reconnect.
     options: ConnectionOptions,
-}
-
-/// Where incoming publishes go.
-enum PublishSink {
-    /// Nobody took the queue yet: publishes are dropped (and counted).
-    NotTaken(oneshot::Receiver<mpsc::Sender<Publish>>),
-    /// The handle's queue.
-    Queue(mpsc::Sender<Publish>),
-    /// The handle went away without taking it.
-    Nobody,
 }
 
 enum Step {
@@ -479,22 +471,14 @@ impl Driver {
     }
 
     /// Hands an incoming publish to the handle's queue; never waits for room.
-    fn forward(&mut self, publish: Publish) {
-        if let PublishSink::NotTaken(handoff) = &mut self.publishes {
-            match handoff.try_recv() {
-                Ok(sender) => self.publishes = PublishSink::Queue(sender),
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                Err(oneshot::error::TryRecvError::Closed) => self.publishes = PublishSink::Nobody,
-            }
-        }
-        let queued = match &self.publishes {
-            PublishSink::Queue(sender) => sender.try_send(publish).is_ok(),
-            PublishSink::NotTaken(_) | PublishSink::Nobody => false,
-        };
-        if !queued {
+    /// A drop is counted on the handle and in the hub, which the exporters
+    /// read (`mqtt_client_publishes_dropped_total`).
+    fn forward(&mut self, publish: rumqttc::Publish) {
+        if !self.publishes.offer(publish) {
             self.subscriptions
                 .dropped_publishes
                 .fetch_add(1, Ordering::Relaxed);
+            self.tracker.publish_dropped();
         }
     }
 

@@ -62,6 +62,7 @@ pub struct ConnectionOptions {
     clean_session: bool,
     pub(crate) backoff: Backoff,
     pub(crate) publish_capacity: usize,
+    pub(crate) publish_bytes: usize,
     max_inflight: u16,
     labels: BTreeMap<String, String>,
 }
@@ -147,7 +148,8 @@ impl ConnectionOptions {
             tls: TlsOptions::default(),
             clean_session: true,
             backoff: Backoff::default(),
-            publish_capacity: 1024,
+            publish_capacity: super::DEFAULT_PUBLISH_CAPACITY,
+            publish_bytes: super::DEFAULT_PUBLISH_BYTES,
             max_inflight: 10,
             labels: BTreeMap::new(),
         }
@@ -226,6 +228,19 @@ impl ConnectionOptions {
     #[must_use]
     pub fn with_publish_capacity(mut self, capacity: usize) -> Self {
         self.publish_capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets how many bytes (payload + topic) of incoming PUBLISH packets wait
+    /// for [`Connection::take_publishes`](super::Connection::take_publishes)'s
+    /// receiver before more are dropped (and counted): the memory a reader
+    /// that stalls can cost, whatever the broker pushes. A publish larger
+    /// than the bound is always dropped. Defaults to 8 MiB
+    /// ([`DEFAULT_PUBLISH_BYTES`](super::DEFAULT_PUBLISH_BYTES)); a single
+    /// publish is at most 256 KiB.
+    #[must_use]
+    pub fn with_publish_byte_limit(mut self, bytes: usize) -> Self {
+        self.publish_bytes = bytes;
         self
     }
 

@@ -212,6 +212,13 @@ impl ConnectionTracker {
         );
     }
 
+    /// An incoming publish was dropped (nobody took the queue, or it was
+    /// full): a counter in the hub, like the failures, so the exporters read
+    /// it at scrape time the way they read every per-client count.
+    pub(crate) fn publish_dropped(&self) {
+        self.events.count_dropped_publish(&self.client_id);
+    }
+
     /// Reports that the connection is being shut down on purpose.
     pub fn terminating(&mut self) {
         if let Some(status) = self.link.terminating() {

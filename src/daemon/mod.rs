@@ -159,6 +159,14 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         .with_registry(registry.clone())
         .with_process_metrics(true)
         .install()?;
+    // Only with a web config file: without one no request is ever refused,
+    // and a reload can add basic auth only to a file that exists.
+    if cli.web_config_file.is_some()
+        && let Err(error) = web_config.register_metrics(&registry)
+    {
+        // The registry is ours and holds no such name; never expected.
+        tracing::warn!(%error, "not counting basic-auth refusals");
+    }
     // Before the targets start, so their first status changes are counted.
     let otlp = start_otlp(&config, &events, &registry)?;
     let web_config_file = cli

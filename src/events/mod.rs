@@ -34,8 +34,10 @@
 //!   queued, so a subscriber that registers and then reads the status misses
 //!   nothing. Connections also count their failures by [`FailureReason`] here
 //!   ([`Events::count_failure`], [`Events::failures`]); failures are counters,
-//!   not events. A client whose status becomes [`Status::Terminated`] is
-//!   forgotten, its failure counts with it.
+//!   not events; so is each client's count of incoming publishes its
+//!   connection dropped ([`Events::count_dropped_publish`],
+//!   [`Events::dropped_publishes`]). A client whose status becomes
+//!   [`Status::Terminated`] is forgotten, its counts with it.
 //! * **End.** When every [`Events`] handle is gone, a subscription's stream ends
 //!   after its queued messages.
 //!
@@ -93,6 +95,7 @@ pub(crate) struct Hub {
     registry: RwLock<Registry>,
     statuses: Mutex<HashMap<ClientId, ClientState>>,
     failures: Mutex<BTreeMap<(ClientId, FailureReason), u64>>,
+    dropped_publishes: Mutex<BTreeMap<ClientId, u64>>,
     counters: [KindCounters; KINDS],
     next_subscriber_id: AtomicU64,
     default_capacity: usize,
@@ -219,6 +222,7 @@ impl Events {
                 registry: RwLock::default(),
                 statuses: Mutex::default(),
                 failures: Mutex::default(),
+                dropped_publishes: Mutex::default(),
                 counters: Default::default(),
                 next_subscriber_id: AtomicU64::new(0),
                 default_capacity: capacity.max(1),
@@ -369,6 +373,28 @@ impl Events {
             .collect()
     }
 
+    /// Counts one incoming publish that `client_id`'s connection dropped
+    /// (nobody took its queue, or the queue was full). Connection drivers call
+    /// it; like a failure it is a counter, never an event.
+    pub fn count_dropped_publish(&self, client_id: &ClientId) {
+        let mut dropped = lock(&self.hub.dropped_publishes);
+        match dropped.get_mut(client_id.as_str()) {
+            Some(count) => *count += 1,
+            None => {
+                dropped.insert(client_id.clone(), 1);
+            }
+        }
+    }
+
+    /// Every client not terminated with a non-zero count of dropped incoming
+    /// publishes, sorted by client id.
+    pub fn dropped_publishes(&self) -> Vec<(ClientId, u64)> {
+        lock(&self.hub.dropped_publishes)
+            .iter()
+            .map(|(client_id, &count)| (client_id.clone(), count))
+            .collect()
+    }
+
     /// Hub-wide counters for one kind of event.
     pub fn stats(&self, kind: EventKind) -> KindStats {
         let c = &self.hub.counters[kind.index()];
@@ -393,6 +419,7 @@ impl Hub {
         if status == Status::Terminated {
             statuses.remove(client_id.as_str());
             lock(&self.failures).retain(|(id, _), _| id != client_id);
+            lock(&self.dropped_publishes).remove(client_id.as_str());
             return None;
         }
         let state = statuses

@@ -210,15 +210,29 @@ fn huge_files_devices_and_passwords_longer_than_mqtt_carries_are_refused() {
     fs::write(&longest, format!("{}\n", "p".repeat(65_535))).unwrap();
     let (_, output) = check_with_password_file(&dir, &longest);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
-    // ... one more is refused, naming the file and not the password.
+    // ... one more is refused with the place of its key, naming the file and
+    // not the password: with a line ending, and in a file of 65,536 or
+    // 65,537 bytes without one (within the file size cap, so only reading
+    // the password finds it).
     let too_long = dir.join("too-long");
-    fs::write(&too_long, format!("{}\n", "p".repeat(65_536))).unwrap();
-    let (_, output) = check_with_password_file(&dir, &too_long);
-    let expected = format!(
-        "mqtt-pulse: target \"t\": cannot read the password file {}: the password is 65536 bytes long; MQTT carries at most 65535",
-        too_long.display()
-    );
-    assert_fails_with_one_line(&output, &expected, "a 65,536-byte password");
+    for (contents, what) in [
+        (
+            format!("{}\n", "p".repeat(65_536)),
+            "65,536 bytes and a newline",
+        ),
+        ("p".repeat(65_536), "a 65,536-byte file"),
+        ("p".repeat(65_537), "a 65,537-byte file"),
+    ] {
+        fs::write(&too_long, &contents).unwrap();
+        let (config, output) = check_with_password_file(&dir, &too_long);
+        let password_bytes = contents.trim_end().len();
+        let expected = format!(
+            "mqtt-pulse: {}:5:17: cannot read `password_file` in [[target]] \"t\": {}: the password is {password_bytes} bytes long; MQTT carries at most 65535",
+            config.display(),
+            too_long.display()
+        );
+        assert_fails_with_one_line(&output, &expected, what);
+    }
     // The 65,541-byte password: refused by the file's size, with its place.
     fs::write(&too_long, "p".repeat(65_541)).unwrap();
     let (_, output) = check_with_password_file(&dir, &too_long);
@@ -237,4 +251,37 @@ fn huge_files_devices_and_passwords_longer_than_mqtt_carries_are_refused() {
         fifo.display()
     );
     assert_fails_with_one_line(&output, &expected, "a FIFO config file");
+}
+
+#[test]
+fn a_reload_reports_a_password_longer_than_mqtt_carries_with_the_place_of_its_key() {
+    let dir = TempDir::new("daemon-files-reload-long-password");
+    let config = dir.join("mqtt-pulse.toml");
+    // Nothing listens on port 1: the target never connects, which does not
+    // matter to a reload.
+    let target =
+        |login: &str| format!("[[target]]\nname = \"t\"\nurl = \"mqtt://127.0.0.1:1\"\n{login}");
+    fs::write(&config, target("")).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let daemon = Daemon::start(&dir, &["--config.file", config_arg], ready);
+
+    // 65,537 bytes: within the file size cap, one password byte over (or two).
+    let password = dir.join("password");
+    fs::write(&password, "p".repeat(65_537)).unwrap();
+    fs::write(
+        &config,
+        target("username = \"probe\"\npassword_file = \"password\"\n"),
+    )
+    .unwrap();
+    let response = crate::support::http::fetch(daemon.port(), "POST", "/-/reload").unwrap();
+    assert_eq!(response.status, 500, "{}", response.body);
+    assert_eq!(
+        response.body,
+        format!(
+            "config reload failed: {config_arg}:5:17: cannot read `password_file` in [[target]] \"t\": {}: the password is 65537 bytes long; MQTT carries at most 65535\n",
+            password.display()
+        )
+    );
+    assert!(!response.body.contains("ppp"), "{}", response.body);
+    assert_eq!(daemon.metrics().reload_successful(), Some(0.0));
 }

@@ -135,6 +135,25 @@ fn a_terminated_client_is_forgotten_with_its_failure_counts() {
 }
 
 #[test]
+fn dropped_publishes_are_counted_per_client_and_forgotten_with_it() {
+    let events = Events::new();
+    let (a, b) = (id("a"), id("b"));
+    assert_eq!(events.dropped_publishes(), vec![]);
+    events.count_dropped_publish(&b);
+    events.count_dropped_publish(&a);
+    events.count_dropped_publish(&b);
+    // Sorted by client id; a counter, never an event.
+    assert_eq!(
+        events.dropped_publishes(),
+        vec![(a.clone(), 1), (b.clone(), 2)]
+    );
+    assert_eq!(events.stats(EventKind::Status).dispatched, 0);
+
+    events.dispatch(&b, status(Status::Terminated));
+    assert_eq!(events.dropped_publishes(), vec![(a, 1)]);
+}
+
+#[test]
 fn failures_are_counted_per_client_and_reason_in_order() {
     let events = Events::new();
     let mut all = events.register(ClientFilter::Any, EventKind::Status);

@@ -3,7 +3,9 @@
 use crate::client::get;
 use crate::support::TempDir;
 use crate::support::http::{basic, request, send};
-use crate::{PASSWORD, Serving, USER, web_config};
+use crate::support::metrics::sample;
+use crate::{PASSWORD, Serving, USER, exporter, web_config};
+use mqtt_pulse::http::Server;
 
 /// How many failed logins an address may have before it is answered `429`.
 const FAILURE_BUDGET: usize = 5;
@@ -89,6 +91,63 @@ fn basic_auth_needs_the_right_password_and_answers_401_with_a_challenge_then_429
         &request("GET", "/no-such-page", &[("Authorization", &right)]),
     );
     assert_eq!(unknown.unwrap().status, 404, "authenticated, then routed");
+}
+
+#[test]
+fn refusals_are_counted_by_reason_on_the_exporters_registry() {
+    let dir = TempDir::new("web-auth-refusals");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    let config = web_config(&dir, &users(&hash));
+    let (events, handle) = exporter(1);
+    config.register_metrics(handle.registry()).unwrap();
+    let serving = Serving::with(Server::new().with_web_config(config), (events, handle));
+    let port = serving.port;
+    let refused = |reason: &str, body: &str| {
+        sample(
+            body,
+            &format!(r#"mqtt_pulse_web_auth_refusals_total{{reason="{reason}"}}"#),
+        )
+    };
+    let scrape = || {
+        let right = basic(USER, PASSWORD);
+        let response = send(
+            port,
+            &request("GET", "/metrics", &[("Authorization", &right)]),
+        )
+        .unwrap();
+        assert_eq!(response.status, 200, "{response:?}");
+        response.body
+    };
+    let page = scrape();
+    for reason in ["unauthorized", "too_many_failures", "busy"] {
+        assert_eq!(refused(reason, &page), Some(0.0), "{reason}:\n{page}");
+    }
+
+    // No credentials: 401, no hash, no failure against the address.
+    assert_eq!(
+        send(port, &request("GET", "/metrics", &[])).unwrap().status,
+        401
+    );
+    // Wrong ones: 401 until the budget is used, then 429.
+    let wrong = basic(USER, "not-it");
+    let mut statuses = Vec::new();
+    for _ in 0..FAILURE_BUDGET + 2 {
+        let response = send(port, &request("GET", "/", &[("Authorization", &wrong)])).unwrap();
+        statuses.push(response.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 401).count(),
+        FAILURE_BUDGET
+    );
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 2);
+
+    let page = scrape();
+    assert_eq!(
+        refused("unauthorized", &page),
+        Some(1.0 + FAILURE_BUDGET as f64)
+    );
+    assert_eq!(refused("too_many_failures", &page), Some(2.0));
+    assert_eq!(refused("busy", &page), Some(0.0));
 }
 
 #[test]

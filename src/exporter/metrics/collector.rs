@@ -80,9 +80,11 @@ impl ExporterState {
     pub(super) fn snapshot(&self) -> FleetSnapshot {
         let clients = self.events.clients();
         let failures = self.events.failures();
+        let dropped_publishes = self.events.dropped_publishes();
         let kinds = EventKind::ALL.map(|kind| (kind, self.events.stats(kind)));
         let series = lock(&self.series);
         FleetSnapshot::new(clients, &series, failures, kinds)
+            .with_dropped_publishes(dropped_publishes)
     }
 
     pub(super) fn size_hint(&self) -> usize {

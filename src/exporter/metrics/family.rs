@@ -11,6 +11,7 @@ pub(super) enum Family {
     ConnectFailures,
     LastStatusChange,
     PingRtt,
+    PublishesDropped,
     StatusChanges,
     Up,
     BuildInfo,
@@ -19,10 +20,11 @@ pub(super) enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::ConnectFailures,
         Family::LastStatusChange,
         Family::PingRtt,
+        Family::PublishesDropped,
         Family::StatusChanges,
         Family::Up,
         Family::BuildInfo,
@@ -35,6 +37,7 @@ impl Family {
             Family::ConnectFailures => "mqtt_client_connect_failures_total",
             Family::LastStatusChange => "mqtt_client_last_status_change_timestamp_seconds",
             Family::PingRtt => "mqtt_client_ping_rtt_seconds",
+            Family::PublishesDropped => "mqtt_client_publishes_dropped_total",
             Family::StatusChanges => "mqtt_client_status_changes_total",
             Family::Up => "mqtt_client_up",
             Family::BuildInfo => "mqtt_pulse_build_info",
@@ -54,6 +57,10 @@ impl Family {
             }
             Family::PingRtt => {
                 "MQTT keep-alive round-trip time in seconds, from PINGREQ written to PINGRESP read."
+            }
+            Family::PublishesDropped => {
+                "Incoming PUBLISH packets the client's connection dropped: nobody took its \
+                 queue of publishes, or the queue was full in count or bytes."
             }
             Family::StatusChanges => {
                 "Connection status changes of the client seen since the exporter started, \
@@ -78,6 +85,7 @@ impl Family {
     pub fn metric_type(self) -> MetricType {
         match self {
             Family::ConnectFailures
+            | Family::PublishesDropped
             | Family::StatusChanges
             | Family::EventsDispatched
             | Family::EventsDropped => MetricType::COUNTER,
@@ -100,7 +108,9 @@ impl Family {
     pub fn label_names(self) -> &'static [&'static str] {
         match self {
             Family::ConnectFailures => &["client_id", "broker", "reason"],
-            Family::LastStatusChange | Family::PingRtt | Family::Up => &["client_id", "broker"],
+            Family::LastStatusChange | Family::PingRtt | Family::PublishesDropped | Family::Up => {
+                &["client_id", "broker"]
+            }
             Family::StatusChanges => &["client_id", "broker", "status"],
             Family::BuildInfo => &["version", "revision", "rustversion"],
             Family::EventsDispatched | Family::EventsDropped => &["type"],

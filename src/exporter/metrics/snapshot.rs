@@ -14,7 +14,7 @@ use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, Me
 use super::family::Family;
 use super::series::{ClientSeries, SeriesTable};
 use super::text;
-use crate::events::{ClientState, EventKind, FailureCount, FailureReason, KindStats};
+use crate::events::{ClientId, ClientState, EventKind, FailureCount, FailureReason, KindStats};
 use crate::exporter::consume::COUNTED_STATUSES;
 
 /// What the build-info gauge says about this binary.
@@ -100,6 +100,8 @@ pub(super) struct FleetSnapshot {
     pub clients: Vec<ClientRow>,
     /// Sorted by client, then by reason label (the order `gather` sorts into).
     failures: Vec<FailureRow>,
+    /// (index into `clients`, count), non-zero counts only, sorted by client.
+    dropped_publishes: Vec<(usize, u64)>,
     /// Sorted by type label.
     kinds: Vec<(EventKind, KindStats)>,
 }
@@ -143,8 +145,30 @@ impl FleetSnapshot {
         Self {
             clients,
             failures,
+            dropped_publishes: Vec::new(),
             kinds,
         }
+    }
+
+    /// Adds each client's count of dropped incoming publishes (the hub's
+    /// `dropped_publishes`); counts of clients the hub does not know, and
+    /// zeros, are left out, as for failures.
+    #[must_use]
+    pub fn with_dropped_publishes(mut self, dropped: Vec<(ClientId, u64)>) -> Self {
+        let clients = &self.clients;
+        let mut rows: Vec<(usize, u64)> = dropped
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .filter_map(|(id, count)| {
+                let client = clients
+                    .binary_search_by(|row| row.state.client_id.cmp(&id))
+                    .ok()?;
+                Some((client, count))
+            })
+            .collect();
+        rows.sort_unstable();
+        self.dropped_publishes = rows;
+        self
     }
 
     /// Appends `family` in text format, or nothing if it has no samples.
@@ -191,6 +215,12 @@ impl FleetSnapshot {
                     text::push_f64_line(out, series.rtt_sum_seconds);
                     text::push_series(out, name, "_count", client, "");
                     text::push_u64_line(out, series.rtt_count);
+                }
+            }
+            Family::PublishesDropped => {
+                for &(client, count) in &self.dropped_publishes {
+                    text::push_series(out, name, "", labels.get(client), "");
+                    text::push_u64_line(out, count);
                 }
             }
             Family::StatusChanges => {
@@ -264,6 +294,11 @@ impl FleetSnapshot {
                     metrics.push(histogram(client_labels(row), series, &layout.bounds));
                 }
             }
+            Family::PublishesDropped => {
+                for &(client, count) in &self.dropped_publishes {
+                    metrics.push(counter(client_labels(&self.clients[client]), count));
+                }
+            }
             Family::StatusChanges => {
                 for row in &self.clients {
                     let counts = row
@@ -331,6 +366,7 @@ impl FleetSnapshot {
     fn is_empty(&self, family: Family) -> bool {
         match family {
             Family::ConnectFailures => self.failures.is_empty(),
+            Family::PublishesDropped => self.dropped_publishes.is_empty(),
             Family::LastStatusChange | Family::PingRtt | Family::StatusChanges | Family::Up => {
                 self.clients.is_empty()
             }
@@ -467,7 +503,8 @@ mod tests {
     }
 
     /// Client `a` (down, two failure reasons) and client `q"<x>` (up, three
-    /// round trips), plus failures of a client the hub does not know.
+    /// round trips, 5 dropped publishes), plus failures and drops of a client
+    /// the hub does not know.
     fn two_clients(layout: &Layout) -> FleetSnapshot {
         let mut series = SeriesTable::new(Arc::clone(&layout.bounds));
         let quoted = ClientId::from("q\"<x>");
@@ -505,6 +542,11 @@ mod tests {
                 (EventKind::PingResponse, kind(9, 8, 1)),
             ],
         )
+        .with_dropped_publishes(vec![
+            (ClientId::from("a"), 0),
+            (quoted, 5),
+            (ClientId::from("unknown"), 4),
+        ])
     }
 
     #[test]
@@ -522,6 +564,8 @@ mod tests {
             r#"mqtt_client_ping_rtt_seconds_bucket{client_id="q\"<x>",broker="b:2",le="+Inf"} 3"#,
             r#"mqtt_client_ping_rtt_seconds_sum{client_id="q\"<x>",broker="b:2"} 1.0055"#,
             r#"mqtt_client_ping_rtt_seconds_count{client_id="q\"<x>",broker="b:2"} 3"#,
+            r#"mqtt_client_publishes_dropped_total{client_id="q\"<x>",broker="b:2"} 5"#,
+            "# TYPE mqtt_client_publishes_dropped_total counter",
             r#"mqtt_client_status_changes_total{client_id="a",broker="b:1",status="up"} 0"#,
             r#"mqtt_client_status_changes_total{client_id="q\"<x>",broker="b:2",status="up"} 1"#,
             r#"mqtt_client_up{client_id="a",broker="b:1"} 0"#,
@@ -540,6 +584,10 @@ mod tests {
         assert!(
             !text.contains("unknown"),
             "a client the hub does not know has no series"
+        );
+        assert!(
+            !text.contains(r#"mqtt_client_publishes_dropped_total{client_id="a""#),
+            "a client that dropped nothing has no drop series"
         );
     }
 
@@ -580,7 +628,8 @@ mod tests {
                 count: 3,
             }],
             EventKind::ALL.map(|kind| (kind, KindStats::default())),
-        );
+        )
+        .with_dropped_publishes(vec![(ClientId::from("a"), 2)]);
         let protos: Vec<MetricFamily> = Family::ALL
             .iter()
             .filter_map(|&family| snapshot.to_proto(family, &layout))

@@ -267,6 +267,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The answer to a refused [`Verdict`]: `401` with the `WWW-Authenticate`
 /// challenge, `429` or `503` with `Retry-After`.
+/// The `reason` label of each refusal, as [`Verdict::refusal_reason`] names it.
+pub(crate) const REFUSAL_REASONS: [&str; 3] = ["unauthorized", "too_many_failures", "busy"];
+
+impl Verdict {
+    /// The `reason` label of a refusal (`401`, `429`, `503`); `None` for a pass.
+    pub(crate) fn refusal_reason(self) -> Option<&'static str> {
+        match self {
+            Verdict::Pass => None,
+            Verdict::Fail => Some(REFUSAL_REASONS[0]),
+            Verdict::TooManyFailures { .. } => Some(REFUSAL_REASONS[1]),
+            Verdict::Busy => Some(REFUSAL_REASONS[2]),
+        }
+    }
+}
+
 pub(crate) fn refusal(verdict: Verdict) -> Response {
     match verdict {
         Verdict::Pass | Verdict::Fail => unauthorized(),

@@ -142,6 +142,39 @@ pub struct WebConfig {
     /// What every request is checked against, shared by the clones and
     /// replaced by [`WebConfig::update`].
     policy: Arc<RwLock<Arc<Policy>>>,
+    /// Requests refused by basic auth, by reason; kept across updates, like
+    /// the policy's cell (clones share it).
+    auth_refusals: AuthRefusals,
+}
+
+/// `mqtt_pulse_web_auth_refusals_total{reason}`: answers `401` (no or wrong
+/// credentials), `429` (an address over its failure budget) and `503` (every
+/// hash slot and the queue taken) — what an operator needs to tell a
+/// misconfigured scraper from an attack from an overloaded daemon. It lives
+/// here, not in the exporter, because the middleware that decides is here;
+/// [`WebConfig::register_metrics`] puts it on the exporter's registry.
+#[derive(Clone)]
+struct AuthRefusals(prometheus::IntCounterVec);
+
+impl Default for AuthRefusals {
+    fn default() -> Self {
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "mqtt_pulse_web_auth_refusals_total",
+                "Requests refused by the web config's basic auth, by reason: unauthorized \
+                 (401, no or wrong credentials), too_many_failures (429, the address failed \
+                 too often), busy (503, too many logins being checked).",
+            ),
+            &["reason"],
+        )
+        .expect("a valid metric name and label");
+        // Every reason exists from the start, so an alert on its rate sees the
+        // first refusal.
+        for reason in auth::REFUSAL_REASONS {
+            counter.with_label_values(&[reason]);
+        }
+        AuthRefusals(counter)
+    }
 }
 
 /// The per-request part of a web config.
@@ -217,7 +250,21 @@ impl WebConfig {
             tls: tls.map(Arc::new),
             http2,
             policy: Arc::new(RwLock::new(Arc::new(policy))),
+            auth_refusals: AuthRefusals::default(),
         })
+    }
+
+    /// Registers `mqtt_pulse_web_auth_refusals_total{reason}` — requests
+    /// basic auth refused: `unauthorized` (401), `too_many_failures` (429),
+    /// `busy` (503) — on `registry`, typically the exporter's
+    /// ([`MetricsHandle::registry`](crate::exporter::metrics::MetricsHandle::registry)).
+    /// Counted whether registered or not; clones and [`update`](Self::update)s
+    /// share the counter.
+    ///
+    /// # Errors
+    /// [`prometheus::Error`] when `registry` already has a metric of that name.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.auth_refusals.0.clone()))
     }
 
     /// Serves `newer` from now on wherever this config (or a clone of it) is
@@ -314,8 +361,9 @@ impl WebConfig {
     /// over the rate is refused before bcrypt runs.
     pub(crate) fn check_requests(&self, router: Router) -> Router {
         let policy = self.live_policy();
+        let auth = (policy.clone(), self.auth_refusals.clone());
         router
-            .layer(from_fn_with_state(policy.clone(), require_basic_auth))
+            .layer(from_fn_with_state(auth, require_basic_auth))
             .layer(from_fn_with_state(policy, rate_limit))
     }
 
@@ -339,9 +387,10 @@ fn is_probe(path: &str) -> bool {
 /// credentials, answers everything else `401` with a `WWW-Authenticate`
 /// challenge — or `429` when the client's address has failed too often, `503`
 /// when too many logins are being checked (see `auth`). The address is the
-/// connection's ([`ConnectInfo`], which the server sets).
+/// connection's ([`ConnectInfo`], which the server sets). Refusals are
+/// counted by reason.
 async fn require_basic_auth(
-    State(policy): State<LivePolicy>,
+    State((policy, refusals)): State<(LivePolicy, AuthRefusals)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -358,9 +407,10 @@ async fn require_basic_auth(
         }
         None => auth::Verdict::Pass,
     };
-    if verdict == auth::Verdict::Pass {
+    let Some(reason) = verdict.refusal_reason() else {
         return next.run(request).await;
-    }
+    };
+    refusals.0.with_label_values(&[reason]).inc();
     tracing::debug!(
         path = request.uri().path(),
         ?verdict,
