@@ -158,7 +158,7 @@ fn status_cell(id: &ClientId) -> String {
     format!(
         "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
            .find(r => r.dataset.clientId === {id:?});\
-         return row ? row.cells[2].textContent : null;"
+         return row ? row.cells[1].textContent : null;"
     )
 }
 
@@ -167,7 +167,7 @@ fn status_is(id: &ClientId, prefix: &str) -> String {
     format!(
         "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
            .find(r => r.dataset.clientId === {id:?});\
-         return !!row && row.cells[2].textContent.startsWith({prefix:?});"
+         return !!row && row.cells[1].textContent.startsWith({prefix:?});"
     )
 }
 
@@ -213,9 +213,6 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
         &sparkline,
         "return document.querySelector('#clients tbody').innerText;",
     );
-    let shot = output_dir().join("up.png");
-    page.screenshot(&shot);
-    println!("screenshot: {}", shot.display());
 
     broker.kill();
     let took = page.wait_for(
@@ -248,11 +245,27 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
         "same page",
         "the page was reloaded"
     );
+    // A few round trips since, for a screenshot with a sparkline worth seeing.
+    let points = format!(
+        "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
+           .find(r => r.dataset.clientId === {a:?});\
+         const line = row.querySelector('td.spark svg polyline');\
+         return !!line && line.getAttribute('points').split(' ').length >= 8;"
+    );
+    page.wait_for(
+        "plant-a's sparkline has eight RTTs",
+        WAIT,
+        &points,
+        "return document.querySelector('#clients tbody').innerText;",
+    );
+    let shot = output_dir().join("up.png");
+    page.screenshot(&shot);
+    println!("screenshot: {}", shot.display());
 
     // Sorting by status puts the client that is down first; the filter hides
     // what does not match.
     let first_row = "return document.querySelector('#clients tbody tr').dataset.clientId;";
-    page.execute("document.querySelectorAll('#clients thead th')[2].querySelector('button').click(); return null;");
+    page.execute("document.querySelectorAll('#clients thead th')[1].querySelector('button').click(); return null;");
     assert_eq!(page.execute(first_row), b.as_str());
     page.execute(
         "const f = document.getElementById('filter'); f.value = 'plant-a';\
@@ -290,13 +303,13 @@ fn without_javascript_the_page_is_the_server_rendered_table() {
     let driver = ChromeDriver::start();
     let page = driver.session(false, 1100, 640);
     page.goto(&serving.page_url());
-    let row = |id: &ClientId| format!("#clients tr[data-client-id=\"{id}\"] td:nth-child(3)");
+    let row = |id: &ClientId| format!("#clients tr[data-client-id=\"{id}\"] td:nth-child(2)");
     assert_eq!(page.text_of(&row(&a)), "up");
     assert_eq!(page.text_of(&row(&b)), "down (connection_refused)");
     // The script did not run: no sparkline column, the filter stays hidden.
     assert_eq!(
         page.text_of("#clients thead tr"),
-        "Client id Broker Status Last ping RTT Status since (UTC)"
+        "Client id Status Status since (UTC) Last ping RTT Broker"
     );
     assert!(!page.is_displayed("#filter"));
     let shot = output_dir().join("no-javascript.png");

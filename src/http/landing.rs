@@ -121,15 +121,17 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
         "</div>\n",
         "<p id=\"changes\" aria-live=\"polite\" aria-atomic=\"true\"></p>\n",
         "<div class=\"scroll\">\n<table id=\"clients\">\n",
-        "<thead><tr><th scope=\"col\">Client id</th><th scope=\"col\">Broker</th>",
-        "<th scope=\"col\">Status</th><th scope=\"col\">Last ping RTT</th>",
-        "<th scope=\"col\">Status since (UTC)</th></tr></thead>\n<tbody>\n",
+        "<thead><tr><th scope=\"col\">Client id</th><th scope=\"col\">Status</th>",
+        "<th scope=\"col\">Status since (UTC)</th><th scope=\"col\">Last ping RTT</th>",
+        "<th scope=\"col\">Broker</th></tr></thead>\n<tbody>\n",
     ));
     for client in clients {
         let state = &client.state;
         let status = state.status;
-        // The status doubles as the cell's CSS class (`up`, `down`, …); the
-        // `data-` attributes are what the script starts from.
+        // Status next to the name, the broker last: on a phone the first
+        // columns are what shows before scrolling. The status doubles as the
+        // cell's CSS class (`up`, `down`, …); the `data-` attributes are what
+        // the script starts from.
         let _ = write!(
             page,
             "<tr data-client-id=\"{}\" data-status=\"{}\" data-since=\"{}\"",
@@ -145,15 +147,15 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
         }
         let _ = writeln!(
             page,
-            "><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            "><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape_html(state.client_id.as_str()),
-            escape_html(&state.info.broker),
             status.as_str(),
             status_text(state),
+            format_utc(state.since),
             client
                 .last_ping_rtt
                 .map_or_else(|| "–".to_owned(), format_rtt),
-            format_utc(state.since),
+            escape_html(&state.info.broker),
         );
     }
     page.push_str("</tbody>\n</table>\n</div>\n</body>\n</html>\n");

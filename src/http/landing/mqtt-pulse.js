@@ -20,7 +20,8 @@
   var SVG = "http://www.w3.org/2000/svg";
   // Problems first when sorting by status.
   var STATUS_ORDER = { down: 0, terminating: 1, terminated: 2, up: 3 };
-  var COLUMN = { id: 0, broker: 1, status: 2, rtt: 3, spark: 4, since: 5 };
+  // Columns once the sparkline's is added (the server renders all but it).
+  var COLUMN = { id: 0, status: 1, since: 2, rtt: 3, spark: 4, broker: 5 };
 
   var entries = new Map(); // client id -> row entry
   var sorting = { key: null, direction: 1 };
@@ -101,7 +102,7 @@
     tr.dataset.clientId = id;
     tr.dataset.status = "down";
     tr.dataset.since = String(Date.now() / 1000);
-    [id, "–", "", "–", ""].forEach(function (text) {
+    [id, "", "", "–", "–"].forEach(function (text) {
       var td = document.createElement("td");
       td.textContent = text;
       tr.appendChild(td);
@@ -130,13 +131,15 @@
       return;
     }
     var width = 96, height = 22, pad = 2;
+    // From zero, not from the smallest: a few microseconds of jitter must not
+    // look like a spike.
     var min = Math.min.apply(null, values), max = Math.max.apply(null, values);
-    var span = max - min || max || 1;
+    var span = max || 1;
     var step = values.length > 1 ? (width - 2 * pad) / (HISTORY - 1) : 0;
     var offset = width - pad - step * (values.length - 1);
     var points = values.map(function (v, i) {
       var x = offset + step * i;
-      var y = height - pad - ((v - min) / span) * (height - 2 * pad);
+      var y = height - pad - (v / span) * (height - 2 * pad);
       return x.toFixed(1) + "," + y.toFixed(1);
     });
     var svg = document.createElementNS(SVG, "svg");
@@ -322,6 +325,7 @@
   if (filter) {
     filter.addEventListener("input", applyFilter);
   }
+  document.documentElement.classList.add("live-page");
   var controls = document.getElementById("controls");
   if (controls) { controls.hidden = false; }
   setInterval(function () {
