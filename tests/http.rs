@@ -249,7 +249,10 @@ async fn the_landing_page_lists_clients_and_links_the_endpoints() {
     ] {
         assert!(page.contains(link), "{link}");
     }
-    assert!(page.contains("<p id=\"summary\">2 clients, 1 up.</p>"), "{page}");
+    assert!(
+        page.contains("<p id=\"summary\">2 clients, 1 up.</p>"),
+        "{page}"
+    );
     let row = page
         .lines()
         .find(|l| l.contains("<td>plant-a</td>"))
@@ -279,7 +282,14 @@ async fn the_landing_page_loads_its_script_and_style_from_the_binary_and_nothing
     assert!(page.contains("<script src=\"static/mqtt-pulse.js\" defer></script>"));
     // Inline code or style would be blocked by a Content-Security-Policy, and
     // nothing may come from another origin.
-    for inline in ["<style", "<script>", " style=", " onclick=", "http://", "https://"] {
+    for inline in [
+        "<style",
+        "<script>",
+        " style=",
+        " onclick=",
+        "http://",
+        "https://",
+    ] {
         assert!(!page.contains(inline), "{inline} in {page}");
     }
     // What the script starts from, on each row.
@@ -292,8 +302,16 @@ async fn the_landing_page_loads_its_script_and_style_from_the_binary_and_nothing
         "{row}"
     );
     for (path, content_type, needle) in [
-        ("/static/mqtt-pulse.js", "text/javascript; charset=utf-8", "new EventSource(\"events\")"),
-        ("/static/mqtt-pulse.css", "text/css; charset=utf-8", "@media (max-width"),
+        (
+            "/static/mqtt-pulse.js",
+            "text/javascript; charset=utf-8",
+            "new EventSource(\"events\")",
+        ),
+        (
+            "/static/mqtt-pulse.css",
+            "text/css; charset=utf-8",
+            "@media (max-width",
+        ),
     ] {
         let reply = get_path(router.clone(), path).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");

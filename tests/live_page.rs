@@ -225,10 +225,16 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
     // Said in text to a screen reader too, not only in the cell's colour.
     let announced = page.execute("return document.getElementById('changes').textContent;");
     assert!(
-        announced.as_str().unwrap().contains(&format!("{a} is down")),
+        announced
+            .as_str()
+            .unwrap()
+            .contains(&format!("{a} is down")),
         "{announced}"
     );
-    assert_eq!(page.execute("return document.getElementById('summary').textContent;"), "2 clients, 0 up.");
+    assert_eq!(
+        page.execute("return document.getElementById('summary').textContent;"),
+        "2 clients, 0 up."
+    );
     let shot = output_dir().join("down.png");
     page.screenshot(&shot);
     println!("screenshot: {}", shot.display());
@@ -332,7 +338,11 @@ fn the_script_and_style_sheet_are_behind_basic_auth_with_the_configured_headers(
         let served = send(port, &request("GET", path, &[("Authorization", &right)])).unwrap();
         assert_eq!(served.status, 200, "{path}: {served:?}");
         assert_eq!(served.header("Content-Type"), Some(content_type), "{path}");
-        assert_eq!(served.header("Content-Security-Policy"), Some(CSP), "{path}");
+        assert_eq!(
+            served.header("Content-Security-Policy"),
+            Some(CSP),
+            "{path}"
+        );
         assert_eq!(served.header("X-Content-Type-Options"), Some("nosniff"));
         assert!(!served.body.is_empty());
     }

@@ -166,7 +166,11 @@ fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
 /// 1970 (a broken clock) as 0.
 fn unix_seconds(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:03}", since_epoch.as_secs(), since_epoch.subsec_millis())
+    format!(
+        "{}.{:03}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_millis()
+    )
 }
 
 /// `up`, or `down (connection_refused)` when the hub knows why: the reason is

@@ -128,9 +128,8 @@ impl ChromeDriver {
         bytes.extend_from_slice(body.as_bytes());
         let (status, body) = exchange(self.port, &bytes)
             .unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
-        let value: Value = serde_json::from_str(&body).unwrap_or_else(|e| {
-            panic!("chromedriver {method} {path}: not JSON ({e}): {body}")
-        });
+        let value: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("chromedriver {method} {path}: not JSON ({e}): {body}"));
         assert_eq!(status, 200, "chromedriver {method} {path}: {value}");
         value["value"].clone()
     }
