@@ -89,6 +89,8 @@
     if (tr.dataset.rtt) {
       entry.rtts.push(parseFloat(tr.dataset.rtt));
     }
+    // Done flashing: without this, a row moved by sorting would flash again.
+    tr.addEventListener("animationend", function () { tr.classList.remove("changed"); });
     entries.set(entry.id, entry);
     renderStatus(entry);
     renderSince(entry, Date.now() / 1000);
