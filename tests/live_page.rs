@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions};
-use mqtt_pulse::events::{ClientId, Events, Status};
+use mqtt_pulse::events::{ClientId, Event, Events, Status};
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use mqtt_pulse::http::{self, Server, WebConfig};
 use support::http::{basic, request, send};
@@ -296,6 +296,30 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
     let shot = output_dir().join("phone.png");
     page.screenshot(&shot);
     println!("screenshot: {}", shot.display());
+
+    // A client that appears after the page was served gets a row, and its id —
+    // text from outside — stays text. (Dispatched on the hub as a connection
+    // does: a client id with markup in it is legal MQTT, but no broker is
+    // needed to make one up.)
+    let hostile = ClientId::from("<img src=x onerror=\"window.pwned=1\">");
+    serving.events.dispatch(&hostile, Event::Status(Status::Up));
+    page.wait_for(
+        "a row for the new client",
+        WAIT,
+        &status_is(&hostile, "up"),
+        "return document.querySelector('#clients tbody').innerText;",
+    );
+    let rendered = page.execute(&format!(
+        "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
+           .find(r => r.dataset.clientId === {hostile:?});\
+         return [row.cells[0].textContent, document.querySelectorAll('#clients img').length,\
+                 window.pwned === undefined];"
+    ));
+    assert_eq!(
+        rendered,
+        serde_json::json!([hostile.as_str(), 0, true]),
+        "the client id was not kept as text"
+    );
 }
 
 #[test]
