@@ -26,6 +26,17 @@
   var entries = new Map(); // client id -> row entry
   var sorting = { key: null, direction: 1 };
   var source = null;
+  // How far this browser's clock is ahead of the server's, in seconds: "time
+  // since the last change" compares the server's timestamps with the server's
+  // now. Taken from each ping response, stamped by the server a moment before
+  // it arrives here: the smallest of the last 20 differences, as a late
+  // delivery only ever makes the difference larger.
+  var skew = 0;
+  var skews = [];
+
+  function serverNow() {
+    return Date.now() / 1000 - skew;
+  }
 
   var headRow = table.tHead.rows[0];
   var sparkHead = document.createElement("th");
@@ -93,7 +104,7 @@
     tr.addEventListener("animationend", function () { tr.classList.remove("changed"); });
     entries.set(entry.id, entry);
     renderStatus(entry);
-    renderSince(entry, Date.now() / 1000);
+    renderSince(entry, serverNow());
     renderSpark(entry);
     return entry;
   }
@@ -103,7 +114,7 @@
     var tr = document.createElement("tr");
     tr.dataset.clientId = id;
     tr.dataset.status = "down";
-    tr.dataset.since = String(Date.now() / 1000);
+    tr.dataset.since = String(serverNow());
     [id, "", "", "–", "–"].forEach(function (text) {
       var td = document.createElement("td");
       td.textContent = text;
@@ -277,7 +288,7 @@
     entry.reason = reason;
     entry.since = data.at;
     renderStatus(entry);
-    renderSince(entry, Date.now() / 1000);
+    renderSince(entry, serverNow());
     if (changed) {
       flash(entry);
       announce(entry.id + " is " + statusText(entry));
@@ -291,6 +302,11 @@
     var data = parse(event);
     if (!data || typeof data.client_id !== "string") { return; }
     var entry = entries.get(data.client_id);
+    if (typeof data.at === "number") {
+      skews.push(Date.now() / 1000 - data.at);
+      if (skews.length > 20) { skews.shift(); }
+      skew = Math.min.apply(null, skews);
+    }
     if (!entry || typeof data.rtt_seconds !== "number") { return; }
     entry.rtts.push(data.rtt_seconds);
     if (entry.rtts.length > HISTORY) { entry.rtts.shift(); }
@@ -331,7 +347,7 @@
   var controls = document.getElementById("controls");
   if (controls) { controls.hidden = false; }
   setInterval(function () {
-    var now = Date.now() / 1000;
+    var now = serverNow();
     entries.forEach(function (entry) { renderSince(entry, now); });
   }, 1000);
   connect();
