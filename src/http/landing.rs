@@ -74,8 +74,8 @@ const STYLE_PATH: &str = "static/mqtt-pulse.css";
 /// The table is complete without JavaScript. The served script
 /// ([`SCRIPT`]) then keeps it live from `events`: each row carries what the
 /// script starts from in `data-` attributes (client id, status, reason, since
-/// when in Unix seconds, last RTT in seconds), and the filter box, hidden here, is
-/// shown by the script, the only one that can make it work. Script and style
+/// when in Unix seconds, last RTT in seconds), and the filter box is hidden
+/// here and shown by the script, as only the script makes it work. Script and style
 /// are files of their own, never inline, so a `Content-Security-Policy` such
 /// as `default-src 'self'` in the web config leaves the page working.
 fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
