@@ -249,7 +249,10 @@ async fn the_landing_page_lists_clients_and_links_the_endpoints() {
     ] {
         assert!(page.contains(link), "{link}");
     }
-    assert!(page.contains("<p>2 clients, 1 up.</p>"), "{page}");
+    assert!(
+        page.contains("<p id=\"summary\">2 clients, 1 up.</p>"),
+        "{page}"
+    );
     let row = page
         .lines()
         .find(|l| l.contains("<td>plant-a</td>"))
@@ -265,6 +268,59 @@ async fn the_landing_page_lists_clients_and_links_the_endpoints() {
         row_b.contains(">down<") && row_b.contains("<td>–</td>"),
         "{row_b}"
     );
+}
+
+#[tokio::test]
+async fn the_landing_page_loads_its_script_and_style_from_the_binary_and_nothing_inline() {
+    let (_events, handle) = exporter();
+    let router = http::router(handle);
+    let page = get_path(router.clone(), "/").await.text();
+    assert!(
+        page.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
+    );
+    assert!(page.contains("<link rel=\"stylesheet\" href=\"static/mqtt-pulse.css\">"));
+    assert!(page.contains("<script src=\"static/mqtt-pulse.js\" defer></script>"));
+    // Inline code or style would be blocked by a Content-Security-Policy, and
+    // nothing may come from another origin.
+    for inline in [
+        "<style",
+        "<script>",
+        " style=",
+        " onclick=",
+        "http://",
+        "https://",
+    ] {
+        assert!(!page.contains(inline), "{inline} in {page}");
+    }
+    // What the script starts from, on each row.
+    let row = page
+        .lines()
+        .find(|l| l.contains("<td>plant-b</td>"))
+        .unwrap();
+    assert!(
+        row.starts_with("<tr data-client-id=\"plant-b\" data-status=\"down\" data-since=\""),
+        "{row}"
+    );
+    for (path, content_type, needle) in [
+        (
+            "/static/mqtt-pulse.js",
+            "text/javascript; charset=utf-8",
+            "new EventSource(\"events\")",
+        ),
+        (
+            "/static/mqtt-pulse.css",
+            "text/css; charset=utf-8",
+            "@media (max-width",
+        ),
+    ] {
+        let reply = get_path(router.clone(), path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.header(header::CONTENT_TYPE), Some(content_type));
+        assert_eq!(reply.header(header::CACHE_CONTROL), Some("no-cache"));
+        assert!(reply.text().contains(needle), "{path}");
+    }
+    let unknown = get_path(router, "/static/other.js").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -1,15 +1,19 @@
 //! The landing page at `/`: the version, links to the endpoints, and one
-//! table row per client the hub knows.
+//! table row per client the hub knows — and the script and style sheet that
+//! keep that table live from `/events` in a browser.
 //!
-//! It owns the page's HTML. It must never render on an async worker (the
-//! handler hands the work to `spawn_blocking`) and never put a value from
-//! outside (client ids, brokers) on the page without escaping it.
+//! It owns the page's HTML and its two assets (`landing/mqtt-pulse.js`,
+//! `landing/mqtt-pulse.css`, compiled into the binary: the page loads nothing
+//! from anywhere else). It must never render on an async worker (the handler
+//! hands the work to `spawn_blocking`), never put a value from outside (client
+//! ids, brokers) on the page without escaping it, and never inline script or
+//! style, which a `Content-Security-Policy` header would block.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::events::ClientState;
@@ -33,59 +37,140 @@ pub(super) async fn landing_page(State(handle): State<MetricsHandle>) -> Respons
     }
 }
 
+/// The script that keeps the table live: EventSource on `events`, filter,
+/// sort, sparklines. Plain JavaScript, no library.
+const SCRIPT: &str = include_str!("landing/mqtt-pulse.js");
+/// The page's style sheet, phone widths included.
+const STYLE: &str = include_str!("landing/mqtt-pulse.css");
+
+/// `GET …/mqtt-pulse.js` and `GET …/mqtt-pulse.css`: the page's assets, by
+/// the last segment of the path, so the route works wherever it is mounted.
+/// `no-cache`: a browser asks again (the files are small) and never runs an
+/// old script against a newer page.
+pub(super) async fn landing_asset(uri: Uri) -> Response {
+    let (body, content_type) = match uri.path().rsplit('/').next() {
+        Some("mqtt-pulse.js") => (SCRIPT, "text/javascript; charset=utf-8"),
+        Some("mqtt-pulse.css") => (STYLE, "text/css; charset=utf-8"),
+        _ => return (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Where the page finds its script and style sheet, relative to itself:
+/// `landing_asset` answers them (the daemon mounts it at `/static/{asset}`).
+const SCRIPT_PATH: &str = "static/mqtt-pulse.js";
+const STYLE_PATH: &str = "static/mqtt-pulse.css";
+
 /// The page at `/`: version, links, and one table row per client. Every value
 /// from outside (client ids, brokers) is HTML-escaped.
+///
+/// The table is complete without JavaScript. The served script
+/// ([`SCRIPT`]) then keeps it live from `events`: each row carries what the
+/// script starts from in `data-` attributes (client id, status, reason, since
+/// when in Unix seconds, last RTT in seconds), and the filter box is hidden
+/// here and shown by the script, as only the script makes it work. Script and style
+/// are files of their own, never inline, so a `Content-Security-Policy` such
+/// as `default-src 'self'` in the web config leaves the page working.
 fn landing_page_html(clients: &[ClientSummary], version: &str) -> String {
     let up = clients.iter().filter(|c| c.state.status.is_up()).count();
-    let mut page = String::with_capacity(1_024 + clients.len() * 256);
-    page.push_str(concat!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
-        "<title>mqtt-pulse</title>\n<style>\n",
-        "body{font-family:sans-serif;margin:2em}",
-        "table{border-collapse:collapse}",
-        "th,td{border:1px solid #ccc;padding:.25em .75em;text-align:left}",
-        ".up{color:#080}.down,.terminating{color:#b00}\n",
-        "</style>\n</head>\n<body>\n<h1>mqtt-pulse</h1>\n",
-    ));
+    let mut page = String::with_capacity(2_048 + clients.len() * 384);
+    let _ = write!(
+        page,
+        concat!(
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
+            "<title>mqtt-pulse</title>\n",
+            "<link rel=\"stylesheet\" href=\"{style}\">\n",
+            "<script src=\"{script}\" defer></script>\n",
+            "</head>\n<body>\n<h1>mqtt-pulse</h1>\n",
+        ),
+        style = STYLE_PATH,
+        script = SCRIPT_PATH,
+    );
     let _ = writeln!(
         page,
         "<p>MQTT 3.1.1 client-health monitor, version {}.</p>",
         escape_html(version)
     );
     page.push_str(concat!(
-        "<ul>\n<li><a href=\"metrics\">Metrics</a></li>\n",
+        "<ul class=\"links\">\n<li><a href=\"metrics\">Metrics</a></li>\n",
         "<li><a href=\"events\">Events</a> (live, Server-Sent Events)</li>\n",
         "<li><a href=\"-/healthy\">Health</a></li>\n",
         "<li><a href=\"-/ready\">Readiness</a></li>\n</ul>\n",
     ));
     let _ = write!(
         page,
-        "<h2>Clients</h2>\n<p>{} clients, {} up.</p>\n",
+        "<h2>Clients</h2>\n<p id=\"summary\">{} clients, {} up.</p>\n",
         clients.len(),
         up
     );
     page.push_str(concat!(
-        "<table>\n<thead><tr><th>Client id</th><th>Broker</th><th>Status</th>",
-        "<th>Last ping RTT</th><th>Status since (UTC)</th></tr></thead>\n<tbody>\n",
+        "<div id=\"controls\" hidden>\n",
+        "<label for=\"filter\">Filter by name</label>\n",
+        "<input type=\"search\" id=\"filter\" autocomplete=\"off\" ",
+        "placeholder=\"client id or broker\">\n",
+        "<span id=\"shown\"></span>\n",
+        "<span id=\"live\" role=\"status\">connecting…</span>\n",
+        "</div>\n",
+        "<p id=\"changes\" aria-live=\"polite\" aria-atomic=\"true\"></p>\n",
+        "<div class=\"scroll\">\n<table id=\"clients\">\n",
+        "<thead><tr><th scope=\"col\">Client id</th><th scope=\"col\">Status</th>",
+        "<th scope=\"col\">Status since (UTC)</th><th scope=\"col\">Last ping RTT</th>",
+        "<th scope=\"col\">Broker</th></tr></thead>\n<tbody>\n",
     ));
     for client in clients {
-        let status = client.state.status;
-        // The status doubles as the cell's CSS class (`up`, `down`, …).
+        let state = &client.state;
+        let status = state.status;
+        // Status next to the name, the broker last: on a phone the first
+        // columns are what shows before scrolling. The status doubles as the
+        // cell's CSS class (`up`, `down`, …); the `data-` attributes are what
+        // the script starts from.
+        let _ = write!(
+            page,
+            "<tr data-client-id=\"{}\" data-status=\"{}\" data-since=\"{}\"",
+            escape_html(state.client_id.as_str()),
+            status.as_str(),
+            unix_seconds(state.since),
+        );
+        if let Some(reason) = state.reason {
+            let _ = write!(page, " data-reason=\"{}\"", reason.as_str());
+        }
+        if let Some(rtt) = client.last_ping_rtt {
+            let _ = write!(page, " data-rtt=\"{:.6}\"", rtt.as_secs_f64());
+        }
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
-            escape_html(client.state.client_id.as_str()),
-            escape_html(&client.state.info.broker),
+            "><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape_html(state.client_id.as_str()),
             status.as_str(),
-            status_text(&client.state),
+            status_text(state),
+            format_utc(state.since),
             client
                 .last_ping_rtt
                 .map_or_else(|| "–".to_owned(), format_rtt),
-            format_utc(client.state.since),
+            escape_html(&state.info.broker),
         );
     }
-    page.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    page.push_str("</tbody>\n</table>\n</div>\n</body>\n</html>\n");
     page
+}
+
+/// `since` in Unix seconds to the millisecond, for the script; a time before
+/// 1970 (a broken clock) as 0.
+fn unix_seconds(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "{}.{:03}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_millis()
+    )
 }
 
 /// `up`, or `down (connection_refused)` when the hub knows why: the reason is

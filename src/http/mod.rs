@@ -8,11 +8,12 @@
 //! # Layout
 //!
 //! * `mod.rs`: the routes — one at a time for a service's own router
-//!   ([`metrics_route`], [`landing_route`], [`events_route`],
+//!   ([`metrics_route`], [`landing_route`], [`landing_assets_route`], [`events_route`],
 //!   [`healthy_route`], [`ready_route`]), or the daemon's set ([`router`],
 //!   [`with_default_fallbacks`]) — and the probe answers;
 //! * `server.rs`: [`Server`], [`run`] — serving, timeouts, graceful shutdown;
-//! * `scrape.rs`: `/metrics`, shared renders; `landing.rs`: the page at `/`;
+//! * `scrape.rs`: `/metrics`, shared renders; `landing.rs`: the page at `/`
+//!   and its script and style sheet (`landing/`, served at `/static/…`);
 //!   `events.rs`: `/events`, the hub as Server-Sent Events;
 //! * `limits.rs`: concurrency caps and the body limit;
 //! * `web/` (feature `web-config`): the web config — reading the file, TLS,
@@ -191,6 +192,14 @@ where
 /// with its broker address, status and last ping. Opt-in: it shows client ids
 /// and broker addresses to whoever can reach the port. At most
 /// [`MAX_CONCURRENT_RENDERS`] pages are rendered at once, more get `503`.
+///
+/// The table is served complete, and works without JavaScript. In a browser
+/// it then keeps itself live — status, reason, RTT, time since the last
+/// change, a sparkline of recent RTTs, a filter and sorting — with a script
+/// and a style sheet it loads from `static/mqtt-pulse.js` and
+/// `static/mqtt-pulse.css` and a stream from `events`, each relative to the
+/// page: mount [`landing_assets_route`] at `static/{asset}` and
+/// [`events_route`] at `events` beside it, as [`router`] does at `/`.
 pub fn landing_route<S>(handle: MetricsHandle) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -202,6 +211,39 @@ where
         ))
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .with_state(handle)
+}
+
+/// `GET …/mqtt-pulse.js` and `GET …/mqtt-pulse.css`: the script and style
+/// sheet of [`landing_route`]'s page, compiled into the binary (the page loads
+/// nothing from anywhere else). Chosen by the last segment of the path, so
+/// mount it at `static/{asset}` next to the page; any other name is `404`.
+/// Served with their `Content-Type` and `Cache-Control: no-cache`.
+///
+/// Script and style are files rather than inline in the page so that a
+/// `Content-Security-Policy` such as `default-src 'self'` (a web config
+/// header) leaves the page working.
+///
+/// ```
+/// use axum::Router;
+/// use mqtt_pulse::{Events, MetricsBuilder};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let events = Events::new();
+/// let metrics = MetricsBuilder::new(&events).install()?;
+/// let app: Router = Router::new()
+///     .route("/status/", mqtt_pulse::http::landing_route(metrics))
+///     .route("/status/static/{asset}", mqtt_pulse::http::landing_assets_route())
+///     .route("/status/events", mqtt_pulse::http::events_route(&events));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+pub fn landing_assets_route<S>() -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(landing::landing_asset).layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
 }
 
 /// `GET /events`: the events hub as [Server-Sent Events], one event per hub
@@ -276,7 +318,8 @@ where
 }
 
 /// The daemon's routes: [`metrics_route`] at `/metrics`, [`landing_route`] at
-/// `/`, [`events_route`] (on the handle's hub) at `/events`, [`healthy_route`]
+/// `/` with [`landing_assets_route`] at `/static/{asset}`, [`events_route`]
+/// (on the handle's hub) at `/events`, [`healthy_route`]
 /// at `/-/healthy`, [`ready_route`] at `/-/ready`.
 ///
 /// It sets no fallback: unknown paths and other methods get what the
@@ -294,6 +337,7 @@ pub fn router(handle: MetricsHandle) -> Router {
     Router::new()
         .route("/events", events_route(handle.events()))
         .route("/", landing_route(handle.clone()))
+        .route("/static/{asset}", landing_assets_route())
         .route("/metrics", metrics_route(handle))
         .route("/-/healthy", healthy_route())
         .route("/-/ready", ready_route())

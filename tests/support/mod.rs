@@ -9,6 +9,7 @@
 //! | [`daemon`] | [`daemon::Daemon`]: the real `mqtt-pulse` binary as a guarded child; one-shot runs |
 //! | [`http`] | HTTP clients: hyper-util for plain GETs, raw HTTP/1.1 over TCP or TLS, router `oneshot` |
 //! | [`sse`] | [`sse::open`]: an `/events` stream, read event by event only when asked |
+//! | [`webdriver`] | [`webdriver::ChromeDriver`]: headless Chromium through `chromedriver`, for the live page |
 //! | [`metrics`] | reading a `/metrics` page: [`metrics::Metrics`] and [`metrics::sample`] |
 //! | [`logs`] | capturing `tracing` output for assertions |
 //! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
@@ -47,6 +48,7 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod sse;
+pub mod webdriver;
 
 use std::collections::HashSet;
 use std::fs;
