@@ -579,6 +579,54 @@ async fn the_cert_expiry_is_the_chains_earliest_not_after_and_follows_a_rotation
     );
 }
 
+/// wss:// goes through the same TLS configuration: a Mosquitto with a secure
+/// WebSocket listener beside its TLS one (a config with only a websockets
+/// listener does not start).
+#[cfg(feature = "websocket")]
+#[tokio::test]
+async fn a_wss_broker_exports_its_chain_expiry_too() {
+    let dir = TempDir::new("wss-expiry");
+    let ca = TestCa::generate(&*dir, "wss");
+    let files = ca.issue_server(&*dir, "broker", (2033, 7, 15), Some((2032, 2, 1)));
+    let ws_port = support::free_port();
+    let broker = Broker::builder()
+        .tls(files.clone())
+        .extra_config(&format!(
+            "listener {ws_port}\nsocket_domain ipv4\nprotocol websockets\ncertfile {}\nkeyfile {}\n",
+            files.cert.display(),
+            files.key.display()
+        ))
+        .start();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let url = format!("wss://localhost:{ws_port}/mqtt");
+    let tls = TlsOptions {
+        ca_file: Some(ca.ca_pem_path.clone()),
+        ..Default::default()
+    };
+    let options = options(&url, "wss-expiry").with_tls(tls);
+    let series = format!(
+        r#"mqtt_client_tls_cert_expiry_timestamp_seconds{{client_id="{}",broker="{}"}}"#,
+        client_id("wss-expiry"),
+        options.broker()
+    );
+    let connection = Connection::start(options, &events).unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up,
+        "{}",
+        broker.log()
+    );
+    // 2032-02-01, the intermediate's notAfter.
+    let page = metrics.render();
+    assert_eq!(sample(&page, &series), Some(1_959_206_400.0), "{page}");
+    connection.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_chain_that_is_not_verified_exports_no_cert_expiry() {
     let dir = TempDir::new("tls-expiry-unverified");
