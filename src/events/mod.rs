@@ -412,6 +412,20 @@ impl Events {
     /// certificate chain, with that chain's expiry as last recorded, sorted
     /// by client id. A failed verification records nothing, so a value in
     /// the past stays until a valid chain is verified.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use mqtt_pulse::events::{ClientId, Event, Events, Status};
+    ///
+    /// let events = Events::new();
+    /// let plant = ClientId::from("plant-a");
+    /// let not_after = UNIX_EPOCH + Duration::from_secs(1_924_992_000); // 2031-01-01
+    /// events.record_tls_cert_expiry(&plant, not_after);
+    /// assert_eq!(events.tls_cert_expiries(), vec![(plant.clone(), not_after)]);
+    ///
+    /// events.dispatch(&plant, Event::Status(Status::Terminated));
+    /// assert!(events.tls_cert_expiries().is_empty());
+    /// ```
     pub fn tls_cert_expiries(&self) -> Vec<(ClientId, SystemTime)> {
         lock(&self.hub.tls_cert_expiries)
             .iter()
