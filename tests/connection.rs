@@ -20,7 +20,7 @@ use mqtt_pulse::events::{
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use rumqttc::QoS;
 use support::metrics::sample;
-use support::{Broker, TempDir, TestPki, failures, logs};
+use support::{Broker, TempDir, TestCa, TestPki, failures, logs};
 use tokio::time::timeout;
 
 fn client_id(test: &str) -> String {
@@ -480,6 +480,236 @@ async fn tls_connects_with_the_right_ca_and_fails_as_tls_with_another() {
         "never up with a CA that does not match"
     );
     mismatched.shutdown().await;
+}
+
+/// The `mqtt_client_tls_cert_expiry_timestamp_seconds` sample of `client` on
+/// a page, if there is one.
+fn cert_expiry(page: &str, client: &str, broker: &Broker) -> Option<f64> {
+    // The label as the connection spells it (`localhost:port` for TLS).
+    let broker = options(&broker.url(), "label").broker();
+    let series = format!(
+        r#"mqtt_client_tls_cert_expiry_timestamp_seconds{{client_id="{client}",broker="{broker}"}}"#
+    );
+    sample(page, &series)
+}
+
+/// `promtool check metrics` on a page: no problem reported.
+fn assert_promtool_accepts(page: &str) {
+    let output = support::process::output_with_input(
+        std::process::Command::new("promtool").args(["check", "metrics"]),
+        page.as_bytes(),
+        "prometheus",
+    );
+    let problems = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && problems.trim().is_empty(),
+        "promtool: {problems}\n---\n{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_cert_expiry_is_the_chains_earliest_not_after_and_follows_a_rotation_at_reconnect() {
+    let dir = TempDir::new("tls-expiry");
+    let ca = TestCa::generate(&*dir, "expiry");
+    // The intermediate expires before the leaf: the chain expires with it.
+    // Unix times from `date -u -d 2031-01-01 +%s` and so on.
+    let (intermediate_expires, leaf_expires) = ((2031, 1, 1), (2040, 6, 1));
+    let files = ca.issue_server(&*dir, "broker", leaf_expires, Some(intermediate_expires));
+    let broker = Broker::builder().tls(files).start();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("tls-expiry");
+    let tls = TlsOptions {
+        ca_file: Some(ca.ca_pem_path.clone()),
+        ..Default::default()
+    };
+    let connection =
+        Connection::start(options(&broker.url(), "tls-expiry").with_tls(tls), &events).unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    // Recorded before `Up` was dispatched: no waiting for it.
+    let page = metrics.render();
+    assert_eq!(
+        cert_expiry(&page, &id, &broker),
+        Some(1_924_992_000.0),
+        "{page}"
+    );
+    assert_promtool_accepts(&page);
+
+    // Rotated: a leaf signed by the root itself, expiring 2035-03-01. The
+    // running connection keeps its value; the reconnect after the restart
+    // verifies the new chain.
+    ca.issue_server(&*dir, "broker", (2035, 3, 1), None);
+    assert_eq!(
+        cert_expiry(&metrics.render(), &id, &broker),
+        Some(1_924_992_000.0)
+    );
+    broker.restart();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Down
+    );
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(5)).await,
+        Status::Up
+    );
+    let page = metrics.render();
+    assert_eq!(
+        cert_expiry(&page, &id, &broker),
+        Some(2_056_320_000.0),
+        "{page}"
+    );
+
+    // Gone with the client.
+    connection.shutdown().await;
+    let page = metrics.render();
+    assert!(
+        !page.contains("mqtt_client_tls_cert_expiry_timestamp_seconds{"),
+        "{page}"
+    );
+}
+
+/// wss:// goes through the same TLS configuration: a Mosquitto with a secure
+/// WebSocket listener beside its TLS one (a config with only a websockets
+/// listener does not start).
+#[cfg(feature = "websocket")]
+#[tokio::test]
+async fn a_wss_broker_exports_its_chain_expiry_too() {
+    let dir = TempDir::new("wss-expiry");
+    let ca = TestCa::generate(&*dir, "wss");
+    let files = ca.issue_server(&*dir, "broker", (2033, 7, 15), Some((2032, 2, 1)));
+    let ws_port = support::free_port();
+    let broker = Broker::builder()
+        .tls(files.clone())
+        .extra_config(&format!(
+            "listener {ws_port}\nsocket_domain ipv4\nprotocol websockets\ncertfile {}\nkeyfile {}\n",
+            files.cert.display(),
+            files.key.display()
+        ))
+        .start();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let url = format!("wss://localhost:{ws_port}/mqtt");
+    let tls = TlsOptions {
+        ca_file: Some(ca.ca_pem_path.clone()),
+        ..Default::default()
+    };
+    let options = options(&url, "wss-expiry").with_tls(tls);
+    let series = format!(
+        r#"mqtt_client_tls_cert_expiry_timestamp_seconds{{client_id="{}",broker="{}"}}"#,
+        client_id("wss-expiry"),
+        options.broker()
+    );
+    let connection = Connection::start(options, &events).unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up,
+        "{}",
+        broker.log()
+    );
+    // 2032-02-01, the intermediate's notAfter.
+    let page = metrics.render();
+    assert_eq!(sample(&page, &series), Some(1_959_206_400.0), "{page}");
+    connection.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chain_that_is_not_verified_exports_no_cert_expiry() {
+    let dir = TempDir::new("tls-expiry-unverified");
+    let ca = TestCa::generate(&*dir, "right");
+    let stranger = TestCa::generate(&*dir, "stranger");
+    let files = ca.issue_server(&*dir, "broker", (2033, 7, 15), None);
+    let broker = Broker::builder().tls(files).start();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+
+    // The wrong CA: the handshake fails, nothing is recorded.
+    let wrong_ca = TlsOptions {
+        ca_file: Some(stranger.ca_pem_path.clone()),
+        ..Default::default()
+    };
+    let refused = Connection::start(
+        options(&broker.url(), "tls-expiry-wrong-ca").with_tls(wrong_ca),
+        &events,
+    )
+    .unwrap();
+    wait_for_failures(&events, FailureReason::Tls, 2, Duration::from_secs(3)).await;
+    // `insecure_skip_verify` connects but verifies no chain: nothing either.
+    let insecure = TlsOptions {
+        insecure_skip_verify: true,
+        ..Default::default()
+    };
+    let unverified = Connection::start(
+        options(&broker.url(), "tls-expiry-insecure").with_tls(insecure),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    assert_eq!(events.tls_cert_expiries(), vec![]);
+    let page = metrics.render();
+    assert!(
+        page.contains(&format!(
+            r#"mqtt_client_up{{client_id="{}",broker="{}"}} 1"#,
+            client_id("tls-expiry-insecure"),
+            options(&broker.url(), "label").broker()
+        )),
+        "{page}"
+    );
+    assert!(
+        !page.contains("mqtt_client_tls_cert_expiry_timestamp_seconds"),
+        "{page}"
+    );
+
+    // The same broker through the right CA: the expiry appears, 2033-07-15.
+    let right_ca = TlsOptions {
+        ca_file: Some(ca.ca_pem_path.clone()),
+        ..Default::default()
+    };
+    let verified = Connection::start(
+        options(&broker.url(), "tls-expiry-right-ca").with_tls(right_ca),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    let page = metrics.render();
+    let id = client_id("tls-expiry-right-ca");
+    assert_eq!(
+        cert_expiry(&page, &id, &broker),
+        Some(2_004_998_400.0),
+        "{page}"
+    );
+    assert_eq!(
+        events.tls_cert_expiries().len(),
+        1,
+        "only the verified client"
+    );
+    for connection in [refused, unverified, verified] {
+        connection.shutdown().await;
+    }
 }
 
 /// Connects the client of `test` to `broker` with `tls`, asserts that it is up

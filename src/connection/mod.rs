@@ -21,6 +21,7 @@
 mod backoff;
 mod broker_url;
 mod error;
+mod expiry;
 mod files;
 mod keep_alive;
 mod labels;
@@ -287,7 +288,14 @@ impl Driver {
         let mut connected_before = false;
         loop {
             let up = self.tracker.status() == Status::Up;
-            let failure = match self.next_step(up, &mut shutdown).await {
+            let step = self.next_step(up, &mut shutdown).await;
+            // A handshake in this step verified the broker's chain: into the
+            // hub before the `Up` it may lead to, so a subscriber that sees
+            // `Up` over TLS finds the expiry there.
+            if let Some(not_after) = self.options.chain_expiry.take() {
+                self.tracker.tls_chain_verified(not_after);
+            }
+            let failure = match step {
                 Step::Shutdown => break,
                 Step::Polled(Ok(event)) => {
                     let now = std::time::Instant::now();

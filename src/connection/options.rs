@@ -18,6 +18,7 @@ use url::Url;
 use super::backoff::Backoff;
 use super::broker_url::{BrokerUrl, Scheme};
 use super::error::OptionsError;
+use super::expiry::ChainExpiry;
 #[cfg(feature = "daemon")]
 use super::files::on_a_thread;
 use super::files::{off_the_runtime, read_password};
@@ -65,6 +66,10 @@ pub struct ConnectionOptions {
     pub(crate) publish_bytes: usize,
     max_inflight: u16,
     labels: BTreeMap<String, String>,
+    /// Where the TLS verifier of every configuration built from these
+    /// options (or a clone) records the chain's expiry, for the driver to
+    /// take: runtime state, equal whatever it holds (see [`ChainExpiry`]).
+    pub(crate) chain_expiry: ChainExpiry,
 }
 
 /// Where the password comes from. Its `Debug` never shows the secret.
@@ -152,6 +157,7 @@ impl ConnectionOptions {
             publish_bytes: super::DEFAULT_PUBLISH_BYTES,
             max_inflight: 10,
             labels: BTreeMap::new(),
+            chain_expiry: ChainExpiry::default(),
         }
     }
 
@@ -443,7 +449,7 @@ impl ConnectionOptions {
             (Some(_), Some(Password::File(path))) => Some(read_password(path)?),
         };
         let tls = if self.broker.uses_tls() {
-            Some(self.tls.client_config()?)
+            Some(self.tls.client_config_recording(&self.chain_expiry)?)
         } else {
             None
         };

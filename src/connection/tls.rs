@@ -20,17 +20,24 @@
 //! size-capped) each time a configuration is built: at start and at every
 //! connect attempt, so a rotated CA, certificate or key is used from the next
 //! attempt on.
+//!
+//! A verified broker chain's expiry is recorded by the verifier of
+//! [`expiry`](super::expiry), which wraps rustls's WebPKI verifier; every
+//! connect is a full handshake (no session resumption), so it is read again
+//! at each one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateDer as Der, PrivateKeyDer};
 use rustls::{ClientConfig, DigitallySignedStruct as Dss, RootCertStore};
 
 use super::OptionsError;
+use super::expiry::{ChainExpiry, RecordingVerifier};
 use super::files::{self, FileKind};
 
 /// TLS settings of a connection. With no CA file, the system's roots are trusted.
@@ -79,7 +86,25 @@ impl TlsOptions {
         self.ca_file.is_some() || self.client_certificate.is_some()
     }
 
+    /// The configuration, verifying nothing for `insecure_skip_verify` and
+    /// otherwise recording nothing: for a one-off connection that exports no
+    /// certificate expiry (the healthcheck).
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))]
     pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, OptionsError> {
+        self.client_config_recording(&ChainExpiry::default())
+    }
+
+    /// The configuration of a monitored connection: a verified chain's
+    /// earliest `notAfter` goes to `expiry` at each handshake (never with
+    /// `insecure_skip_verify`, which verifies no chain).
+    ///
+    /// Sessions are never resumed: a resumed session skips the certificate,
+    /// so the expiry could not be refreshed at each connect, and a monitor's
+    /// reconnect should meet the broker as a new client does.
+    pub(crate) fn client_config_recording(
+        &self,
+        expiry: &ChainExpiry,
+    ) -> Result<Arc<ClientConfig>, OptionsError> {
         let roots = match &self.ca_file {
             _ if self.insecure_skip_verify => RootCertStore::empty(),
             Some(path) => roots_from_file(path)?,
@@ -94,9 +119,15 @@ impl TlsOptions {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
         } else {
-            builder.with_root_certificates(roots)
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| OptionsError::Tls(rustls::Error::General(e.to_string())))?;
+            let verifier = RecordingVerifier::new(webpki, expiry.clone());
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
         };
-        let config = match &self.client_certificate {
+        let mut config = match &self.client_certificate {
             None => builder.with_no_client_auth(),
             Some(certificate) => {
                 let chain = certificates(&certificate.cert_file)?;
@@ -114,6 +145,7 @@ impl TlsOptions {
                     .map_err(OptionsError::Tls)?
             }
         };
+        config.resumption = Resumption::disabled();
         Ok(Arc::new(config))
     }
 }

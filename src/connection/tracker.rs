@@ -219,6 +219,14 @@ impl ConnectionTracker {
         self.events.count_dropped_publish(&self.client_id);
     }
 
+    /// A TLS handshake verified the broker's certificate chain, which
+    /// expires at `not_after` (its earliest `notAfter`): kept in the hub for
+    /// the exporters, like the counts, until the client is terminated.
+    pub(crate) fn tls_chain_verified(&self, not_after: std::time::SystemTime) {
+        self.events
+            .record_tls_cert_expiry(&self.client_id, not_after);
+    }
+
     /// Reports that the connection is being shut down on purpose.
     pub fn terminating(&mut self) {
         if let Some(status) = self.link.terminating() {

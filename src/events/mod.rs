@@ -36,8 +36,11 @@
 //!   ([`Events::count_failure`], [`Events::failures`]); failures are counters,
 //!   not events; so is each client's count of incoming publishes its
 //!   connection dropped ([`Events::count_dropped_publish`],
-//!   [`Events::dropped_publishes`]). A client whose status becomes
-//!   [`Status::Terminated`] is forgotten, its counts with it.
+//!   [`Events::dropped_publishes`]), and, for a TLS connection, when the
+//!   broker certificate chain it verified last expires
+//!   ([`Events::record_tls_cert_expiry`], [`Events::tls_cert_expiries`]). A
+//!   client whose status becomes [`Status::Terminated`] is forgotten, its
+//!   counts and expiry with it.
 //! * **End.** When every [`Events`] handle is gone, a subscription's stream ends
 //!   after its queued messages.
 //!
@@ -96,6 +99,7 @@ pub(crate) struct Hub {
     statuses: Mutex<HashMap<ClientId, ClientState>>,
     failures: Mutex<BTreeMap<(ClientId, FailureReason), u64>>,
     dropped_publishes: Mutex<BTreeMap<ClientId, u64>>,
+    tls_cert_expiries: Mutex<BTreeMap<ClientId, SystemTime>>,
     counters: [KindCounters; KINDS],
     next_subscriber_id: AtomicU64,
     default_capacity: usize,
@@ -223,6 +227,7 @@ impl Events {
                 statuses: Mutex::default(),
                 failures: Mutex::default(),
                 dropped_publishes: Mutex::default(),
+                tls_cert_expiries: Mutex::default(),
                 counters: Default::default(),
                 next_subscriber_id: AtomicU64::new(0),
                 default_capacity: capacity.max(1),
@@ -395,6 +400,39 @@ impl Events {
             .collect()
     }
 
+    /// Records that a TLS handshake of `client_id`'s connection verified the
+    /// broker's certificate chain, whose earliest `notAfter` is `not_after`.
+    /// Connection drivers call it at each verified handshake; it replaces
+    /// the client's previous value and, like a count, is never an event.
+    pub fn record_tls_cert_expiry(&self, client_id: &ClientId, not_after: SystemTime) {
+        lock(&self.hub.tls_cert_expiries).insert(client_id.clone(), not_after);
+    }
+
+    /// Every client not terminated whose connection has verified a broker
+    /// certificate chain, with that chain's expiry as last recorded, sorted
+    /// by client id. A failed verification records nothing, so a value in
+    /// the past stays until a valid chain is verified.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use mqtt_pulse::events::{ClientId, Event, Events, Status};
+    ///
+    /// let events = Events::new();
+    /// let plant = ClientId::from("plant-a");
+    /// let not_after = UNIX_EPOCH + Duration::from_secs(1_924_992_000); // 2031-01-01
+    /// events.record_tls_cert_expiry(&plant, not_after);
+    /// assert_eq!(events.tls_cert_expiries(), vec![(plant.clone(), not_after)]);
+    ///
+    /// events.dispatch(&plant, Event::Status(Status::Terminated));
+    /// assert!(events.tls_cert_expiries().is_empty());
+    /// ```
+    pub fn tls_cert_expiries(&self) -> Vec<(ClientId, SystemTime)> {
+        lock(&self.hub.tls_cert_expiries)
+            .iter()
+            .map(|(client_id, &not_after)| (client_id.clone(), not_after))
+            .collect()
+    }
+
     /// Hub-wide counters for one kind of event.
     pub fn stats(&self, kind: EventKind) -> KindStats {
         let c = &self.hub.counters[kind.index()];
@@ -420,6 +458,7 @@ impl Hub {
             statuses.remove(client_id.as_str());
             lock(&self.failures).retain(|(id, _), _| id != client_id);
             lock(&self.dropped_publishes).remove(client_id.as_str());
+            lock(&self.tls_cert_expiries).remove(client_id.as_str());
             return None;
         }
         let state = statuses

@@ -12,7 +12,7 @@ use crate::dashboards::{Dashboard, is_multi, variable_query};
 use crate::promql::{label_values_query, metric_names, regex_alternation, substitute};
 use crate::support::http::percent_encode;
 use crate::support::prometheus::Prometheus;
-use crate::support::{Broker, TempDir};
+use crate::support::{Broker, TempDir, TestPki};
 use crate::{
     BUILTIN_VARIABLES, DEADLINE, JOB, SYNTHETIC_METRICS, await_sample, exporter, poll, read, repo,
 };
@@ -34,6 +34,10 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
     // answers "not authorised"). The other broker is killed once "lost" is up.
     let auth = Broker::builder().password("probe", "probe-secret").start();
     let doomed = Broker::start();
+    // A TLS broker, so the certificate-expiry panel and rule have data.
+    let pki = TestPki::generate(dir.join("pki"));
+    let secure = Broker::builder().tls(pki.server_files()).start();
+    let secure_label = secure.url().trim_start_matches("mqtts://").to_owned();
     fs::write(dir.join("good"), "probe-secret\n").unwrap();
     fs::write(dir.join("bad"), "not-the-password\n").unwrap();
     let config = dir.join("mqtt-pulse.toml");
@@ -44,9 +48,12 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
              backoff = {{ initial = \"100ms\", max = \"500ms\" }}\n\
              [[target]]\nname = \"healthy\"\nurl = \"{auth}\"\nusername = \"probe\"\npassword_file = \"good\"\n\
              [[target]]\nname = \"wrong-password\"\nurl = \"{auth}\"\nusername = \"probe\"\npassword_file = \"bad\"\n\
-             [[target]]\nname = \"lost\"\nurl = \"{doomed}\"\n",
+             [[target]]\nname = \"lost\"\nurl = \"{doomed}\"\n\
+             [[target]]\nname = \"secure\"\nurl = \"{secure}\"\ntls = {{ ca_file = \"{ca}\" }}\n",
             auth = auth.url(),
             doomed = doomed.url(),
+            secure = secure.url(),
+            ca = pki.ca_pem_path.display(),
         ),
     )
     .unwrap();
@@ -88,6 +95,7 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
             .into(),
         r#"count(ALERTS{alertname="MqttClientDown"}) == 2"#.into(),
         r#"count(ALERTS{alertname="MqttClientAuthFailing"}) == 1"#.into(),
+        r#"mqtt_client_tls_cert_expiry_timestamp_seconds{client_id="mqtt-pulse-secure"}"#.into(),
     ];
     let waited = poll(DEADLINE, || {
         ready
@@ -173,13 +181,17 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
             "instance",
             BTreeSet::from([format!("127.0.0.1:{}", exporter.port())]),
         ),
-        ("broker", BTreeSet::from([auth.addr(), doomed.addr()])),
+        (
+            "broker",
+            BTreeSet::from([auth.addr(), doomed.addr(), secure_label.clone()]),
+        ),
         (
             "client_id",
             [
                 "mqtt-pulse-healthy",
                 "mqtt-pulse-wrong-password",
                 "mqtt-pulse-lost",
+                "mqtt-pulse-secure",
             ]
             .map(String::from)
             .into(),
@@ -258,6 +270,7 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
     for family in [
         "mqtt_client_up",
         "mqtt_client_ping_rtt_seconds_bucket",
+        "mqtt_client_tls_cert_expiry_timestamp_seconds",
         "mqtt_pulse_build_info",
     ] {
         assert!(used.contains_key(family), "nothing queries {family}");

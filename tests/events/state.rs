@@ -154,6 +154,33 @@ fn dropped_publishes_are_counted_per_client_and_forgotten_with_it() {
 }
 
 #[test]
+fn a_tls_cert_expiry_is_the_latest_recorded_per_client_and_forgotten_with_it() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let events = Events::new();
+    let (a, b) = (id("a"), id("b"));
+    let at = |seconds| UNIX_EPOCH + Duration::from_secs(seconds);
+    assert_eq!(events.tls_cert_expiries(), vec![]);
+    events.record_tls_cert_expiry(&b, at(2_000));
+    events.record_tls_cert_expiry(&a, at(3_000));
+    // A reconnect that verified a rotated chain replaces the value.
+    events.record_tls_cert_expiry(&b, at(1_000));
+    assert_eq!(
+        events.tls_cert_expiries(),
+        vec![(a.clone(), at(3_000)), (b.clone(), at(1_000))]
+    );
+    assert_eq!(
+        events.stats(EventKind::Status).dispatched,
+        0,
+        "never an event"
+    );
+
+    events.dispatch(&b, status(Status::Down));
+    assert_eq!(events.tls_cert_expiries().len(), 2, "kept while down");
+    events.dispatch(&b, status(Status::Terminated));
+    assert_eq!(events.tls_cert_expiries(), vec![(a, at(3_000))]);
+}
+
+#[test]
 fn failures_are_counted_per_client_and_reason_in_order() {
     let events = Events::new();
     let mut all = events.register(ClientFilter::Any, EventKind::Status);

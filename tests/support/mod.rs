@@ -65,7 +65,7 @@ use nix::sys::signal;
 use nix::unistd::Pid;
 
 pub use broker::{Broker, BrokerBuilder, MOSQUITTO, TlsFiles};
-pub use pki::{TEST_CLIENT_CN, TestPki};
+pub use pki::{TEST_CLIENT_CN, TestCa, TestPki};
 
 /// The port of the machine's own broker, which the fixtures never use.
 pub const SYSTEM_BROKER_PORT: u16 = 1883;

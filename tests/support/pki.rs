@@ -147,3 +147,118 @@ impl TestPki {
         }
     }
 }
+
+/// A test CA kept in memory, which issues server chains with chosen expiry
+/// dates: for tests of the certificate-expiry metric, which need to know each
+/// certificate's `notAfter` and to rotate the broker's certificate under the
+/// same CA. The root itself is valid 2020-01-01 to 2100-01-01.
+pub struct TestCa {
+    /// The root certificate, what a client trusts (`ca_file`).
+    pub ca_pem_path: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A calendar date (UTC midnight) for [`TestCa::issue_server`].
+pub type Ymd = (i32, u8, u8);
+
+impl TestCa {
+    /// Makes a root CA and writes it to `dir/{name}-ca.pem`.
+    pub fn generate(dir: impl AsRef<Path>, name: &str) -> TestCa {
+        use rcgen::{CertificateParams, KeyPair};
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).expect("create pki dir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params(
+            &mut params,
+            (2100, 1, 1),
+            format!("mqtt-pulse test root {name} {:08x}", random_u64() as u32),
+        );
+        let key = KeyPair::generate().expect("ca key");
+        let cert = params.self_signed(&key).expect("self-sign ca");
+        let ca_pem_path = dir.join(format!("{name}-ca.pem"));
+        fs::write(&ca_pem_path, cert.pem()).expect("write ca.pem");
+        TestCa {
+            ca_pem_path,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// Issues a server certificate for "localhost" and 127.0.0.1 that
+    /// expires at `leaf_not_after`, signed by an intermediate CA that
+    /// expires at `intermediate_not_after` (signed by the root) or, with
+    /// `None`, by the root directly. Writes the chain the broker presents
+    /// (leaf, then the intermediate) and the key over `{name}-server.pem`
+    /// and `{name}-server.key` in `dir`: issuing again under the same name
+    /// rotates the files a broker started with them reads at its restart.
+    pub fn issue_server(
+        &self,
+        dir: impl AsRef<Path>,
+        name: &str,
+        leaf_not_after: Ymd,
+        intermediate_not_after: Option<Ymd>,
+    ) -> TlsFiles {
+        use rcgen::{
+            CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
+            date_time_ymd,
+        };
+        let dir = dir.as_ref();
+        let mut chain = String::new();
+        let intermediate = intermediate_not_after.map(|not_after| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            ca_params(
+                &mut params,
+                not_after,
+                format!("mqtt-pulse test intermediate {name}"),
+            );
+            params.use_authority_key_identifier_extension = true;
+            let key = KeyPair::generate().expect("intermediate key");
+            let cert = params
+                .signed_by(&key, &self.issuer)
+                .expect("sign intermediate");
+            (cert.pem(), rcgen::Issuer::new(params, key))
+        });
+        let issuer = intermediate.as_ref().map_or(&self.issuer, |(_, i)| i);
+
+        let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let mut params = CertificateParams::new(sans).expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = date_time_ymd(2020, 1, 1);
+        let (y, m, d) = leaf_not_after;
+        params.not_after = date_time_ymd(y, m, d);
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, issuer).expect("sign leaf");
+        chain.push_str(&cert.pem());
+        if let Some((pem, _)) = &intermediate {
+            chain.push_str(pem);
+        }
+
+        let files = TlsFiles {
+            ca: self.ca_pem_path.clone(),
+            cert: dir.join(format!("{name}-server.pem")),
+            key: dir.join(format!("{name}-server.key")),
+        };
+        fs::write(&files.cert, chain).expect("write server chain");
+        fs::write(&files.key, key.serialize_pem()).expect("write server key");
+        files
+    }
+}
+
+/// A CA's parameters: valid from 2020-01-01 to `not_after`, named `cn`.
+fn ca_params(params: &mut rcgen::CertificateParams, not_after: Ymd, cn: String) {
+    use rcgen::{BasicConstraints, DnType, IsCa, KeyUsagePurpose, date_time_ymd};
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = date_time_ymd(2020, 1, 1);
+    let (y, m, d) = not_after;
+    params.not_after = date_time_ymd(y, m, d);
+}

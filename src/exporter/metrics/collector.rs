@@ -81,10 +81,12 @@ impl ExporterState {
         let clients = self.events.clients();
         let failures = self.events.failures();
         let dropped_publishes = self.events.dropped_publishes();
+        let tls_cert_expiries = self.events.tls_cert_expiries();
         let kinds = EventKind::ALL.map(|kind| (kind, self.events.stats(kind)));
         let series = lock(&self.series);
         FleetSnapshot::new(clients, &series, failures, kinds)
             .with_dropped_publishes(dropped_publishes)
+            .with_tls_cert_expiries(tls_cert_expiries)
     }
 
     pub(super) fn size_hint(&self) -> usize {

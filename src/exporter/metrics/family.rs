@@ -13,6 +13,7 @@ pub(super) enum Family {
     PingRtt,
     PublishesDropped,
     StatusChanges,
+    TlsCertExpiry,
     Up,
     BuildInfo,
     EventsDispatched,
@@ -20,12 +21,13 @@ pub(super) enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::ConnectFailures,
         Family::LastStatusChange,
         Family::PingRtt,
         Family::PublishesDropped,
         Family::StatusChanges,
+        Family::TlsCertExpiry,
         Family::Up,
         Family::BuildInfo,
         Family::EventsDispatched,
@@ -39,6 +41,7 @@ impl Family {
             Family::PingRtt => "mqtt_client_ping_rtt_seconds",
             Family::PublishesDropped => "mqtt_client_publishes_dropped_total",
             Family::StatusChanges => "mqtt_client_status_changes_total",
+            Family::TlsCertExpiry => "mqtt_client_tls_cert_expiry_timestamp_seconds",
             Family::Up => "mqtt_client_up",
             Family::BuildInfo => "mqtt_pulse_build_info",
             Family::EventsDispatched => "mqtt_pulse_events_dispatched_total",
@@ -66,6 +69,11 @@ impl Family {
                 "Connection status changes of the client seen since the exporter started, \
                  by the status changed to."
             }
+            Family::TlsCertExpiry => {
+                "Unix time in seconds at which the broker certificate chain the client last \
+                 verified expires: the earliest notAfter of the certificates the broker \
+                 presented, read at each TLS connect."
+            }
             Family::Up => {
                 "Whether the MQTT client is connected to its broker: 1 after an accepted CONNACK, \
                  0 otherwise (never connected, connection lost, or shutting down)."
@@ -89,7 +97,9 @@ impl Family {
             | Family::StatusChanges
             | Family::EventsDispatched
             | Family::EventsDropped => MetricType::COUNTER,
-            Family::LastStatusChange | Family::Up | Family::BuildInfo => MetricType::GAUGE,
+            Family::LastStatusChange | Family::TlsCertExpiry | Family::Up | Family::BuildInfo => {
+                MetricType::GAUGE
+            }
             Family::PingRtt => MetricType::HISTOGRAM,
         }
     }
@@ -108,9 +118,11 @@ impl Family {
     pub fn label_names(self) -> &'static [&'static str] {
         match self {
             Family::ConnectFailures => &["client_id", "broker", "reason"],
-            Family::LastStatusChange | Family::PingRtt | Family::PublishesDropped | Family::Up => {
-                &["client_id", "broker"]
-            }
+            Family::LastStatusChange
+            | Family::PingRtt
+            | Family::PublishesDropped
+            | Family::TlsCertExpiry
+            | Family::Up => &["client_id", "broker"],
             Family::StatusChanges => &["client_id", "broker", "status"],
             Family::BuildInfo => &["version", "revision", "rustversion"],
             Family::EventsDispatched | Family::EventsDropped => &["type"],

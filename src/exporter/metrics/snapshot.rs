@@ -7,7 +7,7 @@
 //! hub or touch the registry — the caller assembles the snapshot from those.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily};
 
@@ -102,6 +102,8 @@ pub(super) struct FleetSnapshot {
     failures: Vec<FailureRow>,
     /// (index into `clients`, count), non-zero counts only, sorted by client.
     dropped_publishes: Vec<(usize, u64)>,
+    /// (index into `clients`, Unix seconds), sorted by client.
+    tls_cert_expiries: Vec<(usize, f64)>,
     /// Sorted by type label.
     kinds: Vec<(EventKind, KindStats)>,
 }
@@ -146,6 +148,7 @@ impl FleetSnapshot {
             clients,
             failures,
             dropped_publishes: Vec::new(),
+            tls_cert_expiries: Vec::new(),
             kinds,
         }
     }
@@ -168,6 +171,26 @@ impl FleetSnapshot {
             .collect();
         rows.sort_unstable();
         self.dropped_publishes = rows;
+        self
+    }
+
+    /// Adds the expiry of the certificate chain each TLS client verified
+    /// last (the hub's `tls_cert_expiries`); clients the hub does not know
+    /// are left out, as for failures.
+    #[must_use]
+    pub fn with_tls_cert_expiries(mut self, expiries: Vec<(ClientId, SystemTime)>) -> Self {
+        let clients = &self.clients;
+        let mut rows: Vec<(usize, f64)> = expiries
+            .into_iter()
+            .filter_map(|(id, not_after)| {
+                let client = clients
+                    .binary_search_by(|row| row.state.client_id.cmp(&id))
+                    .ok()?;
+                Some((client, seconds_since_epoch(not_after)))
+            })
+            .collect();
+        rows.sort_unstable_by_key(|&(client, _)| client);
+        self.tls_cert_expiries = rows;
         self
     }
 
@@ -221,6 +244,12 @@ impl FleetSnapshot {
                 for &(client, count) in &self.dropped_publishes {
                     text::push_series(out, name, "", labels.get(client), "");
                     text::push_u64_line(out, count);
+                }
+            }
+            Family::TlsCertExpiry => {
+                for &(client, seconds) in &self.tls_cert_expiries {
+                    text::push_series(out, name, "", labels.get(client), "");
+                    text::push_f64_line(out, seconds);
                 }
             }
             Family::StatusChanges => {
@@ -299,6 +328,11 @@ impl FleetSnapshot {
                     metrics.push(counter(client_labels(&self.clients[client]), count));
                 }
             }
+            Family::TlsCertExpiry => {
+                for &(client, seconds) in &self.tls_cert_expiries {
+                    metrics.push(gauge(client_labels(&self.clients[client]), seconds));
+                }
+            }
             Family::StatusChanges => {
                 for row in &self.clients {
                     let counts = row
@@ -367,6 +401,7 @@ impl FleetSnapshot {
         match family {
             Family::ConnectFailures => self.failures.is_empty(),
             Family::PublishesDropped => self.dropped_publishes.is_empty(),
+            Family::TlsCertExpiry => self.tls_cert_expiries.is_empty(),
             Family::LastStatusChange | Family::PingRtt | Family::StatusChanges | Family::Up => {
                 self.clients.is_empty()
             }
@@ -408,6 +443,14 @@ fn unix_seconds(state: &ClientState) -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|since| since.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// Unix seconds of `at`, negative before 1970.
+fn seconds_since_epoch(at: SystemTime) -> f64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    }
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -544,8 +587,12 @@ mod tests {
         )
         .with_dropped_publishes(vec![
             (ClientId::from("a"), 0),
-            (quoted, 5),
+            (quoted.clone(), 5),
             (ClientId::from("unknown"), 4),
+        ])
+        .with_tls_cert_expiries(vec![
+            (quoted, UNIX_EPOCH + Duration::from_secs(1_924_992_000)),
+            (ClientId::from("unknown"), UNIX_EPOCH),
         ])
     }
 
@@ -566,6 +613,8 @@ mod tests {
             r#"mqtt_client_ping_rtt_seconds_count{client_id="q\"<x>",broker="b:2"} 3"#,
             r#"mqtt_client_publishes_dropped_total{client_id="q\"<x>",broker="b:2"} 5"#,
             "# TYPE mqtt_client_publishes_dropped_total counter",
+            r#"mqtt_client_tls_cert_expiry_timestamp_seconds{client_id="q\"<x>",broker="b:2"} 1924992000"#,
+            "# TYPE mqtt_client_tls_cert_expiry_timestamp_seconds gauge",
             r#"mqtt_client_status_changes_total{client_id="a",broker="b:1",status="up"} 0"#,
             r#"mqtt_client_status_changes_total{client_id="q\"<x>",broker="b:2",status="up"} 1"#,
             r#"mqtt_client_up{client_id="a",broker="b:1"} 0"#,
@@ -588,6 +637,10 @@ mod tests {
         assert!(
             !text.contains(r#"mqtt_client_publishes_dropped_total{client_id="a""#),
             "a client that dropped nothing has no drop series"
+        );
+        assert!(
+            !text.contains(r#"mqtt_client_tls_cert_expiry_timestamp_seconds{client_id="a""#),
+            "a client that verified no chain has no expiry series"
         );
     }
 
@@ -629,7 +682,11 @@ mod tests {
             }],
             EventKind::ALL.map(|kind| (kind, KindStats::default())),
         )
-        .with_dropped_publishes(vec![(ClientId::from("a"), 2)]);
+        .with_dropped_publishes(vec![(ClientId::from("a"), 2)])
+        .with_tls_cert_expiries(vec![(
+            ClientId::from("b"),
+            UNIX_EPOCH + Duration::from_millis(4_107_459_723_500),
+        )]);
         let protos: Vec<MetricFamily> = Family::ALL
             .iter()
             .filter_map(|&family| snapshot.to_proto(family, &layout))

@@ -18,6 +18,11 @@
 //! | `mqtt.client.ping.rtt` | histogram | `s` | same | ping-response events |
 //! | `mqtt.client.status.changes` | observable counter (monotonic sum) | | same + `status` | status events |
 //!
+//! Only these three, the design's OTLP names: the hub's other per-client data
+//! — failure and dropped-publish counts, the last status change, the TLS
+//! chain expiry (`mqtt_client_tls_cert_expiry_timestamp_seconds`) — is on
+//! `/metrics` only, until OTLP users ask for them together.
+//!
 //! `server.address` and `server.port` are split from the hub's `broker`
 //! (`host:port`; an IPv6 address without its brackets). The histogram's
 //! explicit bucket boundaries default to
