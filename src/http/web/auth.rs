@@ -265,8 +265,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The answer to a refused [`Verdict`]: `401` with the `WWW-Authenticate`
-/// challenge, `429` or `503` with `Retry-After`.
 /// The `reason` label of each refusal, as [`Verdict::refusal_reason`] names it.
 pub(crate) const REFUSAL_REASONS: [&str; 3] = ["unauthorized", "too_many_failures", "busy"];
 
@@ -282,6 +280,8 @@ impl Verdict {
     }
 }
 
+/// The answer to a refused [`Verdict`]: `401` with the `WWW-Authenticate`
+/// challenge, `429` or `503` with `Retry-After`.
 pub(crate) fn refusal(verdict: Verdict) -> Response {
     match verdict {
         Verdict::Pass | Verdict::Fail => unauthorized(),
