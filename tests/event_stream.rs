@@ -160,10 +160,7 @@ async fn the_present_state_comes_first_with_the_reason_of_a_client_that_cannot_c
         .unwrap()
         .since;
     let at = up_event.json()["at"].as_f64().unwrap();
-    let since = since
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let since = support::unix_seconds(since);
     assert!((at - since).abs() < 1e-5, "at {at} is since {since}");
     let refused_event = by_id(&refused);
     assert_eq!(refused_event.field("status").as_deref(), Some("down"));

@@ -24,6 +24,7 @@ use support::http::get_text;
 use support::metrics::sample;
 use support::process::output_with_input;
 use support::prometheus::Prometheus;
+use support::unix_now;
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -165,14 +166,6 @@ fn up_follows_the_present_status_and_a_client_never_connected_reads_zero() {
     assert_eq!(changes("down"), Some(1.0));
     assert_eq!(changes("terminating"), Some(0.0), "counters start at zero");
     assert_eq!(changes("terminated"), None, "never exposed");
-}
-
-/// Seconds since the Unix epoch, now.
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// Guards the value of `mqtt_client_last_status_change_timestamp_seconds`:

@@ -20,7 +20,7 @@ use mqtt_pulse::events::{ClientId, Event, Events, Status};
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use mqtt_pulse::http::{self, Server, WebConfig};
 use support::http::{basic, request, send};
-use support::webdriver::ChromeDriver;
+use support::webdriver::{ChromeDriver, Session};
 use support::{Broker, TempDir};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -133,14 +133,6 @@ impl Serving {
     fn page_url(&self) -> String {
         format!("http://{USER}:{PASSWORD}@{}/", self.address)
     }
-
-    fn status_of(&self, id: &ClientId) -> Option<Status> {
-        self.events
-            .clients()
-            .into_iter()
-            .find(|c| &c.client_id == id)
-            .map(|c| c.status)
-    }
 }
 
 impl Drop for Serving {
@@ -153,22 +145,37 @@ impl Drop for Serving {
     }
 }
 
-/// A script that returns the status cell's text of `id`'s row, or null.
-fn status_cell(id: &ClientId) -> String {
+/// A script that finds `id`'s table row as `row` (undefined when there is
+/// none), then runs `body`.
+fn with_row(id: &ClientId, body: &str) -> String {
     format!(
         "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
            .find(r => r.dataset.clientId === {id:?});\
-         return row ? row.cells[1].textContent : null;"
+         {body}"
     )
+}
+
+/// A script that returns the status cell's text of `id`'s row, or null.
+fn status_cell(id: &ClientId) -> String {
+    with_row(id, "return row ? row.cells[1].textContent : null;")
 }
 
 /// A script that returns whether `id`'s status cell starts with `prefix`.
 fn status_is(id: &ClientId, prefix: &str) -> String {
-    format!(
-        "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
-           .find(r => r.dataset.clientId === {id:?});\
-         return !!row && row.cells[1].textContent.startsWith({prefix:?});"
+    with_row(
+        id,
+        &format!("return !!row && row.cells[1].textContent.startsWith({prefix:?});"),
     )
+}
+
+/// What a failed wait shows: the table's text.
+const TABLE_TEXT: &str = "return document.querySelector('#clients tbody').innerText;";
+
+/// Saves a screenshot as `name`.png in [`output_dir`] and prints its path.
+fn screenshot(page: &Session, name: &str) {
+    let shot = output_dir().join(format!("{name}.png"));
+    page.screenshot(&shot);
+    println!("screenshot: {}", shot.display());
 }
 
 fn wait_until_hub(serving: &Serving, what: &str, condition: impl Fn(&Serving) -> bool) {
@@ -184,7 +191,8 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
     let serving = Serving::start(&broker);
     let (a, b) = (serving.on_broker.clone(), serving.refused.clone());
     wait_until_hub(&serving, "plant-a up, plant-b refused", |s| {
-        s.status_of(&a) == Some(Status::Up) && s.status_of(&b) == Some(Status::Down)
+        s.events.status(a.as_str()) == Some(Status::Up)
+            && s.events.status(b.as_str()) == Some(Status::Down)
     });
     let driver = ChromeDriver::start();
     let page = driver.session(true, 1100, 640);
@@ -202,16 +210,12 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
     assert_eq!(page.execute(&status_cell(&a)), "up");
     assert_eq!(page.execute(&status_cell(&b)), "down (connection_refused)");
     // Round trips arrive live: the sparkline of plant-a gets a line.
-    let sparkline = format!(
-        "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
-           .find(r => r.dataset.clientId === {a:?});\
-         return !!row.querySelector('td.spark svg polyline');"
-    );
+    let sparkline = with_row(&a, "return !!row.querySelector('td.spark svg polyline');");
     page.wait_for(
         "plant-a's sparkline has two RTTs",
         WAIT,
         &sparkline,
-        "return document.querySelector('#clients tbody').innerText;",
+        TABLE_TEXT,
     );
 
     broker.kill();
@@ -235,9 +239,7 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
         page.execute("return document.getElementById('summary').textContent;"),
         "2 clients, 0 up."
     );
-    let shot = output_dir().join("down.png");
-    page.screenshot(&shot);
-    println!("screenshot: {}", shot.display());
+    screenshot(&page, "down");
 
     broker.restart();
     page.wait_for(
@@ -252,21 +254,18 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
         "the page was reloaded"
     );
     // A few round trips since, for a screenshot with a sparkline worth seeing.
-    let points = format!(
-        "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
-           .find(r => r.dataset.clientId === {a:?});\
-         const line = row.querySelector('td.spark svg polyline');\
-         return !!line && line.getAttribute('points').split(' ').length >= 8;"
+    let points = with_row(
+        &a,
+        "const line = row.querySelector('td.spark svg polyline');\
+         return !!line && line.getAttribute('points').split(' ').length >= 8;",
     );
     page.wait_for(
         "plant-a's sparkline has eight RTTs",
         WAIT,
         &points,
-        "return document.querySelector('#clients tbody').innerText;",
+        TABLE_TEXT,
     );
-    let shot = output_dir().join("up.png");
-    page.screenshot(&shot);
-    println!("screenshot: {}", shot.display());
+    screenshot(&page, "up");
 
     // Sorting by status puts the client that is down first; the filter hides
     // what does not match.
@@ -293,9 +292,7 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
     );
     assert_eq!(overflow, 0, "the page is wider than a phone");
-    let shot = output_dir().join("phone.png");
-    page.screenshot(&shot);
-    println!("screenshot: {}", shot.display());
+    screenshot(&page, "phone");
 
     // A client that appears after the page was served gets a row, and its id —
     // text from outside — stays text. (Dispatched on the hub as a connection
@@ -307,13 +304,12 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
         "a row for the new client",
         WAIT,
         &status_is(&hostile, "up"),
-        "return document.querySelector('#clients tbody').innerText;",
+        TABLE_TEXT,
     );
-    let rendered = page.execute(&format!(
-        "const row = Array.from(document.querySelectorAll('#clients tbody tr'))\
-           .find(r => r.dataset.clientId === {hostile:?});\
-         return [row.cells[0].textContent, document.querySelectorAll('#clients img').length,\
-                 window.pwned === undefined];"
+    let rendered = page.execute(&with_row(
+        &hostile,
+        "return [row.cells[0].textContent, document.querySelectorAll('#clients img').length,\
+                 window.pwned === undefined];",
     ));
     assert_eq!(
         rendered,
@@ -328,7 +324,8 @@ fn without_javascript_the_page_is_the_server_rendered_table() {
     let serving = Serving::start(&broker);
     let (a, b) = (serving.on_broker.clone(), serving.refused.clone());
     wait_until_hub(&serving, "plant-a up, plant-b refused", |s| {
-        s.status_of(&a) == Some(Status::Up) && s.status_of(&b) == Some(Status::Down)
+        s.events.status(a.as_str()) == Some(Status::Up)
+            && s.events.status(b.as_str()) == Some(Status::Down)
     });
     let driver = ChromeDriver::start();
     let page = driver.session(false, 1100, 640);
@@ -342,9 +339,7 @@ fn without_javascript_the_page_is_the_server_rendered_table() {
         "Client id Status Status since (UTC) Last ping RTT Broker"
     );
     assert!(!page.is_displayed("#filter"));
-    let shot = output_dir().join("no-javascript.png");
-    page.screenshot(&shot);
-    println!("screenshot: {}", shot.display());
+    screenshot(&page, "no-javascript");
 }
 
 #[test]

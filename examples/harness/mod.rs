@@ -1,5 +1,6 @@
-//! What the benchmark harnesses (`scale`, `load`, `soak`, `otlp_bench`) share;
-//! each pulls it in with `#[path = "harness/mod.rs"] mod harness;`.
+//! What the benchmark harnesses (`scale`, `load`, `soak`, `otlp_bench`,
+//! `auth_flood`, `publish_push`) share; each pulls it in with
+//! `#[path = "harness/mod.rs"] mod harness;`.
 //!
 //! - [`Broker`]: the tests' own mosquitto fixture (`tests/support/broker.rs`),
 //!   started [`quiet`](support::BrokerBuilder::quiet) with `max_connections -1`

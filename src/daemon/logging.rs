@@ -177,21 +177,7 @@ fn write_logfmt<'a>(line: &mut String, fields: impl Iterator<Item = (&'a str, &'
             line.push_str(text);
             continue;
         }
-        line.push('"');
-        for c in text.chars() {
-            match c {
-                '"' => line.push_str("\\\""),
-                '\\' => line.push_str("\\\\"),
-                '\n' => line.push_str("\\n"),
-                '\r' => line.push_str("\\r"),
-                '\t' => line.push_str("\\t"),
-                c if c.is_control() => {
-                    let _ = write!(line, "\\u{:04x}", u32::from(c));
-                }
-                c => line.push(c),
-            }
-        }
-        line.push('"');
+        push_quoted(line, text, char::is_control);
     }
 }
 
@@ -212,7 +198,15 @@ fn write_json<'a>(line: &mut String, fields: impl Iterator<Item = (&'a str, &'a 
     line.push('}');
 }
 
+/// A JSON string: only C0 controls must be escaped there.
 fn push_json_string(line: &mut String, text: &str) {
+    push_quoted(line, text, |c| u32::from(c) < 0x20);
+}
+
+/// `text` in double quotes, with `"`, `\`, line breaks and tabs escaped as
+/// both formats write them, and any other character `escaped` picks as
+/// `\uXXXX` (every control character is in the Basic Multilingual Plane).
+fn push_quoted(line: &mut String, text: &str, escaped: impl Fn(char) -> bool) {
     line.push('"');
     for c in text.chars() {
         match c {
@@ -221,7 +215,7 @@ fn push_json_string(line: &mut String, text: &str) {
             '\n' => line.push_str("\\n"),
             '\r' => line.push_str("\\r"),
             '\t' => line.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
+            c if escaped(c) => {
                 let _ = write!(line, "\\u{:04x}", u32::from(c));
             }
             c => line.push(c),
@@ -254,6 +248,17 @@ mod tests {
             line,
             r#"level=warn msg="cannot connect; \"retrying\"" reason=connection_refused error="a=b\nc\\d" empty="" failures=3"#
         );
+    }
+
+    #[test]
+    fn logfmt_escapes_every_control_character_and_json_only_those_it_must() {
+        let text = Value::Text("a\u{1}b\u{7f}c\u{85}d".into());
+        let mut logfmt = String::new();
+        write_logfmt(&mut logfmt, [("v", &text)].into_iter());
+        assert_eq!(logfmt, r#"v="a\u0001b\u007fc\u0085d""#);
+        let mut json = String::new();
+        write_json(&mut json, [("v", &text)].into_iter());
+        assert_eq!(json, "{\"v\":\"a\\u0001b\u{7f}c\u{85}d\"}");
     }
 
     #[test]

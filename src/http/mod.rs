@@ -1,16 +1,17 @@
 //! The HTTP face of the exporter, in the manner of node_exporter and
 //! blackbox_exporter: `/metrics`, a landing page at `/`, the events hub as
-//! Server-Sent Events at `/events`, `/-/healthy` and `/-/ready`, over plain HTTP or — with the `web-config` feature (on by
-//! default) and a [`WebConfig`] read from the Prometheus exporter-toolkit's
+//! Server-Sent Events at `/events`, `/-/healthy` and `/-/ready`, over plain
+//! HTTP or — with the `web-config` feature (on by default) and a
+//! [`WebConfig`] read from the Prometheus exporter-toolkit's
 //! `--web.config.file` format — HTTPS, with client certificates, basic auth,
 //! extra response headers and a rate limit.
 //!
 //! # Layout
 //!
 //! * `mod.rs`: the routes — one at a time for a service's own router
-//!   ([`metrics_route`], [`landing_route`], [`landing_assets_route`], [`events_route`],
-//!   [`healthy_route`], [`ready_route`]), or the daemon's set ([`router`],
-//!   [`with_default_fallbacks`]) — and the probe answers;
+//!   ([`metrics_route`], [`landing_route`], [`landing_assets_route`],
+//!   [`events_route`], [`healthy_route`], [`ready_route`]), or the daemon's
+//!   set ([`router`], [`with_default_fallbacks`]) — and the probe answers;
 //! * `server.rs`: [`Server`], [`run`] — serving, timeouts, graceful shutdown;
 //! * `scrape.rs`: `/metrics`, shared renders; `landing.rs`: the page at `/`
 //!   and its script and style sheet (`landing/`, served at `/static/…`);

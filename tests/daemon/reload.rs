@@ -3,7 +3,6 @@
 //! survived; then a clean shutdown on SIGTERM. Read through the brokers' logs.
 
 use std::fs;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use mqtt_pulse::config::Config;
 use nix::sys::signal::Signal;
@@ -11,7 +10,7 @@ use nix::sys::signal::Signal;
 use crate::support::daemon::Daemon;
 use crate::support::http::ready;
 use crate::support::metrics::Metrics;
-use crate::support::{Broker, TempDir, wait_until};
+use crate::support::{Broker, TempDir, unix_now, wait_until};
 use crate::{DEADLINE, DEFAULTS, SHUTDOWN_DEADLINE, target, write_config};
 
 /// How many times `client_id` connected to `broker`, counted by mosquitto's
@@ -42,14 +41,6 @@ fn wait_for_broker_log(broker: &Broker, mark: usize, what: &str, condition: impl
         broker.port(),
         broker.log_since(mark)
     );
-}
-
-/// Seconds since the Unix epoch, now.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// `mqtt_pulse_config_last_reload_success_timestamp_seconds` on `metrics`.

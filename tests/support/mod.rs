@@ -14,7 +14,7 @@
 //! | [`logs`] | capturing `tracing` output for assertions |
 //! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
 //! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
-//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`text`], [`failures`], [`failures_on_metrics`], [`expected_revision`] |
+//! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`unix_now`], [`unix_seconds`], [`text`], [`failures`], [`failures_on_metrics`], [`expected_revision`] |
 //!
 //! The system broker at 127.0.0.1:1883 is never touched: every fixture broker runs on a
 //! port from [`free_port`] (never 1883), and processes are only ever signalled by the pid
@@ -206,6 +206,17 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Seconds since the Unix epoch of `time`, as `/metrics` timestamps and
+/// `/events` write them.
+pub fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    unix_seconds(SystemTime::now())
 }
 
 /// True while a process with this pid exists (zombies included).

@@ -43,12 +43,23 @@ impl Process {
     /// Polls `GET /-/ready` on `port`; panics with the log if the process
     /// exits or does not answer 200 `within`.
     pub fn await_ready(&mut self, name: &str, port: u16, within: Duration) {
+        self.await_until(&format!("{name} on port {port}"), within, || ready(port));
+    }
+
+    /// Polls `is_ready` every 50 ms until it says yes; panics with the log if
+    /// the process exits first or it does not say yes `within`.
+    pub fn await_until(
+        &mut self,
+        name: &str,
+        within: Duration,
+        mut is_ready: impl FnMut() -> bool,
+    ) {
         let deadline = Instant::now() + within;
-        while !ready(port) {
+        while !is_ready() {
             assert!(!self.exited(), "{name} exited:\n{}", self.log());
             assert!(
                 Instant::now() < deadline,
-                "{name} not ready on port {port} within {within:?}:\n{}",
+                "{name} not ready within {within:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::http::{connect, request};
 use super::process::Process;
-use super::{free_port, tmp_dir};
+use super::{free_port, tmp_dir, wait_until};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -53,23 +53,12 @@ impl ChromeDriver {
                 .arg("--allowed-ips=127.0.0.1"),
             dir.join("chromedriver.log"),
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = exchange(port, &request("GET", "/status", &[]))
+        process.await_until("chromedriver", Duration::from_secs(20), || {
+            exchange(port, &request("GET", "/status", &[]))
                 .ok()
                 .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                .is_some_and(|v| v["value"]["ready"] == json!(true));
-            if ready {
-                break;
-            }
-            assert!(!process.exited(), "chromedriver exited:\n{}", process.log());
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver not ready:\n{}",
-                process.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .is_some_and(|v| v["value"]["ready"] == json!(true))
+        });
         ChromeDriver {
             port,
             dir,
@@ -168,18 +157,13 @@ impl Session<'_> {
     /// given by `explain`.
     pub fn wait_for(&self, what: &str, within: Duration, script: &str, explain: &str) -> Duration {
         let start = Instant::now();
-        loop {
-            if self.execute(script) == json!(true) {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < within,
-                "{what}: not within {within:?}; the page says {}",
-                self.execute(explain)
-            );
-            // A short pause between polls so the page's own script gets the CPU.
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // wait_until pauses 10 ms between polls, so the page's own script gets the CPU.
+        assert!(
+            wait_until(within, || self.execute(script) == json!(true)),
+            "{what}: not within {within:?}; the page says {}",
+            self.execute(explain)
+        );
+        start.elapsed()
     }
 
     /// Resizes the window (its outer size).

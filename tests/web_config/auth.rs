@@ -14,6 +14,27 @@ pub(crate) fn users(hash: &str) -> String {
     format!("basic_auth_users:\n  {USER}: {hash}\n")
 }
 
+/// `GET /metrics` on `port` with the right credentials, which must answer
+/// `200`: the page.
+pub(crate) fn metrics_as_user(port: u16) -> String {
+    let right = basic(USER, PASSWORD);
+    let response = send(
+        port,
+        &request("GET", "/metrics", &[("Authorization", &right)]),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    response.body
+}
+
+/// `mqtt_pulse_web_auth_refusals_total{reason}` on a `/metrics` page.
+pub(crate) fn refusals(page: &str, reason: &str) -> Option<f64> {
+    sample(
+        page,
+        &format!(r#"mqtt_pulse_web_auth_refusals_total{{reason="{reason}"}}"#),
+    )
+}
+
 #[test]
 fn basic_auth_needs_the_right_password_and_answers_401_with_a_challenge_then_429_per_address() {
     let dir = TempDir::new("web-basic-auth");
@@ -102,25 +123,9 @@ fn refusals_are_counted_by_reason_on_the_exporters_registry() {
     config.register_metrics(handle.registry()).unwrap();
     let serving = Serving::with(Server::new().with_web_config(config), (events, handle));
     let port = serving.port;
-    let refused = |reason: &str, body: &str| {
-        sample(
-            body,
-            &format!(r#"mqtt_pulse_web_auth_refusals_total{{reason="{reason}"}}"#),
-        )
-    };
-    let scrape = || {
-        let right = basic(USER, PASSWORD);
-        let response = send(
-            port,
-            &request("GET", "/metrics", &[("Authorization", &right)]),
-        )
-        .unwrap();
-        assert_eq!(response.status, 200, "{response:?}");
-        response.body
-    };
-    let page = scrape();
+    let page = metrics_as_user(port);
     for reason in ["unauthorized", "too_many_failures", "busy"] {
-        assert_eq!(refused(reason, &page), Some(0.0), "{reason}:\n{page}");
+        assert_eq!(refusals(&page, reason), Some(0.0), "{reason}:\n{page}");
     }
 
     // No credentials: 401, no hash, no failure against the address.
@@ -141,13 +146,13 @@ fn refusals_are_counted_by_reason_on_the_exporters_registry() {
     );
     assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 2);
 
-    let page = scrape();
+    let page = metrics_as_user(port);
     assert_eq!(
-        refused("unauthorized", &page),
+        refusals(&page, "unauthorized"),
         Some(1.0 + FAILURE_BUDGET as f64)
     );
-    assert_eq!(refused("too_many_failures", &page), Some(2.0));
-    assert_eq!(refused("busy", &page), Some(0.0));
+    assert_eq!(refusals(&page, "too_many_failures"), Some(2.0));
+    assert_eq!(refusals(&page, "busy"), Some(0.0));
 }
 
 #[test]

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::auth::users;
+use crate::auth::{metrics_as_user, refusals, users};
 use crate::support::TempDir;
 use crate::support::daemon::Daemon;
 use crate::support::http::{basic, fetch, request, send, status_from};
-use crate::support::metrics::sample;
 use crate::support::process::{ThreadPeak, cpu_ticks, threads};
 use crate::{PASSWORD, USER};
 
@@ -246,25 +245,12 @@ fn a_correct_login_gets_through_a_wrong_password_flood_within_a_few_hash_times()
     // Each refusal is counted by reason on the daemon's /metrics. A 503 can
     // also be the request timeout (never counted as a refusal), so busy is
     // at most the 503s.
-    let page = send(
-        port,
-        &request(
-            "GET",
-            "/metrics",
-            &[("Authorization", &basic(USER, PASSWORD))],
-        ),
-    )
-    .unwrap();
-    assert_eq!(page.status, 200, "{page:?}");
-    let refusals = |reason: &str| {
-        sample(
-            &page.body,
-            &format!(r#"mqtt_pulse_web_auth_refusals_total{{reason="{reason}"}}"#),
-        )
-        .unwrap_or_else(|| panic!("no {reason} refusals on\n{}", page.body))
+    let page = metrics_as_user(port);
+    let counted = |reason: &str| {
+        refusals(&page, reason).unwrap_or_else(|| panic!("no {reason} refusals on\n{page}"))
     };
     let answered = |status: u16| answers.iter().filter(|s| **s == Some(status)).count() as f64;
-    assert_eq!(refusals("unauthorized"), answered(401));
-    assert_eq!(refusals("too_many_failures"), answered(429));
-    assert!(refusals("busy") <= answered(503));
+    assert_eq!(counted("unauthorized"), answered(401));
+    assert_eq!(counted("too_many_failures"), answered(429));
+    assert!(counted("busy") <= answered(503));
 }

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr as _;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -47,6 +47,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use super::failures::{Charge, FailureBudget, Source};
 use super::hash_slots::{HashSlots, Priority};
 use super::secret::Secret;
+use crate::sync::lock;
 
 /// Standard base64 with the padding optional, as browsers and curl send it
 /// either way.
@@ -226,7 +227,7 @@ impl BasicAuth {
     }
 
     #[cfg(test)]
-    fn remembered(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashSet<Vec<u8>>> {
         lock(&self.passed)
     }
 }
@@ -259,14 +260,6 @@ fn remember(passed: &Mutex<HashSet<Vec<u8>>>, digest: Vec<u8>) {
     remembered.insert(digest);
 }
 
-/// Every change under these locks is complete before anything can panic, so
-/// a poisoned one is as good as any.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The answer to a refused [`Verdict`]: `401` with the `WWW-Authenticate`
-/// challenge, `429` or `503` with `Retry-After`.
 /// The `reason` label of each refusal, as [`Verdict::refusal_reason`] names it.
 pub(crate) const REFUSAL_REASONS: [&str; 3] = ["unauthorized", "too_many_failures", "busy"];
 
@@ -282,6 +275,8 @@ impl Verdict {
     }
 }
 
+/// The answer to a refused [`Verdict`]: `401` with the `WWW-Authenticate`
+/// challenge, `429` or `503` with `Retry-After`.
 pub(crate) fn refusal(verdict: Verdict) -> Response {
     match verdict {
         Verdict::Pass | Verdict::Fail => unauthorized(),
