@@ -322,6 +322,12 @@ impl Driver {
             let failure = match step {
                 Step::Shutdown => break,
                 Step::Polled(Ok(event)) => {
+                    if matches!(event, rumqttc::Event::Incoming(Packet::ConnAck(_))) {
+                        // The handshake is done: the next connection in line
+                        // may start. Before the `Up`, so that whoever sees it
+                        // finds the turn given back.
+                        self.turn = None;
+                    }
                     let now = std::time::Instant::now();
                     self.tracker.observe_at(&event, now);
                     self.on_event(event, now, &mut connected_before);
@@ -496,8 +502,6 @@ impl Driver {
     ) {
         match event {
             rumqttc::Event::Incoming(Packet::ConnAck(connack)) => {
-                // The handshake is done: the next connection in line may start.
-                self.turn = None;
                 // From now on the driver sends the PINGREQs, early enough
                 // (keep_alive.rs); zero turns rumqttc's own timer off.
                 self.eventloop.mqtt_options.set_keep_alive(Duration::ZERO);
