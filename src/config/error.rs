@@ -133,7 +133,9 @@ pub enum Problem {
     },
     /// A key of every target together (`connect_concurrency`) written in a
     /// `[[target]]`.
-    #[error("`{key}` cannot be set {place}; set it in [defaults]: it paces all the targets of a broker together")]
+    #[error(
+        "`{key}` cannot be set {place}; set it in [defaults]: it paces all the targets of a broker together"
+    )]
     OnlyADefault {
         /// The key.
         key: String,

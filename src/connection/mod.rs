@@ -50,9 +50,9 @@ pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 #[cfg(feature = "daemon")]
 pub(crate) use labels::{label_name_problem, label_value_problem};
 pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE};
-pub use pacing::{DEFAULT_CONNECT_CONCURRENCY, PacingStats};
 #[cfg(feature = "daemon")]
 pub(crate) use options::{Password, check_keep_alive};
+pub use pacing::{DEFAULT_CONNECT_CONCURRENCY, PacingStats};
 pub use publishes::{
     DEFAULT_PUBLISH_BYTES, DEFAULT_PUBLISH_CAPACITY, Publishes, TryRecvPublishError,
 };

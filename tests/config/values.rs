@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mqtt_pulse::config::{Config, ConfigError, Location};
-use mqtt_pulse::connection::{
-    Backoff, ClientCertificate, DEFAULT_CONNECT_CONCURRENCY, TlsOptions,
-};
+use mqtt_pulse::connection::{Backoff, ClientCertificate, DEFAULT_CONNECT_CONCURRENCY, TlsOptions};
 use mqtt_pulse::exporter::otlp::OtlpProtocol;
 
 use crate::{ms, secs, testdata};
