@@ -265,9 +265,9 @@ async fn a_queued_connection_s_connect_timeout_starts_with_its_turn() {
         failures_of(&events, &queued_id),
         [(FailureReason::Timeout, 1)]
     );
-    // Not sooner than its timeout after its turn came (less the polling step).
+    // Not sooner than its timeout after its turn came (less the delay in seeing the holder fail).
     assert!(
-        waited + Duration::from_millis(10) >= queued_timeout,
+        waited + Duration::from_millis(100) >= queued_timeout,
         "failed {waited:?} after its turn came"
     );
     assert_eq!(holder.pacing().unwrap().started, 2);
