@@ -5,7 +5,8 @@
 //! - [`Broker`]: the tests' own mosquitto fixture (`tests/support/broker.rs`),
 //!   started [`quiet`](support::BrokerBuilder::quiet) with `max_connections -1`
 //!   by [`broker`];
-//! - [`raise_fd_limit`], [`rss_kib`], [`median`], [`load_average`];
+//! - [`raise_fd_limit`], [`rss_kib`], [`median`], [`load_average`],
+//!   [`listen_overflows`];
 //! - [`seconds`], [`positive_number`] and [`positive`]: value parsers for the
 //!   clap arguments.
 //!
@@ -71,6 +72,25 @@ pub fn load_average() -> String {
             )
         })
         .unwrap_or_default()
+}
+
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExtListenOverflows`, what `nstat` shows), from /proc/net/netstat. It
+/// counts for the whole network namespace: read it before and after a run.
+pub fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").expect("read /proc/net/netstat");
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next(), lines.next());
+    names
+        .zip(values)
+        .and_then(|(names, values)| {
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(name, _)| *name == "ListenOverflows")
+                .and_then(|(_, value)| value.parse().ok())
+        })
+        .expect("ListenOverflows in /proc/net/netstat")
 }
 
 /// A clap value parser: a positive number of seconds ("30", "0.5").

@@ -23,6 +23,9 @@ pub(super) const LAYER_KEYS: &[&str] = &[
     "labels",
     "tls",
 ];
+/// Keys `[defaults]` has and `[[target]]` has not: settings of every target
+/// of a broker together.
+pub(super) const DEFAULTS_ONLY_KEYS: &[&str] = &["connect_concurrency"];
 /// Keys of a `backoff` table.
 pub(super) const BACKOFF_KEYS: &[&str] = &["initial", "max"];
 /// Keys of a `tls` table.

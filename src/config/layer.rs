@@ -10,7 +10,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, Problem};
-use super::keys::{BACKOFF_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS, TLS_KEYS};
+use super::keys::{
+    BACKOFF_KEYS, DEFAULTS_ONLY_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS, TLS_KEYS,
+};
 use super::reader::{Place, Span, TableReader, Value, in_file_order, key_text};
 use crate::connection::{
     Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, TlsOptions, check_keep_alive,
@@ -66,10 +68,17 @@ pub(super) struct TlsLayer {
     insecure_skip_verify: Option<bool>,
 }
 
+/// The most `connect_concurrency` may be: more than any broker's listen
+/// queue, so a larger number can only be a mistake (0 turns pacing off).
+const MAX_CONNECT_CONCURRENCY: usize = 65_535;
+
 /// `[defaults]` as written, with its backoff merged over the built-in one.
 pub(super) struct Defaults {
     pub(super) layer: Layer,
     pub(super) backoff: Backoff,
+    /// `connect_concurrency`, a setting of all the targets of a broker
+    /// together, hence of `[defaults]` only.
+    pub(super) connect_concurrency: Option<usize>,
 }
 
 impl Defaults {
@@ -77,6 +86,15 @@ impl Defaults {
         Defaults {
             layer: Layer::default(),
             backoff: Backoff::default(),
+            connect_concurrency: None,
+        }
+    }
+
+    /// `options` with the settings only `[defaults]` has.
+    pub(super) fn apply(&self, options: ConnectionOptions) -> ConnectionOptions {
+        match self.connect_concurrency {
+            Some(limit) => options.with_connect_concurrency(limit),
+            None => options,
         }
     }
 }
@@ -86,9 +104,15 @@ impl TableReader<'_> {
         let place = Place::Table("[defaults]".to_owned());
         let table = self.table("defaults", &Place::Top, value)?;
         let mut layer = Layer::default();
+        let mut connect_concurrency = None;
         for (key, value) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             if self.layer_entry(&mut layer, name, value, &place)? {
+                continue;
+            }
+            if name == "connect_concurrency" {
+                let limit = self.count(name, &place, value, MAX_CONNECT_CONCURRENCY)?;
+                connect_concurrency = Some(limit);
                 continue;
             }
             if TARGET_ONLY_KEYS.contains(&name) {
@@ -97,10 +121,15 @@ impl TableReader<'_> {
                 };
                 return Err(self.error(&key.span(), problem));
             }
-            return Err(self.unknown_key(key, &place, LAYER_KEYS, NESTED_KEYS));
+            let known = [LAYER_KEYS, DEFAULTS_ONLY_KEYS].concat();
+            return Err(self.unknown_key(key, &place, &known, NESTED_KEYS));
         }
         let backoff = self.backoff(&layer, Backoff::default(), &place)?;
-        Ok(Defaults { layer, backoff })
+        Ok(Defaults {
+            layer,
+            backoff,
+            connect_concurrency,
+        })
     }
 
     /// Reads `key` if it is one of the keys `[defaults]` and `[[target]]`

@@ -13,7 +13,10 @@
 //!
 //! * `[defaults]` — `keep_alive`, `connect_timeout`, `ping_timeout`,
 //!   `backoff = { initial, max }`, `clean_session`, `labels` and `tls`, applied
-//!   to every target that does not set them. `labels` merge key by key (the
+//!   to every target that does not set them; and `connect_concurrency` (a
+//!   whole number, 0 for unpaced), which only `[defaults]` has: the connect
+//!   handshakes in flight at once to one broker, over all its targets
+//!   ([`ConnectionOptions::with_connect_concurrency`]). `labels` merge key by key (the
 //!   target's value wins); `backoff` merges key by key; `[defaults.tls]` applies
 //!   only to `mqtts://` and `wss://` targets, key by key, except that
 //!   `cert_file` and `key_file` are taken as a pair from the target if it sets

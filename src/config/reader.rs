@@ -236,6 +236,21 @@ impl TableReader<'_> {
         })
     }
 
+    /// A whole number from 0 to `max`.
+    pub(super) fn count(&self, key: &str, place: &Place, value: &Value, max: usize) -> Read<usize> {
+        let DeValue::Integer(number) = value.get_ref() else {
+            return Err(self.wrong_type(key, place, value, "a whole number"));
+        };
+        let parsed = u64::from_str_radix(number.as_str(), number.radix()).ok();
+        match parsed.and_then(|n| usize::try_from(n).ok()) {
+            Some(count) if count <= max => Ok(count),
+            _ => {
+                let reason = format!("must be a whole number from 0 to {max}");
+                Err(self.bad_value(key, place, &value.span(), reason))
+            }
+        }
+    }
+
     pub(super) fn positive_duration(
         &self,
         key: &str,

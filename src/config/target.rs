@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 use url::Url;
 
 use super::error::{ConfigError, Problem};
-use super::keys::{LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS};
+use super::keys::{DEFAULTS_ONLY_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS};
 use super::layer::{Defaults, Layer};
 use super::reader::{Place, Span, TableReader, Value, in_file_order};
 use super::{CLIENT_ID_PREFIX, MAX_TARGETS, TargetConfig};
@@ -111,7 +111,7 @@ impl TableReader<'_> {
         Ok(TargetConfig {
             name: name.into_inner(),
             location: self.location(&header),
-            options: layer.apply(inherited.apply(options)),
+            options: layer.apply(inherited.apply(defaults.apply(options))),
         })
     }
 
@@ -191,6 +191,13 @@ impl TableReader<'_> {
                         return Err(self.error(&key.span(), problem));
                     }
                     written.password = Some((password, key.span()));
+                }
+                _ if DEFAULTS_ONLY_KEYS.contains(&key_name) => {
+                    let problem = Problem::OnlyADefault {
+                        key: key_name.to_owned(),
+                        place: place.phrase(),
+                    };
+                    return Err(self.error(&key.span(), problem));
                 }
                 _ => {
                     if !self.layer_entry(&mut written.layer, key_name, value, place)? {

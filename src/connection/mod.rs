@@ -8,6 +8,9 @@
 //! bounded queue with counted drops (or, until an embedder takes that queue,
 //! are only counted), so a slow subscriber cannot delay a ping or a reconnect.
 //! It sends the PINGREQs itself, early enough (the `keep_alive` module).
+//! Before each connect attempt it waits for its turn in its broker's
+//! [`pacing`] pool (bounded handshakes in flight per broker), cancellable by
+//! shutdown; the connect timeout starts with the turn.
 //!
 //! Lifecycle of the events, as Tortoise311 means them: `Up` when the broker
 //! accepts CONNECT; `Down` on any loss (socket error or close, missed PINGRESP —
@@ -27,6 +30,7 @@ mod keep_alive;
 mod labels;
 mod link;
 mod options;
+pub mod pacing;
 mod publishes;
 mod streak;
 mod tls;
@@ -48,6 +52,7 @@ pub(crate) use labels::{label_name_problem, label_value_problem};
 pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE};
 #[cfg(feature = "daemon")]
 pub(crate) use options::{Password, check_keep_alive};
+pub use pacing::{DEFAULT_CONNECT_CONCURRENCY, PacingStats};
 pub use publishes::{
     DEFAULT_PUBLISH_BYTES, DEFAULT_PUBLISH_CAPACITY, Publishes, TryRecvPublishError,
 };
@@ -113,6 +118,8 @@ pub struct Connection {
     /// and the way to hand its sender to the task.
     publishes: Option<Handoff>,
     subscriptions: Arc<Subscriptions>,
+    /// The broker's connect pacing pool this connection takes turns in.
+    pacing: Option<Arc<pacing::Pool>>,
 }
 
 /// The connection's subscriptions and what arrives through them, seen by both
@@ -166,6 +173,7 @@ impl Connection {
             publishes::handoff(options.publish_capacity, options.publish_bytes);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let subscriptions = Arc::new(Subscriptions::default());
+        let pacing = pacing::join(&options.broker(), options.connect_concurrency());
         let driver = Driver {
             eventloop,
             tracker,
@@ -177,6 +185,8 @@ impl Connection {
             pings: PingSchedule::new(options.keep_alive()),
             broker: options.broker(),
             options: options.clone(),
+            pacing: pacing.clone(),
+            turn: None,
         };
         let task = runtime.spawn(driver.run(shutdown_rx));
         Ok(Self {
@@ -187,7 +197,16 @@ impl Connection {
             task: Some(task),
             publishes: Some(publish_handoff),
             subscriptions,
+            pacing,
         })
+    }
+
+    /// What the connect pacing of this connection's broker has seen (shared
+    /// with every connection of the process to that broker with the same
+    /// limit; see [`ConnectionOptions::with_connect_concurrency`]); `None`
+    /// when pacing is off.
+    pub fn pacing(&self) -> Option<PacingStats> {
+        self.pacing.as_ref().map(|pool| pool.stats())
     }
 
     /// The client id this connection uses.
@@ -273,6 +292,11 @@ struct Driver {
     broker: String,
     /// To read the password and TLS files again before each reconnect.
     options: ConnectionOptions,
+    /// The broker's connect pacing pool; `None` when unpaced.
+    pacing: Option<Arc<pacing::Pool>>,
+    /// This connection's turn to handshake, held from before the TCP connect
+    /// until CONNACK or the attempt's failure.
+    turn: Option<pacing::Permit>,
 }
 
 enum Step {
@@ -298,6 +322,12 @@ impl Driver {
             let failure = match step {
                 Step::Shutdown => break,
                 Step::Polled(Ok(event)) => {
+                    if matches!(event, rumqttc::Event::Incoming(Packet::ConnAck(_))) {
+                        // The handshake is done: the next connection in line
+                        // may start. Before the `Up`, so that whoever sees it
+                        // finds the turn given back.
+                        self.turn = None;
+                    }
                     let now = std::time::Instant::now();
                     self.tracker.observe_at(&event, now);
                     self.on_event(event, now, &mut connected_before);
@@ -347,6 +377,19 @@ impl Driver {
     /// ping deadline, a ping falling due, the connect timeout, or shutdown.
     async fn next_step(&mut self, up: bool, shutdown: &mut oneshot::Receiver<()>) -> Step {
         if !up {
+            // Wait for a turn before the attempt starts, so that the connect
+            // timeout below measures the handshake, not the queue: a queued
+            // connection has not failed, it stays as it is (Down) and counts
+            // nothing. Shutdown cancels the wait.
+            if self.turn.is_none()
+                && let Some(pool) = &self.pacing
+            {
+                tokio::select! {
+                    biased;
+                    _ = &mut *shutdown => return Step::Shutdown,
+                    turn = pool.acquire() => self.turn = Some(turn),
+                }
+            }
             // The CONNECT announces the keep-alive (rumqttc's timer was
             // turned off while connected, see `on_event`).
             let keep_alive = self.options.keep_alive();
@@ -392,6 +435,9 @@ impl Driver {
         detail: &str,
         shutdown: &mut oneshot::Receiver<()>,
     ) -> ControlFlow<()> {
+        // The attempt is over: the next connection in line may start its own
+        // while this one waits out its backoff.
+        self.turn = None;
         self.pings.lost();
         self.note_failure(reason, was_up, detail);
         // Drop the socket (if any) so the next poll reconnects from scratch.

@@ -65,6 +65,7 @@ pub struct ConnectionOptions {
     pub(crate) publish_capacity: usize,
     pub(crate) publish_bytes: usize,
     max_inflight: u16,
+    connect_concurrency: usize,
     labels: BTreeMap<String, String>,
     /// Where the TLS verifier of every configuration built from these
     /// options (or a clone) records the chain's expiry, for the driver to
@@ -123,7 +124,8 @@ impl ConnectionOptions {
     ///
     /// Defaults: keep-alive 5 s, ping timeout half the keep-alive, connect
     /// timeout 5 s, clean session, backoff 100 ms doubling to 30 s, system TLS
-    /// roots, 1,024 queued incoming publishes, 10 publishes in flight.
+    /// roots, 1,024 queued incoming publishes, 10 publishes in flight, at
+    /// most 64 connect handshakes in flight to the broker.
     ///
     /// # Errors
     /// [`OptionsError`] if the URL does not parse, has another scheme, or has no
@@ -156,6 +158,7 @@ impl ConnectionOptions {
             publish_capacity: super::DEFAULT_PUBLISH_CAPACITY,
             publish_bytes: super::DEFAULT_PUBLISH_BYTES,
             max_inflight: 10,
+            connect_concurrency: super::DEFAULT_CONNECT_CONCURRENCY,
             labels: BTreeMap::new(),
             chain_expiry: ChainExpiry::default(),
         }
@@ -259,6 +262,21 @@ impl ConnectionOptions {
         self
     }
 
+    /// Sets how many connect handshakes (TCP connect through CONNACK) may be
+    /// in flight at once to this connection's broker, counted over every
+    /// connection of the process to the same `host:port` with the same
+    /// limit; the others wait their turn, first come, first served, and
+    /// their connect timeout starts when their turn does. 0 turns pacing off.
+    /// Defaults to [`DEFAULT_CONNECT_CONCURRENCY`](super::DEFAULT_CONNECT_CONCURRENCY)
+    /// (64): below Mosquitto's listen backlog of 100, so that many targets
+    /// starting (or reconnecting) at once do not overflow it and wait out
+    /// the kernel's 1 s SYN retransmit (see [`pacing`](super::pacing)).
+    #[must_use]
+    pub fn with_connect_concurrency(mut self, limit: usize) -> Self {
+        self.connect_concurrency = limit;
+        self
+    }
+
     /// Sets extra constant labels for this client's metrics (say
     /// `site="north"`); a name given twice keeps its last value. Names and
     /// value lengths are checked when the connection starts (see
@@ -358,6 +376,12 @@ impl ConnectionOptions {
     /// The reconnect backoff.
     pub fn backoff(&self) -> Backoff {
         self.backoff
+    }
+
+    /// How many connect handshakes may be in flight at once to the broker
+    /// (0: unpaced).
+    pub fn connect_concurrency(&self) -> usize {
+        self.connect_concurrency
     }
 
     /// The extra constant labels of this client's metrics.
@@ -517,6 +541,7 @@ impl fmt::Debug for ConnectionOptions {
             .field("tls", &self.tls)
             .field("clean_session", &self.clean_session)
             .field("backoff", &self.backoff)
+            .field("connect_concurrency", &self.connect_concurrency)
             .field("labels", &self.labels)
             .finish()
     }

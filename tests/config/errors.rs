@@ -52,6 +52,14 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-not-a-default.toml:2:1: `url` cannot be set in [defaults]; set it in each [[target]]",
     ),
     (
+        "bad-only-a-default.toml",
+        "tests/testdata/bad-only-a-default.toml:4:1: `connect_concurrency` cannot be set in [[target]] \"plant-a\"; set it in [defaults]: it paces all the targets of a broker together",
+    ),
+    (
+        "bad-connect-concurrency.toml",
+        "tests/testdata/bad-connect-concurrency.toml:2:23: bad `connect_concurrency` in [defaults]: must be a whole number from 0 to 65535",
+    ),
+    (
         "bad-wrong-type.toml",
         "tests/testdata/bad-wrong-type.toml:4:14: wrong type for `keep_alive` in [[target]] \"plant-a\": expected a duration string such as \"5s\" or \"250ms\", found an integer",
     ),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mqtt_pulse::config::{Config, ConfigError, Location};
-use mqtt_pulse::connection::{Backoff, ClientCertificate, TlsOptions};
+use mqtt_pulse::connection::{Backoff, ClientCertificate, DEFAULT_CONNECT_CONCURRENCY, TlsOptions};
 use mqtt_pulse::exporter::otlp::OtlpProtocol;
 
 use crate::{ms, secs, testdata};
@@ -35,9 +35,25 @@ fn a_minimal_target_gets_every_default_and_a_derived_client_id() {
     assert_eq!(options.connect_timeout(), secs(5));
     assert_eq!(options.ping_timeout(), ms(2500));
     assert_eq!(options.backoff(), Backoff::default());
+    assert_eq!(options.connect_concurrency(), DEFAULT_CONNECT_CONCURRENCY);
     assert!(options.clean_session());
     assert!(options.labels().is_empty());
     assert_eq!(options.tls(), &TlsOptions::default());
+}
+
+#[test]
+fn connect_concurrency_in_defaults_paces_every_target() {
+    for (written, limit) in [("16", 16), ("0", 0), ("0x40", 64)] {
+        let text = format!(
+            "[defaults]\nconnect_concurrency = {written}\n\n\
+             [[target]]\nname = \"a\"\nurl = \"mqtt://one.example\"\n\n\
+             [[target]]\nname = \"b\"\nurl = \"mqtt://two.example\"\n"
+        );
+        let config = Config::parse(&text, Path::new("pacing.toml")).unwrap();
+        for target in config.targets() {
+            assert_eq!(target.options().connect_concurrency(), limit, "{written}");
+        }
+    }
 }
 
 #[test]
@@ -257,6 +273,7 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "backoff = { initial =",
         "max =",
         "clean_session =",
+        "connect_concurrency =",
         "labels =",
         "ca_file =",
         "cert_file =",
