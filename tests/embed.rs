@@ -62,19 +62,17 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     }
     assert_eq!(seen[0], Event::Status(Status::Up));
 
-    let (code, page) = get_text(app.clone(), "/metrics").await;
-    assert_eq!(code, StatusCode::OK);
-    assert!(page.contains("app_requests_handled_total 7"), "{page}");
     let broker_label = broker.addr();
+    let ping_counted = format!(
+        "mqtt_client_ping_rtt_seconds_count{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 1"
+    );
+    // The exporter's consumer is a subscriber of its own: it may take the
+    // ping a moment after this test's subscription did.
+    let page = metrics_once(&app, |page| page.contains(&ping_counted)).await;
+    assert!(page.contains("app_requests_handled_total 7"), "{page}");
     assert!(
         page.contains(&format!(
             "mqtt_client_up{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 1"
-        )),
-        "{page}"
-    );
-    assert!(
-        page.contains(&format!(
-            "mqtt_client_ping_rtt_seconds_count{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 1"
         )),
         "{page}"
     );
@@ -87,7 +85,9 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
     broker.kill();
     let tracker = driver.await.unwrap();
     assert_eq!(tracker.status(), Status::Down);
-    let (_, page) = get_text(app.clone(), "/metrics").await;
+    let up_zero =
+        format!("mqtt_client_up{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 0");
+    let page = metrics_once(&app, |page| page.contains(&up_zero)).await;
     assert!(
         page.contains(&format!(
             "mqtt_client_up{{client_id=\"embedded-app\",broker=\"{broker_label}\"}} 0"
@@ -102,8 +102,25 @@ async fn a_service_polling_its_own_event_loop_exports_our_metrics_beside_its_own
 
     // Dropping the tracker ends the client's series.
     drop(tracker);
-    let (_, page) = get_text(app.clone(), "/metrics").await;
-    assert!(!page.contains("client_id=\"embedded-app\""), "{page}");
+    metrics_once(&app, |page| !page.contains("client_id=\"embedded-app\"")).await;
+}
+
+/// The service's `/metrics` page once `condition` holds for it; panics with
+/// the last page after 3 s.
+async fn metrics_once(app: &Router, condition: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (code, page) = get_text(app.clone(), "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        if condition(&page) {
+            return page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 3 s:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Guards the `identifier_rejected` reason end to end (the `BadClientId` arm
