@@ -146,7 +146,10 @@ mod tests {
                 Line::CannotConnect("connection_refused"),
                 "b:1: cannot connect (connection_refused)",
             ),
-            (Line::PingLost("ping_timeout"), "b:1: ping lost (ping_timeout)"),
+            (
+                Line::PingLost("ping_timeout"),
+                "b:1: ping lost (ping_timeout)",
+            ),
             (Line::Status("terminated"), "b:1: terminated"),
         ];
         for (line, expected) in table {
@@ -168,7 +171,10 @@ mod tests {
         assert!((stats.avg - 0.003).abs() < 1e-12);
         assert!((stats.max - 0.006).abs() < 1e-12);
         // deviations -2, -1, 0, 3 ms: variance 14/4 ms²
-        assert!((stats.stddev - (3.5f64).sqrt() * 1e-3).abs() < 1e-12, "{stats:?}");
+        assert!(
+            (stats.stddev - (3.5f64).sqrt() * 1e-3).abs() < 1e-12,
+            "{stats:?}"
+        );
         assert_eq!(
             stats.to_string(),
             "rtt min/avg/max/stddev = 1.000/3.000/6.000/1.871 ms"

@@ -133,7 +133,10 @@ impl Target {
         // Url keeps IPv6 hosts in brackets, which is what `host:port` and the
         // Host header want; the TLS server name wants them bare.
         let address = format!("{host}:{port}");
-        let server_name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let server_name = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         if !url.path().ends_with("/events") {
             let path = format!("{}/events", url.path().trim_end_matches('/'));
             url.set_path(&path);
@@ -184,7 +187,8 @@ impl Target {
             .header(header::ACCEPT, "text/event-stream");
         if let Some((user, file)) = &self.credentials {
             let password = read_password(file)?;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             // Cannot fail: base64 is visible ASCII.
             if let Ok(mut value) = HeaderValue::from_str(&format!("Basic {token}")) {
                 value.set_sensitive(true);
@@ -418,9 +422,7 @@ impl Stream for Idle {
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {
                     return match this.deadline.as_mut().poll(cx) {
-                        Poll::Ready(()) => {
-                            Poll::Ready(Some(Err(BodyError::Silent(IDLE_LIMIT))))
-                        }
+                        Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Silent(IDLE_LIMIT)))),
                         Poll::Pending => Poll::Pending,
                     };
                 }
@@ -577,7 +579,10 @@ impl Session {
             self.dropped,
         );
         for (client_id, client) in &self.clients {
-            let status = client.status.as_ref().map_or("unknown", |(s, _)| s.as_str());
+            let status = client
+                .status
+                .as_ref()
+                .map_or("unknown", |(s, _)| s.as_str());
             let _ = write!(
                 summary,
                 "\n{client_id}: {} round trips, {} downs, {status} at the end",
@@ -645,7 +650,9 @@ mod tests {
     fn a_replayed_present_state_prints_nothing_and_a_new_one_prints_its_line() {
         let mut session = Session::new(Instant::now());
         let status = |status: &str, at: &str| {
-            format!(r#"{{"client_id":"a","event":"status","status":"{status}","reason":"ping_timeout","at":{at}}}"#)
+            format!(
+                r#"{{"client_id":"a","event":"status","status":"{status}","reason":"ping_timeout","at":{at}}}"#
+            )
         };
         session.on_event("status", &status("down", "10.5"));
         session.on_event("status", &status("down", "10.5"));
