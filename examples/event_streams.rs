@@ -320,7 +320,9 @@ async fn measure(args: &Args, server: &Server, pid: i32, read: Option<&AtomicU64
 /// `mqtt_pulse_events_dispatched_total{type="ping_response"}` and the sum of
 /// `mqtt_pulse_events_dropped_total`, from the server's `/metrics`.
 fn hub_counters(port: u16) -> (f64, f64) {
-    let page = fetch(port, "GET", "/metrics").expect("scrape the server").body;
+    let page = fetch(port, "GET", "/metrics")
+        .expect("scrape the server")
+        .body;
     let mut dispatched = 0.0;
     let mut dropped = 0.0;
     for line in page.lines() {
