@@ -259,3 +259,48 @@ fn a_daemon_never_reached_is_retried_with_backoff_and_ends_with_status_1() {
         "{stderr}"
     );
 }
+
+/// The daemon restarts: the stream it ended is reported lost, the watch
+/// reconnects (with the backoff while nothing listens) and carries on with
+/// the new daemon's present state.
+#[test]
+fn a_lost_stream_is_followed_again_when_the_daemon_comes_back() {
+    let dir = TempDir::new("watch-reconnect");
+    let broker = Broker::start();
+    let name = format!("watch-again-{}", std::process::id());
+    let client_id = format!("mqtt-pulse-{name}");
+    let config = config(&dir, &broker, &[&name]);
+    // Both daemons also listen here (the flag is repeatable), where the
+    // watch follows them.
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let start = || {
+        Daemon::start(
+            &dir,
+            &["--config.file", &config, "--web.listen-address", &listen],
+            ready,
+        )
+    };
+    let url = format!("http://{listen}");
+    let mut first = start();
+    let mut watch = Interactive::spawn(&dir, "watch", &["watch", &url]);
+    watch.wait_for_line("saying the target is up", WITHIN, |line| {
+        line == format!("{client_id}: up")
+    });
+
+    assert!(first.terminate(Duration::from_secs(10)).success());
+    watch.wait_for_line("saying the stream was lost", WITHIN, |line| {
+        line == format!("{url}: stream lost (the daemon ended it); reconnecting in 1s")
+    });
+    watch.wait_for_line("backing off while nothing listens", WITHIN, |line| {
+        line.starts_with(&format!("{url}: unreachable (")) && line.ends_with("; reconnecting in 2s")
+    });
+    let _second = start();
+    watch.wait_for_line("with the new daemon's present state", WITHIN, |line| {
+        line == format!("{client_id}: up")
+    });
+
+    let (status, lines) = watch.interrupt(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+    let text = lines.join("\n");
+    assert!(text.contains(", 2 connects, 0 events dropped"), "{text}");
+}
