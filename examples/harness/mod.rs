@@ -1,5 +1,5 @@
 //! What the benchmark harnesses (`scale`, `load`, `soak`, `otlp_bench`,
-//! `auth_flood`, `publish_push`) share; each pulls it in with
+//! `auth_flood`, `publish_push`, `event_streams`) share; each pulls it in with
 //! `#[path = "harness/mod.rs"] mod harness;`.
 //!
 //! - [`Broker`]: the tests' own mosquitto fixture (`tests/support/broker.rs`),
@@ -22,7 +22,8 @@ pub use support::Broker;
 
 /// A private mosquitto on a free 127.0.0.1 port below the ephemeral range (so
 /// no client's source port can take it while the broker is down), without a
-/// connection limit, logging only errors, warnings and notices. Call
+/// connection limit, logging errors, warnings and information (not each
+/// client or packet). Call
 /// [`raise_fd_limit`] first: the broker inherits the limit.
 pub fn broker() -> Broker {
     Broker::builder()

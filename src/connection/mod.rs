@@ -44,7 +44,9 @@ pub use error::OptionsError;
 #[cfg(feature = "daemon")]
 pub use files::MAX_CONFIG_FILE_BYTES;
 #[cfg(feature = "daemon")]
-pub(crate) use files::{FileKind, check_password_file, check_readable, read as read_regular_file};
+pub(crate) use files::{
+    FileKind, check_password_file, check_readable, read as read_regular_file, read_password,
+};
 pub use files::{MAX_PASSWORD_BYTES, MAX_PASSWORD_FILE_BYTES, MAX_PEM_FILE_BYTES, READ_TIMEOUT};
 pub use labels::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 #[cfg(feature = "daemon")]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use super::ping::PingArgs;
+pub use super::watch::WatchArgs;
 
 /// `--version` text: version, source revision and compiler.
 pub const LONG_VERSION: &str = concat!(
@@ -71,7 +72,7 @@ pub struct Cli {
     pub web_config_file: Option<PathBuf>,
 
     /// Only log messages at this level or more severe [default: info; warn
-    /// for `ping`, whose events are its output].
+    /// for `ping` and `watch`, whose events are their output].
     #[arg(
         long = "log.level",
         env = "MQTT_PULSE_LOG_LEVEL",
@@ -92,13 +93,13 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The level to log at: `--log.level`, else `info` — `warn` for `ping`,
-    /// which prints its events itself (on standard output; logs go to
+    /// The level to log at: `--log.level`, else `info` — `warn` for `ping`
+    /// and `watch`, which print their events themselves (on standard output; logs go to
     /// standard error).
     pub fn log_level(&self) -> LogLevel {
         match (self.log_level, &self.command) {
             (Some(level), _) => level,
-            (None, Some(Command::Ping(_))) => LogLevel::Warn,
+            (None, Some(Command::Ping(_) | Command::Watch(_))) => LogLevel::Warn,
             (None, _) => LogLevel::Info,
         }
     }
@@ -119,6 +120,12 @@ pub enum Command {
     /// up). Exit 0 if the broker was up at the end, 1 if not. MQTT 3.1.1 only:
     /// the library speaks no other version, so there is no protocol flag.
     Ping(PingArgs),
+    /// Follow a running mqtt-pulse's /events and print ping's lines for every
+    /// client it watches, prefixed with the client id (up, each round trip,
+    /// down with its reason). Reconnects when the stream drops; on Ctrl-C or
+    /// SIGTERM prints a summary per client. Exit 1 if it never connected or
+    /// the daemon refused the request (credentials, selection).
+    Watch(WatchArgs),
 }
 
 /// Severity threshold of the logs.

@@ -64,6 +64,15 @@ pub enum DaemonError {
     /// `mqtt-pulse ping`: the broker was not up when it stopped.
     #[error("ping {0}: not up at the end")]
     PingDown(String),
+    /// `mqtt-pulse watch`: the URL or a flag is unusable, the daemon refused
+    /// the request, or it was never reached.
+    #[error("watch {url}: {reason}")]
+    Watch {
+        /// The daemon's URL as given (a password in it masked).
+        url: String,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
     /// The tokio runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),

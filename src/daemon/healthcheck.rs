@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::DaemonError;
+use super::client::connect;
 use crate::connection::TlsOptions;
 
 /// How long the whole check may take: connect, handshake, request, answer.
@@ -45,39 +43,15 @@ pub(super) fn healthcheck(address: &str, tls: bool) -> Result<(), DaemonError> {
 
 /// The status `GET /-/healthy` gets from `target` (`host:port`).
 async fn get_healthy(target: &str, tls: bool) -> Result<StatusCode, String> {
-    let tcp = TcpStream::connect(target)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !tls {
-        return get(tcp, target).await;
-    }
     // The server is this machine's own mqtt-pulse: which certificate it
     // shows is not the question, whether it answers is.
-    let config = TlsOptions {
+    let any_certificate = TlsOptions {
         insecure_skip_verify: true,
         ..Default::default()
-    }
-    .client_config()
-    .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    get(stream, target).await
-}
-
-/// One HTTP/1.1 `GET /-/healthy` over `stream`.
-async fn get<S>(stream: S, host: &str) -> Result<StatusCode, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
+    };
+    let mut sender = connect(target, tls.then_some((&any_certificate, "localhost"))).await?;
     let request = Request::get("/-/healthy")
-        .header("host", host)
+        .header("host", target)
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
     let response = sender

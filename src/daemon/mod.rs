@@ -13,9 +13,12 @@
 //!   one (`POST /-/reload`, SIGHUP);
 //! * `listen` — `--web.listen-address`; `otlp` — the OTLP push from the config;
 //! * `healthcheck` — the `healthcheck` subcommand; `ping` — the `ping`
-//!   subcommand; `memory` — the allocator's purge thread.
+//!   subcommand; `watch` — the `watch` subcommand; `report` — the lines
+//!   `ping` and `watch` share; `client` — the HTTP client of `healthcheck`
+//!   and `watch`; `memory` — the allocator's purge thread.
 
 mod cli;
+mod client;
 mod error;
 mod healthcheck;
 mod listen;
@@ -24,9 +27,11 @@ mod memory;
 mod otlp;
 mod ping;
 mod reload;
+mod report;
 mod supervisor;
+mod watch;
 
-pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel, PingArgs};
+pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel, PingArgs, WatchArgs};
 pub use error::DaemonError;
 pub use logging::init_logging;
 pub use memory::return_freed_memory;
@@ -37,7 +42,7 @@ use std::time::Duration;
 use axum::Router;
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
@@ -76,6 +81,13 @@ pub fn main(cli: Cli) -> Result<(), DaemonError> {
             true => Ok(()),
             false => Err(DaemonError::PingDown(url)),
         };
+    }
+    if let Some(Command::Watch(args)) = cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(DaemonError::Runtime)?;
+        return runtime.block_on(watch::watch(args, crate::http::shutdown_signal()));
     }
     if cli.config_check {
         return check_config(&cli);
@@ -308,8 +320,8 @@ fn serve(
     listeners: Vec<(String, TcpListener)>,
     app: Router,
     web_config: &WebConfig,
-) -> (watch::Sender<bool>, JoinSet<()>) {
-    let (stop_serving, serving_stopped) = watch::channel(false);
+) -> (tokio::sync::watch::Sender<bool>, JoinSet<()>) {
+    let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
     let mut servers = JoinSet::new();
     for (address, listener) in listeners {
         let mut stopped = serving_stopped.clone();

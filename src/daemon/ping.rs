@@ -11,13 +11,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::DaemonError;
+use super::report::{Line, Rtts, say};
 use crate::connection::{ClientCertificate, Connection, ConnectionOptions, TlsOptions};
 use crate::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, Message, Status,
@@ -167,14 +167,6 @@ fn failures_of(events: &Events, client_id: &ClientId) -> BTreeMap<FailureReason,
         .collect()
 }
 
-/// One line on standard output. A closed pipe (`| head -1`) is no reason to
-/// panic: the line is dropped.
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
 /// What the run has seen, and the lines it prints.
 #[derive(Debug)]
 struct Session {
@@ -183,7 +175,7 @@ struct Session {
     status: Status,
     up_since: Option<Instant>,
     time_up: Duration,
-    rtts: Vec<Duration>,
+    rtts: Rtts,
     /// Failures counted so far, by reason, as printed.
     failures: BTreeMap<FailureReason, u64>,
     downs: u64,
@@ -200,7 +192,7 @@ impl Session {
             status: Status::Down,
             up_since: None,
             time_up: Duration::ZERO,
-            rtts: Vec::new(),
+            rtts: Rtts::default(),
             failures: BTreeMap::new(),
             downs: 0,
             connections_lost: 0,
@@ -209,7 +201,7 @@ impl Session {
 
     /// Round trips, unanswered pings and failed connects.
     fn probes(&self) -> u64 {
-        self.rtts.len() as u64 + self.failures.values().sum::<u64>()
+        self.rtts.count() + self.failures.values().sum::<u64>()
     }
 
     fn lost_pings(&self) -> u64 {
@@ -224,7 +216,7 @@ impl Session {
             Event::Status(Status::Up) => {
                 self.status = Status::Up;
                 self.up_since = Some(now);
-                say(&format!("{}: up", self.broker));
+                say(&Line::Up.about(&self.broker));
             }
             Event::Status(status) => {
                 if let Some(since) = self.up_since.take() {
@@ -243,19 +235,15 @@ impl Session {
                         if reason != FailureReason::PingTimeout {
                             self.connections_lost += 1;
                         }
-                        say(&format!("{}: down ({reason})", self.broker));
+                        say(&Line::Down(Some(reason.as_str())).about(&self.broker));
                     }
-                    None => say(&format!("{}: down", self.broker)),
+                    None => say(&Line::Down(None).about(&self.broker)),
                 }
             }
             Event::PingResponse(rtt) => {
                 self.rtts.push(rtt);
-                say(&format!(
-                    "{}: seq={} rtt={}",
-                    self.broker,
-                    self.rtts.len(),
-                    format_ms(rtt)
-                ));
+                let seq = self.rtts.count();
+                say(&Line::RoundTrip { seq, rtt }.about(&self.broker));
             }
         }
     }
@@ -266,12 +254,12 @@ impl Session {
         for (&reason, &count) in counted {
             let seen = self.failures.entry(reason).or_insert(0);
             for _ in *seen..count {
-                let what = if reason == FailureReason::PingTimeout {
-                    "ping lost"
+                let line = if reason == FailureReason::PingTimeout {
+                    Line::PingLost(reason.as_str())
                 } else {
-                    "cannot connect"
+                    Line::CannotConnect(reason.as_str())
                 };
-                say(&format!("{}: {what} ({reason})", self.broker));
+                say(&line.about(&self.broker));
             }
             *seen = (*seen).max(count);
         }
@@ -289,7 +277,7 @@ impl Session {
         let _ = write!(
             summary,
             "{} round trips, {} lost, {} failed connects, {} downs, up {:.1} s of {:.1} s, {} at the end",
-            self.rtts.len(),
+            self.rtts.count(),
             self.lost_pings(),
             connect_failures,
             self.downs,
@@ -297,50 +285,11 @@ impl Session {
             total.as_secs_f64(),
             self.status,
         );
-        if let Some(stats) = RttStats::of(&self.rtts) {
-            let _ = write!(
-                summary,
-                "\nrtt min/avg/max/stddev = {:.3}/{:.3}/{:.3}/{:.3} ms",
-                stats.min * 1e3,
-                stats.avg * 1e3,
-                stats.max * 1e3,
-                stats.stddev * 1e3
-            );
+        if let Some(stats) = self.rtts.stats() {
+            let _ = write!(summary, "\n{stats}");
         }
         summary
     }
-}
-
-/// Round-trip statistics in seconds; the standard deviation is the
-/// population's, as ping's `mdev`.
-#[derive(Debug, PartialEq)]
-struct RttStats {
-    min: f64,
-    avg: f64,
-    max: f64,
-    stddev: f64,
-}
-
-impl RttStats {
-    fn of(rtts: &[Duration]) -> Option<Self> {
-        if rtts.is_empty() {
-            return None;
-        }
-        let seconds: Vec<f64> = rtts.iter().map(Duration::as_secs_f64).collect();
-        let n = seconds.len() as f64;
-        let avg = seconds.iter().sum::<f64>() / n;
-        let variance = seconds.iter().map(|s| (s - avg).powi(2)).sum::<f64>() / n;
-        Some(Self {
-            min: seconds.iter().copied().fold(f64::INFINITY, f64::min),
-            avg,
-            max: seconds.iter().copied().fold(0.0, f64::max),
-            stddev: variance.sqrt(),
-        })
-    }
-}
-
-fn format_ms(rtt: Duration) -> String {
-    format!("{:.3} ms", rtt.as_secs_f64() * 1e3)
 }
 
 #[cfg(test)]
@@ -355,18 +304,6 @@ mod tests {
             at: SystemTime::UNIX_EPOCH,
             reason,
         }
-    }
-
-    #[test]
-    fn rtt_statistics_are_min_avg_max_and_the_population_stddev() {
-        let ms = Duration::from_millis;
-        let stats = RttStats::of(&[ms(1), ms(2), ms(3), ms(6)]).unwrap();
-        assert!((stats.min - 0.001).abs() < 1e-12);
-        assert!((stats.avg - 0.003).abs() < 1e-12);
-        assert!((stats.max - 0.006).abs() < 1e-12);
-        // deviations -2, -1, 0, 3 ms: variance 14/4 ms²
-        assert!((stats.stddev - (3.5f64).sqrt() * 1e-3).abs() < 1e-12);
-        assert_eq!(RttStats::of(&[]), None);
     }
 
     #[test]

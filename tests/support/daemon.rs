@@ -12,10 +12,14 @@
 //!   (usually [`http::ready`]), ended by SIGTERM with [`Daemon::terminate`], and killed
 //!   (SIGKILL, by its pid) and reaped on drop if it is still running. Its HTTP side:
 //!   [`Daemon::request`], [`Daemon::metrics`], [`Daemon::wait_for_metrics`].
+//! - [`Interactive`]: a subcommand that prints as it goes (`watch`), its
+//!   standard output read line by line as it comes, interrupted with SIGINT.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
@@ -286,6 +290,119 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = signal::kill(self.pid(), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `mqtt-pulse <args>` with its standard output read line by line as it
+/// comes (a thread forwards each line), its standard error in a file. Killed
+/// (SIGKILL) and reaped on drop if it is still running.
+pub struct Interactive {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+    stderr_path: PathBuf,
+}
+
+impl Interactive {
+    /// Starts `mqtt-pulse <args>` without the caller's [`settings_env`]; its
+    /// stderr goes to `<name>.stderr` in `dir`.
+    pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Interactive {
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let mut child = command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("spawn mqtt-pulse");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Interactive {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr_path,
+        }
+    }
+
+    /// Everything it has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
+    }
+
+    /// The next line that satisfies `wanted` (the lines before it are kept
+    /// in [`seen`](Self::seen) too); panics with everything seen if none
+    /// comes within `within` or the output ends.
+    pub fn wait_for_line(
+        &mut self,
+        what: &str,
+        within: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(error) => panic!(
+                    "no line {what} within {within:?} ({error}); seen:\n{}\n--- stderr ---\n{}",
+                    self.seen.join("\n"),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Waits up to `within` for it to exit by itself; then every line it
+    /// printed (those seen before included) and its exit status.
+    pub fn wait(mut self, within: Duration) -> (ExitStatus, Vec<String>) {
+        let mut status = None;
+        let exited = wait_until(within, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(
+            exited,
+            "still running after {within:?}; seen:\n{}\n--- stderr ---\n{}",
+            self.seen.join("\n"),
+            self.stderr()
+        );
+        // The reader thread ends with the pipe, after the last line.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status.expect("it exited"), std::mem::take(&mut self.seen))
+    }
+
+    /// SIGINT (Ctrl-C), then [`wait`](Self::wait).
+    pub fn interrupt(self, within: Duration) -> (ExitStatus, Vec<String>) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        signal::kill(pid, Signal::SIGINT).unwrap();
+        self.wait(within)
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+            let _ = signal::kill(pid, Signal::SIGKILL);
         }
         let _ = self.child.wait();
     }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | [`broker`] | [`Broker`]: a private `mosquitto` on a free port, killed, paused, restarted, its log read |
 //! | [`pki`] | [`TestPki`]: a throw-away CA with server and client certificates (rcgen) |
-//! | [`daemon`] | [`daemon::Daemon`]: the real `mqtt-pulse` binary as a guarded child; one-shot runs |
+//! | [`daemon`] | [`daemon::Daemon`]: the real `mqtt-pulse` binary as a guarded child; one-shot runs; [`daemon::Interactive`]: a subcommand's output line by line |
 //! | [`http`] | HTTP clients: hyper-util for plain GETs, raw HTTP/1.1 over TCP or TLS, router `oneshot` |
 //! | [`sse`] | [`sse::open`]: an `/events` stream, read event by event only when asked |
 //! | [`webdriver`] | [`webdriver::ChromeDriver`]: headless Chromium through `chromedriver`, for the live page |
