@@ -86,6 +86,45 @@ fn a_closed_port_prints_the_reason_and_exits_non_zero() {
     );
 }
 
+/// Guards `report::shown_url`: a password written in the broker URL is used
+/// but never printed — not in the `PING` line, the summary's header or the
+/// error line — and neither is one in a URL that does not parse.
+#[test]
+fn a_password_in_the_url_is_never_printed() {
+    let url = format!("mqtt://user:s3cret-9f1@127.0.0.1:{}", support::free_port());
+    let output = run(&["ping", "--count", "1", &url]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+        "{stdout}{stderr}"
+    );
+    let shown = url.replace("s3cret-9f1", "xxxxx");
+    assert!(stdout.starts_with(&format!("PING {shown} as ")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("--- {shown} ping statistics ---")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("ping {shown}: not up at the end")),
+        "{stderr}"
+    );
+
+    let output = run(&[
+        "ping",
+        "--count",
+        "1",
+        "mqtt://user:s3cret-9f1@127.0.0.1:99999",
+    ]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_ne!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+        "{stdout}{stderr}"
+    );
+    assert!(stderr.contains("mqtt://xxxxx@127.0.0.1:99999"), "{stderr}");
+}
+
 #[test]
 fn sigint_prints_the_summary_and_exits_0_while_up() {
     let broker = Broker::start();

@@ -76,7 +76,7 @@ pub fn main(cli: Cli) -> Result<(), DaemonError> {
             .enable_all()
             .build()
             .map_err(DaemonError::Runtime)?;
-        let url = args.url.clone();
+        let url = report::shown_url(&args.url);
         return match runtime.block_on(ping::ping(args, crate::http::shutdown_signal()))? {
             true => Ok(()),
             false => Err(DaemonError::PingDown(url)),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::DaemonError;
-use super::report::{Line, Rtts, say};
+use super::report::{Line, Rtts, say, shown_url};
 use crate::connection::{ClientCertificate, Connection, ConnectionOptions, TlsOptions};
 use crate::events::{
     ClientFilter, ClientId, Event, EventKind, Events, FailureReason, Message, Status,
@@ -79,7 +79,7 @@ impl PingArgs {
             .clone()
             .unwrap_or_else(|| format!("mqtt-pulse-ping-{}", std::process::id()));
         let target = |source| DaemonError::Target {
-            target: self.url.clone(),
+            target: shown_url(&self.url),
             source,
         };
         let mut options = ConnectionOptions::new(client_id, &self.url)
@@ -122,9 +122,9 @@ pub(super) async fn ping(
     subscription.register(ClientFilter::Any, EventKind::PingResponse);
     let client_id = options.client_id().clone();
     let broker = options.broker();
-    let url = args.url.clone();
+    let url = shown_url(&args.url);
     let connection = Connection::start(options, &events).map_err(|source| DaemonError::Target {
-        target: args.url.clone(),
+        target: url.clone(),
         source,
     })?;
     say(&format!(

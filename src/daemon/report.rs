@@ -130,6 +130,31 @@ fn format_ms(rtt: Duration) -> String {
     format!("{:.3} ms", rtt.as_secs_f64() * 1e3)
 }
 
+/// What `ping` and `watch` show of a URL given on the command line: as given,
+/// but a password in it (`mqtt://user:secret@host`) masked, also when the
+/// rest of the URL does not parse.
+pub(super) fn shown_url(raw: &str) -> String {
+    const MASK: &str = "xxxxx";
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some(MASK));
+            url.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        // Unparsable: hide all of the user info, whatever it holds.
+        Err(_) => {
+            let Some((scheme, rest)) = raw.split_once("://") else {
+                return raw.to_owned();
+            };
+            let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+            match authority.rfind('@') {
+                Some(at) => format!("{scheme}://{MASK}@{}", &rest[at + 1..]),
+                None => raw.to_owned(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +204,19 @@ mod tests {
             stats.to_string(),
             "rtt min/avg/max/stddev = 1.000/3.000/6.000/1.871 ms"
         );
+    }
+
+    #[test]
+    fn a_password_never_shows_and_the_rest_does() {
+        assert_eq!(
+            shown_url("mqtt://u:s3cret@127.0.0.1:1883"),
+            "mqtt://u:xxxxx@127.0.0.1:1883"
+        );
+        assert_eq!(shown_url("mqtt://127.0.0.1:1883"), "mqtt://127.0.0.1:1883");
+        assert_eq!(shown_url("mqtt://u@host:1883"), "mqtt://u@host:1883");
+        // A port that does not parse: the user info goes whole.
+        let shown = shown_url("mqtt://u:s3cret@host:99999/x");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(shown, "mqtt://xxxxx@host:99999/x");
     }
 }

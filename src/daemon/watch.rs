@@ -27,7 +27,7 @@ use url::Url;
 
 use super::DaemonError;
 use super::client::connect;
-use super::report::{Line, Rtts, say};
+use super::report::{Line, Rtts, say, shown_url};
 use crate::connection::{OptionsError, TlsOptions, read_password};
 
 /// The wait before the first reconnect, unless the stream's `retry:` says
@@ -95,14 +95,7 @@ impl Target {
     fn new(args: &WatchArgs) -> Result<Self, DaemonError> {
         let parsed = Url::parse(&args.url);
         // What errors and lines show: never a password given in the URL.
-        let shown = match &parsed {
-            Ok(url) if url.password().is_some() => {
-                let mut redacted = url.clone();
-                let _ = redacted.set_password(Some("xxxxx"));
-                redacted.to_string()
-            }
-            _ => args.url.clone(),
-        };
+        let shown = shown_url(&args.url);
         let bad = |reason: String| DaemonError::Watch {
             url: shown.clone(),
             reason,
