@@ -16,7 +16,7 @@
 //! accepts CONNECT; `Down` on any loss (socket error or close, missed PINGRESP —
 //! with the reason counted and logged — then reconnect after a backoff, which
 //! starts over only once a connection has stayed up for the stable period:
-//! see [`streak`]);
+//! see `streak.rs`);
 //! `Terminating` then `Terminated` on shutdown. Each only on a change; a
 //! refused or failed connect sends nothing (the status stays Down) but is
 //! counted by reason.

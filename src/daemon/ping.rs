@@ -30,6 +30,8 @@ const FAILURE_POLL: Duration = Duration::from_millis(50);
 /// Flags of `mqtt-pulse ping`: the target options of the config file.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Ping options")]
+// The field docs are `--help` text, written for a terminal, not rustdoc.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 pub struct PingArgs {
     /// The broker: mqtt://host[:1883], mqtts://host[:8883], ws://…, wss://…
     /// (a user name and password in the URL are used as credentials).
