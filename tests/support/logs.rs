@@ -43,6 +43,7 @@ impl<'a> MakeWriter<'a> for Logs {
 /// Captures every event (TRACE and up) logged on the current thread until the
 /// guard drops. A test on a current-thread runtime sees its tasks' logs too.
 pub fn capture_thread() -> (Logs, tracing::subscriber::DefaultGuard) {
+    interest_anchor();
     let logs = Logs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -50,6 +51,22 @@ pub fn capture_thread() -> (Logs, tracing::subscriber::DefaultGuard) {
         .with_writer(logs.clone())
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// Keeps a second, always-interested dispatcher alive for the rest of the
+/// process, so that tracing never caches a callsite as disabled for everyone.
+///
+/// Why: tracing caches each callsite's interest process-wide. With exactly
+/// one dispatcher registered (a test's thread-local capture), a callsite first
+/// reached on a thread without a subscriber (a sibling test) is asked of that
+/// thread's default, `NoSubscriber`, and cached as "never" — and the capturing
+/// test then never sees that line (tokio-rs/tracing#3611; it made
+/// `a_wrong_password_is_refused_by_reason_and_never_logged` miss its warn line
+/// under load). With two dispatchers registered, interest is the union over
+/// all of them. The anchor has no layers: it keeps nothing and prints nothing.
+fn interest_anchor() {
+    static ANCHOR: OnceLock<tracing::Dispatch> = OnceLock::new();
+    ANCHOR.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
 }
 
 /// Every event (DEBUG and up) of this test binary, from every thread: the
