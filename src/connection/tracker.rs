@@ -9,7 +9,9 @@ use rumqttc::ConnectionError;
 
 use super::link::{Link, Observed, classify};
 use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
-use crate::events::{ClientId, ClientInfo, Event, Events, FailureReason, Status};
+use crate::events::{
+    ClientId, ClientInfo, DroppedPublishCounter, Event, Events, FailureReason, Status,
+};
 
 /// Reports one MQTT connection's health to an events hub from the events and
 /// errors its rumqttc `EventLoop::poll()` returns.
@@ -85,6 +87,11 @@ pub struct ConnectionTracker {
     link: Link,
     /// How long a PINGREQ may go unanswered; `None` without keep-alive.
     ping_timeout: Option<Duration>,
+    /// The client's counter in the hub, taken at the first drop so a
+    /// connection that never drops one adds no entry, and every later drop
+    /// is an atomic add instead of a hub-wide lock. Given up when the
+    /// client is terminated: the hub forgets that count then.
+    dropped_publishes: Option<DroppedPublishCounter>,
 }
 
 impl ConnectionTracker {
@@ -134,6 +141,7 @@ impl ConnectionTracker {
             broker,
             link: Link::new(),
             ping_timeout: None,
+            dropped_publishes: None,
         }
     }
 
@@ -214,9 +222,14 @@ impl ConnectionTracker {
 
     /// An incoming publish was dropped (nobody took the queue, or it was
     /// full): a counter in the hub, like the failures, so the exporters read
-    /// it at scrape time the way they read every per-client count.
-    pub(crate) fn publish_dropped(&self) {
-        self.events.count_dropped_publish(&self.client_id);
+    /// it at scrape time the way they read every per-client count. Past the
+    /// first drop it is one atomic add: a broker pushing at a connection
+    /// whose queue nobody takes must not cost a hub-wide lock per message.
+    pub(crate) fn publish_dropped(&mut self) {
+        let (events, client_id) = (&self.events, &self.client_id);
+        self.dropped_publishes
+            .get_or_insert_with(|| events.dropped_publish_counter(client_id))
+            .count();
     }
 
     /// A TLS handshake verified the broker's certificate chain, which
@@ -238,6 +251,9 @@ impl ConnectionTracker {
     pub fn terminated(&mut self) {
         if let Some(status) = self.link.terminated() {
             self.report(status, None);
+            // The hub forgot the count; should the link come back, its drops
+            // start a new one rather than vanish into the forgotten counter.
+            self.dropped_publishes = None;
         }
     }
 
@@ -352,5 +368,28 @@ mod tests {
         assert_eq!(tracker.ping_deadline(), None);
         assert!(!tracker.check_ping(t0 + Duration::from_secs(9)));
         assert_eq!(tracker.status(), Status::Up);
+    }
+
+    #[test]
+    fn drops_after_the_client_was_terminated_and_came_back_count_in_a_new_series() {
+        let events = Events::new();
+        let mut tracker = ConnectionTracker::from_mqtt_options(
+            &events,
+            &MqttOptions::new("a", "127.0.0.1", 1883),
+        );
+        let a = ClientId::from("a");
+        let t0 = Instant::now();
+        up(&mut tracker, t0);
+        tracker.publish_dropped();
+        tracker.publish_dropped();
+        assert_eq!(events.dropped_publishes(), vec![(a.clone(), 2)]);
+
+        tracker.terminated();
+        assert_eq!(events.dropped_publishes(), vec![]);
+        // The same tracker sees the link up again (a host that keeps polling):
+        // its drops must show, from zero, not go to the forgotten counter.
+        up(&mut tracker, t0);
+        tracker.publish_dropped();
+        assert_eq!(events.dropped_publishes(), vec![(a, 1)]);
     }
 }

@@ -35,8 +35,8 @@
 //!   nothing. Connections also count their failures by [`FailureReason`] here
 //!   ([`Events::count_failure`], [`Events::failures`]); failures are counters,
 //!   not events; so is each client's count of incoming publishes its
-//!   connection dropped ([`Events::count_dropped_publish`],
-//!   [`Events::dropped_publishes`]), and, for a TLS connection, when the
+//!   connection dropped ([`Events::count_dropped_publish`], or lock-free
+//!   through a [`DroppedPublishCounter`]; [`Events::dropped_publishes`]), and, for a TLS connection, when the
 //!   broker certificate chain it verified last expires
 //!   ([`Events::record_tls_cert_expiry`], [`Events::tls_cert_expiries`]). A
 //!   client whose status becomes [`Status::Terminated`] is forgotten, its
@@ -98,7 +98,10 @@ pub(crate) struct Hub {
     registry: RwLock<Registry>,
     statuses: Mutex<HashMap<ClientId, ClientState>>,
     failures: Mutex<BTreeMap<(ClientId, FailureReason), u64>>,
-    dropped_publishes: Mutex<BTreeMap<ClientId, u64>>,
+    /// Each client's shared counter: connections count into their clone
+    /// without this lock; only handing out a counter, a scrape and
+    /// forgetting a client take it.
+    dropped_publishes: Mutex<BTreeMap<ClientId, Arc<AtomicU64>>>,
     tls_cert_expiries: Mutex<BTreeMap<ClientId, SystemTime>>,
     counters: [KindCounters; KINDS],
     next_subscriber_id: AtomicU64,
@@ -195,6 +198,22 @@ pub struct KindStats {
     pub delivered: u64,
     /// Copies dropped because a subscription's queue was full.
     pub dropped: u64,
+}
+
+/// One client's count of dropped incoming publishes, shared with the hub
+/// that handed it out ([`Events::dropped_publish_counter`]). Clones count
+/// into the same number.
+#[derive(Clone, Debug)]
+pub struct DroppedPublishCounter(Arc<AtomicU64>);
+
+impl DroppedPublishCounter {
+    /// Counts one dropped publish: a relaxed atomic add, no lock, so a
+    /// connection dropping every publish of a busy broker does not contend
+    /// with dispatch or scrapes. The count is read only at scrape time,
+    /// ordered with nothing else.
+    pub fn count(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Events {
@@ -379,16 +398,55 @@ impl Events {
     }
 
     /// Counts one incoming publish that `client_id`'s connection dropped
-    /// (nobody took its queue, or the queue was full). Connection drivers call
-    /// it; like a failure it is a counter, never an event.
+    /// (nobody took its queue, or the queue was full); like a failure it is
+    /// a counter, never an event.
+    ///
+    /// Each call looks the client up under a hub-wide lock. A loop that may
+    /// drop every message of a busy broker should count through a
+    /// [`dropped_publish_counter`](Self::dropped_publish_counter) instead, as
+    /// the connections mqtt-pulse drives do.
     pub fn count_dropped_publish(&self, client_id: &ClientId) {
-        let mut dropped = lock(&self.hub.dropped_publishes);
-        match dropped.get_mut(client_id.as_str()) {
-            Some(count) => *count += 1,
+        self.dropped_publish_counter(client_id).count();
+    }
+
+    /// The counter of `client_id`'s dropped incoming publishes, shared with
+    /// the hub: [`DroppedPublishCounter::count`] adds to what
+    /// [`dropped_publishes`](Self::dropped_publishes) reports without taking
+    /// any lock. Getting it takes the hub's lock once, so get it once (or at
+    /// the first drop) and keep it while the client lives.
+    ///
+    /// It belongs to the client as the hub knows it now: once the client is
+    /// terminated the hub forgets its count, and what the counter counts
+    /// after that is seen by no one. A client that comes back needs a new
+    /// counter.
+    ///
+    /// ```
+    /// use mqtt_pulse::events::{ClientId, Event, Events, Status};
+    ///
+    /// let events = Events::new();
+    /// let plant = ClientId::from("plant-a");
+    /// let dropped = events.dropped_publish_counter(&plant);
+    /// assert_eq!(events.dropped_publishes(), vec![]); // only once non-zero
+    ///
+    /// dropped.count();
+    /// dropped.count();
+    /// assert_eq!(events.dropped_publishes(), vec![(plant.clone(), 2)]);
+    ///
+    /// events.dispatch(&plant, Event::Status(Status::Terminated));
+    /// dropped.count();
+    /// assert_eq!(events.dropped_publishes(), vec![]);
+    /// ```
+    pub fn dropped_publish_counter(&self, client_id: &ClientId) -> DroppedPublishCounter {
+        let mut counters = lock(&self.hub.dropped_publishes);
+        let counter = match counters.get(client_id.as_str()) {
+            Some(counter) => Arc::clone(counter),
             None => {
-                dropped.insert(client_id.clone(), 1);
+                let counter = Arc::new(AtomicU64::new(0));
+                counters.insert(client_id.clone(), Arc::clone(&counter));
+                counter
             }
-        }
+        };
+        DroppedPublishCounter(counter)
     }
 
     /// Every client not terminated with a non-zero count of dropped incoming
@@ -396,7 +454,9 @@ impl Events {
     pub fn dropped_publishes(&self) -> Vec<(ClientId, u64)> {
         lock(&self.hub.dropped_publishes)
             .iter()
-            .map(|(client_id, &count)| (client_id.clone(), count))
+            .map(|(client_id, count)| (client_id.clone(), count.load(Ordering::Relaxed)))
+            // A counter handed out but never counted with: no series yet.
+            .filter(|&(_, count)| count > 0)
             .collect()
     }
 

@@ -154,6 +154,36 @@ fn dropped_publishes_are_counted_per_client_and_forgotten_with_it() {
 }
 
 #[test]
+fn a_dropped_publish_counter_counts_into_the_hub_until_its_client_is_terminated() {
+    let events = Events::new();
+    let (a, b) = (id("a"), id("b"));
+    let counter = events.dropped_publish_counter(&a);
+    let clone = counter.clone();
+    // Handed out but never counted with: no series yet.
+    assert_eq!(events.dropped_publishes(), vec![]);
+
+    counter.count();
+    clone.count();
+    events.count_dropped_publish(&a);
+    events.count_dropped_publish(&b);
+    // The counter, its clone and the lookup all count the same number.
+    assert_eq!(
+        events.dropped_publishes(),
+        vec![(a.clone(), 3), (b.clone(), 1)]
+    );
+
+    events.dispatch(&a, status(Status::Terminated));
+    // A counter kept past its client's end does not bring the series back.
+    counter.count();
+    assert_eq!(events.dropped_publishes(), vec![(b.clone(), 1)]);
+
+    // The client back under the same id starts from zero with a new counter.
+    events.dispatch(&a, status(Status::Up));
+    events.dropped_publish_counter(&a).count();
+    assert_eq!(events.dropped_publishes(), vec![(a, 1), (b, 1)]);
+}
+
+#[test]
 fn a_tls_cert_expiry_is_the_latest_recorded_per_client_and_forgotten_with_it() {
     use std::time::{Duration, UNIX_EPOCH};
     let events = Events::new();
