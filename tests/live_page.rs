@@ -63,6 +63,18 @@ struct Serving {
 }
 
 impl Serving {
+    /// [`Serving::start`], returned once the hub has plant-a up and plant-b
+    /// refused: the state every page test starts from.
+    fn settled(broker: &Broker) -> Serving {
+        let serving = Serving::start(broker);
+        let (a, b) = (&serving.on_broker, &serving.refused);
+        wait_until_hub(&serving, "plant-a up, plant-b refused", |s| {
+            s.events.status(a.as_str()) == Some(Status::Up)
+                && s.events.status(b.as_str()) == Some(Status::Down)
+        });
+        serving
+    }
+
     fn start(broker: &Broker) -> Serving {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -188,12 +200,8 @@ fn wait_until_hub(serving: &Serving, what: &str, condition: impl Fn(&Serving) ->
 #[test]
 fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
     let broker = Broker::start();
-    let serving = Serving::start(&broker);
+    let serving = Serving::settled(&broker);
     let (a, b) = (serving.on_broker.clone(), serving.refused.clone());
-    wait_until_hub(&serving, "plant-a up, plant-b refused", |s| {
-        s.events.status(a.as_str()) == Some(Status::Up)
-            && s.events.status(b.as_str()) == Some(Status::Down)
-    });
     let driver = ChromeDriver::start();
     let page = driver.session(true, 1100, 640);
     page.goto(&serving.page_url());
@@ -321,12 +329,8 @@ fn the_table_turns_down_and_up_with_the_broker_without_a_reload() {
 #[test]
 fn without_javascript_the_page_is_the_server_rendered_table() {
     let broker = Broker::start();
-    let serving = Serving::start(&broker);
+    let serving = Serving::settled(&broker);
     let (a, b) = (serving.on_broker.clone(), serving.refused.clone());
-    wait_until_hub(&serving, "plant-a up, plant-b refused", |s| {
-        s.events.status(a.as_str()) == Some(Status::Up)
-            && s.events.status(b.as_str()) == Some(Status::Down)
-    });
     let driver = ChromeDriver::start();
     let page = driver.session(false, 1100, 640);
     page.goto(&serving.page_url());
