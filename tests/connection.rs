@@ -20,6 +20,7 @@ use mqtt_pulse::events::{
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use rumqttc::QoS;
 use support::metrics::sample;
+use support::prometheus::promtool_problems;
 use support::{Broker, TempDir, TestCa, TestPki, failures, logs};
 use tokio::time::timeout;
 
@@ -493,24 +494,6 @@ fn cert_expiry(page: &str, client: &str, broker: &Broker) -> Option<f64> {
     sample(page, &series)
 }
 
-/// `promtool check metrics` on a page: no problem reported.
-fn assert_promtool_accepts(page: &str) {
-    let output = support::process::output_with_input(
-        std::process::Command::new("promtool").args(["check", "metrics"]),
-        page.as_bytes(),
-        "prometheus",
-    );
-    let problems = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && problems.trim().is_empty(),
-        "promtool: {problems}\n---\n{page}"
-    );
-}
-
 #[tokio::test]
 async fn the_cert_expiry_is_the_chains_earliest_not_after_and_follows_a_rotation_at_reconnect() {
     let dir = TempDir::new("tls-expiry");
@@ -544,7 +527,9 @@ async fn the_cert_expiry_is_the_chains_earliest_not_after_and_follows_a_rotation
         Some(1_924_992_000.0),
         "{page}"
     );
-    assert_promtool_accepts(&page);
+    if let Some(problems) = promtool_problems(&page) {
+        panic!("promtool: {problems}\n---\n{page}");
+    }
 
     // Rotated: a leaf signed by the root itself, expiring 2035-03-01. The
     // running connection keeps its value; the reconnect after the restart

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,8 +21,7 @@ use mqtt_pulse::exporter::metrics::{BuildError, MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http;
 use support::http::get_text;
 use support::metrics::sample;
-use support::process::output_with_input;
-use support::prometheus::Prometheus;
+use support::prometheus::{Prometheus, promtool_problems};
 use support::unix_now;
 
 // ---------------------------------------------------------------------------------
@@ -116,21 +114,9 @@ async fn promtool_finds_no_problem_in_a_real_metrics_page() {
         );
     }
 
-    let output = output_with_input(
-        Command::new("promtool").args(["check", "metrics"]),
-        page.as_bytes(),
-        "prometheus",
-    );
-    let problems = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "promtool failed: {problems}\n---\n{page}"
-    );
-    assert_eq!(problems.trim(), "", "promtool reported problems");
+    if let Some(problems) = promtool_problems(&page) {
+        panic!("promtool: {problems}\n---\n{page}");
+    }
     assert!(
         page.contains(&client_series(
             "mqtt_client_publishes_dropped_total",

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write as _};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use std::time::Duration;
 use support::http::fetch;
 use support::metrics::sample;
 use support::pki::TestPki;
+use support::prometheus::promtool_problems;
 use support::{Broker, TempDir, wait_until};
 
 /// The host's process; killed (and reaped) when dropped.
@@ -58,29 +59,6 @@ fn build_host() -> std::path::PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     target_dir.join("debug").join("axum-service")
-}
-
-fn promtool_problems(page: &str) -> Option<String> {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package prometheus)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    let problems = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (!output.status.success() || !problems.trim().is_empty()).then_some(problems)
 }
 
 #[test]

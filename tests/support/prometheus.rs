@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::http::{Response, fetch, percent_encode};
-use super::process::Process;
+use super::process::{Process, output_with_input};
 use super::{TempDir, free_port};
 
 /// How long Prometheus may take to answer `/-/ready`.
@@ -110,4 +110,20 @@ impl Prometheus {
     pub fn log(&self) -> String {
         self.process.log()
     }
+}
+
+/// What `promtool check metrics` says of an exposition `page`: `None` when it
+/// exits 0 and reports nothing (no lint problem either), else its output.
+pub fn promtool_problems(page: &str) -> Option<String> {
+    let output = output_with_input(
+        Command::new("promtool").args(["check", "metrics"]),
+        page.as_bytes(),
+        "prometheus",
+    );
+    let problems = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (!output.status.success() || !problems.trim().is_empty()).then_some(problems)
 }

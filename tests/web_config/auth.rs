@@ -17,10 +17,16 @@ pub(crate) fn users(hash: &str) -> String {
 /// `GET /metrics` on `port` with the right credentials, which must answer
 /// `200`: the page.
 pub(crate) fn metrics_as_user(port: u16) -> String {
-    let right = basic(USER, PASSWORD);
+    metrics_as(port, USER, PASSWORD)
+}
+
+/// `GET /metrics` on `port` as `user` with `password`, which must answer
+/// `200`: the page.
+pub(crate) fn metrics_as(port: u16, user: &str, password: &str) -> String {
+    let credentials = basic(user, password);
     let response = send(
         port,
-        &request("GET", "/metrics", &[("Authorization", &right)]),
+        &request("GET", "/metrics", &[("Authorization", &credentials)]),
     )
     .unwrap();
     assert_eq!(response.status, 200, "{response:?}");

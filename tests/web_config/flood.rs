@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::auth::{metrics_as_user, refusals, users};
+use crate::auth::{metrics_as, metrics_as_user, refusals, users};
 use crate::support::TempDir;
 use crate::support::daemon::Daemon;
 use crate::support::http::{basic, fetch, request, send, status_from};
@@ -64,14 +64,8 @@ const OBSERVER_PASSWORD: &str = "observe-4b1e";
 /// `mqtt_pulse_web_auth_refusals_total{reason="unauthorized"}` as the
 /// observer scrapes it: how many wrong-password hashes have been answered.
 fn unauthorized_so_far(port: u16) -> f64 {
-    let observer = basic(OBSERVER, OBSERVER_PASSWORD);
-    let response = send(
-        port,
-        &request("GET", "/metrics", &[("Authorization", &observer)]),
-    )
-    .unwrap();
-    assert_eq!(response.status, 200, "{response:?}");
-    refusals(&response.body, "unauthorized").expect("the refusal counter")
+    let page = metrics_as(port, OBSERVER, OBSERVER_PASSWORD);
+    refusals(&page, "unauthorized").expect("the refusal counter")
 }
 
 /// `GET /metrics` with `password` from `source`; see [`status_from`].
