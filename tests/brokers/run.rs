@@ -14,12 +14,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mqtt_pulse::connection::{
     Backoff, ClientCertificate, Connection, ConnectionOptions, TlsOptions,
 };
-use mqtt_pulse::events::{ClientFilter, ClientId, Event, EventKind, Events, FailureReason, Status};
+use mqtt_pulse::events::{
+    ClientFilter, ClientId, Event, EventKind, Events, FailureReason, Message, Status,
+};
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use tokio::time::Instant;
 
@@ -56,9 +58,10 @@ pub const USER: (&str, &str) = ("probe", "right-horse");
 const WRONG_PASSWORD: &str = "Wr0ng-Battery-Staple";
 
 const KEEP_ALIVE: Duration = Duration::from_secs(KEEP_ALIVE_SECS);
-/// Half the keep-alive, the default: a frozen broker is Down within 1.5
-/// keep-alives.
-const PING_TIMEOUT: Duration = Duration::from_millis(KEEP_ALIVE_SECS * 500);
+/// Well under ¾ of the keep-alive, so that the driver's ping deadline and
+/// rumqttc's fallback (¾ K) cannot pass for each other; still far above any
+/// loopback round trip.
+const PING_TIMEOUT: Duration = Duration::from_millis(KEEP_ALIVE_SECS * 300);
 const BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(50),
     max: Duration::from_millis(400),
@@ -309,21 +312,25 @@ async fn lifecycle(
         fail(&history, "up", missing);
     }
 
-    // Two round trips each, every one plausible.
-    let mut rtts: HashMap<ClientId, Vec<Duration>> = HashMap::new();
+    // Two round trips each, every one plausible. Every ping event is kept
+    // (when and how long), for the freeze below.
+    let mut rtts: HashMap<ClientId, Vec<(SystemTime, Duration)>> = HashMap::new();
+    let keep = |message: Message, rtts: &mut HashMap<ClientId, Vec<(SystemTime, Duration)>>| {
+        if let Event::PingResponse(rtt) = message.event {
+            rtts.entry(message.client_id)
+                .or_default()
+                .push((message.at, rtt));
+        }
+    };
     let deadline = Instant::now() + 4 * KEEP_ALIVE;
     while ids.iter().any(|id| rtts.get(id).map_or(0, Vec::len) < 2) {
         match tokio::time::timeout_at(deadline, pings.recv()).await {
-            Ok(Some(message)) => {
-                if let Event::PingResponse(rtt) = message.event {
-                    rtts.entry(message.client_id).or_default().push(rtt);
-                }
-            }
+            Ok(Some(message)) => keep(message, &mut rtts),
             _ => break,
         }
     }
     for (id, &cell) in &cell_of {
-        let seen = rtts.get(id).cloned().unwrap_or_default();
+        let seen: Vec<Duration> = rtts.get(id).into_iter().flatten().map(|p| p.1).collect();
         mismatches.check(cell, "pings", seen.len() >= 2, || {
             format!("{} round trips in {:?}", seen.len(), 4 * KEEP_ALIVE)
         });
@@ -338,10 +345,14 @@ async fn lifecycle(
 
     let found = side_checks.await;
 
-    // Frozen: Down by the ping deadline.
-    let frozen = std::time::SystemTime::now();
+    // Frozen: Down by the ping deadline, within K + P of the freeze (the
+    // documented bound) and P after the PINGREQ that went unanswered, which
+    // left ¾ K after the last round trip: rumqttc's own fallback (the next
+    // PINGREQ finding the first unanswered) would take ¾ K instead of P.
+    let frozen = SystemTime::now();
     subject.blocking(|c| c.pause()).await;
     let bound = KEEP_ALIVE + PING_TIMEOUT;
+    let deadline_bound = KEEP_ALIVE * 3 / 4 + PING_TIMEOUT + Duration::from_millis(200);
     match await_each(
         &mut status,
         &mut history,
@@ -352,15 +363,37 @@ async fn lifecycle(
     .await
     {
         Ok(downs) => {
+            while let Ok(message) = pings.try_recv() {
+                keep(message, &mut rtts);
+            }
             for (id, message) in &downs {
                 let cell = cell_of[id];
+                let last_round_trip = rtts
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.0)
+                    .filter(|at| *at <= message.at)
+                    .max()
+                    .expect("round trips before the freeze");
+                let unanswered = message
+                    .at
+                    .duration_since(last_round_trip)
+                    .unwrap_or_default();
+                let after = message.at.duration_since(frozen).unwrap_or_default();
+                // For the record (`--nocapture`): how the bounds were met.
+                eprintln!(
+                    "{cell}: frozen → Down {after:?} after the freeze, {unanswered:?} after the last round trip"
+                );
+                mismatches.check(cell, "frozen → Down by the ping deadline", unanswered <= deadline_bound, || {
+                    format!("Down {unanswered:?} after the last round trip, bound ¾ K + P + 200 ms = {deadline_bound:?}")
+                });
                 mismatches.check(
                     cell,
                     "frozen → Down",
                     message.reason == Some(FailureReason::PingTimeout),
                     || format!("reason {:?}, expected ping_timeout", message.reason),
                 );
-                let after = message.at.duration_since(frozen).unwrap_or_default();
                 mismatches.check(cell, "frozen → Down in time", after <= bound, || {
                     format!("Down {after:?} after the freeze, bound {bound:?}")
                 });
