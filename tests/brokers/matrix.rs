@@ -3,10 +3,12 @@
 //! runs assert ([`super::run`], [`super::wire`]) and what docs/brokers.md
 //! shows ([`table`]): the page cannot claim a cell no test checks.
 //!
-//! Adding MQTT 5 is one place: a `Version::V5` in [`Version`] and
-//! [`VERSIONS`], its `apply` (the option that selects the protocol), and its
-//! arms in [`expected`] (the compiler asks for them), including
-//! [`Expected::refused`] for a broker that does not speak it.
+//! Adding MQTT 5 takes this file alone: a `Version::V5` in [`Version`] and
+//! [`VERSIONS`], then the arms the compiler asks for — its `apply`
+//! (`options.with_protocol(Protocol::V5)`), `label` and tag, and its
+//! expectations in [`expected`], with [`Expected::refused`] for a broker
+//! that does not speak it. The runner and the page follow; regenerate the
+//! page's tables (see [`super::docs`]).
 
 use std::fmt;
 

@@ -3,7 +3,8 @@
 //! loopback round trips; a wrong password, a wrong CA and (mutual TLS) no
 //! client certificate, each counted as the reason [`expected`] says and
 //! never up; frozen (SIGSTOP) → Down by `ping_timeout` within keep-alive +
-//! ping timeout of the freeze; thawed → Up; killed → Down with
+//! ping timeout of the freeze and one ping timeout after the PINGREQ that
+//! went unanswered; thawed → Up; killed → Down with
 //! [`Expected::killed`]; restarted → Up. Observed through the library's real
 //! outputs: the hub's status and ping events (with each Down's reason) and
 //! the Prometheus exporter's page.
@@ -141,12 +142,9 @@ impl Mismatches {
     }
 }
 
-/// A refused client (one attempt, its own hub and exporter): the failure
-/// reasons on `/metrics` must be exactly one `want`, and `mqtt_client_up` 0.
-async fn refused(options: ConnectionOptions) -> (Vec<(String, f64)>, Option<f64>) {
-    failures_on_metrics(options).await
-}
-
+/// Whether what [`failures_on_metrics`] saw of a refused client (one
+/// attempt, its own hub and exporter) is exactly one failure `want`, and
+/// `mqtt_client_up` 0.
 fn refused_as(seen: &(Vec<(String, f64)>, Option<f64>), want: FailureReason) -> bool {
     seen.0 == [(want.to_string(), 1.0)] && seen.1 == Some(0.0)
 }
@@ -182,7 +180,7 @@ pub async fn run(subject: Subject) {
         .partition(|&&cell| expected(cell).refused.is_none());
     for cell in outright {
         let want = expected(cell).refused.unwrap();
-        let seen = refused(subject.options(cell, "refused")).await;
+        let seen = failures_on_metrics(subject.options(cell, "refused")).await;
         mismatches.check(cell, "refused", refused_as(&seen, want), || {
             format!("expected one `{want}`, saw {seen:?}")
         });
@@ -246,7 +244,9 @@ async fn refusals(subject: &Arc<Subject>, cells: &[Cell]) -> Mismatches {
     }
     let running: Vec<_> = checks
         .into_iter()
-        .map(|(cell, what, want, options)| (cell, what, want, tokio::spawn(refused(options))))
+        .map(|(cell, what, want, options)| {
+            (cell, what, want, tokio::spawn(failures_on_metrics(options)))
+        })
         .collect();
     let mut mismatches = Mismatches::default();
     for (cell, what, want, check) in running {
