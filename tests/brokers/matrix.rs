@@ -182,11 +182,15 @@ pub struct Expected {
     /// What connecting without a client certificate to a listener that
     /// requires one is counted as (mutual TLS only).
     pub no_client_certificate: Option<FailureReason>,
+    /// Whether `mqtt_client_tls_cert_expiry_timestamp_seconds` shows the
+    /// broker chain's `notAfter` (every TLS transport).
+    pub cert_expiry: bool,
 }
 
 /// The expectation of each cell, as the tests found the brokers to behave.
 pub fn expected(cell: Cell) -> Expected {
     let tls = cell.transport.is_tls().then_some(FailureReason::Tls);
+    let cert_expiry = cell.transport.is_tls();
     let killed = FailureReason::ClosedAfterConnect;
     match (cell.broker, cell.version) {
         // Mosquitto 2 answers a bad user name or password with CONNACK 5
@@ -198,6 +202,7 @@ pub fn expected(cell: Cell) -> Expected {
             wrong_ca: tls,
             no_client_certificate: (cell.transport == Transport::MutualTls)
                 .then_some(FailureReason::Tls),
+            cert_expiry,
         },
         // RabbitMQ's MQTT plugin answers CONNACK 4 "bad user name or
         // password"; its Web MQTT plugin closes the WebSocket instead.
@@ -210,6 +215,7 @@ pub fn expected(cell: Cell) -> Expected {
             },
             wrong_ca: tls,
             no_client_certificate: None,
+            cert_expiry,
         },
         // rumqttd closes the connection without a CONNACK.
         (Broker::Rumqttd, Version::V3_1_1) => Expected {
@@ -218,6 +224,7 @@ pub fn expected(cell: Cell) -> Expected {
             wrong_password: FailureReason::ClosedByBroker,
             wrong_ca: tls,
             no_client_certificate: None,
+            cert_expiry,
         },
     }
 }
@@ -285,8 +292,8 @@ pub const KEEP_ALIVE_SECS: u64 = 1;
 /// from [`expected`].
 pub fn table() -> String {
     let mut t = String::from(
-        "| broker | MQTT | transport | up, pings | killed → | restarted | frozen (SIGSTOP) → | wrong password → | wrong CA → | no client certificate → |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| broker | MQTT | transport | up, pings | killed → | restarted | frozen (SIGSTOP) → | wrong password → | wrong CA → | no client certificate → | cert expiry |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let code = |reason: FailureReason| format!("`{reason}`");
     let or_dash = |reason: Option<FailureReason>| reason.map_or_else(|| "—".to_owned(), code);
@@ -295,14 +302,14 @@ pub fn table() -> String {
             let e = expected(cell);
             let row = match e.refused {
                 Some(reason) => format!(
-                    "| {} | {} | {} | refused: {} | — | — | — | — | — | — |\n",
+                    "| {} | {} | {} | refused: {} | — | — | — | — | — | — | — |\n",
                     broker.name(),
                     cell.version.label(),
                     cell.transport.label(),
                     code(reason)
                 ),
                 None => format!(
-                    "| {} | {} | {} | ✓ | down, {} | up | down, `{}` | {} | {} | {} |\n",
+                    "| {} | {} | {} | ✓ | down, {} | up | down, `{}` | {} | {} | {} | {} |\n",
                     broker.name(),
                     cell.version.label(),
                     cell.transport.label(),
@@ -311,6 +318,7 @@ pub fn table() -> String {
                     code(e.wrong_password),
                     or_dash(e.wrong_ca),
                     or_dash(e.no_client_certificate),
+                    if e.cert_expiry { "✓" } else { "—" },
                 ),
             };
             t.push_str(&row);

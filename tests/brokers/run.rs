@@ -71,6 +71,8 @@ const BACKOFF: Backoff = Backoff {
 /// thawed must not be cut short, and attempts against the frozen broker are
 /// only counted, not checked.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// 2100-01-01T00:00:00Z: when every certificate of [`TestPki`] expires.
+const TEST_PKI_NOT_AFTER: f64 = 4_102_444_800.0;
 /// A loopback round trip above this is not plausible.
 const MAX_RTT: Duration = Duration::from_millis(50);
 
@@ -483,6 +485,17 @@ async fn lifecycle(
                 || format!("{reason}: {value:?}, expected 1 ({failures:?})"),
             );
         }
+        let expiry = page.value(
+            "mqtt_client_tls_cert_expiry_timestamp_seconds",
+            &[("client_id", client)],
+        );
+        let want = expected(cell).cert_expiry.then_some(TEST_PKI_NOT_AFTER);
+        mismatches.check(
+            cell,
+            "mqtt_client_tls_cert_expiry_timestamp_seconds",
+            expiry == want,
+            || format!("{expiry:?}, expected {want:?}"),
+        );
         let count = page.value(
             "mqtt_client_ping_rtt_seconds_count",
             &[("client_id", client)],
