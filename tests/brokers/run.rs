@@ -570,6 +570,10 @@ fn wire_checks(subject: &Subject) -> Mismatches {
             },
         );
         let kept = silence.join().unwrap();
+        eprintln!(
+            "{}: a silent client (keep-alive 1 s) was dropped after {kept:?}",
+            broker.name()
+        );
         let (low, high) = want.silence_kept_ms;
         let range = Duration::from_millis(low)..=Duration::from_millis(high);
         mismatches.check(
