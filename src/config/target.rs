@@ -12,7 +12,7 @@ use super::error::{ConfigError, Problem};
 use super::keys::{DEFAULTS_ONLY_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS};
 use super::layer::{Defaults, Layer};
 use super::reader::{Place, Span, TableReader, Value, in_file_order};
-use super::{CLIENT_ID_PREFIX, MAX_TARGETS, TargetConfig};
+use super::{CLIENT_ID_PREFIX, MAX_FILE_TARGETS, TargetConfig};
 use crate::connection::{BrokerUrl, ConnectionOptions, MAX_LABEL_VALUE_LENGTH, Password};
 use crate::events::ClientId;
 
@@ -62,10 +62,10 @@ impl TableReader<'_> {
         if items.is_empty() {
             return Err(self.error(&value.span(), Problem::NoTargets));
         }
-        if let Some(first_too_many) = items.get(MAX_TARGETS) {
+        if let Some(first_too_many) = items.get(MAX_FILE_TARGETS) {
             let problem = Problem::TooManyTargets {
                 count: items.len(),
-                max: MAX_TARGETS,
+                max: MAX_FILE_TARGETS,
             };
             return Err(self.error(&first_too_many.span(), problem));
         }

@@ -28,7 +28,7 @@
 use std::fmt;
 
 /// The most shards `--shard.count` may name. A config holds at most
-/// [`MAX_TARGETS`](crate::config::MAX_TARGETS) targets, and every target is
+/// [`MAX_FILE_TARGETS`](crate::config::MAX_FILE_TARGETS) targets, and every target is
 /// weighed once per shard at start and at each reload; more shards than this
 /// could only be a typo, and a huge count would stall the start.
 pub const MAX_SHARD_COUNT: u32 = 256;

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use super::DaemonError;
 use super::readiness::Attempted;
 use super::shard::Shard;
-use crate::config::{Config, TargetConfig, diff};
+use crate::config::{Config, MAX_TARGETS, TargetConfig, diff};
 use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT};
 use crate::events::Events;
 use crate::http::WebConfig;
@@ -142,7 +142,7 @@ impl Supervisor {
         })
         .await?;
         let shard = self.shard;
-        let config = config.retain_targets(|target| shard.owns(target.name()));
+        let config = share(config, shard)?;
         if let (Some(newer), Some((_, serving))) = (&web_config, &self.web_config) {
             serving.check_update(newer)?;
         }
@@ -188,7 +188,7 @@ impl Supervisor {
     /// Starts every target of the first config that the shard owns.
     async fn apply(&mut self, config: Config) -> Result<(), DaemonError> {
         let shard = self.shard;
-        let config = config.retain_targets(|target| shard.owns(target.name()));
+        let config = share(config, shard)?;
         let prepared = prepare(config.targets().iter()).await?;
         for warning in config.warnings() {
             tracing::warn!("{warning}");
@@ -227,6 +227,24 @@ impl Supervisor {
         }
         while stopping.join_next().await.is_some() {}
     }
+}
+
+/// `shard`'s share of `config`: the targets it owns, at most
+/// [`MAX_TARGETS`] of them.
+pub(super) fn share(config: Config, shard: Shard) -> Result<Config, DaemonError> {
+    let config = config.retain_targets(|target| shard.owns(target.name()));
+    if config.targets().len() > MAX_TARGETS {
+        return Err(DaemonError::TooManyTargets {
+            file: config.origin().map_or_else(
+                || "the built-in config".to_owned(),
+                |path| path.display().to_string(),
+            ),
+            owned: config.targets().len(),
+            shard,
+            max: MAX_TARGETS,
+        });
+    }
+    Ok(config)
 }
 
 /// When sharded, one `warn` line if some owned targets have a client id that
