@@ -161,7 +161,9 @@ impl Shard {
     }
 
     /// The index of the shard, of `count`, that owns the target called
-    /// `name`: the one of highest [`weight`]. `count` 0 is taken as 1.
+    /// `name`: the one of highest weight — the first 8 bytes, big-endian, of
+    /// SHA-256 of `"<index>/<name>"`, which `printf '%s' "2/plant-a" |
+    /// sha256sum` shows too. `count` 0 is taken as 1.
     pub fn owner(name: &str, count: u32) -> u32 {
         (0..count.max(1))
             // Ties (equal 64-bit prefixes of two digests) go to the lower index.
