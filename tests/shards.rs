@@ -44,17 +44,17 @@ fn names() -> Vec<String> {
     (0..TARGETS).map(|i| format!("meter-{i:03}")).collect()
 }
 
-/// One config of [`TARGETS`] targets on the broker at `url`, with
-/// `client_id` if given.
+/// One config of [`TARGETS`] targets on the broker at `url`, with a
+/// `client_id` template in `[defaults]` if given.
 fn write_config(dir: &Path, url: &str, client_id: Option<&str>) -> PathBuf {
     let mut config = String::from(
         "[defaults]\nkeep_alive = \"2s\"\nbackoff = { initial = \"100ms\", max = \"1s\" }\n",
     );
+    if let Some(id) = client_id {
+        writeln!(config, "client_id = \"{id}\"").unwrap();
+    }
     for name in names() {
         write!(config, "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n").unwrap();
-        if let Some(id) = client_id {
-            writeln!(config, "client_id = \"{id}\"").unwrap();
-        }
     }
     let path = dir.join("mqtt-pulse.toml");
     fs::write(&path, config).unwrap();

@@ -16,7 +16,9 @@
 //!   to every target that does not set them; and `connect_concurrency` (a
 //!   whole number, 0 for unpaced), which only `[defaults]` has: the connect
 //!   handshakes in flight at once to one broker, over all its targets
-//!   ([`ConnectionOptions::with_connect_concurrency`]). `labels` merge key by key (the
+//!   ([`ConnectionOptions::with_connect_concurrency`]); and `client_id`, a
+//!   template that must hold `{name}`, for every target that sets none (the
+//!   recipe for replicas and shards: `"mqtt-pulse-{hostname}-{name}"`). `labels` merge key by key (the
 //!   target's value wins); `backoff` merges key by key; `[defaults.tls]` applies
 //!   only to `mqtts://` and `wss://` targets, key by key, except that
 //!   `cert_file` and `key_file` are taken as a pair from the target if it sets

@@ -267,7 +267,8 @@ fn warn_of_shared_client_ids(shard: Shard, share: &Config) {
             "{shared} of the {} targets this shard owns have a client id without {{hostname}}, \
              the same in every replica: while a change of --shard.count rolls out, an old and \
              a new replica own the targets that move, and the broker lets each take the \
-             other's session over; set client_id = \"mqtt-pulse-{{hostname}}-{{name}}\"",
+             other's session over; set client_id = \"mqtt-pulse-{{hostname}}-{{name}}\" in \
+             [defaults]",
             share.targets().len()
         );
     }

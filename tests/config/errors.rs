@@ -140,6 +140,14 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-client-id-placeholder.toml:4:13: bad `client_id` in [[target]] \"plant-a\": has an unknown placeholder `{host}`; use {name} or {hostname} (write {{ and }} for braces)",
     ),
     (
+        "bad-defaults-client-id-without-name.toml",
+        "tests/testdata/bad-defaults-client-id-without-name.toml:2:13: bad `client_id` in [defaults]: must hold {name}: it is the client id of every target that sets none, and two targets cannot share one",
+    ),
+    (
+        "bad-defaults-client-id-placeholder.toml",
+        "tests/testdata/bad-defaults-client-id-placeholder.toml:2:13: bad `client_id` in [defaults]: has an unknown placeholder `{region}`; use {name} or {hostname} (write {{ and }} for braces)",
+    ),
+    (
         "bad-ca-file-device.toml",
         "tests/testdata/bad-ca-file-device.toml:5:11: cannot read `ca_file` in `tls` of [[target]] \"plant-a\": /dev/zero: is a character device, not a regular file",
     ),
