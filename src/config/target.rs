@@ -102,7 +102,7 @@ impl TableReader<'_> {
         let (written_id, client_id_per_host) = match (written.client_id, &defaults.client_id) {
             (Some(id), _) => (Some(id), written.client_id_per_host),
             (None, Some(template)) => {
-                let id = self.from_template(template, &name)?;
+                let id = self.templated_client_id(template, &name)?;
                 (Some(id), names_the_host(template.get_ref()))
             }
             (None, None) => (None, false),
@@ -274,7 +274,7 @@ impl TableReader<'_> {
 
     /// `[defaults]`' `client_id` template expanded for the target `name`, its
     /// problems placed at the template.
-    fn from_template(
+    fn templated_client_id(
         &self,
         template: &Spanned<String>,
         name: &Spanned<String>,
