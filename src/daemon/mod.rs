@@ -114,6 +114,8 @@ fn install_crypto_provider() {
 
 fn check_config(cli: &Cli, shard: Shard) -> Result<(), DaemonError> {
     let config = Config::load_or_default(cli.config_file.as_deref())?;
+    // What starting would refuse: a share larger than one process watches.
+    share(config.clone(), shard)?;
     // What starting would check too: certificate and key contents, the web config.
     validate_targets(config.targets().iter())?;
     if let Some(path) = &cli.web_config_file {
@@ -123,8 +125,6 @@ fn check_config(cli: &Cli, shard: Shard) -> Result<(), DaemonError> {
         eprintln!("{warning}");
     }
     let names: Vec<&str> = config.targets().iter().map(|t| t.name()).collect();
-    // What starting would refuse: a share larger than one process watches.
-    share(config.clone(), shard)?;
     let origin = match cli.config_file.as_deref() {
         Some(path) => path.display().to_string(),
         None => "no config file (built-in default)".to_owned(),
