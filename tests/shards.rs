@@ -10,9 +10,12 @@
 //!   alert's expression, loaded from deploy/prometheus/alerts.yml, names it.
 //! * A fourth shard moves about a quarter of the targets, all to itself.
 //! * A resharding rollout (old and new shards running at once) with
-//!   `{hostname}` client ids: no replica kicks another.
+//!   `{hostname}` client ids from a `[defaults]` template: no replica kicks
+//!   another. With one id in both, the broker does, and the sharded daemon
+//!   warns of it.
 //! * Reload keeps the shard; `/-/ready` waits for every owned target's first
-//!   attempt; bad shard flags are one line.
+//!   attempt; bad shard flags are one line; a shared file may hold more
+//!   targets than one process watches, a share may not.
 #![cfg(feature = "daemon")]
 
 mod support;
