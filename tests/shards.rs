@@ -651,7 +651,12 @@ fn ready_waits_for_every_owned_target_to_finish_a_first_attempt() {
 fn bad_shard_flags_are_one_line_and_exit_1() {
     /// Arguments, environment, the error line after `mqtt-pulse: `.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
+        (
+            &["--shard.count", "3", "--shard.index", "three"],
+            &[],
+            "--shard.index \"three\" is neither a whole number nor the word hostname (MQTT_PULSE_SHARD_INDEX)",
+        ),
         (
             &["--shard.count", "0"],
             &[],
@@ -668,7 +673,10 @@ fn bad_shard_flags_are_one_line_and_exit_1() {
                 ("MQTT_PULSE_SHARD_COUNT", "3"),
                 ("MQTT_PULSE_SHARD_INDEX", ""),
             ],
-            "--shard.index \"\" is neither a whole number nor the word hostname (MQTT_PULSE_SHARD_INDEX)",
+            // The downward API's value for a pod label that does not exist.
+            "--shard.index is empty (MQTT_PULSE_SHARD_INDEX=\"\"; Kubernetes before 1.28 has no pod \
+             label apps.kubernetes.io/pod-index to take it from): give a whole number, or hostname \
+             for the StatefulSet pod's ordinal",
         ),
         (
             &["--shard.count", "3", "--shard.index", "hostname"],

@@ -77,6 +77,14 @@ pub enum ShardError {
          (MQTT_PULSE_SHARD_INDEX)"
     )]
     Index(String),
+    /// `--shard.index` is empty: what the downward API gives for a pod label
+    /// that does not exist.
+    #[error(
+        "--shard.index is empty (MQTT_PULSE_SHARD_INDEX=\"\"; Kubernetes before 1.28 has no \
+         pod label apps.kubernetes.io/pod-index to take it from): give a whole number, or \
+         hostname for the StatefulSet pod's ordinal"
+    )]
+    EmptyIndex,
     /// `--shard.index` is not below `--shard.count`.
     #[error(
         "--shard.index {index} is not below --shard.count {count}: the indexes of {count} \
@@ -134,6 +142,7 @@ impl Shard {
             .parse()
             .map_err(|_| ShardError::Count(count.to_owned()))?;
         let index = match index.trim() {
+            "" => return Err(ShardError::EmptyIndex),
             "hostname" => {
                 let host = hostname().map_err(ShardError::Hostname)?;
                 ordinal(&host).ok_or(ShardError::NoOrdinal(host))?
@@ -345,9 +354,10 @@ mod tests {
             "--shard.index 3 is not below --shard.count 3: the indexes of 3 shards are 0 to 2"
         );
         assert_eq!(
-            error("3", ""),
-            "--shard.index \"\" is neither a whole number nor the word hostname (MQTT_PULSE_SHARD_INDEX)"
+            error("3", "x"),
+            "--shard.index \"x\" is neither a whole number nor the word hostname (MQTT_PULSE_SHARD_INDEX)"
         );
+        assert_eq!(error("3", " "), ShardError::EmptyIndex.to_string());
         assert!(error("3", "-1").starts_with("--shard.index \"-1\""));
         let no_ordinal = Shard::from_flags("3", "hostname", || Ok("web".to_owned()));
         assert_eq!(
