@@ -30,9 +30,9 @@ use std::fmt;
 /// The most shards `--shard.count` may name. A config holds at most
 /// [`MAX_FILE_TARGETS`](crate::config::MAX_FILE_TARGETS) targets, and each
 /// replica weighs every target once per shard, at start and at each reload
-/// (a million weights — 100,000 targets, 10 shards — took 2.5 s of CPU in a
-/// debug build on the 2-core test machine); more shards than this could only
-/// be a typo, and a huge count would stall the start.
+/// (about 0.3 µs a weight: 100,000 targets over 10 shards take 0.32 s, over
+/// 100 shards 3.2–3.4 s; BENCHMARKS.md, Sharding cost); more shards than this
+/// could only be a typo, and a huge count would stall the start.
 pub const MAX_SHARD_COUNT: u32 = 256;
 
 /// One replica's place among `count` replicas sharing a config: it watches
