@@ -99,6 +99,7 @@ impl TableReader<'_> {
             return Err(self.error(&header, problem));
         };
         self.check_password(&written.username, &written.password, &place)?;
+        let templated = written.client_id.is_none() && defaults.client_id.is_some();
         let (written_id, client_id_per_host) = match (written.client_id, &defaults.client_id) {
             (Some(id), _) => (Some(id), written.client_id_per_host),
             (None, Some(template)) => {
@@ -107,7 +108,7 @@ impl TableReader<'_> {
             }
             (None, None) => (None, false),
         };
-        let client_id = self.unique_client_id(&name, written_id, &place, seen)?;
+        let client_id = self.unique_client_id(&name, written_id, templated, &place, seen)?;
 
         let layer = written.layer;
         let inherited = &defaults.layer;
@@ -295,15 +296,18 @@ impl TableReader<'_> {
     /// The target's client id — `client_id`, or derived from the name — unique
     /// among the targets: a broker disconnects the older of two connections
     /// with one id.
+    /// `templated`: `written` comes from `[defaults]`' `client_id`, and so
+    /// from the name too.
     fn unique_client_id(
         &self,
         name: &Spanned<String>,
         written: Option<Spanned<ClientId>>,
+        templated: bool,
         place: &Place,
         seen: &mut Seen,
     ) -> Result<ClientId, ConfigError> {
         let (client_id, span, derived) = match written {
-            Some(id) => (id.get_ref().clone(), id.span(), false),
+            Some(id) => (id.get_ref().clone(), id.span(), templated),
             None => {
                 let id = format!("{CLIENT_ID_PREFIX}{}", name.get_ref());
                 if let Some(reason) = client_id_length_problem(&id) {

@@ -144,6 +144,10 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-defaults-client-id-without-name.toml:2:13: bad `client_id` in [defaults]: must hold {name}: it is the client id of every target that sets none, and two targets cannot share one",
     ),
     (
+        "bad-duplicate-client-id-from-template.toml",
+        "tests/testdata/bad-duplicate-client-id-from-template.toml:10:8: duplicate client id \"probe-b\" in [[target]] \"b\" (derived from its name): [[target]] \"a\" at line 7 uses it too",
+    ),
+    (
         "bad-defaults-client-id-placeholder.toml",
         "tests/testdata/bad-defaults-client-id-placeholder.toml:2:13: bad `client_id` in [defaults]: has an unknown placeholder `{region}`; use {name} or {hostname} (write {{ and }} for braces)",
     ),
