@@ -522,6 +522,35 @@ fn the_same_client_ids_in_overlapping_shards_kick_each_other_and_are_warned_abou
         !old.stderr().contains("{hostname}"),
         "an unsharded daemon is not warned"
     );
+    // --config.check with the shard flags says the same; not with the recipe.
+    let check = |file: &str| {
+        let args = [
+            "--config.check",
+            "--config.file",
+            file,
+            "--shard.count",
+            "2",
+            "--shard.index",
+            "1",
+        ];
+        let output = daemon::run(&args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stderr)
+    };
+    let stderr = check(file);
+    assert!(
+        stderr
+            .starts_with("1 of the 1 targets this shard owns have a client id without {hostname}"),
+        "{stderr}"
+    );
+    let recipe = dir.join("recipe.toml");
+    let written = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &recipe,
+        format!("[defaults]\nclient_id = \"{PER_HOST_ID}\"\n{written}"),
+    )
+    .unwrap();
+    assert_eq!(check(recipe.to_str().unwrap()), "");
 }
 
 #[test]

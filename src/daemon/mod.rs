@@ -58,7 +58,7 @@ use healthcheck::healthcheck;
 use listen::bind;
 use otlp::{start_otlp, stop_otlp};
 use reload::{ReloadRequest, hangup_signals, reload_router};
-use supervisor::{Supervisor, off_the_runtime, share, validate_targets};
+use supervisor::{Supervisor, off_the_runtime, share, shared_client_ids, validate_targets};
 
 /// Runs the daemon as the binary does: `--config.check`, or start, serve until
 /// SIGINT/SIGTERM, shut down. Builds its own multi-threaded runtime.
@@ -114,14 +114,18 @@ fn install_crypto_provider() {
 
 fn check_config(cli: &Cli, shard: Shard) -> Result<(), DaemonError> {
     let config = Config::load_or_default(cli.config_file.as_deref())?;
-    // What starting would refuse: a share larger than one process watches.
-    share(config.clone(), shard)?;
+    // What starting would refuse: a share larger than one process watches;
+    // and what it would warn of.
+    let owned = share(config.clone(), shard)?;
     // What starting would check too: certificate and key contents, the web config.
     validate_targets(config.targets().iter())?;
     if let Some(path) = &cli.web_config_file {
         WebConfig::load(path)?;
     }
     for warning in config.warnings() {
+        eprintln!("{warning}");
+    }
+    if let Some(warning) = shared_client_ids(shard, &owned) {
         eprintln!("{warning}");
     }
     let names: Vec<&str> = config.targets().iter().map(|t| t.name()).collect();

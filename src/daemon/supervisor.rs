@@ -252,26 +252,36 @@ pub(super) fn share(config: Config, shard: Shard) -> Result<Config, DaemonError>
 /// old and new replicas running at once, both owning the targets that move;
 /// with one client id the broker lets each take the other's session over.
 fn warn_of_shared_client_ids(shard: Shard, share: &Config) {
+    if let Some(warning) = shared_client_ids(shard, share) {
+        tracing::warn!(
+            shard_index = shard.index(),
+            shard_count = shard.count(),
+            "{warning}"
+        );
+    }
+}
+
+/// The warning of [`warn_of_shared_client_ids`], if there is one to give
+/// (`--config.check` prints it too).
+pub(super) fn shared_client_ids(shard: Shard, share: &Config) -> Option<String> {
     if shard.count() == 1 {
-        return;
+        return None;
     }
     let shared = share
         .targets()
         .iter()
         .filter(|target| !target.client_id_per_host())
         .count();
-    if shared > 0 {
-        tracing::warn!(
-            shard_index = shard.index(),
-            shard_count = shard.count(),
+    (shared > 0).then(|| {
+        format!(
             "{shared} of the {} targets this shard owns have a client id without {{hostname}}, \
              the same in every replica: while a change of --shard.count rolls out, an old and \
              a new replica own the targets that move, and the broker lets each take the \
              other's session over; set client_id = \"mqtt-pulse-{{hostname}}-{{name}}\" in \
              [defaults]",
             share.targets().len()
-        );
-    }
+        )
+    })
 }
 
 fn names(targets: &[&TargetConfig]) -> Vec<String> {
