@@ -16,7 +16,9 @@
 //!   to every target that does not set them; and `connect_concurrency` (a
 //!   whole number, 0 for unpaced), which only `[defaults]` has: the connect
 //!   handshakes in flight at once to one broker, over all its targets
-//!   ([`ConnectionOptions::with_connect_concurrency`]). `labels` merge key by key (the
+//!   ([`ConnectionOptions::with_connect_concurrency`]); and `client_id`, a
+//!   template that must hold `{name}`, for every target that sets none (the
+//!   recipe for replicas and shards: `"mqtt-pulse-{hostname}-{name}"`). `labels` merge key by key (the
 //!   target's value wins); `backoff` merges key by key; `[defaults.tls]` applies
 //!   only to `mqtts://` and `wss://` targets, key by key, except that
 //!   `cert_file` and `key_file` are taken as a pair from the target if it sets
@@ -98,11 +100,16 @@ use crate::connection::{ConnectionOptions, FileKind, read_regular_file};
 
 pub use error::{ConfigError, Location, Problem};
 pub use otlp::OtlpConfig;
+pub(crate) use target::hostname;
 
-/// The most targets one file may have: one process monitors at most this many
-/// connections (measured in BENCHMARKS.md, "Connection scale"); more is a
-/// mistake or a job for several instances.
+/// The most targets one process watches: one connection each, measured in
+/// BENCHMARKS.md ("Connection scale"). The daemon checks it on its share of
+/// the file (`--shard.count`); more is a job for more replicas.
 pub const MAX_TARGETS: usize = 10_000;
+
+/// The most targets one file may have: ten processes' worth, for a file that
+/// shards share ([`MAX_TARGETS`] each). Each replica parses the whole file.
+pub const MAX_FILE_TARGETS: usize = 10 * MAX_TARGETS;
 
 /// The URL monitored when there is no config file.
 pub const DEFAULT_URL: &str = "mqtt://127.0.0.1:1883";
@@ -226,9 +233,18 @@ impl Config {
         self.origin.as_deref()
     }
 
-    /// The targets, in file order. Never empty.
+    /// The targets, in file order. Never empty in a config loaded or
+    /// parsed; a share kept by [`retain_targets`](Self::retain_targets) may be.
     pub fn targets(&self) -> &[TargetConfig] {
         &self.targets
+    }
+
+    /// This config with only the targets `keep` says yes to (a shard's share
+    /// of the file, say), in file order; the rest of it unchanged.
+    #[must_use]
+    pub fn retain_targets(mut self, keep: impl Fn(&TargetConfig) -> bool) -> Config {
+        self.targets.retain(|target| keep(target));
+        self
     }
 
     /// The target called `name`.
@@ -259,6 +275,8 @@ impl Config {
 pub struct TargetConfig {
     name: String,
     location: Location,
+    /// Whether its `client_id` holds `{hostname}`.
+    client_id_per_host: bool,
     options: ConnectionOptions,
 }
 
@@ -271,6 +289,14 @@ impl TargetConfig {
     /// Where its `[[target]]` table starts in the config file.
     pub fn location(&self) -> Location {
         self.location
+    }
+
+    /// Whether its client id differs from host to host: its `client_id`
+    /// holds `{hostname}`. Replicas of one config that may watch the same
+    /// target at once (during a rollout or a change of `--shard.count`) need
+    /// that, or the broker lets each take the other's session over.
+    pub fn client_id_per_host(&self) -> bool {
+        self.client_id_per_host
     }
 
     /// The options to start its connection with: every setting of the target,

@@ -12,7 +12,7 @@ use super::error::{ConfigError, Problem};
 use super::keys::{DEFAULTS_ONLY_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS};
 use super::layer::{Defaults, Layer};
 use super::reader::{Place, Span, TableReader, Value, in_file_order};
-use super::{CLIENT_ID_PREFIX, MAX_TARGETS, TargetConfig};
+use super::{CLIENT_ID_PREFIX, MAX_FILE_TARGETS, TargetConfig};
 use crate::connection::{BrokerUrl, ConnectionOptions, MAX_LABEL_VALUE_LENGTH, Password};
 use crate::events::ClientId;
 
@@ -30,6 +30,8 @@ struct Seen {
 struct WrittenTarget {
     url: Option<BrokerUrl>,
     client_id: Option<Spanned<ClientId>>,
+    /// Whether `client_id` holds `{hostname}`.
+    client_id_per_host: bool,
     username: Option<String>,
     /// The password's source and the span of its key.
     password: Option<(Password, Span)>,
@@ -60,10 +62,10 @@ impl TableReader<'_> {
         if items.is_empty() {
             return Err(self.error(&value.span(), Problem::NoTargets));
         }
-        if let Some(first_too_many) = items.get(MAX_TARGETS) {
+        if let Some(first_too_many) = items.get(MAX_FILE_TARGETS) {
             let problem = Problem::TooManyTargets {
                 count: items.len(),
-                max: MAX_TARGETS,
+                max: MAX_FILE_TARGETS,
             };
             return Err(self.error(&first_too_many.span(), problem));
         }
@@ -97,7 +99,16 @@ impl TableReader<'_> {
             return Err(self.error(&header, problem));
         };
         self.check_password(&written.username, &written.password, &place)?;
-        let client_id = self.unique_client_id(&name, written.client_id, &place, seen)?;
+        let templated = written.client_id.is_none() && defaults.client_id.is_some();
+        let (written_id, client_id_per_host) = match (written.client_id, &defaults.client_id) {
+            (Some(id), _) => (Some(id), written.client_id_per_host),
+            (None, Some(template)) => {
+                let id = self.templated_client_id(template, &name)?;
+                (Some(id), names_the_host(template.get_ref()))
+            }
+            (None, None) => (None, false),
+        };
+        let client_id = self.unique_client_id(&name, written_id, templated, &place, seen)?;
 
         let layer = written.layer;
         let inherited = &defaults.layer;
@@ -111,6 +122,7 @@ impl TableReader<'_> {
         Ok(TargetConfig {
             name: name.into_inner(),
             location: self.location(&header),
+            client_id_per_host,
             options: layer.apply(inherited.apply(defaults.apply(options))),
         })
     }
@@ -174,6 +186,7 @@ impl TableReader<'_> {
                         return Err(bad(reason));
                     }
                     written.client_id = Some(Spanned::new(value.span(), ClientId::from(id)));
+                    written.client_id_per_host = names_the_host(written_id);
                 }
                 "username" => written.username = Some(self.mqtt_string("username", place, value)?),
                 "password" | "password_file" => {
@@ -240,18 +253,61 @@ impl TableReader<'_> {
         Ok(())
     }
 
+    /// `[defaults]`' `client_id` template read: a string whose placeholders
+    /// are known, holding `{name}` — every target's id, and two cannot share one.
+    pub(super) fn client_id_template(
+        &self,
+        place: &Place,
+        value: &Value<'_>,
+    ) -> Result<Spanned<String>, ConfigError> {
+        let template = self.string("client_id", place, value)?;
+        let bad = |reason| self.bad_value("client_id", place, &value.span(), reason);
+        expand_client_id(template, "name").map_err(bad)?;
+        if !template.replace("{{", "").contains("{name}") {
+            return Err(bad(
+                "must hold {name}: it is the client id of every target that sets none, \
+                 and two targets cannot share one"
+                    .to_owned(),
+            ));
+        }
+        Ok(Spanned::new(value.span(), template.to_owned()))
+    }
+
+    /// `[defaults]`' `client_id` template expanded for the target `name`, its
+    /// problems placed at the template.
+    fn templated_client_id(
+        &self,
+        template: &Spanned<String>,
+        name: &Spanned<String>,
+    ) -> Result<Spanned<ClientId>, ConfigError> {
+        let place = Place::Table("[defaults]".to_owned());
+        let bad = |reason: String| {
+            let reason = format!("{reason} (for [[target]] {:?})", name.get_ref());
+            self.bad_value("client_id", &place, &template.span(), reason)
+        };
+        let id = expand_client_id(template.get_ref(), name.get_ref()).map_err(&bad)?;
+        if let Some(reason) = text_problem(&id).or_else(|| client_id_length_problem(&id)) {
+            return Err(bad(reason));
+        }
+        // Placed at the target's name, as a client id derived from it.
+        Ok(Spanned::new(name.span(), ClientId::from(id)))
+    }
+
     /// The target's client id — `client_id`, or derived from the name — unique
     /// among the targets: a broker disconnects the older of two connections
     /// with one id.
+    /// `templated`: `written` comes from `[defaults]`' `client_id`, and so
+    /// from the name too.
     fn unique_client_id(
         &self,
         name: &Spanned<String>,
         written: Option<Spanned<ClientId>>,
+        templated: bool,
         place: &Place,
         seen: &mut Seen,
     ) -> Result<ClientId, ConfigError> {
         let (client_id, span, derived) = match written {
-            Some(id) => (id.get_ref().clone(), id.span(), false),
+            Some(id) => (id.get_ref().clone(), id.span(), templated),
             None => {
                 let id = format!("{CLIENT_ID_PREFIX}{}", name.get_ref());
                 if let Some(reason) = client_id_length_problem(&id) {
@@ -352,10 +408,19 @@ fn expand_client_id(written: &str, name: &str) -> Result<String, String> {
     Ok(id)
 }
 
+/// Whether a written `client_id` holds the `{hostname}` placeholder (not
+/// `{{hostname}}`, which is literal text).
+fn names_the_host(written: &str) -> bool {
+    written
+        .replace("{{", "")
+        .replace("}}", "")
+        .contains("{hostname}")
+}
+
 /// The name `{hostname}` stands for: the `HOSTNAME` environment variable if
 /// it is set (a Kubernetes pod's name, a container's id; set it to tell two
 /// instances on one machine apart), the kernel's host name otherwise.
-fn hostname() -> Result<String, String> {
+pub(crate) fn hostname() -> Result<String, String> {
     if let Some(name) = std::env::var_os("HOSTNAME") {
         return match name.into_string() {
             Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
@@ -406,6 +471,14 @@ mod tests {
             expand_client_id("{{name}}-{name}", "a").unwrap(),
             "{name}-a"
         );
+    }
+
+    #[test]
+    fn a_client_id_names_the_host_only_with_the_placeholder() {
+        assert!(names_the_host("mqtt-pulse-{hostname}-{name}"));
+        assert!(names_the_host("{{{hostname}}}"));
+        assert!(!names_the_host("mqtt-pulse-{name}"));
+        assert!(!names_the_host("{{hostname}}"));
     }
 
     #[test]

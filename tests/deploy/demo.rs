@@ -11,7 +11,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::alerts::alert_rules;
+use crate::alerts::{alert_rules, recording_rules};
 use crate::support::daemon;
 use crate::support::http::fetch;
 use crate::support::process::Process;
@@ -160,7 +160,7 @@ fn demo_script_runs_the_stack_on_free_ports_and_ctrl_c_leaves_nothing_behind() {
         .iter()
         .map(|g| g["rules"].as_array().unwrap().len())
         .sum::<usize>();
-    assert_eq!(rules, alert_rules().len());
+    assert_eq!(rules, alert_rules().len() + recording_rules().len());
 
     // Ctrl-C: the script stops all three and removes its temporary directory.
     let temp = output
