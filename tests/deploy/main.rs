@@ -19,6 +19,8 @@ mod compose;
 mod dashboards;
 mod demo;
 mod dockerfile;
+mod image;
+mod kubernetes;
 mod promql;
 mod queries;
 
@@ -101,6 +103,24 @@ fn yaml(source: &str, what: &str) -> Value {
         Command::new(PYTHON3).args([
             "-c",
             "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ]),
+        source.as_bytes(),
+        "python3-yaml",
+    );
+    assert!(
+        out.status.success(),
+        "{what} is not valid YAML:\n{}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every document of a multi-document YAML stream, as JSON.
+fn yaml_documents(source: &str, what: &str) -> Vec<Value> {
+    let out = output_with_input(
+        Command::new(PYTHON3).args([
+            "-c",
+            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d is not None], sys.stdout)",
         ]),
         source.as_bytes(),
         "python3-yaml",
