@@ -248,14 +248,21 @@ fn process(podman: &Podman, container: &str) -> (BTreeMap<String, String>, bool)
 /// Waits until the container answers `GET /-/ready` on its published port;
 /// then the image's HEALTHCHECK must pass inside it.
 fn await_ready_and_healthy(podman: &Podman, container: &str, port: u16) {
+    // Some(true) once ready; Some(false) as soon as the container has stopped.
     let ready = poll(DEADLINE, || {
-        fetch(port, "GET", "/-/ready")
-            .ok()
-            .filter(|r| r.status == 200)
+        if fetch(port, "GET", "/-/ready").is_ok_and(|r| r.status == 200) {
+            Some(true)
+        } else if podman.inspect(container)["State"]["Running"] == false {
+            Some(false)
+        } else {
+            None
+        }
     });
-    assert!(
-        ready.is_some(),
-        "{container}: /-/ready on published port {port} never answered 200:\n{}",
+    assert_eq!(
+        ready,
+        Some(true),
+        "{container}: /-/ready on published port {port} never answered 200 \
+         (Some(false): the container stopped):\n{}",
         podman.logs(container)
     );
     let check = podman.output(&["healthcheck", "run", container]);
@@ -332,11 +339,10 @@ fn the_image_runs_as_the_kubernetes_manifests_and_the_compose_file_run_it() {
         .to_owned();
     let mut brokers = Vec::new();
     for target in config_toml["target"].as_array().unwrap() {
-        let key = target["password_file"]
-            .as_str()
-            .unwrap()
-            .strip_prefix(&format!("{secret_mount}/"))
-            .unwrap();
+        // The Secret key of the same name: whether the file is really there is
+        // for the container to show.
+        let file = target["password_file"].as_str().unwrap();
+        let key = Path::new(file).file_name().unwrap().to_str().unwrap();
         let password = String::from_utf8(secrets[key].clone()).unwrap();
         let password = password.strip_suffix('\n').unwrap_or(&password);
         let outside = free_port();
