@@ -3,7 +3,10 @@
 //! unit-tests the alert rules; a real Prometheus, loaded with the deploy config
 //! and rules, scrapes the real `mqtt-pulse` binary watching real Mosquitto
 //! brokers, and runs every query of every dashboard and rule; `docker-compose`
-//! validates the compose file; `scripts/demo` runs and stops its stack.
+//! validates the compose file; `scripts/demo` runs and stops its stack;
+//! `kubectl kustomize` renders the Kubernetes base and `kubernetes-validate`
+//! checks it; Podman builds the image and runs it as the manifests and the
+//! compose file do.
 //!
 //! YAML is read through Debian's `/usr/bin/python3` and its `yaml` module
 //! (package python3-yaml, which scripts/test installs): named by path, so a
