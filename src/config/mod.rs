@@ -98,6 +98,7 @@ use crate::connection::{ConnectionOptions, FileKind, read_regular_file};
 
 pub use error::{ConfigError, Location, Problem};
 pub use otlp::OtlpConfig;
+pub(crate) use target::hostname;
 
 /// The most targets one file may have: one process monitors at most this many
 /// connections (measured in BENCHMARKS.md, "Connection scale"); more is a
@@ -226,9 +227,18 @@ impl Config {
         self.origin.as_deref()
     }
 
-    /// The targets, in file order. Never empty.
+    /// The targets, in file order. Never empty in a config loaded or
+    /// parsed; a share kept by [`retain_targets`](Self::retain_targets) may be.
     pub fn targets(&self) -> &[TargetConfig] {
         &self.targets
+    }
+
+    /// This config with only the targets `keep` says yes to (a shard's share
+    /// of the file, say), in file order; the rest of it unchanged.
+    #[must_use]
+    pub fn retain_targets(mut self, keep: impl Fn(&TargetConfig) -> bool) -> Config {
+        self.targets.retain(|target| keep(target));
+        self
     }
 
     /// The target called `name`.
@@ -259,6 +269,8 @@ impl Config {
 pub struct TargetConfig {
     name: String,
     location: Location,
+    /// Whether its `client_id` holds `{hostname}`.
+    client_id_per_host: bool,
     options: ConnectionOptions,
 }
 
@@ -271,6 +283,14 @@ impl TargetConfig {
     /// Where its `[[target]]` table starts in the config file.
     pub fn location(&self) -> Location {
         self.location
+    }
+
+    /// Whether its client id differs from host to host: its `client_id`
+    /// holds `{hostname}`. Replicas of one config that may watch the same
+    /// target at once (during a rollout or a change of `--shard.count`) need
+    /// that, or the broker lets each take the other's session over.
+    pub fn client_id_per_host(&self) -> bool {
+        self.client_id_per_host
     }
 
     /// The options to start its connection with: every setting of the target,

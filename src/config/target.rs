@@ -30,6 +30,8 @@ struct Seen {
 struct WrittenTarget {
     url: Option<BrokerUrl>,
     client_id: Option<Spanned<ClientId>>,
+    /// Whether `client_id` holds `{hostname}`.
+    client_id_per_host: bool,
     username: Option<String>,
     /// The password's source and the span of its key.
     password: Option<(Password, Span)>,
@@ -97,6 +99,7 @@ impl TableReader<'_> {
             return Err(self.error(&header, problem));
         };
         self.check_password(&written.username, &written.password, &place)?;
+        let client_id_per_host = written.client_id_per_host;
         let client_id = self.unique_client_id(&name, written.client_id, &place, seen)?;
 
         let layer = written.layer;
@@ -111,6 +114,7 @@ impl TableReader<'_> {
         Ok(TargetConfig {
             name: name.into_inner(),
             location: self.location(&header),
+            client_id_per_host,
             options: layer.apply(inherited.apply(defaults.apply(options))),
         })
     }
@@ -174,6 +178,7 @@ impl TableReader<'_> {
                         return Err(bad(reason));
                     }
                     written.client_id = Some(Spanned::new(value.span(), ClientId::from(id)));
+                    written.client_id_per_host = names_the_host(written_id);
                 }
                 "username" => written.username = Some(self.mqtt_string("username", place, value)?),
                 "password" | "password_file" => {
@@ -352,10 +357,19 @@ fn expand_client_id(written: &str, name: &str) -> Result<String, String> {
     Ok(id)
 }
 
+/// Whether a written `client_id` holds the `{hostname}` placeholder (not
+/// `{{hostname}}`, which is literal text).
+fn names_the_host(written: &str) -> bool {
+    written
+        .replace("{{", "")
+        .replace("}}", "")
+        .contains("{hostname}")
+}
+
 /// The name `{hostname}` stands for: the `HOSTNAME` environment variable if
 /// it is set (a Kubernetes pod's name, a container's id; set it to tell two
 /// instances on one machine apart), the kernel's host name otherwise.
-fn hostname() -> Result<String, String> {
+pub(crate) fn hostname() -> Result<String, String> {
     if let Some(name) = std::env::var_os("HOSTNAME") {
         return match name.into_string() {
             Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
@@ -406,6 +420,14 @@ mod tests {
             expand_client_id("{{name}}-{name}", "a").unwrap(),
             "{name}-a"
         );
+    }
+
+    #[test]
+    fn a_client_id_names_the_host_only_with_the_placeholder() {
+        assert!(names_the_host("mqtt-pulse-{hostname}-{name}"));
+        assert!(names_the_host("{{{hostname}}}"));
+        assert!(!names_the_host("mqtt-pulse-{name}"));
+        assert!(!names_the_host("{{hostname}}"));
     }
 
     #[test]

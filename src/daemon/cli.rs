@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use super::ping::PingArgs;
+use super::shard::{Shard, ShardError};
 pub use super::watch::WatchArgs;
 
 /// `--version` text: version, source revision and compiler.
@@ -46,6 +47,26 @@ pub struct Cli {
     /// Validate the config file, print a one-line summary and exit (0 valid, 1 not).
     #[arg(long = "config.check")]
     pub config_check: bool,
+
+    /// How many replicas share the config file's targets: each watches only
+    /// its share, chosen by rendezvous hashing of the target names (1 to 256).
+    #[arg(
+        long = "shard.count",
+        env = "MQTT_PULSE_SHARD_COUNT",
+        value_name = "N",
+        default_value = "1"
+    )]
+    pub shard_count: String,
+
+    /// Which of the --shard.count replicas this is, from 0; or `hostname`: the
+    /// number at the end of the host name (a StatefulSet pod mqtt-pulse-2 is 2).
+    #[arg(
+        long = "shard.index",
+        env = "MQTT_PULSE_SHARD_INDEX",
+        value_name = "I|hostname",
+        default_value = "0"
+    )]
+    pub shard_index: String,
 
     /// Address to serve /metrics on, as host:port or :port (all interfaces).
     /// Repeat the flag to listen on several.
@@ -93,6 +114,19 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The shard `--shard.count` and `--shard.index` name; [`Shard::ALL`]
+    /// without them.
+    ///
+    /// # Errors
+    /// [`ShardError`] naming the flag that is unusable.
+    pub fn shard(&self) -> Result<Shard, ShardError> {
+        Shard::from_flags(
+            &self.shard_count,
+            &self.shard_index,
+            crate::config::hostname,
+        )
+    }
+
     /// The level to log at: `--log.level`, else `info` — `warn` for `ping`
     /// and `watch`, which print their events themselves (on standard output; logs go to
     /// standard error).

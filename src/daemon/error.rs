@@ -23,6 +23,9 @@ pub enum DaemonError {
         /// What is wrong.
         source: OptionsError,
     },
+    /// `--shard.count` or `--shard.index` is unusable.
+    #[error("{0}")]
+    Shard(#[from] super::shard::ShardError),
     /// A `--web.listen-address` is not `host:port` or `:port`.
     #[error("invalid --web.listen-address {address:?}: {reason}")]
     ListenAddress {

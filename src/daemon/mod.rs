@@ -12,6 +12,8 @@
 //! * `supervisor` — the running targets and reloads; `reload` — what asks for
 //!   one (`POST /-/reload`, SIGHUP);
 //! * `listen` — `--web.listen-address`; `otlp` — the OTLP push from the config;
+//! * `shard` — `--shard.count`/`--shard.index` and which targets a shard
+//!   owns; `readiness` — what `/-/ready` waits for;
 //! * `healthcheck` — the `healthcheck` subcommand; `ping` — the `ping`
 //!   subcommand; `watch` — the `watch` subcommand; `report` — the lines
 //!   `ping` and `watch` share; `client` — the HTTP client of `healthcheck`
@@ -26,8 +28,10 @@ mod logging;
 mod memory;
 mod otlp;
 mod ping;
+mod readiness;
 mod reload;
 mod report;
+mod shard;
 mod supervisor;
 mod watch;
 
@@ -35,6 +39,7 @@ pub use cli::{Cli, Command, LONG_VERSION, LogFormat, LogLevel, PingArgs, WatchAr
 pub use error::DaemonError;
 pub use logging::init_logging;
 pub use memory::return_freed_memory;
+pub use shard::{MAX_SHARD_COUNT, Shard, ShardError};
 
 use std::future::Future;
 use std::time::Duration;
@@ -89,8 +94,9 @@ pub fn main(cli: Cli) -> Result<(), DaemonError> {
             .map_err(DaemonError::Runtime)?;
         return runtime.block_on(watch::watch(args, crate::http::shutdown_signal()));
     }
+    let shard = cli.shard()?;
     if cli.config_check {
-        return check_config(&cli);
+        return check_config(&cli, shard);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -106,7 +112,7 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn check_config(cli: &Cli) -> Result<(), DaemonError> {
+fn check_config(cli: &Cli, shard: Shard) -> Result<(), DaemonError> {
     let config = Config::load_or_default(cli.config_file.as_deref())?;
     // What starting would check too: certificate and key contents, the web config.
     validate_targets(config.targets().iter())?;
@@ -121,12 +127,24 @@ fn check_config(cli: &Cli) -> Result<(), DaemonError> {
         Some(path) => path.display().to_string(),
         None => "no config file (built-in default)".to_owned(),
     };
-    println!(
-        "{origin}: OK, {} target{} ({})",
-        names.len(),
-        if names.len() == 1 { "" } else { "s" },
-        names.join(", ")
-    );
+    let targets = |count: usize| if count == 1 { "target" } else { "targets" };
+    if shard == Shard::ALL {
+        println!(
+            "{origin}: OK, {} {} ({})",
+            names.len(),
+            targets(names.len()),
+            names.join(", ")
+        );
+    } else {
+        let owned: Vec<&str> = names.iter().copied().filter(|n| shard.owns(n)).collect();
+        println!(
+            "{origin}: OK, {} {}; {shard} owns {} ({})",
+            names.len(),
+            targets(names.len()),
+            owned.len(),
+            owned.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -137,6 +155,7 @@ fn check_config(cli: &Cli) -> Result<(), DaemonError> {
 /// [`DaemonError`] if the config, a target, the exporter or a listen address
 /// is unusable; nothing keeps running then.
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let shard = cli.shard()?;
     // Take over SIGHUP, and let `shutdown` install its handlers (a signal
     // future does on its first poll), before anything can be asked to reload
     // or stop: until then those signals would kill the process outright.
@@ -162,7 +181,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let unconfigured = config
         .origin()
         .is_none()
-        .then(|| config.targets()[0].options().client_id().clone());
+        .then(|| config.targets().first())
+        .flatten()
+        .filter(|target| shard.owns(target.name()))
+        .map(|target| target.options().client_id().clone());
     let events = Events::new();
     let hint =
         unconfigured.map(|client_id| tokio::spawn(hint_without_config(events.clone(), client_id)));
@@ -190,7 +212,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         &registry,
         cli.config_file.clone(),
         web_config_file,
-        config,
+        (config, shard),
     );
     let mut supervisor = tokio::select! {
         biased;
@@ -202,12 +224,15 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     // The library router sets no fallbacks; the daemon answers unknown paths
     // and other methods as it always has, `/-/reload` included.
     let app = crate::http::with_default_fallbacks(
-        crate::http::router(handle).merge(reload_router(reload_tx)),
+        crate::http::router_with_readiness(handle, supervisor.readiness())
+            .merge(reload_router(reload_tx)),
     );
     let (stop_serving, mut servers) = serve(listeners, app, &web_config);
     tracing::info!(
         version = LONG_VERSION,
         targets = supervisor.running(),
+        shard_index = shard.index(),
+        shard_count = shard.count(),
         listen = ?cli.listen_addresses,
         config = ?cli.config_file,
         "mqtt-pulse started"

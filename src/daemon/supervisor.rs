@@ -7,16 +7,23 @@
 //! or changed target — off this task (it also handles signals) and within a
 //! time limit, builds the whole new state from what it read, and only then
 //! stops and starts anything. If anything fails, nothing stops.
+//!
+//! It runs only the targets its [`Shard`] owns: the config it keeps is that
+//! share, so a reload compares shares, and a target that leaves the share (a
+//! renamed one that another shard now owns) is stopped like a removed one.
+//! `mqtt_pulse_targets{shard_index, shard_count}` says how many it runs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use prometheus::{Gauge, IntGauge, Registry};
+use prometheus::{Gauge, IntGauge, Opts, Registry};
 use rumqttc::MqttOptions;
 use tokio::task::JoinSet;
 
 use super::DaemonError;
+use super::readiness::Attempted;
+use super::shard::Shard;
 use crate::config::{Config, TargetConfig, diff};
 use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT};
 use crate::events::Events;
@@ -26,9 +33,13 @@ use crate::http::WebConfig;
 pub(super) struct Supervisor {
     events: Events,
     config_path: Option<PathBuf>,
+    shard: Shard,
+    /// This shard's share of the config file.
     config: Config,
     running: BTreeMap<String, Connection>,
     reload_metrics: ReloadMetrics,
+    targets: IntGauge,
+    attempted: Attempted,
     /// `--web.config.file` and what every listener serves from it.
     web_config: Option<(PathBuf, crate::http::WebConfig)>,
 }
@@ -58,21 +69,24 @@ impl std::fmt::Display for ReloadSummary {
 }
 
 impl Supervisor {
-    /// Registers the reload metrics on `registry` and starts every target of
-    /// the first `config`.
+    /// Registers the reload metrics and `mqtt_pulse_targets` on `registry`
+    /// and starts every target of the first `config` that `shard` owns.
     pub(super) async fn start(
         events: Events,
         registry: &Registry,
         config_path: Option<PathBuf>,
         web_config: Option<(PathBuf, crate::http::WebConfig)>,
-        config: Config,
+        (config, shard): (Config, Shard),
     ) -> Result<Self, DaemonError> {
         let mut supervisor = Self {
+            attempted: Attempted::new(&events),
             events,
             config_path,
+            shard,
             config: Config::default_local(),
             running: BTreeMap::new(),
             reload_metrics: ReloadMetrics::register(registry),
+            targets: register_targets_gauge(registry, shard),
             web_config,
         };
         supervisor.apply(config).await?;
@@ -82,6 +96,20 @@ impl Supervisor {
     /// How many targets are running.
     pub(super) fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// What `/-/ready` asks: has every running target been attempted once?
+    pub(super) fn readiness(&self) -> crate::http::Readiness {
+        let attempted = self.attempted.clone();
+        crate::http::Readiness::new(move || attempted.check())
+    }
+
+    /// After a start or reload: the gauge and readiness follow the targets.
+    fn running_changed(&mut self) {
+        self.targets
+            .set(i64::try_from(self.running.len()).unwrap_or(i64::MAX));
+        let ids = self.running.values().map(|c| c.client_id().clone());
+        self.attempted.expect(ids);
     }
 
     /// Re-reads the config file and the web config file and applies them;
@@ -113,6 +141,8 @@ impl Supervisor {
             Ok((config, web_config))
         })
         .await?;
+        let shard = self.shard;
+        let config = config.retain_targets(|target| shard.owns(target.name()));
         if let (Some(newer), Some((_, serving))) = (&web_config, &self.web_config) {
             serving.check_update(newer)?;
         }
@@ -132,6 +162,7 @@ impl Supervisor {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
+        warn_of_shared_client_ids(shard, &config);
         if self.config.otlp() != config.otlp() {
             tracing::warn!(
                 "the [otlp] table changed; OTLP export keeps its running settings until \
@@ -146,6 +177,7 @@ impl Supervisor {
         }
         self.start_prepared(prepared)?;
         self.config = config;
+        self.running_changed();
         if let (Some(newer), Some((_, serving))) = (web_config, &self.web_config) {
             serving.update(newer).await?;
             summary.web_config_reloaded = true;
@@ -153,14 +185,18 @@ impl Supervisor {
         Ok(summary)
     }
 
-    /// Starts every target of the first config.
+    /// Starts every target of the first config that the shard owns.
     async fn apply(&mut self, config: Config) -> Result<(), DaemonError> {
+        let shard = self.shard;
+        let config = config.retain_targets(|target| shard.owns(target.name()));
         let prepared = prepare(config.targets().iter()).await?;
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
+        warn_of_shared_client_ids(shard, &config);
         self.start_prepared(prepared)?;
         self.config = config;
+        self.running_changed();
         self.reload_metrics.succeeded();
         Ok(())
     }
@@ -190,6 +226,32 @@ impl Supervisor {
             stopping.spawn(connection.shutdown());
         }
         while stopping.join_next().await.is_some() {}
+    }
+}
+
+/// When sharded, one `warn` line if some owned targets have a client id that
+/// is the same in every replica. A change of `--shard.count` rolls out with
+/// old and new replicas running at once, both owning the targets that move;
+/// with one client id the broker lets each take the other's session over.
+fn warn_of_shared_client_ids(shard: Shard, share: &Config) {
+    if shard.count() == 1 {
+        return;
+    }
+    let shared = share
+        .targets()
+        .iter()
+        .filter(|target| !target.client_id_per_host())
+        .count();
+    if shared > 0 {
+        tracing::warn!(
+            shard_index = shard.index(),
+            shard_count = shard.count(),
+            "{shared} of the {} targets this shard owns have a client id without {{hostname}}, \
+             the same in every replica: while a change of --shard.count rolls out, an old and \
+             a new replica own the targets that move, and the broker lets each take the \
+             other's session over; set client_id = \"mqtt-pulse-{{hostname}}-{{name}}\"",
+            share.targets().len()
+        );
     }
 }
 
@@ -285,6 +347,22 @@ pub(super) async fn off_the_runtime<T: Send + 'static>(
         Ok(Ok(result)) => result,
         Ok(Err(_)) | Err(_) => Err(DaemonError::FilesTimedOut(READ_TIMEOUT)),
     }
+}
+
+/// `mqtt_pulse_targets{shard_index, shard_count}`: how many targets this
+/// replica runs — its share of the config file's.
+fn register_targets_gauge(registry: &Registry, shard: Shard) -> IntGauge {
+    let opts = Opts::new(
+        "mqtt_pulse_targets",
+        "Targets of the config file this mqtt-pulse watches: its share when the targets \
+         are sharded over --shard.count replicas, all of them otherwise.",
+    )
+    .const_label("shard_index", shard.index().to_string())
+    .const_label("shard_count", shard.count().to_string());
+    let gauge = IntGauge::with_opts(opts).expect("a valid metric name and labels");
+    // A fresh registry holds nothing of that name, so registering cannot clash.
+    let _ = registry.register(Box::new(gauge.clone()));
+    gauge
 }
 
 /// `mqtt_pulse_config_last_reload_successful` and its timestamp, as

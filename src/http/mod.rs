@@ -10,8 +10,10 @@
 //!
 //! * `mod.rs`: the routes — one at a time for a service's own router
 //!   ([`metrics_route`], [`landing_route`], [`landing_assets_route`],
-//!   [`events_route`], [`healthy_route`], [`ready_route`]), or the daemon's
-//!   set ([`router`], [`with_default_fallbacks`]) — and the probe answers;
+//!   [`events_route`], [`healthy_route`], [`ready_route`],
+//!   [`readiness_route`]), or the daemon's set ([`router`],
+//!   [`router_with_readiness`], [`with_default_fallbacks`]) — and the probe
+//!   answers; `readiness.rs`: [`Readiness`], what `/-/ready` asks;
 //! * `server.rs`: [`Server`], [`run`] — serving, timeouts, graceful shutdown;
 //! * `scrape.rs`: `/metrics`, shared renders; `landing.rs`: the page at `/`
 //!   and its script and style sheet (`landing/`, served at `/static/…`);
@@ -97,6 +99,7 @@
 mod events;
 mod landing;
 mod limits;
+mod readiness;
 mod scrape;
 mod server;
 #[cfg(feature = "web-config")]
@@ -104,6 +107,7 @@ mod web;
 
 pub use events::{EVENT_STREAM_QUEUE, MAX_EVENT_STREAMS};
 pub use limits::{MAX_CONCURRENT_RENDERS, MAX_CONCURRENT_SCRAPES, MAX_REQUEST_BODY};
+pub use readiness::Readiness;
 pub use server::Server;
 #[cfg(feature = "web-config")]
 pub use web::{WebConfig, WebConfigError, WebConfigPosition};
@@ -310,12 +314,36 @@ where
     get(healthy)
 }
 
-/// `GET /-/ready` of the daemon: `200 mqtt-pulse is Ready.` Opt-in.
+/// `GET /-/ready`: `200 mqtt-pulse is Ready.` whenever asked — a process
+/// that serves is ready. Opt-in. For a condition, [`readiness_route`].
 pub fn ready_route<S>() -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    get(ready)
+    readiness_route(Readiness::always())
+}
+
+/// `GET /-/ready` answering as `readiness` says: `200 mqtt-pulse is Ready.`,
+/// or `503 mqtt-pulse is not ready: <reason>`. Opt-in.
+///
+/// ```
+/// use axum::Router;
+/// use mqtt_pulse::http::Readiness;
+///
+/// let app: Router = Router::new().route(
+///     "/-/ready",
+///     mqtt_pulse::http::readiness_route(Readiness::new(|| Err("loading".to_owned()))),
+/// );
+/// # let _ = app;
+/// ```
+pub fn readiness_route<S>(readiness: Readiness) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(move || {
+        let readiness = readiness.clone();
+        async move { readiness.answer() }
+    })
 }
 
 /// The daemon's routes: [`metrics_route`] at `/metrics`, [`landing_route`] at
@@ -335,13 +363,20 @@ where
 /// — and a service that already serves `/metrics` or `/` would hit exactly
 /// that with `merge`.
 pub fn router(handle: MetricsHandle) -> Router {
+    router_with_readiness(handle, Readiness::always())
+}
+
+/// [`router`], with `/-/ready` answering as `readiness` says
+/// ([`readiness_route`]): the daemon's, ready once its config is loaded and
+/// every target it owns was attempted once.
+pub fn router_with_readiness(handle: MetricsHandle, readiness: Readiness) -> Router {
     Router::new()
         .route("/events", events_route(handle.events()))
         .route("/", landing_route(handle.clone()))
         .route("/static/{asset}", landing_assets_route())
         .route("/metrics", metrics_route(handle))
         .route("/-/healthy", healthy_route())
-        .route("/-/ready", ready_route())
+        .route("/-/ready", readiness_route(readiness))
 }
 
 /// `router` answering as the mqtt-pulse daemon does where no route matches:
@@ -411,12 +446,6 @@ pub async fn shutdown_signal() {
 
 async fn healthy() -> &'static str {
     "mqtt-pulse is Healthy.\n"
-}
-
-/// Ready as soon as it serves: the router exists only once the exporter is
-/// built, and a scrape reads the hub directly, so there is nothing to wait for.
-async fn ready() -> &'static str {
-    "mqtt-pulse is Ready.\n"
 }
 
 /// The daemon's answer to an unknown path: `404` with `404 page not found`

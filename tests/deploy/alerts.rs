@@ -1,6 +1,7 @@
 //! `deploy/prometheus/alerts.yml`: `promtool` checks the rules, and their unit
 //! tests make every alert fire and stay quiet once; the runbook has a section
-//! for each.
+//! for each. `deploy/prometheus/recording.yml`: checked, and every recorded
+//! series has a unit test.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -14,6 +15,17 @@ pub(crate) fn alert_rules() -> Vec<Value> {
     rules["groups"]
         .as_array()
         .expect("alerts.yml has groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The recording rules of deploy/prometheus/recording.yml.
+pub(crate) fn recording_rules() -> Vec<Value> {
+    let rules = yaml_file(&repo("deploy/prometheus/recording.yml"));
+    rules["groups"]
+        .as_array()
+        .expect("recording.yml has groups")
         .iter()
         .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
         .collect()
@@ -118,5 +130,67 @@ fn alert_rules_pass_promtool_and_their_unit_tests_cover_every_alert() {
     assert_eq!(
         quiet, alerts,
         "alerts with a unit test in which they do not fire"
+    );
+}
+
+#[test]
+fn recording_rules_pass_promtool_and_each_recorded_series_has_a_unit_test() {
+    let tests_file = repo("deploy/prometheus/recording_test.yml");
+    succeed(
+        Command::new("/usr/bin/promtool")
+            .arg("check")
+            .arg("rules")
+            .arg(repo("deploy/prometheus/recording.yml")),
+        "prometheus",
+    );
+    succeed(
+        Command::new("/usr/bin/promtool")
+            .arg("test")
+            .arg("rules")
+            .arg(&tests_file),
+        "prometheus",
+    );
+    let recorded: BTreeSet<String> = recording_rules()
+        .iter()
+        .map(|rule| {
+            let name = rule["record"]
+                .as_str()
+                .unwrap_or_else(|| panic!("not a recording rule: {rule}"));
+            assert_eq!(
+                name.split(':').count(),
+                3,
+                "{name}: not level:metric:operations"
+            );
+            name.to_owned()
+        })
+        .collect();
+    let tests = yaml_file(&tests_file);
+    assert_eq!(tests["rule_files"], json!(["recording.yml"]));
+    let tested: BTreeSet<String> = tests["tests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|case| {
+            case["promql_expr_test"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|check| {
+            check["exp_samples"]
+                .as_array()
+                .is_some_and(|samples| !samples.is_empty())
+        })
+        .filter_map(|check| {
+            let expr = check["expr"].as_str()?;
+            recorded
+                .iter()
+                .find(|name| expr.contains(name.as_str()))
+                .cloned()
+        })
+        .collect();
+    assert_eq!(
+        tested, recorded,
+        "recorded series with a unit test that has samples"
     );
 }

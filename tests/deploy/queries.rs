@@ -7,7 +7,7 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::alerts::alert_rules;
+use crate::alerts::{alert_rules, recording_rules};
 use crate::dashboards::{Dashboard, is_multi, variable_query};
 use crate::promql::{label_values_query, metric_names, regex_alternation, substitute};
 use crate::support::http::percent_encode;
@@ -84,7 +84,9 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
         prometheus_yml = replace_once(&prometheus_yml, from, &to, file);
     }
     fs::write(dir.join("prometheus.yml"), prometheus_yml).unwrap();
-    fs::copy(repo("deploy/prometheus/alerts.yml"), dir.join("alerts.yml")).unwrap();
+    for rules in ["alerts.yml", "recording.yml"] {
+        fs::copy(repo(&format!("deploy/prometheus/{rules}")), dir.join(rules)).unwrap();
+    }
     let prometheus = Prometheus::start(&dir, &dir.join("prometheus.yml"));
 
     // Enough scrapes for 5 s rate windows, pings in them, rules evaluated, and
@@ -128,8 +130,8 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
     .unwrap_or_else(|| panic!("rules unhealthy: {:?}", prometheus.api("/api/v1/rules")));
     assert_eq!(
         rules.len(),
-        alert_rules().len(),
-        "every rule in alerts.yml is loaded"
+        alert_rules().len() + recording_rules().len(),
+        "every rule in alerts.yml and recording.yml is loaded"
     );
     let active: BTreeSet<(String, String, String)> =
         prometheus.api("/api/v1/alerts").unwrap()["alerts"]
@@ -155,7 +157,8 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
     .collect();
     assert_eq!(active, expected_alerts, "active (pending or firing) alerts");
 
-    // Every rule expression: valid, with data exactly where an alert is due.
+    // Every rule expression: valid, with data exactly where an alert is due,
+    // and every recording rule's.
     let mut used = BTreeMap::<String, String>::new(); // metric -> where
     for rule in &rules {
         let name = rule["name"].as_str().unwrap();
@@ -163,7 +166,8 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
         let samples = prometheus
             .query(expr)
             .unwrap_or_else(|e| panic!("rule {name}: {expr}: {e}"));
-        let due = matches!(name, "MqttClientDown" | "MqttClientAuthFailing");
+        let due = rule["type"] == "recording"
+            || matches!(name, "MqttClientDown" | "MqttClientAuthFailing");
         assert_eq!(
             !samples.is_empty(),
             due,
