@@ -5,21 +5,22 @@
 //! runtime stage on a base image it assembles itself — the shared libraries
 //! the binary links, an `/etc/passwd` with the image's user, `podman import`ed
 //! — with the binary cargo built for the tests as `BINARY_FROM` (so the build
-//! stage, and its toolchain image, are skipped). Then it runs the image twice,
-//! each time through a published port on Podman's bridge network:
-//! - as the kustomize base's StatefulSet runs it (`kubectl kustomize`): pod
-//!   name, args, env (the shard index as the downward API gives pod 0),
-//!   security context (user, read-only root, no capabilities, no new
-//!   privileges), the ConfigMap and the Secret as rendered, mounted where the
-//!   pod mounts them — only the brokers' addresses are changed, to private
-//!   Mosquittos that accept nothing but the Secret's passwords;
+//! stage, and its toolchain image, are skipped). Then it runs the image, each
+//! container with a published port on Podman's bridge network:
+//! - as the kustomize base's StatefulSet runs it (`kubectl kustomize`), one
+//!   container per replica: pod name, args, env (the shard index as the
+//!   downward API gives each pod), security context (user, group, read-only
+//!   root, no capabilities, no new privileges), the ConfigMap and the Secret
+//!   as rendered, mounted where the pod mounts them — only the brokers'
+//!   addresses are changed, to private Mosquittos that accept nothing but the
+//!   Secret's passwords. Every target comes up in exactly one of them;
 //! - as docker-compose.yml runs it: its command and its bind mount of
 //!   deploy/mqtt-pulse, with the image's own user.
 //!
-//! Each time: the process runs as the image's non-root user, the image's
-//! HEALTHCHECK passes inside the container (`podman healthcheck run`),
-//! `/-/ready` and `/metrics` answer through the published port, and the
-//! config the mounts carry is the one that runs.
+//! Each container: the process runs as the image's non-root user, the image's
+//! HEALTHCHECK passes inside it (`podman healthcheck run`), `/-/ready` and
+//! `/metrics` answer through the published port, and the config the mounts
+//! carry is the one that runs.
 //!
 //! Podman keeps everything under the test's own temporary directory
 //! (`--root`, `--runroot`, its tmp dir; the vfs storage driver) and reads the
@@ -52,9 +53,8 @@ const PODMAN: &str = "/usr/bin/podman";
 const RUNTIME_BASE: &str = "localhost/mqtt-pulse-test-runtime:latest";
 const BINARY_IMAGE: &str = "localhost/mqtt-pulse-test-binary:latest";
 const IMAGE: &str = "localhost/mqtt-pulse:test";
-/// The pod the manifest container stands for, and its ordinal.
-const POD: &str = "mqtt-pulse-0";
-const POD_INDEX: &str = "0";
+/// The label the StatefulSet controller gives each pod, its ordinal.
+const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 /// Podman with all its state in one temporary directory; every container is
 /// removed (and its conmon ended) on drop, before the directory goes.
@@ -381,98 +381,132 @@ fn the_image_runs_as_the_kubernetes_manifests_and_the_compose_file_run_it() {
         fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    // One container per replica, each as its pod: its name, its ordinal.
     let security = &pod["securityContext"];
     let context = &container["securityContext"];
     let container_port = container["ports"][0]["containerPort"].as_u64().unwrap();
-    let published = free_port();
-    let mut run: Vec<String> = vec![
-        "run".into(),
-        "--detach".into(),
-        "--name".into(),
-        POD.into(),
-        "--hostname".into(),
-        POD.into(),
-        "--ulimit".into(),
-        "host".into(),
-        "--publish".into(),
-        format!("127.0.0.1:{published}:{container_port}"),
-        "--user".into(),
-        format!("{}:{}", security["runAsUser"], security["runAsGroup"]),
-        "--group-add".into(),
-        fs_group.to_string(),
-        "--volume".into(),
-        format!("{}:{config_mount}:ro", config_dir.display()),
-        "--volume".into(),
-        format!("{}:{secret_mount}:ro", secret_dir.display()),
-    ];
-    assert_eq!(context["readOnlyRootFilesystem"], true);
-    run.push("--read-only".into());
-    assert_eq!(context["capabilities"]["drop"][0], "ALL");
-    run.extend(["--cap-drop".into(), "all".into()]);
-    assert_eq!(context["allowPrivilegeEscalation"], false);
-    run.extend(["--security-opt".into(), "no-new-privileges".into()]);
-    // RuntimeDefault: Podman's default seccomp profile, which it applies unasked.
-    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
-    for (name, entry) in rendered.env() {
-        let value = match (
-            &entry["value"],
-            &entry["valueFrom"]["fieldRef"]["fieldPath"],
-        ) {
-            (Value::String(value), _) => value.clone(),
-            (_, Value::String(path))
-                if path == "metadata.labels['apps.kubernetes.io/pod-index']" =>
-            {
-                POD_INDEX.to_owned()
+    let mut pods = Vec::new();
+    for ordinal in 0..rendered.replicas() {
+        let name = format!(
+            "{}-{ordinal}",
+            rendered.statefulset()["metadata"]["name"].as_str().unwrap()
+        );
+        let published = free_port();
+        let mut run: Vec<String> = vec![
+            "run".into(),
+            "--detach".into(),
+            "--name".into(),
+            name.clone(),
+            "--hostname".into(),
+            name.clone(),
+            "--ulimit".into(),
+            "host".into(),
+            "--publish".into(),
+            format!("127.0.0.1:{published}:{container_port}"),
+            "--user".into(),
+            format!("{}:{}", security["runAsUser"], security["runAsGroup"]),
+            "--group-add".into(),
+            fs_group.to_string(),
+            "--volume".into(),
+            format!("{}:{config_mount}:ro", config_dir.display()),
+            "--volume".into(),
+            format!("{}:{secret_mount}:ro", secret_dir.display()),
+        ];
+        assert_eq!(context["readOnlyRootFilesystem"], true);
+        run.push("--read-only".into());
+        assert_eq!(context["capabilities"]["drop"][0], "ALL");
+        run.extend(["--cap-drop".into(), "all".into()]);
+        assert_eq!(context["allowPrivilegeEscalation"], false);
+        run.extend(["--security-opt".into(), "no-new-privileges".into()]);
+        // RuntimeDefault: Podman's default seccomp profile, which it applies unasked.
+        assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+        for (env, entry) in rendered.env() {
+            let value = match (
+                &entry["value"],
+                &entry["valueFrom"]["fieldRef"]["fieldPath"],
+            ) {
+                (Value::String(value), _) => value.clone(),
+                (_, Value::String(path))
+                    if path == &format!("metadata.labels['{POD_INDEX_LABEL}']") =>
+                {
+                    ordinal.to_string()
+                }
+                _ => panic!("env {env}: {entry} — teach this test what the kubelet gives"),
+            };
+            run.extend(["--env".into(), format!("{env}={value}")]);
+        }
+        run.push(IMAGE.into());
+        for arg in container["args"].as_array().unwrap() {
+            run.push(arg.as_str().unwrap().to_owned());
+        }
+        let run: Vec<&str> = run.iter().map(String::as_str).collect();
+        podman.run(&run);
+        pods.push((name, published));
+    }
+    for (name, published) in &pods {
+        await_ready_and_healthy(&podman, name, *published);
+
+        let (status, read_only_root) = process(&podman, name);
+        let ids =
+            |field: &str| -> Vec<String> { status[field].split(' ').map(str::to_owned).collect() };
+        assert_eq!(ids("Uid"), [uid; 4], "{name}: {status:?}");
+        assert_eq!(ids("Gid"), [gid; 4], "{name}: {status:?}");
+        assert!(
+            status["Groups"]
+                .split(' ')
+                .any(|g| g == fs_group.to_string()),
+            "{status:?}"
+        );
+        assert_eq!(status["CapBnd"], "0000000000000000", "no capabilities");
+        assert_eq!(status["CapEff"], "0000000000000000");
+        assert_eq!(status["NoNewPrivs"], "1");
+        assert_eq!(status["Seccomp"], "2", "a seccomp filter");
+        assert!(read_only_root, "{name}: the root file system is read-only");
+    }
+
+    // Every target is up in exactly one pod, under a client id with that pod's
+    // name: the config came from the ConfigMap's mount, each password from the
+    // Secret's mount (the brokers take nothing else), and each pod kept the
+    // share its ordinal gave it.
+    let owners = poll(DEADLINE, || {
+        let pages: Vec<Metrics> = pods.iter().map(|(_, port)| scrape(*port)).collect();
+        let mut owners = BTreeMap::new();
+        for (target, _) in &brokers {
+            let mut up_in = Vec::new();
+            for ((pod, _), page) in pods.iter().zip(&pages) {
+                match page.up(&format!("mqtt-pulse-{pod}-{target}")) {
+                    Some(1.0) => up_in.push(pod.clone()),
+                    Some(_) => return None,
+                    None => {}
+                }
             }
-            _ => panic!("env {name}: {entry} — teach this test what the kubelet gives"),
-        };
-        run.extend(["--env".into(), format!("{name}={value}")]);
-    }
-    run.push(IMAGE.into());
-    for arg in container["args"].as_array().unwrap() {
-        run.push(arg.as_str().unwrap().to_owned());
-    }
-    let run: Vec<&str> = run.iter().map(String::as_str).collect();
-    podman.run(&run);
-    await_ready_and_healthy(&podman, POD, published);
-
-    let (status, read_only_root) = process(&podman, POD);
-    let ids =
-        |field: &str| -> Vec<String> { status[field].split(' ').map(str::to_owned).collect() };
-    assert_eq!(ids("Uid"), [uid; 4], "{status:?}");
-    assert_eq!(ids("Gid"), [gid; 4], "{status:?}");
-    assert!(
-        status["Groups"]
-            .split(' ')
-            .any(|g| g == fs_group.to_string()),
-        "{status:?}"
-    );
-    assert_eq!(status["CapBnd"], "0000000000000000", "no capabilities");
-    assert_eq!(status["CapEff"], "0000000000000000");
-    assert_eq!(status["NoNewPrivs"], "1");
-    assert_eq!(status["Seccomp"], "2", "a seccomp filter");
-    assert!(read_only_root, "the root file system is read-only");
-
-    // Every target this pod owns is up: the config came from the ConfigMap's
-    // mount, each password from the Secret's mount (the brokers take nothing
-    // else), and the client ids carry the pod's name.
-    let owned = poll(DEADLINE, || {
-        let page = scrape(published);
-        let owned: Vec<(String, f64)> = brokers
-            .iter()
-            .filter_map(|(name, _)| {
-                let client_id = format!("mqtt-pulse-{POD}-{name}");
-                page.up(&client_id).map(|up| (client_id, up))
-            })
-            .collect();
-        (!owned.is_empty() && owned.iter().all(|(_, up)| *up == 1.0)).then_some(owned)
+            if up_in.is_empty() {
+                return None;
+            }
+            owners.insert(target.clone(), up_in);
+        }
+        Some(owners)
     });
-    assert!(
-        owned.is_some(),
-        "the targets of {POD} did not all come up:\n{}\n--- log ---\n{}",
-        scrape(published).text,
-        podman.logs(POD)
-    );
+    let logs = || {
+        pods.iter()
+            .map(|(pod, port)| {
+                format!(
+                    "--- {pod} ---\n{}\n{}",
+                    scrape(*port).text,
+                    podman.logs(pod)
+                )
+            })
+            .collect::<String>()
+    };
+    let owners = owners.unwrap_or_else(|| panic!("not every target came up:\n{}", logs()));
+    for (target, pods) in &owners {
+        assert_eq!(
+            pods.len(),
+            1,
+            "{target} is watched by {pods:?}:\n{}",
+            logs()
+        );
+    }
 
     // ---- As docker-compose.yml runs it ----------------------------------------
     let resolved = succeed(&mut docker_compose(&["config"]), "docker-compose");

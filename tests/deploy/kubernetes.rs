@@ -461,9 +461,11 @@ fn the_statefulset_passes_only_flags_and_env_the_binary_has_and_one_shard_per_po
     );
 
     // The binary takes the args and env as the pod gives them: the config
-    // check passes with them, for each shard.
+    // check passes with them, for each shard, and the shards together own
+    // every target of the ConfigMap exactly once.
     let dir = TempDir::new("kubernetes-config-check");
     let config = local_config(&rendered, &dir);
+    let mut owners: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for index in 0..rendered.replicas() {
         let mut command = daemon::command();
         command
@@ -483,6 +485,37 @@ fn the_statefulset_passes_only_flags_and_env_the_binary_has_and_one_shard_per_po
         }
         let checked = succeed(&mut command, "mqtt-pulse");
         assert!(checked.contains("OK"), "shard {index}: {checked}");
+        // "…; shard 0 of 2 (indexes from 0) owns 1 (plant-b)"
+        let owned = checked
+            .trim()
+            .split_once(" owns ")
+            .unwrap_or_else(|| panic!("shard {index}: which targets? {checked}"))
+            .1;
+        if let Some((_, names)) = owned.split_once(" (") {
+            for name in names.trim_end_matches(')').split(", ") {
+                owners.entry(name.to_owned()).or_default().push(index);
+            }
+        }
+    }
+    let (_, config) = rendered.config();
+    let names: Vec<String> = config["target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        owners.keys().cloned().collect::<Vec<_>>(),
+        names
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        "every target owned by some shard: {owners:?}"
+    );
+    for (name, shards) in &owners {
+        assert_eq!(shards.len(), 1, "{name} owned by shards {shards:?}");
     }
 }
 
