@@ -459,6 +459,33 @@ fn the_statefulset_passes_only_flags_and_env_the_binary_has_and_one_shard_per_po
         rendered.statefulset()["spec"]["podManagementPolicy"],
         "Parallel"
     );
+    // ... and stays so when the replicas change: kustomization.yaml's
+    // replacement copies them.
+    let copy = TempDir::new("kustomize-replicas");
+    for entry in fs::read_dir(repo(BASE)).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    fs::create_dir(copy.join("passwords")).unwrap();
+    for entry in fs::read_dir(repo(BASE).join("passwords")).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), copy.join("passwords").join(entry.file_name())).unwrap();
+    }
+    let statefulset = read(&copy.join("statefulset.yaml"));
+    let replicas = format!("replicas: {}", rendered.replicas());
+    assert_eq!(statefulset.matches(&replicas).count(), 1);
+    fs::write(
+        copy.join("statefulset.yaml"),
+        statefulset.replace(&replicas, "replicas: 5"),
+    )
+    .unwrap();
+    let five = Rendered {
+        objects: render(copy.path()),
+    };
+    assert_eq!(five.replicas(), 5);
+    assert_eq!(five.env()[SHARD_COUNT_ENV]["value"], "5");
 
     // The binary takes the args and env as the pod gives them: the config
     // check passes with them, for each shard, and the shards together own
