@@ -413,7 +413,8 @@ fn the_image_runs_as_the_kubernetes_manifests_and_the_compose_file_run_it() {
             format!("{}:{secret_mount}:ro", secret_dir.display()),
         ];
         assert_eq!(context["readOnlyRootFilesystem"], true);
-        run.push("--read-only".into());
+        // Without Podman's writable /tmp, /run and /var/tmp: a pod has none.
+        run.extend(["--read-only".into(), "--read-only-tmpfs=false".into()]);
         assert_eq!(context["capabilities"]["drop"][0], "ALL");
         run.extend(["--cap-drop".into(), "all".into()]);
         assert_eq!(context["allowPrivilegeEscalation"], false);
