@@ -27,7 +27,9 @@
 //! test's own `CONTAINERS_CONF`: the sandbox refuses Podman's default rlimits
 //! (`default_ulimits = []`, `--ulimit host`), crun cannot run on this machine's
 //! hybrid cgroup v1 layout (runc can), and there is no systemd (cgroupfs, file
-//! events). Wall time: about 10 s, most of it the vfs driver copying the
+//! events). It runs Podman as root, as CI does (the Secret's files are given
+//! the pod's group with chown; rootless Podman would also need uidmap and
+//! subordinate ids). Wall time: about 10 s, most of it the vfs driver copying the
 //! 60 MB debug binary between layers.
 
 use std::collections::BTreeMap;
