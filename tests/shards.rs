@@ -44,17 +44,17 @@ fn names() -> Vec<String> {
     (0..TARGETS).map(|i| format!("meter-{i:03}")).collect()
 }
 
-/// One config of [`TARGETS`] targets on the broker at `url`, with
-/// `client_id` if given.
+/// One config of [`TARGETS`] targets on the broker at `url`, with a
+/// `client_id` template in `[defaults]` if given.
 fn write_config(dir: &Path, url: &str, client_id: Option<&str>) -> PathBuf {
     let mut config = String::from(
         "[defaults]\nkeep_alive = \"2s\"\nbackoff = { initial = \"100ms\", max = \"1s\" }\n",
     );
+    if let Some(id) = client_id {
+        writeln!(config, "client_id = \"{id}\"").unwrap();
+    }
     for name in names() {
         write!(config, "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n").unwrap();
-        if let Some(id) = client_id {
-            writeln!(config, "client_id = \"{id}\"").unwrap();
-        }
     }
     let path = dir.join("mqtt-pulse.toml");
     fs::write(&path, config).unwrap();
@@ -646,7 +646,9 @@ fn ready_waits_for_every_owned_target_to_finish_a_first_attempt() {
 
 #[test]
 fn bad_shard_flags_are_one_line_and_exit_1() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    /// Arguments, environment, the error line after `mqtt-pulse: `.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
         (
             &["--shard.count", "0"],
             &[],
@@ -695,4 +697,58 @@ fn bad_shard_flags_are_one_line_and_exit_1() {
             );
         }
     }
+}
+
+#[test]
+fn a_shared_file_may_hold_more_targets_than_one_process_watches() {
+    use mqtt_pulse::config::MAX_TARGETS;
+    let dir = TempDir::new("shards-big");
+    let config = dir.join("mqtt-pulse.toml");
+    let mut targets = String::new();
+    for i in 0..=MAX_TARGETS {
+        write!(
+            targets,
+            "[[target]]\nname = \"t{i:05}\"\nurl = \"mqtt://127.0.0.1:9\"\n"
+        )
+        .unwrap();
+    }
+    fs::write(&config, targets).unwrap();
+    let file = config.to_str().unwrap();
+    let too_many = format!(
+        "mqtt-pulse: {file}: {} targets for shard 0 of 1 (indexes from 0); one mqtt-pulse \
+         process watches at most {MAX_TARGETS}: share them over more replicas with --shard.count",
+        MAX_TARGETS + 1
+    );
+    for args in [
+        vec!["--config.check", "--config.file", file],
+        vec!["--config.file", file, "--web.listen-address", "127.0.0.1:0"],
+    ] {
+        daemon::assert_fails_with_one_line(&daemon::run(&args), &too_many, &format!("{args:?}"));
+    }
+    // Two shards: each owns about half, within the limit.
+    let halves: usize = (0..2)
+        .map(|index| {
+            let owned: usize = (0..=MAX_TARGETS)
+                .filter(|i| Shard::owner(&format!("t{i:05}"), 2) == index)
+                .count();
+            let output = daemon::run(&[
+                "--config.check",
+                "--config.file",
+                file,
+                "--shard.count",
+                "2",
+                "--shard.index",
+                &index.to_string(),
+            ]);
+            let stdout = text(&output.stdout);
+            assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+            assert!(
+                stdout.contains(&format!(" owns {owned} (t")),
+                "{}",
+                &stdout[..200]
+            );
+            owned
+        })
+        .sum();
+    assert_eq!(halves, MAX_TARGETS + 1);
 }

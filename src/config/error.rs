@@ -256,10 +256,8 @@ pub enum Problem {
     /// A file with no `[[target]]`: nothing to monitor.
     #[error("no [[target]] in the file; add at least one target to monitor")]
     NoTargets,
-    /// More `[[target]]`s than [`MAX_TARGETS`](super::MAX_TARGETS).
-    #[error(
-        "{count} targets; one mqtt-pulse process monitors at most {max}: split them over several instances"
-    )]
+    /// More `[[target]]`s than [`MAX_FILE_TARGETS`](super::MAX_FILE_TARGETS).
+    #[error("{count} targets; a config file has at most {max}: split them over several files")]
     TooManyTargets {
         /// How many the file has.
         count: usize,

@@ -11,7 +11,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Problem};
 use super::keys::{
-    BACKOFF_KEYS, DEFAULTS_ONLY_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS, TLS_KEYS,
+    BACKOFF_KEYS, DEFAULTS_ONLY_KEYS, DEFAULTS_TEMPLATE_KEYS, LAYER_KEYS, NESTED_KEYS,
+    TARGET_ONLY_KEYS, TLS_KEYS,
 };
 use super::reader::{Place, Span, TableReader, Value, in_file_order, key_text};
 use crate::connection::{
@@ -79,6 +80,9 @@ pub(super) struct Defaults {
     /// `connect_concurrency`, a setting of all the targets of a broker
     /// together, hence of `[defaults]` only.
     pub(super) connect_concurrency: Option<usize>,
+    /// `client_id` as written: a template holding `{name}`, for every target
+    /// that sets none.
+    pub(super) client_id: Option<Spanned<String>>,
 }
 
 impl Defaults {
@@ -87,6 +91,7 @@ impl Defaults {
             layer: Layer::default(),
             backoff: Backoff::default(),
             connect_concurrency: None,
+            client_id: None,
         }
     }
 
@@ -105,6 +110,7 @@ impl TableReader<'_> {
         let table = self.table("defaults", &Place::Top, value)?;
         let mut layer = Layer::default();
         let mut connect_concurrency = None;
+        let mut client_id = None;
         for (key, value) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             if self.layer_entry(&mut layer, name, value, &place)? {
@@ -115,13 +121,17 @@ impl TableReader<'_> {
                 connect_concurrency = Some(limit);
                 continue;
             }
+            if name == "client_id" {
+                client_id = Some(self.client_id_template(&place, value)?);
+                continue;
+            }
             if TARGET_ONLY_KEYS.contains(&name) {
                 let problem = Problem::NotADefault {
                     key: name.to_owned(),
                 };
                 return Err(self.error(&key.span(), problem));
             }
-            let known = [LAYER_KEYS, DEFAULTS_ONLY_KEYS].concat();
+            let known = [LAYER_KEYS, DEFAULTS_ONLY_KEYS, DEFAULTS_TEMPLATE_KEYS].concat();
             return Err(self.unknown_key(key, &place, &known, NESTED_KEYS));
         }
         let backoff = self.backoff(&layer, Backoff::default(), &place)?;
@@ -129,6 +139,7 @@ impl TableReader<'_> {
             layer,
             backoff,
             connect_concurrency,
+            client_id,
         })
     }
 

@@ -16,7 +16,9 @@
 //!   to every target that does not set them; and `connect_concurrency` (a
 //!   whole number, 0 for unpaced), which only `[defaults]` has: the connect
 //!   handshakes in flight at once to one broker, over all its targets
-//!   ([`ConnectionOptions::with_connect_concurrency`]). `labels` merge key by key (the
+//!   ([`ConnectionOptions::with_connect_concurrency`]); and `client_id`, a
+//!   template that must hold `{name}`, for every target that sets none (the
+//!   recipe for replicas and shards: `"mqtt-pulse-{hostname}-{name}"`). `labels` merge key by key (the
 //!   target's value wins); `backoff` merges key by key; `[defaults.tls]` applies
 //!   only to `mqtts://` and `wss://` targets, key by key, except that
 //!   `cert_file` and `key_file` are taken as a pair from the target if it sets
@@ -100,10 +102,14 @@ pub use error::{ConfigError, Location, Problem};
 pub use otlp::OtlpConfig;
 pub(crate) use target::hostname;
 
-/// The most targets one file may have: one process monitors at most this many
-/// connections (measured in BENCHMARKS.md, "Connection scale"); more is a
-/// mistake or a job for several instances.
+/// The most targets one process watches: one connection each, measured in
+/// BENCHMARKS.md ("Connection scale"). The daemon checks it on its share of
+/// the file (`--shard.count`); more is a job for more replicas.
 pub const MAX_TARGETS: usize = 10_000;
+
+/// The most targets one file may have: ten processes' worth, for a file that
+/// shards share ([`MAX_TARGETS`] each). Each replica parses the whole file.
+pub const MAX_FILE_TARGETS: usize = 10 * MAX_TARGETS;
 
 /// The URL monitored when there is no config file.
 pub const DEFAULT_URL: &str = "mqtt://127.0.0.1:1883";

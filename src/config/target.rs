@@ -12,7 +12,7 @@ use super::error::{ConfigError, Problem};
 use super::keys::{DEFAULTS_ONLY_KEYS, LAYER_KEYS, NESTED_KEYS, TARGET_ONLY_KEYS};
 use super::layer::{Defaults, Layer};
 use super::reader::{Place, Span, TableReader, Value, in_file_order};
-use super::{CLIENT_ID_PREFIX, MAX_TARGETS, TargetConfig};
+use super::{CLIENT_ID_PREFIX, MAX_FILE_TARGETS, TargetConfig};
 use crate::connection::{BrokerUrl, ConnectionOptions, MAX_LABEL_VALUE_LENGTH, Password};
 use crate::events::ClientId;
 
@@ -62,10 +62,10 @@ impl TableReader<'_> {
         if items.is_empty() {
             return Err(self.error(&value.span(), Problem::NoTargets));
         }
-        if let Some(first_too_many) = items.get(MAX_TARGETS) {
+        if let Some(first_too_many) = items.get(MAX_FILE_TARGETS) {
             let problem = Problem::TooManyTargets {
                 count: items.len(),
-                max: MAX_TARGETS,
+                max: MAX_FILE_TARGETS,
             };
             return Err(self.error(&first_too_many.span(), problem));
         }
@@ -99,8 +99,15 @@ impl TableReader<'_> {
             return Err(self.error(&header, problem));
         };
         self.check_password(&written.username, &written.password, &place)?;
-        let client_id_per_host = written.client_id_per_host;
-        let client_id = self.unique_client_id(&name, written.client_id, &place, seen)?;
+        let (written_id, client_id_per_host) = match (written.client_id, &defaults.client_id) {
+            (Some(id), _) => (Some(id), written.client_id_per_host),
+            (None, Some(template)) => {
+                let id = self.from_template(template, &name)?;
+                (Some(id), names_the_host(template.get_ref()))
+            }
+            (None, None) => (None, false),
+        };
+        let client_id = self.unique_client_id(&name, written_id, &place, seen)?;
 
         let layer = written.layer;
         let inherited = &defaults.layer;
@@ -243,6 +250,46 @@ impl TableReader<'_> {
             self.warn(key_span, message);
         }
         Ok(())
+    }
+
+    /// `[defaults]`' `client_id` template read: a string whose placeholders
+    /// are known, holding `{name}` — every target's id, and two cannot share one.
+    pub(super) fn client_id_template(
+        &self,
+        place: &Place,
+        value: &Value<'_>,
+    ) -> Result<Spanned<String>, ConfigError> {
+        let template = self.string("client_id", place, value)?;
+        let bad = |reason| self.bad_value("client_id", place, &value.span(), reason);
+        expand_client_id(template, "name").map_err(bad)?;
+        if !template.replace("{{", "").contains("{name}") {
+            return Err(bad(
+                "must hold {name}: it is the client id of every target that sets none, \
+                 and two targets cannot share one"
+                    .to_owned(),
+            ));
+        }
+        Ok(Spanned::new(value.span(), template.to_owned()))
+    }
+
+    /// `[defaults]`' `client_id` template expanded for the target `name`, its
+    /// problems placed at the template.
+    fn from_template(
+        &self,
+        template: &Spanned<String>,
+        name: &Spanned<String>,
+    ) -> Result<Spanned<ClientId>, ConfigError> {
+        let place = Place::Table("[defaults]".to_owned());
+        let bad = |reason: String| {
+            let reason = format!("{reason} (for [[target]] {:?})", name.get_ref());
+            self.bad_value("client_id", &place, &template.span(), reason)
+        };
+        let id = expand_client_id(template.get_ref(), name.get_ref()).map_err(&bad)?;
+        if let Some(reason) = text_problem(&id).or_else(|| client_id_length_problem(&id)) {
+            return Err(bad(reason));
+        }
+        // Placed at the target's name, as a client id derived from it.
+        Ok(Spanned::new(name.span(), ClientId::from(id)))
     }
 
     /// The target's client id — `client_id`, or derived from the name — unique

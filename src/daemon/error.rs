@@ -26,6 +26,22 @@ pub enum DaemonError {
     /// `--shard.count` or `--shard.index` is unusable.
     #[error("{0}")]
     Shard(#[from] super::shard::ShardError),
+    /// This replica's share of the config file is more than one process
+    /// watches.
+    #[error(
+        "{file}: {owned} targets for {shard}; one mqtt-pulse process watches at most {max}: \
+         share them over more replicas with --shard.count"
+    )]
+    TooManyTargets {
+        /// The config file.
+        file: String,
+        /// How many targets the shard owns.
+        owned: usize,
+        /// Which shard.
+        shard: super::shard::Shard,
+        /// [`MAX_TARGETS`](crate::config::MAX_TARGETS).
+        max: usize,
+    },
     /// A `--web.listen-address` is not `host:port` or `:port`.
     #[error("invalid --web.listen-address {address:?}: {reason}")]
     ListenAddress {

@@ -58,7 +58,7 @@ use healthcheck::healthcheck;
 use listen::bind;
 use otlp::{start_otlp, stop_otlp};
 use reload::{ReloadRequest, hangup_signals, reload_router};
-use supervisor::{Supervisor, off_the_runtime, validate_targets};
+use supervisor::{Supervisor, off_the_runtime, share, validate_targets};
 
 /// Runs the daemon as the binary does: `--config.check`, or start, serve until
 /// SIGINT/SIGTERM, shut down. Builds its own multi-threaded runtime.
@@ -123,6 +123,8 @@ fn check_config(cli: &Cli, shard: Shard) -> Result<(), DaemonError> {
         eprintln!("{warning}");
     }
     let names: Vec<&str> = config.targets().iter().map(|t| t.name()).collect();
+    // What starting would refuse: a share larger than one process watches.
+    share(config.clone(), shard)?;
     let origin = match cli.config_file.as_deref() {
         Some(path) => path.display().to_string(),
         None => "no config file (built-in default)".to_owned(),

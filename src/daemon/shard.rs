@@ -28,7 +28,7 @@
 use std::fmt;
 
 /// The most shards `--shard.count` may name. A config holds at most
-/// [`MAX_TARGETS`](crate::config::MAX_TARGETS) targets, and every target is
+/// [`MAX_FILE_TARGETS`](crate::config::MAX_FILE_TARGETS) targets, and every target is
 /// weighed once per shard at start and at each reload; more shards than this
 /// could only be a typo, and a huge count would stall the start.
 pub const MAX_SHARD_COUNT: u32 = 256;
@@ -161,7 +161,9 @@ impl Shard {
     }
 
     /// The index of the shard, of `count`, that owns the target called
-    /// `name`: the one of highest [`weight`]. `count` 0 is taken as 1.
+    /// `name`: the one of highest weight — the first 8 bytes, big-endian, of
+    /// SHA-256 of `"<index>/<name>"`, which `printf '%s' "2/plant-a" |
+    /// sha256sum` shows too. `count` 0 is taken as 1.
     pub fn owner(name: &str, count: u32) -> u32 {
         (0..count.max(1))
             // Ties (equal 64-bit prefixes of two digests) go to the lower index.

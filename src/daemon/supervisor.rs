@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use super::DaemonError;
 use super::readiness::Attempted;
 use super::shard::Shard;
-use crate::config::{Config, TargetConfig, diff};
+use crate::config::{Config, MAX_TARGETS, TargetConfig, diff};
 use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT};
 use crate::events::Events;
 use crate::http::WebConfig;
@@ -142,7 +142,7 @@ impl Supervisor {
         })
         .await?;
         let shard = self.shard;
-        let config = config.retain_targets(|target| shard.owns(target.name()));
+        let config = share(config, shard)?;
         if let (Some(newer), Some((_, serving))) = (&web_config, &self.web_config) {
             serving.check_update(newer)?;
         }
@@ -188,7 +188,7 @@ impl Supervisor {
     /// Starts every target of the first config that the shard owns.
     async fn apply(&mut self, config: Config) -> Result<(), DaemonError> {
         let shard = self.shard;
-        let config = config.retain_targets(|target| shard.owns(target.name()));
+        let config = share(config, shard)?;
         let prepared = prepare(config.targets().iter()).await?;
         for warning in config.warnings() {
             tracing::warn!("{warning}");
@@ -229,6 +229,24 @@ impl Supervisor {
     }
 }
 
+/// `shard`'s share of `config`: the targets it owns, at most
+/// [`MAX_TARGETS`] of them.
+pub(super) fn share(config: Config, shard: Shard) -> Result<Config, DaemonError> {
+    let config = config.retain_targets(|target| shard.owns(target.name()));
+    if config.targets().len() > MAX_TARGETS {
+        return Err(DaemonError::TooManyTargets {
+            file: config.origin().map_or_else(
+                || "the built-in config".to_owned(),
+                |path| path.display().to_string(),
+            ),
+            owned: config.targets().len(),
+            shard,
+            max: MAX_TARGETS,
+        });
+    }
+    Ok(config)
+}
+
 /// When sharded, one `warn` line if some owned targets have a client id that
 /// is the same in every replica. A change of `--shard.count` rolls out with
 /// old and new replicas running at once, both owning the targets that move;
@@ -249,7 +267,8 @@ fn warn_of_shared_client_ids(shard: Shard, share: &Config) {
             "{shared} of the {} targets this shard owns have a client id without {{hostname}}, \
              the same in every replica: while a change of --shard.count rolls out, an old and \
              a new replica own the targets that move, and the broker lets each take the \
-             other's session over; set client_id = \"mqtt-pulse-{{hostname}}-{{name}}\"",
+             other's session over; set client_id = \"mqtt-pulse-{{hostname}}-{{name}}\" in \
+             [defaults]",
             share.targets().len()
         );
     }

@@ -140,6 +140,14 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-client-id-placeholder.toml:4:13: bad `client_id` in [[target]] \"plant-a\": has an unknown placeholder `{host}`; use {name} or {hostname} (write {{ and }} for braces)",
     ),
     (
+        "bad-defaults-client-id-without-name.toml",
+        "tests/testdata/bad-defaults-client-id-without-name.toml:2:13: bad `client_id` in [defaults]: must hold {name}: it is the client id of every target that sets none, and two targets cannot share one",
+    ),
+    (
+        "bad-defaults-client-id-placeholder.toml",
+        "tests/testdata/bad-defaults-client-id-placeholder.toml:2:13: bad `client_id` in [defaults]: has an unknown placeholder `{region}`; use {name} or {hostname} (write {{ and }} for braces)",
+    ),
+    (
         "bad-ca-file-device.toml",
         "tests/testdata/bad-ca-file-device.toml:5:11: cannot read `ca_file` in `tls` of [[target]] \"plant-a\": /dev/zero: is a character device, not a regular file",
     ),
@@ -286,7 +294,9 @@ fn errors_expose_their_problem_and_location() {
 
 #[test]
 fn the_number_of_targets_and_the_length_of_labels_are_bounded_with_a_clear_error() {
-    use mqtt_pulse::config::MAX_TARGETS;
+    // A file shared by shards may hold more than one process watches
+    // (MAX_TARGETS, checked by the daemon on its share: tests/shards.rs).
+    use mqtt_pulse::config::MAX_FILE_TARGETS;
     use mqtt_pulse::connection::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
     let origin = Path::new("big.toml");
     let targets = |count: usize| {
@@ -295,21 +305,21 @@ fn the_number_of_targets_and_the_length_of_labels_are_bounded_with_a_clear_error
             .collect::<String>()
     };
     assert_eq!(
-        Config::parse(&targets(MAX_TARGETS), origin)
+        Config::parse(&targets(MAX_FILE_TARGETS), origin)
             .unwrap()
             .targets()
             .len(),
-        MAX_TARGETS
+        MAX_FILE_TARGETS
     );
-    let error = Config::parse(&targets(MAX_TARGETS + 1), origin).unwrap_err();
+    let error = Config::parse(&targets(MAX_FILE_TARGETS + 1), origin).unwrap_err();
     // Pointing at the first target too many: three lines per target.
     assert_eq!(
         error.to_string(),
         format!(
-            "big.toml:{}:1: {} targets; one mqtt-pulse process monitors at most {MAX_TARGETS}: \
-             split them over several instances",
-            3 * MAX_TARGETS + 1,
-            MAX_TARGETS + 1
+            "big.toml:{}:1: {} targets; a config file has at most {MAX_FILE_TARGETS}: \
+             split them over several files",
+            3 * MAX_FILE_TARGETS + 1,
+            MAX_FILE_TARGETS + 1
         )
     );
 

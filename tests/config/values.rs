@@ -57,6 +57,27 @@ fn connect_concurrency_in_defaults_paces_every_target() {
 }
 
 #[test]
+fn a_client_id_template_in_defaults_names_every_target_that_sets_none() {
+    let text = "[defaults]\nclient_id = \"mqtt-pulse-{hostname}-{name}\"\n\n\
+                [[target]]\nname = \"a\"\nurl = \"mqtt://one.example\"\n\n\
+                [[target]]\nname = \"b\"\nurl = \"mqtt://one.example\"\nclient_id = \"own-{name}\"\n";
+    let config = Config::parse(text, Path::new("ids.toml")).unwrap();
+    let (a, b) = (config.target("a").unwrap(), config.target("b").unwrap());
+    let id = a.options().client_id().as_str();
+    assert!(id.starts_with("mqtt-pulse-") && id.ends_with("-a"), "{id}");
+    assert_ne!(id, "mqtt-pulse--a");
+    assert!(a.client_id_per_host());
+    assert_eq!(b.options().client_id().as_str(), "own-b");
+    assert!(!b.client_id_per_host());
+    // Without a template or {hostname}, an id is the same on every host.
+    let plain = Config::parse(
+        "[[target]]\nname = \"c\"\nurl = \"mqtt://h\"\n",
+        Path::new("c.toml"),
+    );
+    assert!(!plain.unwrap().targets()[0].client_id_per_host());
+}
+
+#[test]
 fn defaults_merge_into_targets_and_targets_win() {
     let config = Config::load(&testdata("good-full.toml")).unwrap();
     let names: Vec<_> = config.targets().iter().map(|t| t.name()).collect();
