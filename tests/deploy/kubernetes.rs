@@ -50,6 +50,30 @@ pub(crate) fn render(dir: &Path) -> Vec<Value> {
     yaml_documents(&rendered, &format!("kubectl kustomize {}", dir.display()))
 }
 
+/// `target` (a path in the repository) as an overlay in a temporary directory
+/// names it: relative, as kustomize requires.
+fn relative(target: &str) -> PathBuf {
+    let depth = std::env::temp_dir().components().count();
+    let mut path = PathBuf::new();
+    for _ in 0..depth {
+        path.push("..");
+    }
+    path.join(repo(target).strip_prefix("/").unwrap())
+}
+
+/// An overlay of the base, as a user writes one (outside the base, naming it by
+/// a relative path), with `rest` after its `resources:`; rendered.
+fn overlay(rest: &str) -> Vec<Value> {
+    let dir = TempDir::new("kustomize-overlay");
+    assert_eq!(dir.parent(), Some(std::env::temp_dir().as_path()));
+    fs::write(
+        dir.join("kustomization.yaml"),
+        format!("resources:\n  - {}\n{rest}", relative(BASE).display()),
+    )
+    .unwrap();
+    render(dir.path())
+}
+
 /// The rendered base, looked up by kind and name.
 pub(crate) struct Rendered {
     pub(crate) objects: Vec<Value>,
@@ -325,27 +349,11 @@ fn the_kustomize_base_renders_every_object_and_each_passes_the_kubernetes_schema
     );
 
     // Clusters without the prometheus-operator: the component drops the
-    // PodMonitor and nothing else. An overlay must be outside the base and
-    // name it by a relative path, as a user's overlay would.
-    let overlay = TempDir::new("kustomize-overlay");
-    let relative = |target: &str| {
-        let depth = overlay.path().components().count() - 1;
-        let mut path = PathBuf::new();
-        for _ in 0..depth {
-            path.push("..");
-        }
-        path.join(repo(target).strip_prefix("/").unwrap())
-    };
-    fs::write(
-        overlay.join("kustomization.yaml"),
-        format!(
-            "resources:\n  - {}\ncomponents:\n  - {}\n",
-            relative(BASE).display(),
-            relative(WITHOUT_OPERATOR).display()
-        ),
-    )
-    .unwrap();
-    let without = render(overlay.path());
+    // PodMonitor and nothing else.
+    let without = overlay(&format!(
+        "components:\n  - {}\n",
+        relative(WITHOUT_OPERATOR).display()
+    ));
     let without_kinds: BTreeSet<&str> = without
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
@@ -714,9 +722,11 @@ fn the_mounts_hold_every_file_the_config_names_and_client_ids_differ_per_pod() {
             }
         }
         // Pods never share a client id: each carries the pod's name.
-        let client_id = target["client_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{name}: no client_id"));
+        let client_id = target
+            .get("client_id")
+            .or(config.get("defaults").and_then(|d| d.get("client_id")))
+            .and_then(toml::Value::as_str)
+            .unwrap_or_else(|| panic!("{name}: no client_id, here or in [defaults]"));
         assert!(client_id.contains("{hostname}"), "{name}: {client_id}");
     }
     let keys: BTreeSet<String> = secrets.keys().cloned().collect();
@@ -797,5 +807,68 @@ fn the_kubernetes_scrape_job_keeps_the_pods_and_port_of_the_base() {
             .args(["check", "config"])
             .arg(&copy),
         "prometheus",
+    );
+}
+
+#[test]
+fn a_vantage_point_overlay_renames_the_pods_and_selects_and_labels_only_its_own() {
+    // README, Running many: one deployment per place, named apart (so the
+    // {hostname} in the client ids differs) and labelled `vantage`, which
+    // Prometheus puts on the series.
+    let eu = Rendered {
+        objects: overlay(
+            "nameSuffix: -eu\n\
+             labels:\n  - pairs: {vantage: eu}\n    includeSelectors: true\n    includeTemplates: true\n",
+        ),
+    };
+    let statefulset = eu.statefulset();
+    assert_eq!(statefulset["metadata"]["name"], "mqtt-pulse-eu");
+    assert_eq!(statefulset["spec"]["serviceName"], "mqtt-pulse-eu");
+    assert_eq!(eu.only("Service")["metadata"]["name"], "mqtt-pulse-eu");
+    assert_eq!(pod_labels(&eu)["vantage"], "eu");
+    // Every selector takes only this place's pods: another place's deployment
+    // in the same namespace is neither served, nor budgeted, nor scraped by it
+    // (kustomizeconfig.yaml teaches kustomize the PodMonitor's selector).
+    for (kind, selector) in [
+        ("StatefulSet", &statefulset["spec"]["selector"]),
+        (
+            "PodDisruptionBudget",
+            &eu.only("PodDisruptionBudget")["spec"]["selector"],
+        ),
+        ("PodMonitor", &eu.only("PodMonitor")["spec"]["selector"]),
+    ] {
+        assert!(selects_the_pods(&eu, selector), "{kind}");
+        assert_eq!(selector["matchLabels"]["vantage"], "eu", "{kind}");
+    }
+    assert_eq!(eu.only("Service")["spec"]["selector"]["vantage"], "eu");
+    // The mounts follow the renamed ConfigMap and Secret; the shard count the
+    // replicas.
+    let (_, config) = eu.config();
+    assert!(config["target"].as_array().is_some_and(|t| !t.is_empty()));
+    let (_, secrets) = eu.secret("passwords");
+    assert!(!secrets.is_empty());
+    assert_eq!(
+        eu.env()[SHARD_COUNT_ENV]["value"],
+        eu.replicas().to_string()
+    );
+
+    // Both scrape paths turn the pod label into a `vantage` target label.
+    assert!(
+        eu.only("PodMonitor")["spec"]["podTargetLabels"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("vantage"))
+    );
+    let job = &yaml_file(&repo(SCRAPE_CONFIG))["scrape_configs"][0];
+    assert!(
+        job["relabel_configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|rule| {
+                rule["source_labels"] == json!(["__meta_kubernetes_pod_label_vantage"])
+                    && rule["target_label"] == "vantage"
+            }),
+        "{job}"
     );
 }
