@@ -1,6 +1,7 @@
 //! The `Dockerfile`: built with the tested release command, run unprivileged,
 //! with a healthcheck that passes against a serving exporter.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::process::Command;
 use std::time::Duration;
@@ -70,12 +71,32 @@ fn dockerfile_builds_with_the_tested_command_and_runs_unprivileged_with_a_health
         .filter(|i| i.keyword == "FROM")
         .map(|i| i.args.as_str())
         .collect();
+    // Every base is a build argument (tests/deploy/image.rs builds the image
+    // from local ones); the defaults are what users get.
     assert_eq!(
-        froms.len(),
-        2,
-        "a build stage and a runtime stage: {froms:?}"
+        froms,
+        [
+            "${BUILD_IMAGE} AS build",
+            "${BINARY_FROM} AS binary",
+            "${RUNTIME_IMAGE}"
+        ],
+        "a build stage, the binary's source and a runtime stage"
     );
-    assert!(froms[0].starts_with("rust:1.95-bookworm "), "{}", froms[0]);
+    let defaults = global_args();
+    assert_eq!(
+        defaults["BUILD_IMAGE"],
+        "docker.io/library/rust:1.95-bookworm"
+    );
+    assert_eq!(
+        defaults["RUNTIME_IMAGE"],
+        "gcr.io/distroless/cc-debian12:nonroot"
+    );
+    assert_eq!(
+        defaults["BINARY_FROM"], "build",
+        "compiled in the build stage"
+    );
+    // The runtime stage names its base (declared again to be in scope there).
+    assert!(in_stage("final", "ARG").contains(&"RUNTIME_IMAGE"));
 
     // The build stage: every cargo build is the release build, and the last RUN is it.
     let runs = in_stage("build", "RUN");
@@ -178,7 +199,7 @@ fn dockerfile_builds_with_the_tested_command_and_runs_unprivileged_with_a_health
     assert_eq!(
         copies,
         [format!(
-            "--from=build {}/target/release/mqtt-pulse {binary_path}",
+            "--from=binary {}/target/release/mqtt-pulse {binary_path}",
             workdir[0]
         )]
     );
@@ -215,11 +236,24 @@ fn dockerfile_builds_with_the_tested_command_and_runs_unprivileged_with_a_health
         ("version", "\"${VERSION}\""),
         ("revision", "\"${REVISION}\""),
         ("licenses", &format!("\"{}\"", env!("CARGO_PKG_LICENSE"))),
+        ("base.name", "\"${RUNTIME_IMAGE}\""),
     ] {
         let pair = format!("org.opencontainers.image.{key}={value}");
         assert!(labels.contains(&pair), "LABEL {pair} missing in {labels}");
     }
     assert!(labels.contains("org.opencontainers.image.description="));
+}
+
+/// The `ARG NAME=default`s before the first `FROM`: the ones `FROM` lines can use.
+pub(crate) fn global_args() -> BTreeMap<String, String> {
+    dockerfile()
+        .into_iter()
+        .filter(|i| i.stage.is_empty() && i.keyword == "ARG")
+        .map(|i| {
+            let (name, default) = i.args.split_once('=').unwrap_or((&i.args, ""));
+            (name.to_owned(), default.to_owned())
+        })
+        .collect()
 }
 
 /// The HEALTHCHECK's exec-form command.

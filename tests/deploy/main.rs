@@ -3,7 +3,10 @@
 //! unit-tests the alert rules; a real Prometheus, loaded with the deploy config
 //! and rules, scrapes the real `mqtt-pulse` binary watching real Mosquitto
 //! brokers, and runs every query of every dashboard and rule; `docker-compose`
-//! validates the compose file; `scripts/demo` runs and stops its stack.
+//! validates the compose file; `scripts/demo` runs and stops its stack;
+//! `kubectl kustomize` renders the Kubernetes base and `kubernetes-validate`
+//! checks it; Podman builds the image and runs it as the manifests and the
+//! compose file do.
 //!
 //! YAML is read through Debian's `/usr/bin/python3` and its `yaml` module
 //! (package python3-yaml, which scripts/test installs): named by path, so a
@@ -19,6 +22,8 @@ mod compose;
 mod dashboards;
 mod demo;
 mod dockerfile;
+mod image;
+mod kubernetes;
 mod promql;
 mod queries;
 
@@ -101,6 +106,24 @@ fn yaml(source: &str, what: &str) -> Value {
         Command::new(PYTHON3).args([
             "-c",
             "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ]),
+        source.as_bytes(),
+        "python3-yaml",
+    );
+    assert!(
+        out.status.success(),
+        "{what} is not valid YAML:\n{}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every document of a multi-document YAML stream, as JSON.
+fn yaml_documents(source: &str, what: &str) -> Vec<Value> {
+    let out = output_with_input(
+        Command::new(PYTHON3).args([
+            "-c",
+            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d is not None], sys.stdout)",
         ]),
         source.as_bytes(),
         "python3-yaml",
