@@ -31,6 +31,7 @@ mod labels;
 mod link;
 mod options;
 pub mod pacing;
+mod path_options;
 mod publishes;
 mod streak;
 mod tls;
@@ -55,6 +56,7 @@ pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE
 #[cfg(feature = "daemon")]
 pub(crate) use options::{Password, check_keep_alive};
 pub use pacing::{DEFAULT_CONNECT_CONCURRENCY, PacingStats};
+pub use path_options::{DEFAULT_PATH_TOPIC, PathOptions};
 pub use publishes::{
     DEFAULT_PUBLISH_BYTES, DEFAULT_PUBLISH_CAPACITY, Publishes, TryRecvPublishError,
 };
