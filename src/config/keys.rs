@@ -25,6 +25,7 @@ pub(super) const LAYER_KEYS: &[&str] = &[
     "clean_session",
     "labels",
     "tls",
+    "probe",
 ];
 /// Keys `[defaults]` has and `[[target]]` has not: settings of every target
 /// of a broker together.
@@ -33,8 +34,14 @@ pub(super) const DEFAULTS_ONLY_KEYS: &[&str] = &["connect_concurrency"];
 pub(super) const BACKOFF_KEYS: &[&str] = &["initial", "max"];
 /// Keys of a `tls` table.
 pub(super) const TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file", "insecure_skip_verify"];
+/// Keys of a `probe` table.
+pub(super) const PROBE_KEYS: &[&str] = &["enabled", "topic", "interval", "qos", "timeout"];
 /// Keys of sub-tables, suggested as dotted keys when written one level up.
-pub(super) const NESTED_KEYS: &[(&str, &[&str])] = &[("tls", TLS_KEYS), ("backoff", BACKOFF_KEYS)];
+pub(super) const NESTED_KEYS: &[(&str, &[&str])] = &[
+    ("tls", TLS_KEYS),
+    ("backoff", BACKOFF_KEYS),
+    ("probe", PROBE_KEYS),
+];
 /// Keys of `[otlp]`.
 pub(super) const OTLP_KEYS: &[&str] = &["endpoint", "protocol", "interval", "timeout", "headers"];
 

@@ -32,7 +32,10 @@ mod link;
 mod options;
 pub mod pacing;
 mod path_options;
+mod probe;
+mod prober;
 mod publishes;
+mod round_trip;
 mod streak;
 mod tls;
 mod tracker;
@@ -57,6 +60,9 @@ pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE
 pub(crate) use options::{Password, check_keep_alive};
 pub use pacing::{DEFAULT_CONNECT_CONCURRENCY, PacingStats};
 pub use path_options::{DEFAULT_PATH_TOPIC, PathOptions};
+#[cfg(feature = "daemon")]
+pub(crate) use probe::topic_problem as probe_topic_problem;
+pub use probe::{DEFAULT_PROBE_TOPIC, MAX_PROBES_PER_TIMEOUT, MIN_PROBE_INTERVAL, ProbeOptions};
 pub use publishes::{
     DEFAULT_PUBLISH_BYTES, DEFAULT_PUBLISH_CAPACITY, Publishes, TryRecvPublishError,
 };
@@ -307,6 +313,8 @@ enum Step {
     Shutdown,
     PingTimeout,
     PingDue,
+    /// A probe message is due or one times out.
+    Probe,
     ConnectTimeout,
     Polled(Result<rumqttc::Event, rumqttc::ConnectionError>),
 }
@@ -333,8 +341,12 @@ impl Driver {
                         self.turn = None;
                     }
                     let now = std::time::Instant::now();
-                    self.tracker.observe_at(&event, now);
-                    self.on_event(event, now, &mut connected_before);
+                    let probe_message =
+                        self.tracker
+                            .observe_in_at(&event, now, &mut self.eventloop.pending);
+                    if !probe_message {
+                        self.on_event(event, now, &mut connected_before);
+                    }
                     None
                 }
                 Step::Polled(Err(error)) => self
@@ -354,6 +366,11 @@ impl Driver {
                     // once it is flushed: the round trip starts there.
                     self.eventloop.pending.push_back(Request::PingReq(PingReq));
                     self.pings.requested();
+                    None
+                }
+                Step::Probe => {
+                    let now = std::time::Instant::now();
+                    self.tracker.probe_tick_at(now, &mut self.eventloop.pending);
                     None
                 }
                 Step::ConnectTimeout => {
@@ -401,6 +418,7 @@ impl Driver {
         }
         let ping_deadline = self.tracker.ping_deadline().map(Instant::from_std);
         let ping_due = self.pings.due().map(Instant::from_std);
+        let probe_wakeup = self.tracker.probe_wakeup().map(Instant::from_std);
         // Until the broker accepts CONNECT, the whole attempt is bounded by the
         // connect timeout; once up, the ping deadline watches the link.
         let connect_timeout = (!up).then(|| self.options.connect_timeout());
@@ -424,6 +442,10 @@ impl Driver {
             // write it had begun stays in its buffer for the next flush.
             _ = sleep_until(ping_due.unwrap_or_else(Instant::now)), if ping_due.is_some() => {
                 Step::PingDue
+            }
+            // After the ping arms: a probe never delays a ping.
+            _ = sleep_until(probe_wakeup.unwrap_or_else(Instant::now)), if probe_wakeup.is_some() => {
+                Step::Probe
             }
             step = poll => step,
         }

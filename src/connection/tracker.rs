@@ -3,12 +3,16 @@
 //! embedding service's own `EventLoop`. It owns the per-connection logging; it
 //! must never block (the hub's dispatch is synchronous and non-blocking).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rumqttc::ConnectionError;
+use rumqttc::{ConnectionError, Packet, Request};
 
+use super::error::OptionsError;
 use super::link::{Link, Observed, classify};
 use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
+use super::probe::ProbeOptions;
+use super::prober::Prober;
 use crate::events::{
     ClientId, ClientInfo, DroppedPublishCounter, Event, Events, FailureReason, Status,
 };
@@ -92,6 +96,10 @@ pub struct ConnectionTracker {
     /// is an atomic add instead of a hub-wide lock. Given up when the
     /// client is terminated: the hub forgets that count then.
     dropped_publishes: Option<DroppedPublishCounter>,
+    /// The keep-alive the connection announces: the probe's default interval.
+    keep_alive: Duration,
+    /// The round-trip probe, when one is set up.
+    prober: Option<Prober>,
 }
 
 impl ConnectionTracker {
@@ -110,6 +118,7 @@ impl ConnectionTracker {
             ClientInfo::new(broker_label(&host, port)),
         );
         tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
+        tracker.keep_alive = keep_alive;
         tracker
     }
 
@@ -128,7 +137,100 @@ impl ConnectionTracker {
         let mut tracker =
             Self::with_info(events, options.client_id().clone(), options.client_info());
         tracker.ping_timeout = Some(options.ping_timeout());
+        tracker.keep_alive = options.keep_alive();
+        if let Some(probe) = options.probe() {
+            // `Connection::start` checked it with the rest of the options.
+            tracker.prober = Some(Prober::new(
+                events,
+                &tracker.client_id,
+                probe,
+                tracker.keep_alive,
+            ));
+        }
         tracker
+    }
+
+    /// Adds a round-trip probe (see [`ProbeOptions`]) for a loop that polls
+    /// its own `EventLoop`: feed events through
+    /// [`observe_in`](Self::observe_in) instead of
+    /// [`observe`](Self::observe), and call [`probe_tick`](Self::probe_tick)
+    /// at [`probe_wakeup`](Self::probe_wakeup). The probe's interval and
+    /// timeout default to the keep-alive of the options the tracker was
+    /// built from.
+    ///
+    /// # Errors
+    /// [`OptionsError::Probe`] when a setting cannot be used (a topic with
+    /// wildcards, say).
+    pub fn with_probe(mut self, probe: &ProbeOptions) -> Result<Self, OptionsError> {
+        let keep_alive = if self.keep_alive.is_zero() {
+            super::DEFAULT_KEEP_ALIVE
+        } else {
+            self.keep_alive
+        };
+        if let Some((key, problem)) = probe.problem(keep_alive) {
+            return Err(OptionsError::Probe { key, problem });
+        }
+        self.prober = Some(Prober::new(
+            &self.events,
+            &self.client_id,
+            probe,
+            keep_alive,
+        ));
+        Ok(self)
+    }
+
+    /// The probe's topic (expanded), if a probe is set up.
+    pub fn probe_topic(&self) -> Option<&str> {
+        self.prober.as_ref().map(Prober::topic)
+    }
+
+    /// When [`probe_tick`](Self::probe_tick) has work: a probe message due,
+    /// or one timing out. `None` without a probe, or with nothing to do.
+    pub fn probe_wakeup(&self) -> Option<Instant> {
+        self.prober.as_ref()?.wakeup()
+    }
+
+    /// Counts the probe messages lost by now and, if the next is due, puts
+    /// it in `eventloop`'s pending requests (written by the next `poll()`,
+    /// ahead of what the client handle sends).
+    pub fn probe_tick(&mut self, eventloop: &mut rumqttc::EventLoop) {
+        self.probe_tick_at(Instant::now(), &mut eventloop.pending);
+    }
+
+    pub(crate) fn probe_tick_at(&mut self, now: Instant, pending: &mut VecDeque<Request>) {
+        if let Some(prober) = &mut self.prober {
+            prober.tick(&self.events, &self.client_id, now, pending);
+        }
+    }
+
+    /// [`observe`](Self::observe) for a tracker with a probe: also
+    /// subscribes the probe topic on each new session, stamps the probe's
+    /// PUBLISH written and read, and reports the round trips. Call it as soon
+    /// as `poll()` returns. `true` when the event is an incoming probe
+    /// message: the probe's own, not one for the host to handle.
+    pub fn observe_in(
+        &mut self,
+        event: &rumqttc::Event,
+        eventloop: &mut rumqttc::EventLoop,
+    ) -> bool {
+        self.observe_in_at(event, Instant::now(), &mut eventloop.pending)
+    }
+
+    pub(crate) fn observe_in_at(
+        &mut self,
+        event: &rumqttc::Event,
+        now: Instant,
+        pending: &mut VecDeque<Request>,
+    ) -> bool {
+        self.observe_at(event, now);
+        let Some(prober) = &mut self.prober else {
+            return false;
+        };
+        if let rumqttc::Event::Incoming(Packet::ConnAck(connack)) = event {
+            prober.connected(now, connack.session_present, pending);
+            return false;
+        }
+        prober.observe(&self.events, &self.client_id, event, now, pending)
     }
 
     fn with_info(events: &Events, client_id: impl Into<ClientId>, info: ClientInfo) -> Self {
@@ -142,6 +244,8 @@ impl ConnectionTracker {
             link: Link::new(),
             ping_timeout: None,
             dropped_publishes: None,
+            keep_alive: Duration::ZERO,
+            prober: None,
         }
     }
 
@@ -242,6 +346,9 @@ impl ConnectionTracker {
 
     /// Reports that the connection is being shut down on purpose.
     pub fn terminating(&mut self) {
+        if let Some(prober) = &mut self.prober {
+            prober.lost();
+        }
         if let Some(status) = self.link.terminating() {
             self.report(status, None);
         }
@@ -259,6 +366,9 @@ impl ConnectionTracker {
 
     fn failed(&mut self, reason: FailureReason, detail: &dyn std::fmt::Display) {
         self.events.count_failure(&self.client_id, reason);
+        if let Some(prober) = &mut self.prober {
+            prober.lost();
+        }
         match self.link.lost() {
             Some(status) => self.report(status, Some((reason, detail))),
             None => tracing::debug!(

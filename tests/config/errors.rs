@@ -193,7 +193,7 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
     ),
     (
         "bad-label-reserved.toml",
-        "tests/testdata/bad-label-reserved.toml:2:12: bad label name `broker` in `labels` of [defaults]: mqtt-pulse sets this label itself (client_id, broker, status, reason and type are taken)",
+        "tests/testdata/bad-label-reserved.toml:2:12: bad label name `broker` in `labels` of [defaults]: mqtt-pulse sets this label itself (client_id, broker, status, reason, type and outcome are taken)",
     ),
     (
         "bad-label-value.toml",

@@ -82,11 +82,13 @@ impl ExporterState {
         let failures = self.events.failures();
         let dropped_publishes = self.events.dropped_publishes();
         let tls_cert_expiries = self.events.tls_cert_expiries();
+        let round_trips = self.events.round_trips();
         let kinds = EventKind::ALL.map(|kind| (kind, self.events.stats(kind)));
         let series = lock(&self.series);
         FleetSnapshot::new(clients, &series, failures, kinds)
             .with_dropped_publishes(dropped_publishes)
             .with_tls_cert_expiries(tls_cert_expiries)
+            .with_round_trips(round_trips)
     }
 
     pub(super) fn size_hint(&self) -> usize {

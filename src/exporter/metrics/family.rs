@@ -12,6 +12,10 @@ pub(super) enum Family {
     LastStatusChange,
     PingRtt,
     PublishesDropped,
+    RoundTripLastSuccess,
+    RoundTripMessages,
+    RoundTripRtt,
+    RoundTripSent,
     StatusChanges,
     TlsCertExpiry,
     Up,
@@ -21,11 +25,15 @@ pub(super) enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 14] = [
         Family::ConnectFailures,
         Family::LastStatusChange,
         Family::PingRtt,
         Family::PublishesDropped,
+        Family::RoundTripLastSuccess,
+        Family::RoundTripMessages,
+        Family::RoundTripRtt,
+        Family::RoundTripSent,
         Family::StatusChanges,
         Family::TlsCertExpiry,
         Family::Up,
@@ -40,6 +48,10 @@ impl Family {
             Family::LastStatusChange => "mqtt_client_last_status_change_timestamp_seconds",
             Family::PingRtt => "mqtt_client_ping_rtt_seconds",
             Family::PublishesDropped => "mqtt_client_publishes_dropped_total",
+            Family::RoundTripLastSuccess => "mqtt_client_roundtrip_last_success_timestamp_seconds",
+            Family::RoundTripMessages => "mqtt_client_roundtrip_messages_total",
+            Family::RoundTripRtt => "mqtt_client_roundtrip_seconds",
+            Family::RoundTripSent => "mqtt_client_roundtrip_sent_total",
             Family::StatusChanges => "mqtt_client_status_changes_total",
             Family::TlsCertExpiry => "mqtt_client_tls_cert_expiry_timestamp_seconds",
             Family::Up => "mqtt_client_up",
@@ -65,6 +77,20 @@ impl Family {
                 "Incoming PUBLISH packets the client's connection dropped: nobody took its \
                  queue of publishes, or the queue was full in count or bytes."
             }
+            Family::RoundTripLastSuccess => {
+                "Unix time in seconds at which a probe message of the client last came back \
+                 in time and in order."
+            }
+            Family::RoundTripMessages => {
+                "Probe messages of the client by outcome: received (back in time, in order), \
+                 out_of_order, lost (not back within the timeout), late (back after it was \
+                 counted lost), duplicate (a copy back again)."
+            }
+            Family::RoundTripRtt => {
+                "Round-trip time in seconds of the client's probe messages received, from \
+                 PUBLISH written to PUBLISH read."
+            }
+            Family::RoundTripSent => "Probe messages the client wrote to its broker.",
             Family::StatusChanges => {
                 "Connection status changes of the client seen since the exporter started, \
                  by the status changed to."
@@ -94,13 +120,17 @@ impl Family {
         match self {
             Family::ConnectFailures
             | Family::PublishesDropped
+            | Family::RoundTripMessages
+            | Family::RoundTripSent
             | Family::StatusChanges
             | Family::EventsDispatched
             | Family::EventsDropped => MetricType::COUNTER,
-            Family::LastStatusChange | Family::TlsCertExpiry | Family::Up | Family::BuildInfo => {
-                MetricType::GAUGE
-            }
-            Family::PingRtt => MetricType::HISTOGRAM,
+            Family::LastStatusChange
+            | Family::RoundTripLastSuccess
+            | Family::TlsCertExpiry
+            | Family::Up
+            | Family::BuildInfo => MetricType::GAUGE,
+            Family::PingRtt | Family::RoundTripRtt => MetricType::HISTOGRAM,
         }
     }
 
@@ -121,8 +151,12 @@ impl Family {
             Family::LastStatusChange
             | Family::PingRtt
             | Family::PublishesDropped
+            | Family::RoundTripLastSuccess
+            | Family::RoundTripRtt
+            | Family::RoundTripSent
             | Family::TlsCertExpiry
             | Family::Up => &["client_id", "broker"],
+            Family::RoundTripMessages => &["client_id", "broker", "outcome"],
             Family::StatusChanges => &["client_id", "broker", "status"],
             Family::BuildInfo => &["version", "revision", "rustversion"],
             Family::EventsDispatched | Family::EventsDropped => &["type"],

@@ -142,6 +142,8 @@ impl Measures {
                 let attributes = self.attributes_of(events, id);
                 self.rtt.record(rtt.as_secs_f64(), &attributes);
             }
+            // Counted from the hub at each collection; see `round_trips`.
+            Event::RoundTrip(_) => {}
         }
     }
 
