@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
+use super::probe::{MAX_PROBES_PER_TIMEOUT, MIN_PROBE_INTERVAL, topic_problem};
+
 /// The topic a path uses unless told otherwise; `{from}` and `{to}` are the
 /// client ids of the connection that publishes and the one that receives.
 pub const DEFAULT_PATH_TOPIC: &str = "mqtt-pulse/path/{from}/{to}";
@@ -137,45 +139,28 @@ impl PathOptions {
 impl PathOptions {
     /// What is wrong with these settings when the publishing connection has
     /// this keep-alive: the key and the reason in words for an error
-    /// message; `None` if nothing.
+    /// message; `None` if nothing. The rules are the probe's.
     pub(crate) fn problem(&self, keep_alive: Duration) -> Option<(&'static str, String)> {
-        let topic = &self.topic;
-        let reason = if topic.is_empty() {
-            "must not be empty"
-        } else if topic.contains(['+', '#']) {
-            "must not contain the wildcards `+` or `#`: the path publishes to it"
-        } else if topic.starts_with('$') {
-            "must not start with `$`: such topics are the broker's"
-        } else if topic.contains('\0') {
-            "must not contain a NUL character"
-        } else {
-            ""
-        };
-        if !reason.is_empty() {
-            return Some(("topic", reason.to_owned()));
+        if let Some(problem) = topic_problem(&self.topic) {
+            return Some(("topic", problem.replace("the probe", "the path")));
         }
         let interval = self.interval(keep_alive);
-        if interval < MIN_PATH_INTERVAL {
+        if interval < MIN_PROBE_INTERVAL {
             return Some((
                 "interval",
-                format!("must be at least {MIN_PATH_INTERVAL:?}"),
+                format!("must be at least {MIN_PROBE_INTERVAL:?}"),
             ));
         }
         let timeout = self.timeout(keep_alive);
-        if timeout > interval * MAX_MESSAGES_PER_TIMEOUT {
+        if timeout > interval * MAX_PROBES_PER_TIMEOUT {
             return Some((
                 "timeout",
                 format!(
-                    "must be at most {MAX_MESSAGES_PER_TIMEOUT} intervals ({:?})",
-                    interval * MAX_MESSAGES_PER_TIMEOUT
+                    "must be at most {MAX_PROBES_PER_TIMEOUT} intervals ({:?})",
+                    interval * MAX_PROBES_PER_TIMEOUT
                 ),
             ));
         }
         None
     }
 }
-
-/// The shortest path interval.
-const MIN_PATH_INTERVAL: Duration = Duration::from_millis(10);
-/// The most messages of a path waiting for their timeout at once.
-const MAX_MESSAGES_PER_TIMEOUT: u32 = 1_000;
