@@ -7,14 +7,19 @@
 
 mod support;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use mqtt_pulse::connection::{Connection, ConnectionOptions, ProbeOptions};
 use mqtt_pulse::events::{
-    ClientFilter, Event, EventKind, Events, Message, RoundTripOutcome, Status, Subscription,
+    ClientFilter, Event, EventKind, Events, Message, RoundTrip, RoundTripCounts, RoundTripOutcome,
+    Status, Subscription,
 };
+use mqtt_pulse::exporter::metrics::{MetricsBuilder, MetricsHandle};
 use rumqttc::QoS;
-use support::Broker;
+use support::metrics::sample;
+use support::prometheus::promtool_problems;
+use support::{Broker, TempDir};
 use tokio::time::timeout;
 
 fn client_id(test: &str) -> String {
@@ -116,4 +121,352 @@ async fn round_trips_at_qos_0_1_and_2_come_back_in_order_with_a_loopback_rtt() {
         connection.shutdown().await;
         assert!(events.round_trips().is_empty(), "forgotten with the client");
     }
+}
+
+/// A Prometheus exporter on its own registry, without process metrics.
+fn exporter(events: &Events) -> MetricsHandle {
+    let (handle, consumer) = MetricsBuilder::new(events)
+        .with_registry(prometheus::Registry::new())
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    tokio::spawn(consumer);
+    handle
+}
+
+/// The hub's counts of `id`'s own probe.
+fn probe_counts(events: &Events, id: &str) -> RoundTripCounts {
+    events
+        .round_trips()
+        .into_iter()
+        .find(|counts| counts.client_id.as_str() == id && counts.path.is_none())
+        .unwrap_or_else(|| panic!("no probe counts for {id}: {:?}", events.round_trips()))
+}
+
+fn series(name: &str, id: &str, broker: &Broker, extra: &str) -> String {
+    format!(
+        r#"{name}{{client_id="{id}",broker="{}"{extra}}}"#,
+        broker.addr()
+    )
+}
+
+#[tokio::test]
+async fn an_acl_that_denies_the_probe_topic_leaves_the_client_up_while_its_messages_are_lost() {
+    let dir = TempDir::new("probe-acl");
+    // Anonymous clients may use `allowed/#` only: not the probe's topic.
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite allowed/#\n").unwrap();
+    let broker = Broker::builder()
+        .extra_config(&format!("acl_file {}\n", acl.display()))
+        .start();
+    let events = Events::new();
+    let metrics = exporter(&events);
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    sub.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("acl");
+    let probe = ProbeOptions::new()
+        .with_interval(Duration::from_millis(100))
+        .with_timeout(Duration::from_millis(300));
+    let options = ConnectionOptions::new(id.as_str(), &broker.url())
+        .unwrap()
+        .with_keep_alive(Duration::from_secs(1))
+        .with_probe(probe);
+    let connection = Connection::start(options, &events).unwrap();
+    wait_up(&mut sub).await;
+
+    // Five messages lost in a row, and nothing else: no Down, no success.
+    for seq in 1..=5 {
+        let message = next(&mut sub, Duration::from_secs(5)).await;
+        assert_eq!(
+            message.event,
+            Event::RoundTrip(RoundTrip::probe(seq, RoundTripOutcome::Lost))
+        );
+    }
+    assert_eq!(connection.status(), Status::Up);
+    let counts = probe_counts(&events, &id);
+    assert!(counts.sent >= 5, "{counts:?}");
+    assert_eq!(counts.count(RoundTripOutcome::Lost), 5);
+    assert_eq!(counts.last_success, None);
+    assert!(
+        broker.log().contains(&format!("Denied PUBLISH from {id}")),
+        "the broker's ACL refused them: {}",
+        broker.log()
+    );
+
+    let page = metrics.render();
+    let up = series("mqtt_client_up", &id, &broker, "");
+    assert_eq!(sample(&page, &up), Some(1.0), "{page}");
+    let outcome = |outcome: &str| {
+        let extra = format!(r#",outcome="{outcome}""#);
+        sample(
+            &page,
+            &series("mqtt_client_roundtrip_messages_total", &id, &broker, &extra),
+        )
+    };
+    assert_eq!(outcome("lost"), Some(5.0), "{page}");
+    assert_eq!(outcome("received"), Some(0.0), "{page}");
+    let sent = series("mqtt_client_roundtrip_sent_total", &id, &broker, "");
+    assert!(sample(&page, &sent).unwrap() >= 5.0, "{page}");
+    assert!(
+        !page.contains("mqtt_client_roundtrip_last_success_timestamp_seconds{"),
+        "no success, no timestamp: {page}"
+    );
+    let count = series("mqtt_client_roundtrip_seconds_count", &id, &broker, "");
+    assert_eq!(sample(&page, &count), Some(0.0), "{page}");
+    if let Some(problems) = promtool_problems(&page) {
+        panic!("promtool: {problems}\n---\n{page}");
+    }
+    connection.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_probe_families_pass_promtool_and_count_what_the_hub_counted() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let metrics = exporter(&events);
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    sub.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("metrics");
+    let options = ConnectionOptions::new(id.as_str(), &broker.url())
+        .unwrap()
+        .with_keep_alive(Duration::from_secs(1))
+        .with_labels([("site", "north")])
+        .with_probe(ProbeOptions::new().with_interval(Duration::from_millis(50)));
+    let connection = Connection::start(options, &events).unwrap();
+    wait_up(&mut sub).await;
+    for _ in 0..3 {
+        let message = next(&mut sub, Duration::from_secs(5)).await;
+        assert!(matches!(
+            message.event,
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(_),
+                ..
+            })
+        ));
+    }
+    let page = metrics.render();
+    let extra = r#",site="north""#;
+    let received = format!(r#"{extra},outcome="received""#);
+    let counted = sample(
+        &page,
+        &series(
+            "mqtt_client_roundtrip_messages_total",
+            &id,
+            &broker,
+            &received,
+        ),
+    )
+    .unwrap();
+    let in_histogram = sample(
+        &page,
+        &series("mqtt_client_roundtrip_seconds_count", &id, &broker, extra),
+    )
+    .unwrap();
+    assert!(counted >= 3.0, "{page}");
+    assert_eq!(counted, in_histogram, "a render applies every event first");
+    let last = sample(
+        &page,
+        &series(
+            "mqtt_client_roundtrip_last_success_timestamp_seconds",
+            &id,
+            &broker,
+            extra,
+        ),
+    )
+    .unwrap();
+    assert!((support::unix_now() - last).abs() < 60.0, "{last}");
+    assert!(
+        sample(
+            &page,
+            r#"mqtt_pulse_events_dispatched_total{type="round_trip"}"#
+        )
+        .unwrap()
+            >= 3.0,
+        "{page}"
+    );
+    if let Some(problems) = promtool_problems(&page) {
+        panic!("promtool: {problems}\n---\n{page}");
+    }
+    connection.shutdown().await;
+    assert!(
+        !metrics
+            .render()
+            .contains("mqtt_client_roundtrip_sent_total{")
+    );
+}
+
+/// What the test saw of each sequence number, in order.
+#[derive(Default)]
+struct Ledger(BTreeMap<u64, Vec<RoundTripOutcome>>);
+
+impl Ledger {
+    fn add(&mut self, trip: &RoundTrip) {
+        self.0.entry(trip.seq).or_default().push(trip.outcome);
+    }
+
+    fn count(&self, label: &str) -> u64 {
+        let all = self.0.values().flatten();
+        all.filter(|outcome| outcome.as_str() == label).count() as u64
+    }
+
+    /// The messages that did not simply come back once, for a failure message.
+    fn unusual(&self) -> String {
+        let simple = |outcomes: &Vec<RoundTripOutcome>| {
+            matches!(outcomes.as_slice(), [RoundTripOutcome::Received(_)])
+        };
+        let unusual: BTreeMap<_, _> = self.0.iter().filter(|(_, o)| !simple(o)).collect();
+        format!(
+            "{} received once; others {unusual:?}",
+            self.0.len() - unusual.len()
+        )
+    }
+
+    /// Every message settled once (received, out of order or lost), a late
+    /// one only after it was lost, a duplicate only after it came back.
+    fn check(&self) {
+        for (seq, outcomes) in &self.0 {
+            let settled = outcomes
+                .iter()
+                .filter(|o| matches!(o.as_str(), "received" | "out_of_order" | "lost"))
+                .count();
+            assert!(settled <= 1, "message {seq} settled twice: {outcomes:?}");
+            for (i, outcome) in outcomes.iter().enumerate() {
+                let before = &outcomes[..i];
+                match outcome {
+                    RoundTripOutcome::Late => assert!(
+                        before.contains(&RoundTripOutcome::Lost),
+                        "message {seq}: late before lost: {outcomes:?}"
+                    ),
+                    RoundTripOutcome::Duplicate => assert!(
+                        !before.is_empty() && !matches!(before, [RoundTripOutcome::Lost]),
+                        "message {seq}: a duplicate of nothing back: {outcomes:?}"
+                    ),
+                    _ => assert_eq!(i, 0, "message {seq}: {outcomes:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_probe_counts_the_redelivered_messages_late_never_twice_received() {
+    let dir = TempDir::new("probe-restart");
+    // The broker keeps the client's session (and its subscription) on disk,
+    // saved every second, so the restarted broker resumes it: rumqttc then
+    // sends again the QoS 1 messages the paused broker never acknowledged.
+    let broker = Broker::builder()
+        .extra_config(&format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+            dir.path().display()
+        ))
+        .start();
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    sub.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("restart");
+    let probe = ProbeOptions::new()
+        .with_interval(Duration::from_millis(100))
+        .with_timeout(Duration::from_millis(400))
+        .with_qos(QoS::AtLeastOnce);
+    let options = ConnectionOptions::new(id.as_str(), &broker.url())
+        .unwrap()
+        .with_keep_alive(Duration::from_secs(1))
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_clean_session(false)
+        .with_probe(probe);
+    let connection = Connection::start(options, &events).unwrap();
+    wait_up(&mut sub).await;
+
+    let mut ledger = Ledger::default();
+    let mut ups = 1;
+    let record = |message: Message, ledger: &mut Ledger, ups: &mut u32| match message.event {
+        Event::RoundTrip(trip) => ledger.add(&trip),
+        Event::Status(Status::Up) => *ups += 1,
+        _ => {}
+    };
+    // Running, and the session saved with its subscription.
+    while ledger.count("received") < 5 {
+        record(
+            next(&mut sub, Duration::from_secs(5)).await,
+            &mut ledger,
+            &mut ups,
+        );
+    }
+    // Mosquitto logs a save as it starts writing: the first save after this
+    // mark is complete once the second one starts.
+    let mark = broker.log_mark();
+    let saved = || {
+        broker
+            .log_since(mark)
+            .matches("Saving in-memory database")
+            .count()
+            >= 2
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(10), saved),
+        "the session was not saved: {}",
+        broker.log_since(mark)
+    );
+
+    // Paused: messages are written and never acknowledged, then lost.
+    broker.pause();
+    while ledger.count("lost") < 3 {
+        record(
+            next(&mut sub, Duration::from_secs(5)).await,
+            &mut ledger,
+            &mut ups,
+        );
+    }
+    let restarted = Instant::now();
+    broker.restart();
+    // Back: the messages written to the paused broker come back late.
+    while ledger.count("late") < 1 || ups < 2 || ledger.count("received") < 10 {
+        ledger.check();
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "after the restart: {}",
+            ledger.unusual()
+        );
+        record(
+            next(&mut sub, Duration::from_secs(10)).await,
+            &mut ledger,
+            &mut ups,
+        );
+    }
+    ledger.check();
+
+    // The hub counted exactly what the events said, nothing twice: every
+    // outcome is counted just before it is dispatched, so the events catch
+    // up with a first reading, and a second one covers every event seen.
+    let first = probe_counts(&events, &id);
+    let behind = |ledger: &Ledger| {
+        RoundTripOutcome::LABELS
+            .iter()
+            .zip(first.outcomes)
+            .any(|(label, counted)| ledger.count(label) < counted)
+    };
+    while behind(&ledger) {
+        record(
+            next(&mut sub, Duration::from_secs(5)).await,
+            &mut ledger,
+            &mut ups,
+        );
+    }
+    let counts = probe_counts(&events, &id);
+    for (label, counted) in RoundTripOutcome::LABELS.iter().zip(counts.outcomes) {
+        assert!(
+            ledger.count(label) <= counted,
+            "{label}: events {}, hub {counted}",
+            ledger.count(label)
+        );
+    }
+    ledger.check();
+    let settled = counts.count(RoundTripOutcome::Received(Duration::ZERO))
+        + counts.count(RoundTripOutcome::OutOfOrder(Duration::ZERO))
+        + counts.count(RoundTripOutcome::Lost);
+    assert!(
+        settled <= counts.sent,
+        "never more settled than sent: {counts:?}"
+    );
+    connection.shutdown().await;
 }

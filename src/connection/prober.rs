@@ -20,7 +20,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{Event as MqttEvent, Outgoing, Packet, Publish, QoS, Request, Subscribe};
+use rumqttc::{
+    Event as MqttEvent, Outgoing, Packet, Publish, QoS, Request, SubAck, Subscribe,
+    SubscribeReasonCode,
+};
 
 use super::probe::ProbeOptions;
 use super::round_trip::{RoundTrips, decode};
@@ -36,6 +39,18 @@ pub(crate) struct Prober {
     /// When the next message is due; `None` while not connected.
     next_due: Option<Instant>,
     counter: RoundTripCounter,
+    /// The probe's SUBSCRIBE: waiting in the pending queue, or written with
+    /// this packet id and not yet answered.
+    subscription: Subscription,
+    /// The broker refused the last subscription (said once per refusal).
+    refused: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subscription {
+    None,
+    Pending,
+    Written(u16),
 }
 
 impl Prober {
@@ -54,6 +69,8 @@ impl Prober {
             trips: RoundTrips::new(options.timeout(keep_alive)),
             next_due: None,
             counter: events.round_trip_counter(client_id, None),
+            subscription: Subscription::None,
+            refused: false,
         }
     }
 
@@ -79,6 +96,7 @@ impl Prober {
                 self.topic.as_ref(),
                 self.qos,
             )));
+            self.subscription = Subscription::Pending;
         }
         self.next_due = Some(now + self.interval);
     }
@@ -142,6 +160,23 @@ impl Prober {
                 self.outgoing_publish(now, pending);
                 false
             }
+            &MqttEvent::Outgoing(Outgoing::Subscribe(pkid)) => {
+                let ours = |request: &Request| {
+                    matches!(request, Request::Subscribe(s)
+                        if s.filters.iter().any(|f| *f.path == *self.topic))
+                };
+                if self.subscription == Subscription::Pending && !pending.iter().any(ours) {
+                    self.subscription = Subscription::Written(pkid);
+                }
+                false
+            }
+            MqttEvent::Incoming(Packet::SubAck(ack))
+                if self.subscription == Subscription::Written(ack.pkid) =>
+            {
+                self.subscription = Subscription::None;
+                self.subscribed(client_id, ack);
+                false
+            }
             MqttEvent::Incoming(Packet::Publish(publish)) if *publish.topic == *self.topic => {
                 self.expire(events, client_id, now);
                 if let Some((seq, outcome)) = self.trips.arrived(&publish.payload, now) {
@@ -174,6 +209,24 @@ impl Prober {
             }
             _ => false,
         })
+    }
+
+    /// The broker answered the probe's SUBSCRIBE. A refusal (an ACL that
+    /// denies the topic, typically) is worth a warning: every message will
+    /// be lost while the connection stays up.
+    fn subscribed(&mut self, client_id: &ClientId, ack: &SubAck) {
+        let refused = ack.return_codes.contains(&SubscribeReasonCode::Failure);
+        if refused && !self.refused {
+            tracing::warn!(
+                %client_id,
+                topic = %self.topic,
+                "the broker refused the probe's subscription (does its ACL allow the topic?); \
+                 the probe's messages will be lost"
+            );
+        } else if !refused && self.refused {
+            tracing::info!(%client_id, topic = %self.topic, "the broker accepted the probe's subscription");
+        }
+        self.refused = refused;
     }
 
     fn expire(&mut self, events: &Events, client_id: &ClientId, now: Instant) {
