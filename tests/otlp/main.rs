@@ -14,6 +14,7 @@ mod support;
 
 mod connection;
 mod daemon;
+mod paths;
 mod secrets;
 mod shutdown;
 mod trouble;

@@ -119,7 +119,10 @@ pub use self::handle::OtlpHandle;
 #[cfg(feature = "otlp")]
 pub use self::monitor::{EXPORT_FAILURES_METRIC, ExportStats};
 #[cfg(feature = "otlp")]
-pub use self::sdk::{PING_RTT_METRIC, STATUS_CHANGES_METRIC, UP_METRIC};
+pub use self::sdk::{
+    PATH_LATENCY_METRIC, PATH_MESSAGES_METRIC, PATH_SENT_METRIC, PING_RTT_METRIC,
+    STATUS_CHANGES_METRIC, UP_METRIC,
+};
 #[cfg(feature = "otlp")]
 pub use self::settings::configured_by_env;
 
