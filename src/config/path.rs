@@ -11,7 +11,7 @@ use super::error::{ConfigError, Problem};
 use super::keys::PATH_KEYS;
 use super::reader::{Place, Span, TableReader, Value, in_file_order};
 use super::{MAX_PATHS, PathConfig, TargetConfig};
-use crate::connection::PathOptions;
+use crate::connection::{MAX_LABEL_VALUE_LENGTH, PathOptions};
 
 /// What a path's keys say before the whole path is checked.
 struct WrittenPath {
@@ -76,6 +76,13 @@ impl TableReader<'_> {
         let (name, name_span) = written
             .name
             .unwrap_or_else(|| (format!("{from}->{to}"), header.clone()));
+        if name.len() > MAX_LABEL_VALUE_LENGTH {
+            let reason = format!(
+                "must be at most {MAX_LABEL_VALUE_LENGTH} bytes long (it is the path label of \
+                 every series of the path); set a shorter `name`"
+            );
+            return Err(self.bad_value("name", &unnamed, &name_span, reason));
+        }
         let place = Place::Table(format!("[[path]] {name:?}"));
         let Some(from_target) = targets.iter().find(|t| t.name() == from) else {
             let reason = format!("no [[target]] is named {from:?}");
