@@ -116,6 +116,8 @@ fn a_path_across_a_real_bridge_measures_latency_reports_loss_without_the_bridge_
             "{path}: {counts:?}"
         );
     }
+    // The path families pass promtool's lint (names, units, help, types).
+    assert_eq!(support::prometheus::promtool_problems(&page.text), None);
     let from_labels = [("path", INBOUND), ("from", REMOTE), ("to", BRIDGING)];
     assert!(
         page.value("mqtt_path_sent_total", &from_labels).is_some(),
