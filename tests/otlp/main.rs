@@ -14,6 +14,7 @@ mod support;
 
 mod connection;
 mod daemon;
+mod probe;
 mod secrets;
 mod shutdown;
 mod trouble;

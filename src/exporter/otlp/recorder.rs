@@ -15,7 +15,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Histogram};
 
 use crate::events::{
-    ClientId, ClientInfo, ClientState, Event, Events, Message, Status, Subscription,
+    ClientId, ClientInfo, ClientState, Event, Events, Message, RoundTrip, RoundTripCounts,
+    RoundTripOutcome, Status, Subscription,
 };
 use crate::exporter::consume::{COUNTED_STATUSES, Consumer, Inbox, StatusCounts, counted_index};
 // A panic elsewhere while the lock was held leaves the state consistent (each
@@ -29,6 +30,8 @@ pub(super) const CLIENT_ID: &str = "mqtt.client.id";
 pub(super) const SERVER_ADDRESS: &str = "server.address";
 pub(super) const SERVER_PORT: &str = "server.port";
 pub(super) const STATUS: &str = "status";
+/// The attribute of `mqtt.client.roundtrip.messages`: a round trip's outcome.
+pub(super) const OUTCOME: &str = "outcome";
 
 /// The recorder, shared by the consumer task and the SDK callbacks.
 pub(super) struct Recorder {
@@ -39,6 +42,8 @@ pub(super) struct Recorder {
 /// What the recorder folds events into.
 pub(super) struct Measures {
     rtt: Histogram<f64>,
+    /// The probes' received round trips.
+    roundtrip_rtt: Histogram<f64>,
     /// Each client's attributes, built once from the hub's `broker`.
     attributes: HashMap<ClientId, Arc<[KeyValue]>>,
     /// Status events seen per client.
@@ -46,13 +51,19 @@ pub(super) struct Measures {
 }
 
 impl Recorder {
-    pub(super) fn new(events: Events, subscription: Subscription, rtt: Histogram<f64>) -> Self {
+    pub(super) fn new(
+        events: Events,
+        subscription: Subscription,
+        rtt: Histogram<f64>,
+        roundtrip_rtt: Histogram<f64>,
+    ) -> Self {
         Self {
             events,
             inbox: Mutex::new(Inbox::new(
                 subscription,
                 Measures {
                     rtt,
+                    roundtrip_rtt,
                     attributes: HashMap::new(),
                     changes: HashMap::new(),
                 },
@@ -94,6 +105,60 @@ impl Recorder {
                 // Extra labels may sort after `status`: keep the whole set sorted.
                 attributes.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
                 observer.observe(count, &attributes);
+            }
+        }
+    }
+}
+
+impl Recorder {
+    /// Each client's own probe counts (the hub's, read now) with the
+    /// client's attributes; clients the hub no longer knows are left out.
+    fn probes(&self) -> Vec<(Vec<KeyValue>, RoundTripCounts)> {
+        let clients = self.events.clients();
+        self.events
+            .round_trips()
+            .into_iter()
+            .filter(|counts| counts.path.is_none())
+            .filter_map(|counts| {
+                let state = clients
+                    .binary_search_by(|state| state.client_id.cmp(&counts.client_id))
+                    .ok()
+                    .map(|index| &clients[index])?;
+                Some((client_attributes(&state.client_id, &state.info), counts))
+            })
+            .collect()
+    }
+
+    /// The `mqtt.client.roundtrip.sent` callback.
+    pub(super) fn observe_round_trips_sent(&self, observer: &dyn AsyncInstrument<u64>) {
+        for (attributes, counts) in self.probes() {
+            observer.observe(counts.sent, &attributes);
+        }
+    }
+
+    /// The `mqtt.client.roundtrip.messages` callback: every outcome of every
+    /// probe, zeros included.
+    pub(super) fn observe_round_trip_messages(&self, observer: &dyn AsyncInstrument<u64>) {
+        for (base, counts) in self.probes() {
+            for (outcome, count) in RoundTripOutcome::LABELS.iter().zip(counts.outcomes) {
+                let mut attributes = Vec::with_capacity(base.len() + 1);
+                attributes.extend_from_slice(&base);
+                attributes.push(KeyValue::new(OUTCOME, *outcome));
+                attributes.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+                observer.observe(count, &attributes);
+            }
+        }
+    }
+
+    /// The `mqtt.client.roundtrip.last_success` callback: Unix seconds, for
+    /// the probes that had one.
+    pub(super) fn observe_round_trip_last_success(&self, observer: &dyn AsyncInstrument<f64>) {
+        for (attributes, counts) in self.probes() {
+            if let Some(at) = counts.last_success {
+                let seconds = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |since| since.as_secs_f64());
+                observer.observe(seconds, &attributes);
             }
         }
     }
@@ -142,7 +207,16 @@ impl Measures {
                 let attributes = self.attributes_of(events, id);
                 self.rtt.record(rtt.as_secs_f64(), &attributes);
             }
-            // Counted from the hub at each collection; see `round_trips`.
+            // Only a probe's received round trips are timed; every count
+            // is the hub's, read at each collection (`observe_round_trips`).
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(rtt),
+                path: None,
+                ..
+            }) => {
+                let attributes = self.attributes_of(events, id);
+                self.roundtrip_rtt.record(rtt.as_secs_f64(), &attributes);
+            }
             Event::RoundTrip(_) => {}
         }
     }
