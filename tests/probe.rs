@@ -470,3 +470,88 @@ async fn a_broker_restart_mid_probe_counts_the_redelivered_messages_late_never_t
     );
     connection.shutdown().await;
 }
+
+/// A service that polls its own rumqttc event loop feeds the probe's traffic
+/// to its tracker (`observe_in`, `probe_tick` at `probe_wakeup`): round trips
+/// are measured as for a connection mqtt-pulse drives, and the service sees
+/// its own messages but never the probe's.
+#[tokio::test]
+async fn a_service_with_its_own_event_loop_probes_through_its_tracker() {
+    use mqtt_pulse::ConnectionTracker;
+    use rumqttc::{AsyncClient, MqttOptions, Packet};
+
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    let id = client_id("embedded");
+    let mut options = MqttOptions::new(id.as_str(), "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let probe = ProbeOptions::new()
+        .with_interval(Duration::from_millis(50))
+        .with_qos(QoS::AtMostOnce);
+    let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options)
+        .with_probe(&probe)
+        .unwrap();
+    assert_eq!(
+        tracker.probe_topic(),
+        Some(format!("mqtt-pulse/probe/{id}").as_str())
+    );
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    client
+        .subscribe("service/in", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = tokio::spawn(async move {
+        loop {
+            let wakeup = tracker.probe_wakeup();
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(event) => {
+                        let probe_message = tracker.observe_in(&event, &mut eventloop);
+                        if let (false, rumqttc::Event::Incoming(Packet::Publish(publish))) =
+                            (probe_message, event)
+                        {
+                            let _ = seen_tx.send(publish.topic);
+                        }
+                    }
+                    Err(error) => {
+                        tracker.observe_error(&error);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = tokio::time::sleep_until(wakeup.unwrap_or_else(std::time::Instant::now).into()),
+                    if wakeup.is_some() => tracker.probe_tick(&mut eventloop),
+            }
+        }
+    });
+
+    // The service's own QoS 0 messages, interleaved with the probe's.
+    for _ in 0..10 {
+        client
+            .publish("service/in", QoS::AtMostOnce, false, "hello")
+            .await
+            .unwrap();
+        let trip = loop {
+            if let Event::RoundTrip(trip) = next(&mut sub, Duration::from_secs(5)).await.event {
+                break trip;
+            }
+        };
+        let RoundTripOutcome::Received(rtt) = trip.outcome else {
+            panic!("{trip:?}")
+        };
+        assert!(rtt < Duration::from_millis(100), "{rtt:?}");
+    }
+    let counts = probe_counts(&events, &id);
+    assert_eq!(counts.count(RoundTripOutcome::Lost), 0, "{counts:?}");
+    service.abort();
+    let mut topics = Vec::new();
+    while let Ok(topic) = seen.try_recv() {
+        topics.push(topic);
+    }
+    assert!(!topics.is_empty());
+    assert!(
+        topics.iter().all(|topic| topic == "service/in"),
+        "the service saw only its own messages: {topics:?}"
+    );
+}

@@ -83,6 +83,41 @@ use crate::events::{
 /// }
 /// # }
 /// ```
+///
+/// # Round-trip probes
+///
+/// A host loop can probe its connection too ([`with_probe`](Self::with_probe)):
+/// the tracker puts the probe's SUBSCRIBE and PUBLISHes in the event loop's
+/// pending requests, stamps them written and read from the events, and says
+/// which incoming publishes are the probe's, so the host never handles one.
+///
+/// ```no_run
+/// # use mqtt_pulse::{ConnectionTracker, Events};
+/// # use mqtt_pulse::connection::ProbeOptions;
+/// # async fn demo(events: Events, options: rumqttc::MqttOptions) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options)
+///     .with_probe(&ProbeOptions::new())?;
+/// let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+/// loop {
+///     let wakeup = tracker.probe_wakeup();
+///     tokio::select! {
+///         polled = eventloop.poll() => match polled {
+///             Ok(event) => {
+///                 if !tracker.observe_in(&event, &mut eventloop) {
+///                     // the service's own handling of `event`
+///                 }
+///             }
+///             Err(error) => {
+///                 tracker.observe_error(&error);
+///                 tokio::time::sleep(std::time::Duration::from_secs(1)).await; // your backoff
+///             }
+///         },
+///         _ = tokio::time::sleep_until(wakeup.unwrap_or_else(std::time::Instant::now).into()),
+///             if wakeup.is_some() => tracker.probe_tick(&mut eventloop),
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ConnectionTracker {
     events: Events,

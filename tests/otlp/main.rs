@@ -15,6 +15,7 @@ mod support;
 mod connection;
 mod daemon;
 mod paths;
+mod probe;
 mod secrets;
 mod shutdown;
 mod trouble;

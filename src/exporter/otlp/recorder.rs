@@ -35,6 +35,7 @@ pub(super) const STATUS: &str = "status";
 pub(super) const PATH_FROM: &str = "mqtt.path.from";
 pub(super) const PATH_NAME: &str = "mqtt.path.name";
 pub(super) const PATH_TO: &str = "mqtt.path.to";
+/// The attribute of `mqtt.client.roundtrip.messages`: a round trip's outcome.
 pub(super) const OUTCOME: &str = "outcome";
 
 /// The recorder, shared by the consumer task and the SDK callbacks.
@@ -50,6 +51,8 @@ pub(super) struct Measures {
     path_latency: Histogram<f64>,
     /// Each path's attributes, by publishing client and name.
     path_attributes: HashMap<(ClientId, Arc<str>), Arc<[KeyValue]>>,
+    /// The probes' received round trips.
+    roundtrip_rtt: Histogram<f64>,
     /// Each client's attributes, built once from the hub's `broker`.
     attributes: HashMap<ClientId, Arc<[KeyValue]>>,
     /// Status events seen per client.
@@ -61,6 +64,7 @@ impl Recorder {
         events: Events,
         subscription: Subscription,
         rtt: Histogram<f64>,
+        roundtrip_rtt: Histogram<f64>,
         path_latency: Histogram<f64>,
     ) -> Self {
         Self {
@@ -69,6 +73,7 @@ impl Recorder {
                 subscription,
                 Measures {
                     rtt,
+                    roundtrip_rtt,
                     path_latency,
                     path_attributes: HashMap::new(),
                     attributes: HashMap::new(),
@@ -118,6 +123,58 @@ impl Recorder {
 }
 
 impl Recorder {
+    /// Each client's own probe counts (the hub's, read now) with the
+    /// client's attributes; clients the hub no longer knows are left out.
+    fn probes(&self) -> Vec<(Vec<KeyValue>, RoundTripCounts)> {
+        let clients = self.events.clients();
+        self.events
+            .round_trips()
+            .into_iter()
+            .filter(|counts| counts.path.is_none())
+            .filter_map(|counts| {
+                let state = clients
+                    .binary_search_by(|state| state.client_id.cmp(&counts.client_id))
+                    .ok()
+                    .map(|index| &clients[index])?;
+                Some((client_attributes(&state.client_id, &state.info), counts))
+            })
+            .collect()
+    }
+
+    /// The `mqtt.client.roundtrip.sent` callback.
+    pub(super) fn observe_round_trips_sent(&self, observer: &dyn AsyncInstrument<u64>) {
+        for (attributes, counts) in self.probes() {
+            observer.observe(counts.sent, &attributes);
+        }
+    }
+
+    /// The `mqtt.client.roundtrip.messages` callback: every outcome of every
+    /// probe, zeros included.
+    pub(super) fn observe_round_trip_messages(&self, observer: &dyn AsyncInstrument<u64>) {
+        for (base, counts) in self.probes() {
+            for (outcome, count) in RoundTripOutcome::LABELS.iter().zip(counts.outcomes) {
+                let mut attributes = Vec::with_capacity(base.len() + 1);
+                attributes.extend_from_slice(&base);
+                attributes.push(KeyValue::new(OUTCOME, *outcome));
+                attributes.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+                observer.observe(count, &attributes);
+            }
+        }
+    }
+
+    /// The `mqtt.client.roundtrip.last_success` callback: Unix seconds, for
+    /// the probes that had one.
+    pub(super) fn observe_round_trip_last_success(&self, observer: &dyn AsyncInstrument<f64>) {
+        for (attributes, counts) in self.probes() {
+            if let Some(at) = counts.last_success {
+                let seconds = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |since| since.as_secs_f64());
+                observer.observe(seconds, &attributes);
+            }
+        }
+    }
+
     /// The `mqtt.path.sent` callback: every running path's messages sent,
     /// read from the hub's counts.
     pub(super) fn observe_path_sent(&self, observer: &dyn AsyncInstrument<u64>) {
@@ -199,6 +256,16 @@ impl Measures {
             Event::PingResponse(rtt) => {
                 let attributes = self.attributes_of(events, id);
                 self.rtt.record(rtt.as_secs_f64(), &attributes);
+            }
+            // Only a probe's received round trips are timed; every count
+            // is the hub's, read at each collection (`observe_round_trips`).
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(rtt),
+                path: None,
+                ..
+            }) => {
+                let attributes = self.attributes_of(events, id);
+                self.roundtrip_rtt.record(rtt.as_secs_f64(), &attributes);
             }
             Event::RoundTrip(RoundTrip {
                 outcome: RoundTripOutcome::Received(rtt),
