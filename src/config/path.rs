@@ -88,10 +88,10 @@ impl TableReader<'_> {
             let reason = format!("no [[target]] is named {from:?}");
             return Err(self.bad_value("from", &place, &from_span, reason));
         };
-        if !targets.iter().any(|t| t.name() == to) {
+        let Some(to_target) = targets.iter().find(|t| t.name() == to) else {
             let reason = format!("no [[target]] is named {to:?}");
             return Err(self.bad_value("to", &place, &to_span, reason));
-        }
+        };
         if from == to {
             let reason = "must name another target than `from`; a target's own round trip is \
                           its [target.probe]"
@@ -126,7 +126,9 @@ impl TableReader<'_> {
             }
         }
         let keep_alive = from_target.options().keep_alive();
-        if let Some((key, reason)) = options.problem(keep_alive) {
+        let from_id = from_target.options().client_id().as_str();
+        let to_id = to_target.options().client_id().as_str();
+        if let Some((key, reason)) = options.problem_between(keep_alive, from_id, to_id) {
             let span = table
                 .get(key)
                 .map_or_else(|| header.clone(), |value| value.span());

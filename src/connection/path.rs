@@ -155,7 +155,8 @@ impl Path {
                 problem: "must be another connection than `from`".to_owned(),
             });
         }
-        if let Some((key, problem)) = options.problem(keep_alive) {
+        let (from_id, to_id) = (from.client_id().as_str(), to.client_id().as_str());
+        if let Some((key, problem)) = options.problem_between(keep_alive, from_id, to_id) {
             return Err(OptionsError::Path { key, problem });
         }
         let shared = Shared::new(

@@ -251,6 +251,10 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "bad-path-unknown-target.toml",
         "tests/testdata/bad-path-unknown-target.toml:11:6: bad `to` in [[path]] \"plant-a->plant-c\": no [[target]] is named \"plant-c\"",
     ),
+    (
+        "bad-path-client-id-wildcard.toml",
+        "tests/testdata/bad-path-client-id-wildcard.toml:10:1: bad `topic` in [[path]] \"plant-a->plant-b\": expands to \"mqtt-pulse/path/plant#a/mqtt-pulse-plant-b\", which must not contain the wildcards `+` or `#`: the path publishes to it",
+    ),
 ];
 
 #[test]
