@@ -221,7 +221,7 @@ fn main() {
 
     println!(
         "{} targets per daemon, {} paths (a ring, every {:?}, QoS 1) in one; \
-         {} windows of {:?}; load average {}",
+         {} windows of {:?}; {}",
         args.targets,
         args.targets,
         args.interval,
