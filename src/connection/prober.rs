@@ -212,10 +212,10 @@ impl Prober {
         if self.still_pending(seq, pending) {
             return;
         }
-        if self.trips.written(seq, now) {
-            if let Some(counter) = &self.counter {
-                counter.sent();
-            }
+        if self.trips.written(seq, now)
+            && let Some(counter) = &self.counter
+        {
+            counter.sent();
         }
     }
 
