@@ -188,21 +188,27 @@ fn main() {
     for run in 1..=args.runs {
         let before = [cpu_ticks(plain.pid()), cpu_ticks(paths.pid())];
         let page = paths.metrics();
-        let received = total(&page, "mqtt_path_messages_total", &[("outcome", "received")]);
+        let received = total(
+            &page,
+            "mqtt_path_messages_total",
+            &[("outcome", "received")],
+        );
         let lost = total(&page, "mqtt_path_messages_total", &[("outcome", "lost")]);
         let started = Instant::now();
         std::thread::sleep(args.window);
         let after = [cpu_ticks(plain.pid()), cpu_ticks(paths.pid())];
         let seconds = started.elapsed().as_secs_f64();
         let page = paths.metrics();
-        let received_rate = (total(&page, "mqtt_path_messages_total", &[("outcome", "received")])
-            - received)
+        let received_rate = (total(
+            &page,
+            "mqtt_path_messages_total",
+            &[("outcome", "received")],
+        ) - received)
             / seconds;
         let lost_rate =
             (total(&page, "mqtt_path_messages_total", &[("outcome", "lost")]) - lost) / seconds;
-        let shares = [0, 1].map(|i| {
-            100.0 * (after[i] - before[i]) as f64 / TICKS_PER_SECOND / seconds
-        });
+        let shares =
+            [0, 1].map(|i| 100.0 * (after[i] - before[i]) as f64 / TICKS_PER_SECOND / seconds);
         let memory = [plain.rss_kib(), paths.rss_kib()];
         eprintln!(
             "run {run}: CPU {:.2}% / {:.2}% of a core, RSS {:.0} / {:.0} KiB (plain / paths), \
