@@ -792,3 +792,84 @@ fn a_shared_file_may_hold_more_targets_than_one_process_watches() {
         .sum();
     assert_eq!(halves, MAX_TARGETS + 1);
 }
+
+/// Targets joined by `[[path]]`s go to one shard together (the owner of the
+/// group's least name), so every path runs, in exactly one shard, with both
+/// ends. Owning targets one by one would split most paths between two
+/// replicas, and such a path would run nowhere.
+#[test]
+fn the_two_ends_of_every_path_are_owned_by_one_shard_which_runs_the_path() {
+    let dir = TempDir::new("shards-paths");
+    let mut config = String::new();
+    for i in 0..30 {
+        write!(
+            config,
+            "[[target]]\nname = \"t-{i:02}\"\nurl = \"mqtt://127.0.0.1:9\"\n"
+        )
+        .unwrap();
+    }
+    // Chains of three and pairs, so that groups are larger than one path.
+    let mut paths = Vec::new();
+    for i in (0..30).step_by(5) {
+        paths.push((format!("t-{:02}", i), format!("t-{:02}", i + 2)));
+        paths.push((format!("t-{:02}", i + 2), format!("t-{:02}", i + 4)));
+    }
+    for (from, to) in &paths {
+        write!(config, "[[path]]\nfrom = \"{from}\"\nto = \"{to}\"\n").unwrap();
+    }
+    let file = dir.join("paths.toml");
+    fs::write(&file, config).unwrap();
+
+    let count = 3;
+    let mut owner_of = BTreeMap::new();
+    let mut path_runs = BTreeMap::new();
+    for index in 0..count {
+        let output = daemon::run(&[
+            "--config.check",
+            "--config.file",
+            file.to_str().unwrap(),
+            "--shard.count",
+            &count.to_string(),
+            "--shard.index",
+            &index.to_string(),
+        ]);
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+        let line = stdout.trim_end();
+        let (_, owned) = line.split_once(" owns ").unwrap();
+        let (_, rest) = owned.split_once(" (").unwrap();
+        let (targets, rest) = rest.split_once(')').unwrap();
+        for name in targets.split(", ").filter(|n| !n.is_empty()) {
+            assert_eq!(
+                owner_of.insert(name.to_owned(), index),
+                None,
+                "{name} twice"
+            );
+        }
+        if let Some((_, names)) = rest.split_once(" (") {
+            for name in names.trim_end_matches(')').split(", ") {
+                assert_eq!(
+                    path_runs.insert(name.to_owned(), index),
+                    None,
+                    "{name} twice"
+                );
+            }
+        }
+    }
+    assert_eq!(owner_of.len(), 30, "every target owned once");
+    assert_eq!(
+        path_runs.len(),
+        paths.len(),
+        "every path runs: {path_runs:?}"
+    );
+    for (from, to) in &paths {
+        let shard = path_runs[&format!("{from}->{to}")];
+        assert_eq!(owner_of[from], shard, "{from} runs where its path does");
+        assert_eq!(owner_of[to], shard, "{to} runs where its path does");
+    }
+    let used: BTreeSet<u32> = owner_of.values().copied().collect();
+    assert!(
+        used.len() > 1,
+        "groups still spread over shards: {owner_of:?}"
+    );
+}

@@ -3,7 +3,10 @@
 //! belongs one table down.
 
 /// Keys of the top level.
-pub(super) const TOP_KEYS: &[&str] = &["defaults", "target", "otlp"];
+pub(super) const TOP_KEYS: &[&str] = &["defaults", "target", "path", "otlp"];
+/// Keys of a `[[path]]`.
+pub(super) const PATH_KEYS: &[&str] =
+    &["name", "from", "to", "topic", "interval", "qos", "timeout"];
 /// Keys a `[[target]]` has and `[defaults]` has not.
 pub(super) const TARGET_ONLY_KEYS: &[&str] = &[
     "name",
@@ -22,6 +25,7 @@ pub(super) const LAYER_KEYS: &[&str] = &[
     "clean_session",
     "labels",
     "tls",
+    "probe",
 ];
 /// Keys `[defaults]` has and `[[target]]` has not: settings of every target
 /// of a broker together.
@@ -33,8 +37,14 @@ pub(super) const DEFAULTS_TEMPLATE_KEYS: &[&str] = &["client_id"];
 pub(super) const BACKOFF_KEYS: &[&str] = &["initial", "max"];
 /// Keys of a `tls` table.
 pub(super) const TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file", "insecure_skip_verify"];
+/// Keys of a `probe` table.
+pub(super) const PROBE_KEYS: &[&str] = &["enabled", "topic", "interval", "qos", "timeout"];
 /// Keys of sub-tables, suggested as dotted keys when written one level up.
-pub(super) const NESTED_KEYS: &[(&str, &[&str])] = &[("tls", TLS_KEYS), ("backoff", BACKOFF_KEYS)];
+pub(super) const NESTED_KEYS: &[(&str, &[&str])] = &[
+    ("tls", TLS_KEYS),
+    ("backoff", BACKOFF_KEYS),
+    ("probe", PROBE_KEYS),
+];
 /// Keys of `[otlp]`.
 pub(super) const OTLP_KEYS: &[&str] = &["endpoint", "protocol", "interval", "timeout", "headers"];
 

@@ -11,13 +11,13 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Problem};
 use super::keys::{
-    BACKOFF_KEYS, DEFAULTS_ONLY_KEYS, DEFAULTS_TEMPLATE_KEYS, LAYER_KEYS, NESTED_KEYS,
+    BACKOFF_KEYS, DEFAULTS_ONLY_KEYS, DEFAULTS_TEMPLATE_KEYS, LAYER_KEYS, NESTED_KEYS, PROBE_KEYS,
     TARGET_ONLY_KEYS, TLS_KEYS,
 };
 use super::reader::{Place, Span, TableReader, Value, in_file_order, key_text};
 use crate::connection::{
-    Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, TlsOptions, check_keep_alive,
-    label_name_problem, label_value_problem,
+    Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, ProbeOptions, TlsOptions,
+    check_keep_alive, label_name_problem, label_value_problem, probe_topic_problem,
 };
 
 /// The settings `[defaults]` and `[[target]]` share, as written in one table:
@@ -32,6 +32,18 @@ pub(super) struct Layer {
     clean_session: Option<bool>,
     labels: BTreeMap<String, String>,
     pub(super) tls: Option<TlsLayer>,
+    pub(super) probe: Option<ProbeLayer>,
+}
+
+/// A `probe` table as written: its presence turns the probe on (unless
+/// `enabled = false`); each key set here overrides `[defaults.probe]`'s.
+#[derive(Default)]
+pub(super) struct ProbeLayer {
+    enabled: Option<bool>,
+    topic: Option<String>,
+    interval: Option<Spanned<Duration>>,
+    qos: Option<rumqttc::QoS>,
+    timeout: Option<Spanned<Duration>>,
 }
 
 impl Layer {
@@ -173,6 +185,7 @@ impl TableReader<'_> {
             "backoff" => self.backoff_table(layer, value, place)?,
             "labels" => layer.labels = self.labels(value, place)?,
             "tls" => layer.tls = Some(self.tls(value, place)?),
+            "probe" => layer.probe = Some(self.probe(value, place)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -275,6 +288,96 @@ impl TableReader<'_> {
             labels.insert(name.to_owned(), text.to_owned());
         }
         Ok(labels)
+    }
+
+    fn probe(&self, value: &Value<'_>, place: &Place) -> Result<ProbeLayer, ConfigError> {
+        let inner = place.nested("probe");
+        let mut probe = ProbeLayer::default();
+        for (key, value) in in_file_order(self.table("probe", place, value)?) {
+            let name = key.get_ref().as_ref();
+            match name {
+                "enabled" => probe.enabled = Some(self.boolean(name, &inner, value)?),
+                "topic" => {
+                    let topic = self.string(name, &inner, value)?;
+                    if let Some(reason) = probe_topic_problem(topic) {
+                        return Err(self.bad_value(name, &inner, &value.span(), reason));
+                    }
+                    probe.topic = Some(topic.to_owned());
+                }
+                "interval" | "timeout" => {
+                    let duration = self.positive_duration(name, &inner, value)?;
+                    let duration = Some(Spanned::new(value.span(), duration));
+                    if name == "interval" {
+                        probe.interval = duration;
+                    } else {
+                        probe.timeout = duration;
+                    }
+                }
+                "qos" => {
+                    probe.qos = Some(match self.count(name, &inner, value, 2)? {
+                        0 => rumqttc::QoS::AtMostOnce,
+                        1 => rumqttc::QoS::AtLeastOnce,
+                        _ => rumqttc::QoS::ExactlyOnce,
+                    });
+                }
+                _ => return Err(self.unknown_key(key, &inner, PROBE_KEYS, &[])),
+            }
+        }
+        Ok(probe)
+    }
+
+    /// The probe of a target: its own `probe` table over `[defaults.probe]`,
+    /// key by key; on when either table is there, unless the merged
+    /// `enabled` is false. Checked against the target's keep-alive, the
+    /// error pointing at whichever table set the bad duration.
+    pub(super) fn merged_probe(
+        &self,
+        options: ConnectionOptions,
+        own: Option<&ProbeLayer>,
+        defaults: Option<&ProbeLayer>,
+        place: &Place,
+    ) -> Result<ConnectionOptions, ConfigError> {
+        if own.is_none() && defaults.is_none() {
+            return Ok(options);
+        }
+        fn pick<T: Clone>(
+            own: Option<&ProbeLayer>,
+            defaults: Option<&ProbeLayer>,
+            get: impl Fn(&ProbeLayer) -> Option<T>,
+        ) -> Option<T> {
+            own.and_then(&get).or_else(|| defaults.and_then(&get))
+        }
+        if pick(own, defaults, |p| p.enabled) == Some(false) {
+            return Ok(options);
+        }
+        let mut probe = ProbeOptions::new();
+        if let Some(topic) = pick(own, defaults, |p| p.topic.clone()) {
+            probe = probe.with_topic(topic);
+        }
+        let interval = pick(own, defaults, |p| p.interval.clone());
+        if let Some(interval) = &interval {
+            probe = probe.with_interval(*interval.get_ref());
+        }
+        let timeout = pick(own, defaults, |p| p.timeout.clone());
+        if let Some(timeout) = &timeout {
+            probe = probe.with_timeout(*timeout.get_ref());
+        }
+        if let Some(qos) = pick(own, defaults, |p| p.qos) {
+            probe = probe.with_qos(qos);
+        }
+        if let Some((key, reason)) = probe.problem(options.keep_alive()) {
+            let inner = place.nested("probe");
+            let span = match key {
+                "interval" => interval.map(|d| d.span()),
+                "timeout" => timeout.map(|d| d.span()).or(interval.map(|d| d.span())),
+                _ => None,
+            };
+            // Every problem but the topic's (checked as it is read) comes
+            // from a duration written in one of the tables.
+            let span = span.unwrap_or_default();
+            return Err(self.bad_value(key, &inner, &span, reason));
+        }
+        Ok(options.with_probe(probe))
     }
 
     fn tls(&mut self, value: &Value<'_>, place: &Place) -> Result<TlsLayer, ConfigError> {

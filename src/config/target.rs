@@ -119,11 +119,18 @@ impl TableReader<'_> {
             .with_login(written.username, password)
             .with_tls(tls)
             .with_backoff(backoff);
+        let options = layer.apply(inherited.apply(defaults.apply(options)));
+        let options = self.merged_probe(
+            options,
+            layer.probe.as_ref(),
+            inherited.probe.as_ref(),
+            &place,
+        )?;
         Ok(TargetConfig {
             name: name.into_inner(),
             location: self.location(&header),
             client_id_per_host,
-            options: layer.apply(inherited.apply(defaults.apply(options))),
+            options,
         })
     }
 

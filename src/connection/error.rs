@@ -82,6 +82,22 @@ pub enum OptionsError {
     /// rustls rejected the TLS configuration.
     #[error("invalid TLS configuration: {0}")]
     Tls(rustls::Error),
+    /// A setting of the round-trip probe cannot be used.
+    #[error("invalid probe {key}: {problem}")]
+    Probe {
+        /// The setting (`topic`, `interval`, `timeout`).
+        key: &'static str,
+        /// The rule it breaks.
+        problem: String,
+    },
+    /// A setting of a broker-to-broker path cannot be used.
+    #[error("invalid path {key}: {problem}")]
+    Path {
+        /// The setting (`topic`, `interval`, `timeout`, `to`).
+        key: &'static str,
+        /// The rule it breaks.
+        problem: String,
+    },
     /// The connection was started outside a tokio runtime.
     #[error("a connection must be started inside a tokio runtime")]
     NoRuntime,

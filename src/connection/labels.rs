@@ -7,7 +7,8 @@
 
 /// The labels every per-client series already has, which a client's extra
 /// constant labels may not reuse.
-pub(crate) const OWN_LABELS: &[&str] = &["client_id", "broker", "status", "reason", "type"];
+pub(crate) const OWN_LABELS: &[&str] =
+    &["client_id", "broker", "status", "reason", "type", "outcome"];
 
 /// The longest name of an extra constant label, in bytes.
 pub const MAX_LABEL_NAME_LENGTH: usize = 128;
@@ -34,7 +35,7 @@ pub(crate) fn label_name_problem(name: &str) -> Option<&'static str> {
         Some("names starting with __ are reserved for Prometheus")
     } else if OWN_LABELS.contains(&name) {
         Some(
-            "mqtt-pulse sets this label itself (client_id, broker, status, reason and type are taken)",
+            "mqtt-pulse sets this label itself (client_id, broker, status, reason, type and outcome are taken)",
         )
     } else {
         None

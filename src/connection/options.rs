@@ -23,6 +23,7 @@ use super::expiry::ChainExpiry;
 use super::files::on_a_thread;
 use super::files::{off_the_runtime, read_password};
 use super::labels::{label_name_problem, label_value_problem};
+use super::probe::ProbeOptions;
 use super::tls::TlsOptions;
 use crate::events::{ClientId, ClientInfo};
 
@@ -67,6 +68,7 @@ pub struct ConnectionOptions {
     max_inflight: u16,
     connect_concurrency: usize,
     labels: BTreeMap<String, String>,
+    probe: Option<ProbeOptions>,
     /// Where the TLS verifier of every configuration built from these
     /// options (or a clone) records the chain's expiry, for the driver to
     /// take: runtime state, equal whatever it holds (see [`ChainExpiry`]).
@@ -160,6 +162,7 @@ impl ConnectionOptions {
             max_inflight: 10,
             connect_concurrency: super::DEFAULT_CONNECT_CONCURRENCY,
             labels: BTreeMap::new(),
+            probe: None,
             chain_expiry: ChainExpiry::default(),
         }
     }
@@ -384,6 +387,21 @@ impl ConnectionOptions {
         self.connect_concurrency
     }
 
+    /// Turns on a round-trip probe over this connection (checked when the
+    /// connection starts: the topic must be one a client may publish to).
+    ///
+    /// Defaults to none.
+    #[must_use]
+    pub fn with_probe(mut self, probe: ProbeOptions) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// The connection's round-trip probe, if any.
+    pub fn probe(&self) -> Option<&ProbeOptions> {
+        self.probe.as_ref()
+    }
+
     /// The extra constant labels of this client's metrics.
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
@@ -453,6 +471,9 @@ impl ConnectionOptions {
                     problem,
                 });
             }
+        }
+        if let Some((key, problem)) = self.probe.as_ref().and_then(|p| p.problem(self.keep_alive)) {
+            return Err(OptionsError::Probe { key, problem });
         }
         if !self.broker.uses_tls() && !self.tls.is_default() {
             return Err(OptionsError::TlsOnPlainScheme(self.broker.scheme()));
@@ -543,6 +564,7 @@ impl fmt::Debug for ConnectionOptions {
             .field("backoff", &self.backoff)
             .field("connect_concurrency", &self.connect_concurrency)
             .field("labels", &self.labels)
+            .field("probe", &self.probe)
             .finish()
     }
 }

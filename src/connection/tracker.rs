@@ -3,12 +3,16 @@
 //! embedding service's own `EventLoop`. It owns the per-connection logging; it
 //! must never block (the hub's dispatch is synchronous and non-blocking).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rumqttc::ConnectionError;
+use rumqttc::{ConnectionError, Packet, Request};
 
+use super::error::OptionsError;
 use super::link::{Link, Observed, classify};
 use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
+use super::probe::ProbeOptions;
+use super::prober::Prober;
 use crate::events::{
     ClientId, ClientInfo, DroppedPublishCounter, Event, Events, FailureReason, Status,
 };
@@ -79,6 +83,41 @@ use crate::events::{
 /// }
 /// # }
 /// ```
+///
+/// # Round-trip probes
+///
+/// A host loop can probe its connection too ([`with_probe`](Self::with_probe)):
+/// the tracker puts the probe's SUBSCRIBE and PUBLISHes in the event loop's
+/// pending requests, stamps them written and read from the events, and says
+/// which incoming publishes are the probe's, so the host never handles one.
+///
+/// ```no_run
+/// # use mqtt_pulse::{ConnectionTracker, Events};
+/// # use mqtt_pulse::connection::ProbeOptions;
+/// # async fn demo(events: Events, options: rumqttc::MqttOptions) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options)
+///     .with_probe(&ProbeOptions::new())?;
+/// let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+/// loop {
+///     let wakeup = tracker.probe_wakeup();
+///     tokio::select! {
+///         polled = eventloop.poll() => match polled {
+///             Ok(event) => {
+///                 if !tracker.observe_in(&event, &mut eventloop) {
+///                     // the service's own handling of `event`
+///                 }
+///             }
+///             Err(error) => {
+///                 tracker.observe_error(&error);
+///                 tokio::time::sleep(std::time::Duration::from_secs(1)).await; // your backoff
+///             }
+///         },
+///         _ = tokio::time::sleep_until(wakeup.unwrap_or_else(std::time::Instant::now).into()),
+///             if wakeup.is_some() => tracker.probe_tick(&mut eventloop),
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ConnectionTracker {
     events: Events,
@@ -92,6 +131,10 @@ pub struct ConnectionTracker {
     /// is an atomic add instead of a hub-wide lock. Given up when the
     /// client is terminated: the hub forgets that count then.
     dropped_publishes: Option<DroppedPublishCounter>,
+    /// The keep-alive the connection announces: the probe's default interval.
+    keep_alive: Duration,
+    /// The round-trip probe, when one is set up.
+    prober: Option<Prober>,
 }
 
 impl ConnectionTracker {
@@ -110,6 +153,7 @@ impl ConnectionTracker {
             ClientInfo::new(broker_label(&host, port)),
         );
         tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
+        tracker.keep_alive = keep_alive;
         tracker
     }
 
@@ -128,7 +172,106 @@ impl ConnectionTracker {
         let mut tracker =
             Self::with_info(events, options.client_id().clone(), options.client_info());
         tracker.ping_timeout = Some(options.ping_timeout());
+        tracker.keep_alive = options.keep_alive();
+        if let Some(probe) = options.probe() {
+            // `Connection::start` checked it with the rest of the options.
+            tracker.prober = Some(Prober::new(
+                events,
+                &tracker.client_id,
+                probe,
+                tracker.keep_alive,
+            ));
+        }
         tracker
+    }
+
+    /// Adds a round-trip probe (see [`ProbeOptions`]) for a loop that polls
+    /// its own `EventLoop`: feed events through
+    /// [`observe_in`](Self::observe_in) instead of
+    /// [`observe`](Self::observe), and call [`probe_tick`](Self::probe_tick)
+    /// at [`probe_wakeup`](Self::probe_wakeup). The probe's interval and
+    /// timeout default to the keep-alive of the options the tracker was
+    /// built from.
+    ///
+    /// # Errors
+    /// [`OptionsError::Probe`] when a setting cannot be used (a topic with
+    /// wildcards, say).
+    pub fn with_probe(mut self, probe: &ProbeOptions) -> Result<Self, OptionsError> {
+        let keep_alive = if self.keep_alive.is_zero() {
+            super::DEFAULT_KEEP_ALIVE
+        } else {
+            self.keep_alive
+        };
+        if let Some((key, problem)) = probe.problem(keep_alive) {
+            return Err(OptionsError::Probe { key, problem });
+        }
+        self.prober = Some(Prober::new(
+            &self.events,
+            &self.client_id,
+            probe,
+            keep_alive,
+        ));
+        Ok(self)
+    }
+
+    /// The probe's topic (expanded), if a probe is set up.
+    pub fn probe_topic(&self) -> Option<&str> {
+        self.prober.as_ref().map(Prober::topic)
+    }
+
+    /// When [`probe_tick`](Self::probe_tick) has work: a probe message due,
+    /// or one timing out. `None` without a probe, or with nothing to do.
+    pub fn probe_wakeup(&self) -> Option<Instant> {
+        self.prober.as_ref()?.wakeup()
+    }
+
+    /// Counts the probe messages lost by now and, if the next is due, puts
+    /// it in `eventloop`'s pending requests (written by the next `poll()`,
+    /// ahead of what the client handle sends).
+    pub fn probe_tick(&mut self, eventloop: &mut rumqttc::EventLoop) {
+        self.probe_tick_at(Instant::now(), &mut eventloop.pending);
+    }
+
+    pub(crate) fn probe_tick_at(&mut self, now: Instant, pending: &mut VecDeque<Request>) {
+        if let Some(prober) = &mut self.prober {
+            prober.tick(&self.events, &self.client_id, now, pending);
+        }
+    }
+
+    /// [`observe`](Self::observe) for a tracker with a probe: also
+    /// subscribes the probe topic on each new session, stamps the probe's
+    /// PUBLISH written and read, and reports the round trips. Call it as soon
+    /// as `poll()` returns. `true` when the event is an incoming probe
+    /// message: the probe's own, not one for the host to handle.
+    pub fn observe_in(
+        &mut self,
+        event: &rumqttc::Event,
+        eventloop: &mut rumqttc::EventLoop,
+    ) -> bool {
+        self.observe_in_at(event, Instant::now(), &mut eventloop.pending)
+    }
+
+    pub(crate) fn observe_in_at(
+        &mut self,
+        event: &rumqttc::Event,
+        now: Instant,
+        pending: &mut VecDeque<Request>,
+    ) -> bool {
+        self.observe_at(event, now);
+        let Some(prober) = &mut self.prober else {
+            return false;
+        };
+        if let rumqttc::Event::Incoming(Packet::ConnAck(connack)) = event {
+            prober.connected(
+                &self.events,
+                &self.client_id,
+                now,
+                connack.session_present,
+                pending,
+            );
+            return false;
+        }
+        prober.observe(&self.events, &self.client_id, event, now, pending)
     }
 
     fn with_info(events: &Events, client_id: impl Into<ClientId>, info: ClientInfo) -> Self {
@@ -142,6 +285,8 @@ impl ConnectionTracker {
             link: Link::new(),
             ping_timeout: None,
             dropped_publishes: None,
+            keep_alive: Duration::ZERO,
+            prober: None,
         }
     }
 
@@ -242,6 +387,9 @@ impl ConnectionTracker {
 
     /// Reports that the connection is being shut down on purpose.
     pub fn terminating(&mut self) {
+        if let Some(prober) = &mut self.prober {
+            prober.lost();
+        }
         if let Some(status) = self.link.terminating() {
             self.report(status, None);
         }
@@ -254,11 +402,17 @@ impl ConnectionTracker {
             // The hub forgot the count; should the link come back, its drops
             // start a new one rather than vanish into the forgotten counter.
             self.dropped_publishes = None;
+            if let Some(prober) = &mut self.prober {
+                prober.forget_counter();
+            }
         }
     }
 
     fn failed(&mut self, reason: FailureReason, detail: &dyn std::fmt::Display) {
         self.events.count_failure(&self.client_id, reason);
+        if let Some(prober) = &mut self.prober {
+            prober.lost();
+        }
         match self.link.lost() {
             Some(status) => self.report(status, Some((reason, detail))),
             None => tracing::debug!(
@@ -368,6 +522,40 @@ mod tests {
         assert_eq!(tracker.ping_deadline(), None);
         assert!(!tracker.check_ping(t0 + Duration::from_secs(9)));
         assert_eq!(tracker.status(), Status::Up);
+    }
+
+    #[test]
+    fn a_probe_counts_from_zero_in_the_hub_and_again_after_a_comeback() {
+        let events = Events::new();
+        let mut tracker = ConnectionTracker::from_mqtt_options(
+            &events,
+            &MqttOptions::new("a", "127.0.0.1", 1883),
+        )
+        .with_probe(&ProbeOptions::new())
+        .unwrap();
+        assert_eq!(events.round_trips().len(), 1, "zeros from the start");
+        assert!(
+            ProbeOptions::new()
+                .with_topic("a/#")
+                .problem(Duration::from_secs(5))
+                .is_some()
+        );
+        let mut pending = VecDeque::new();
+        let connack = |present| {
+            rumqttc::Event::Incoming(Incoming::ConnAck(ConnAck::new(
+                ConnectReturnCode::Success,
+                present,
+            )))
+        };
+        let t0 = Instant::now();
+        assert!(!tracker.observe_in_at(&connack(false), t0, &mut pending));
+        assert!(matches!(pending.front(), Some(Request::Subscribe(_))));
+        tracker.terminated();
+        assert_eq!(events.round_trips(), vec![]);
+        assert_eq!(tracker.probe_wakeup(), None, "nothing more to publish");
+        tracker.observe_in_at(&connack(false), t0, &mut pending);
+        let counts = events.round_trips();
+        assert_eq!((counts.len(), counts[0].sent), (1, 0));
     }
 
     #[test]

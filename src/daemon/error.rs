@@ -42,6 +42,14 @@ pub enum DaemonError {
         /// [`MAX_TARGETS`](crate::config::MAX_TARGETS).
         max: usize,
     },
+    /// A path cannot start (its settings, or its targets).
+    #[error("path {path:?}: {source}")]
+    Path {
+        /// The path's name.
+        path: String,
+        /// What is wrong.
+        source: OptionsError,
+    },
     /// A `--web.listen-address` is not `host:port` or `:port`.
     #[error("invalid --web.listen-address {address:?}: {reason}")]
     ListenAddress {

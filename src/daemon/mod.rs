@@ -134,21 +134,31 @@ fn check_config(cli: &Cli, shard: Shard) -> Result<(), DaemonError> {
         None => "no config file (built-in default)".to_owned(),
     };
     let targets = |count: usize| if count == 1 { "target" } else { "targets" };
+    let list_paths = |config: &Config| {
+        let paths: Vec<&str> = config.paths().iter().map(|p| p.name()).collect();
+        match paths.len() {
+            0 => String::new(),
+            1 => format!(", 1 path ({})", paths[0]),
+            n => format!(", {n} paths ({})", paths.join(", ")),
+        }
+    };
     if shard == Shard::ALL {
         println!(
-            "{origin}: OK, {} {} ({})",
+            "{origin}: OK, {} {} ({}){}",
             names.len(),
             targets(names.len()),
-            names.join(", ")
+            names.join(", "),
+            list_paths(&config)
         );
     } else {
-        let owned: Vec<&str> = names.iter().copied().filter(|n| shard.owns(n)).collect();
+        let owned_names: Vec<&str> = owned.targets().iter().map(|t| t.name()).collect();
         println!(
-            "{origin}: OK, {} {}; {shard} owns {} ({})",
+            "{origin}: OK, {} {}; {shard} owns {} ({}){}",
             names.len(),
             targets(names.len()),
-            owned.len(),
-            owned.join(", ")
+            owned_names.len(),
+            owned_names.join(", "),
+            list_paths(&owned)
         );
     }
     Ok(())

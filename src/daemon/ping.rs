@@ -247,6 +247,8 @@ impl Session {
                 let seq = self.rtts.count();
                 say(&Line::RoundTrip { seq, rtt }.about(&self.broker));
             }
+            // `ping` registers for status and ping responses only.
+            Event::RoundTrip(_) => {}
         }
     }
 

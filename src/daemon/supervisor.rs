@@ -1,6 +1,7 @@
-//! The running targets and reloads of the config that names them.
+//! The running targets and paths, and reloads of the config that names them.
 //!
-//! It owns the map from target name to running [`Connection`], the reload
+//! It owns the map from target name to running [`Connection`] and from path
+//! name to running [`Path`] (which lives on two of those connections), the reload
 //! procedure and the reload metrics. It must never leave a half-applied
 //! config. A reload reads every file it needs exactly once — the config file,
 //! the web config, and the password, CA, certificate and key files of every new
@@ -24,8 +25,8 @@ use tokio::task::JoinSet;
 use super::DaemonError;
 use super::readiness::Attempted;
 use super::shard::Shard;
-use crate::config::{Config, MAX_TARGETS, TargetConfig, diff};
-use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT};
+use crate::config::{Config, MAX_TARGETS, PathConfig, TargetConfig, diff, diff_paths};
+use crate::connection::{Connection, ConnectionOptions, Path, READ_TIMEOUT};
 use crate::events::Events;
 use crate::http::WebConfig;
 
@@ -37,6 +38,8 @@ pub(super) struct Supervisor {
     /// This shard's share of the config file.
     config: Config,
     running: BTreeMap<String, Connection>,
+    /// Running paths by name; each needs its two targets in `running`.
+    paths: BTreeMap<String, Path>,
     reload_metrics: ReloadMetrics,
     targets: IntGauge,
     attempted: Attempted,
@@ -51,6 +54,9 @@ pub(super) struct ReloadSummary {
     removed: Vec<String>,
     changed: Vec<String>,
     unchanged: usize,
+    paths_added: Vec<String>,
+    paths_removed: Vec<String>,
+    paths_changed: Vec<String>,
     web_config_reloaded: bool,
 }
 
@@ -61,6 +67,16 @@ impl std::fmt::Display for ReloadSummary {
             "added {:?}, removed {:?}, changed {:?}, {} unchanged",
             self.added, self.removed, self.changed, self.unchanged
         )?;
+        if !(self.paths_added.is_empty()
+            && self.paths_removed.is_empty()
+            && self.paths_changed.is_empty())
+        {
+            write!(
+                f,
+                "; paths added {:?}, removed {:?}, changed {:?}",
+                self.paths_added, self.paths_removed, self.paths_changed
+            )?;
+        }
         if self.web_config_reloaded {
             f.write_str("; web config reloaded")?;
         }
@@ -85,6 +101,7 @@ impl Supervisor {
             shard,
             config: Config::default_local(),
             running: BTreeMap::new(),
+            paths: BTreeMap::new(),
             reload_metrics: ReloadMetrics::register(registry),
             targets: register_targets_gauge(registry, shard),
             web_config,
@@ -158,6 +175,16 @@ impl Supervisor {
         };
         let removed = summary.removed.iter().chain(&summary.changed);
         let removed: Vec<String> = removed.cloned().collect();
+        let path_changes = diff_paths(&self.config, &config);
+        summary.paths_added = path_names(&path_changes.added);
+        summary.paths_removed = path_names(&path_changes.removed);
+        summary.paths_changed = path_names(&path_changes.changed);
+        let paths_to_start: Vec<PathConfig> = path_changes
+            .added
+            .iter()
+            .chain(&path_changes.changed)
+            .map(|path| (*path).clone())
+            .collect();
         // 3. Apply: nothing below reads a file or can fail on one.
         for warning in config.warnings() {
             tracing::warn!("{warning}");
@@ -169,6 +196,10 @@ impl Supervisor {
                  mqtt-pulse is restarted"
             );
         }
+        // Paths first: a path lives on its targets' connections.
+        for name in summary.paths_removed.iter().chain(&summary.paths_changed) {
+            self.paths.remove(name);
+        }
         // Stop before starting: a new target may take over a client id.
         for name in &removed {
             if let Some(connection) = self.running.remove(name) {
@@ -176,6 +207,7 @@ impl Supervisor {
             }
         }
         self.start_prepared(prepared)?;
+        self.start_paths(&paths_to_start)?;
         self.config = config;
         self.running_changed();
         if let (Some(newer), Some((_, serving))) = (web_config, &self.web_config) {
@@ -195,6 +227,7 @@ impl Supervisor {
         }
         warn_of_shared_client_ids(shard, &config);
         self.start_prepared(prepared)?;
+        self.start_paths(config.paths())?;
         self.config = config;
         self.running_changed();
         self.reload_metrics.succeeded();
@@ -220,7 +253,38 @@ impl Supervisor {
         Ok(())
     }
 
-    pub(super) async fn shutdown(self) {
+    /// Starts paths whose targets run: fails only on what the config
+    /// already checked (settings, two different targets that exist). A path
+    /// one of whose targets this instance does not run (another instance
+    /// owns it) is left out with a warning: it needs both connections.
+    fn start_paths(&mut self, paths: &[PathConfig]) -> Result<(), DaemonError> {
+        for path in paths {
+            let (Some(from), Some(to)) =
+                (self.running.get(path.from()), self.running.get(path.to()))
+            else {
+                tracing::warn!(
+                    path = path.name(),
+                    from = path.from(),
+                    to = path.to(),
+                    "path not started: this instance does not run both of its targets"
+                );
+                continue;
+            };
+            let running =
+                Path::start(path.options().clone(), from, to, &self.events).map_err(|source| {
+                    DaemonError::Path {
+                        path: path.name().to_owned(),
+                        source,
+                    }
+                })?;
+            self.paths.insert(path.name().to_owned(), running);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn shutdown(mut self) {
+        // Paths first: they live on the connections.
+        self.paths.clear();
         let mut stopping = JoinSet::new();
         for connection in self.running.into_values() {
             stopping.spawn(connection.shutdown());
@@ -230,9 +294,21 @@ impl Supervisor {
 }
 
 /// `shard`'s share of `config`: the targets it owns, at most
-/// [`MAX_TARGETS`] of them.
+/// [`MAX_TARGETS`] of them, and the paths between them. Targets joined by
+/// paths go together, to the owner of their group's least name
+/// ([`Config::target_groups`]), so that a path's two ends run in one process.
 pub(super) fn share(config: Config, shard: Shard) -> Result<Config, DaemonError> {
-    let config = config.retain_targets(|target| shard.owns(target.name()));
+    let owned: std::collections::HashSet<String> = {
+        let groups = config.target_groups();
+        config
+            .targets()
+            .iter()
+            .map(TargetConfig::name)
+            .filter(|name| shard.owns(groups.get(name).copied().unwrap_or(name)))
+            .map(str::to_owned)
+            .collect()
+    };
+    let config = config.retain_targets(|target| owned.contains(target.name()));
     if config.targets().len() > MAX_TARGETS {
         return Err(DaemonError::TooManyTargets {
             file: config.origin().map_or_else(
@@ -282,6 +358,10 @@ pub(super) fn shared_client_ids(shard: Shard, share: &Config) -> Option<String> 
             share.targets().len()
         )
     })
+}
+
+fn path_names(paths: &[&PathConfig]) -> Vec<String> {
+    paths.iter().map(|path| path.name().to_owned()).collect()
 }
 
 fn names(targets: &[&TargetConfig]) -> Vec<String> {

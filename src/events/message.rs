@@ -137,7 +137,10 @@ impl fmt::Display for Status {
 }
 
 /// What happened to a client. More kinds may be added; match with a wildcard arm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Not `Copy` (since [`Event::RoundTrip`] may name a path); clone it, or
+/// match on a reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
     /// The connection status changed. Sent only on a change.
@@ -145,6 +148,9 @@ pub enum Event {
     /// A PINGRESP answered an outstanding PINGREQ after this round-trip time
     /// (PINGREQ written to PINGRESP read, on a monotonic clock).
     PingResponse(Duration),
+    /// What became of one probe message the client published (issue 15):
+    /// back in time, lost, late, duplicated or out of order.
+    RoundTrip(RoundTrip),
 }
 
 impl Event {
@@ -153,6 +159,7 @@ impl Event {
         match self {
             Event::Status(_) => EventKind::Status,
             Event::PingResponse(_) => EventKind::PingResponse,
+            Event::RoundTrip(_) => EventKind::RoundTrip,
         }
     }
 }
@@ -165,17 +172,25 @@ pub enum EventKind {
     Status,
     /// [`Event::PingResponse`] round trips.
     PingResponse,
+    /// [`Event::RoundTrip`]s of probe messages.
+    RoundTrip,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 2] = [EventKind::Status, EventKind::PingResponse];
+    pub const ALL: [EventKind; 3] = [
+        EventKind::Status,
+        EventKind::PingResponse,
+        EventKind::RoundTrip,
+    ];
 
-    /// The name used in logs and metric labels (`status`, `ping_response`).
+    /// The name used in logs and metric labels (`status`, `ping_response`,
+    /// `round_trip`).
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Status => "status",
             EventKind::PingResponse => "ping_response",
+            EventKind::RoundTrip => "round_trip",
         }
     }
 
@@ -184,6 +199,7 @@ impl EventKind {
         match self {
             EventKind::Status => 0,
             EventKind::PingResponse => 1,
+            EventKind::RoundTrip => 2,
         }
     }
 
@@ -193,6 +209,104 @@ impl EventKind {
 }
 
 impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of one probe message: the payload of [`Event::RoundTrip`].
+///
+/// A probe message is published with a sequence number and, when it comes
+/// back, measured from its PUBLISH written to its PUBLISH read (the same
+/// discipline as the ping round trip). Each message sent ends as exactly one
+/// of [`Received`](RoundTripOutcome::Received),
+/// [`OutOfOrder`](RoundTripOutcome::OutOfOrder) or
+/// [`Lost`](RoundTripOutcome::Lost); [`Late`](RoundTripOutcome::Late) and
+/// [`Duplicate`](RoundTripOutcome::Duplicate) are arrivals on top of that,
+/// never a second success.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoundTrip {
+    /// The message's sequence number (from 1, per probe or path and run).
+    pub seq: u64,
+    /// What became of it.
+    pub outcome: RoundTripOutcome,
+    /// `None` for the client's own probe (published and received on its
+    /// connection); for a broker-to-broker path, the path's name — the
+    /// message's client is then the connection that published it.
+    pub path: Option<Arc<str>>,
+}
+
+impl RoundTrip {
+    /// The outcome of message `seq` of a client's own probe.
+    pub fn probe(seq: u64, outcome: RoundTripOutcome) -> Self {
+        Self {
+            seq,
+            outcome,
+            path: None,
+        }
+    }
+
+    /// The outcome of message `seq` on the path named `path`.
+    pub fn on_path(path: impl Into<Arc<str>>, seq: u64, outcome: RoundTripOutcome) -> Self {
+        Self {
+            seq,
+            outcome,
+            path: Some(path.into()),
+        }
+    }
+}
+
+/// What became of one probe message ([`RoundTrip`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RoundTripOutcome {
+    /// Back within the timeout, the first copy, after every message sent
+    /// before it that came back: a good round trip of this duration.
+    Received(Duration),
+    /// Back within the timeout, the first copy, but after a message sent
+    /// later: counted as such, not as a success.
+    OutOfOrder(Duration),
+    /// Not back within the timeout.
+    Lost,
+    /// Back after it was counted lost (or too old to tell).
+    Late,
+    /// A copy of a message that had already come back.
+    Duplicate,
+}
+
+impl RoundTripOutcome {
+    /// Every outcome's label value, in declaration order.
+    pub const LABELS: [&'static str; 5] = ["received", "out_of_order", "lost", "late", "duplicate"];
+
+    /// The snake_case label value (`received`, `out_of_order`, `lost`,
+    /// `late`, `duplicate`).
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    /// Position in [`LABELS`](Self::LABELS).
+    pub(crate) fn index(self) -> usize {
+        match self {
+            RoundTripOutcome::Received(_) => 0,
+            RoundTripOutcome::OutOfOrder(_) => 1,
+            RoundTripOutcome::Lost => 2,
+            RoundTripOutcome::Late => 3,
+            RoundTripOutcome::Duplicate => 4,
+        }
+    }
+
+    /// The round-trip time of a message back in time (received or out of
+    /// order); `None` otherwise.
+    pub fn rtt(self) -> Option<Duration> {
+        match self {
+            RoundTripOutcome::Received(rtt) | RoundTripOutcome::OutOfOrder(rtt) => Some(rtt),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RoundTripOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

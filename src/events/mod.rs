@@ -41,6 +41,11 @@
 //!   ([`Events::record_tls_cert_expiry`], [`Events::tls_cert_expiries`]). A
 //!   client whose status becomes [`Status::Terminated`] is forgotten, its
 //!   counts and expiry with it.
+//! * **Round trips.** [`Event::RoundTrip`] (kind [`EventKind::RoundTrip`])
+//!   follows every rule above; a probe's counts (sent, and each
+//!   [`RoundTripOutcome`]) and its last good round trip are counters beside
+//!   it ([`Events::round_trip_counter`], [`Events::round_trips`]), forgotten
+//!   with the client like the others.
 //! * **End.** When every [`Events`] handle is gone, a subscription's stream ends
 //!   after its queued messages.
 //!
@@ -66,9 +71,14 @@
 //! ```
 
 mod message;
+mod round_trip;
 mod subscription;
 
-pub use message::{ClientFilter, ClientId, Event, EventKind, FailureReason, Message, Status};
+pub use message::{
+    ClientFilter, ClientId, Event, EventKind, FailureReason, Message, RoundTrip, RoundTripOutcome,
+    Status,
+};
+pub use round_trip::{RoundTripCounter, RoundTripCounts};
 pub use subscription::{Subscription, SubscriptionStats, TryRecvError};
 
 use std::collections::{BTreeMap, HashMap};
@@ -103,10 +113,15 @@ pub(crate) struct Hub {
     /// forgetting a client take it.
     dropped_publishes: Mutex<BTreeMap<ClientId, Arc<AtomicU64>>>,
     tls_cert_expiries: Mutex<BTreeMap<ClientId, SystemTime>>,
+    /// Each client's probe (path `None`) and paths' round-trip counts.
+    round_trips: Mutex<BTreeMap<RoundTripKey, Arc<round_trip::Cells>>>,
     counters: [KindCounters; KINDS],
     next_subscriber_id: AtomicU64,
     default_capacity: usize,
 }
+
+/// A client and, for a path it publishes on, the path's name.
+type RoundTripKey = (ClientId, Option<Arc<str>>);
 
 /// The subscribers of each kind: first the wildcard ones, then per client id.
 /// Dispatch reads it; only (un)registering writes it.
@@ -247,6 +262,7 @@ impl Events {
                 failures: Mutex::default(),
                 dropped_publishes: Mutex::default(),
                 tls_cert_expiries: Mutex::default(),
+                round_trips: Mutex::default(),
                 counters: Default::default(),
                 next_subscriber_id: AtomicU64::new(0),
                 default_capacity: capacity.max(1),
@@ -460,6 +476,80 @@ impl Events {
             .collect()
     }
 
+    /// The round-trip counter of `client_id`'s own probe (`path` `None`) or
+    /// of the path named `path` that `client_id` publishes on, shared with
+    /// the hub: what it counts shows in [`round_trips`](Self::round_trips)
+    /// without any lock. Get it once and keep it while the client lives; as
+    /// with [`dropped_publish_counter`](Self::dropped_publish_counter), the
+    /// hub forgets it when the client is terminated.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use mqtt_pulse::events::{ClientId, Events, RoundTripOutcome};
+    ///
+    /// let events = Events::new();
+    /// let plant = ClientId::from("plant-a");
+    /// let probe = events.round_trip_counter(&plant, None);
+    /// probe.sent();
+    /// probe.record(RoundTripOutcome::Received(Duration::from_micros(150)), SystemTime::now());
+    ///
+    /// let counts = &events.round_trips()[0];
+    /// assert_eq!((counts.sent, counts.count(RoundTripOutcome::Lost)), (1, 0));
+    /// assert!(counts.last_success.is_some());
+    /// ```
+    pub fn round_trip_counter(&self, client_id: &ClientId, path: Option<&str>) -> RoundTripCounter {
+        let key = (client_id.clone(), path.map(Arc::from));
+        let mut counters = lock(&self.hub.round_trips);
+        let cells = counters.entry(key).or_default();
+        RoundTripCounter(Arc::clone(cells))
+    }
+
+    /// The round-trip counter of the broker-to-broker path named `name`,
+    /// published through `from`'s connection and received through `to`'s:
+    /// [`round_trip_counter`](Self::round_trip_counter) with the receiving
+    /// client recorded, for the path's `to` label. Forget it with
+    /// [`forget_path`](Self::forget_path) when the path stops; the hub also
+    /// forgets it when `from` is terminated.
+    ///
+    /// ```
+    /// use mqtt_pulse::events::{ClientId, Events};
+    ///
+    /// let events = Events::new();
+    /// let (north, south) = (ClientId::from("north"), ClientId::from("south"));
+    /// events.path_counter(&north, "north->south", &south).sent();
+    /// let counts = &events.round_trips()[0];
+    /// assert_eq!(counts.path.as_deref(), Some("north->south"));
+    /// assert_eq!(counts.to.as_ref(), Some(&south));
+    /// events.forget_path(&north, "north->south");
+    /// assert!(events.round_trips().is_empty());
+    /// ```
+    pub fn path_counter(&self, from: &ClientId, name: &str, to: &ClientId) -> RoundTripCounter {
+        let key = (from.clone(), Some(Arc::from(name)));
+        let mut counters = lock(&self.hub.round_trips);
+        let cells = counters
+            .entry(key)
+            .or_insert_with(|| Arc::new(round_trip::Cells::to(to)));
+        RoundTripCounter(Arc::clone(cells))
+    }
+
+    /// Forgets the counts of the path `name` published through `from`: its
+    /// series go with it.
+    pub fn forget_path(&self, from: &ClientId, name: &str) {
+        let key = (from.clone(), Some(Arc::from(name)));
+        lock(&self.hub.round_trips).remove(&key);
+    }
+
+    /// The round-trip counts of every probe and path of the clients not
+    /// terminated, sorted by client id, then path (a client's own probe
+    /// first). A counter handed out but never counted with shows as zeros:
+    /// a probe exists from the moment it is set up.
+    pub fn round_trips(&self) -> Vec<RoundTripCounts> {
+        lock(&self.hub.round_trips)
+            .iter()
+            .map(|((client_id, path), cells)| RoundTripCounts::read(client_id, path, cells))
+            .collect()
+    }
+
     /// Records that a TLS handshake of `client_id`'s connection verified the
     /// broker's certificate chain, whose earliest `notAfter` is `not_after`.
     /// Connection drivers call it at each verified handshake; it replaces
@@ -519,6 +609,7 @@ impl Hub {
             lock(&self.failures).retain(|(id, _), _| id != client_id);
             lock(&self.dropped_publishes).remove(client_id.as_str());
             lock(&self.tls_cert_expiries).remove(client_id.as_str());
+            lock(&self.round_trips).retain(|(id, _), _| id != client_id);
             return None;
         }
         let state = statuses

@@ -248,6 +248,27 @@ fn message_event(message: &Message) -> SseEvent {
             push_at(&mut data, message.at);
             SseEvent::default().event("ping_response").data(data)
         }
+        Event::RoundTrip(ref trip) => {
+            let mut data = String::with_capacity(160);
+            data.push_str("{\"client_id\":");
+            push_json_string(&mut data, message.client_id.as_str());
+            data.push_str(",\"event\":\"round_trip\"");
+            if let Some(path) = &trip.path {
+                data.push_str(",\"path\":");
+                push_json_string(&mut data, path);
+            }
+            data.push_str(",\"seq\":");
+            data.push_str(&trip.seq.to_string());
+            data.push_str(",\"outcome\":\"");
+            data.push_str(trip.outcome.as_str());
+            data.push('"');
+            if let Some(rtt) = trip.outcome.rtt() {
+                data.push_str(",\"rtt_seconds\":");
+                data.push_str(&format_seconds(rtt));
+            }
+            push_at(&mut data, message.at);
+            SseEvent::default().event("round_trip").data(data)
+        }
     }
 }
 
@@ -337,7 +358,7 @@ mod tests {
         );
         assert_eq!(
             parse("kind=pings"),
-            Err("unknown kind `pings`; one of status, ping_response".to_owned())
+            Err("unknown kind `pings`; one of status, ping_response, round_trip".to_owned())
         );
         assert_eq!(
             parse("client=a"),

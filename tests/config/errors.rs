@@ -32,6 +32,22 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-unknown-top-level-key.toml:1:3: unknown key `targets` at the top level; did you mean `target`?",
     ),
     (
+        "bad-probe-qos.toml",
+        "tests/testdata/bad-probe-qos.toml:5:7: bad `qos` in `probe` of [[target]] \"plant-a\": must be a whole number from 0 to 2",
+    ),
+    (
+        "bad-probe-topic.toml",
+        "tests/testdata/bad-probe-topic.toml:2:9: bad `topic` in `probe` of [defaults]: must not contain the wildcards `+` or `#`: the probe publishes to it",
+    ),
+    (
+        "bad-probe-timeout.toml",
+        "tests/testdata/bad-probe-timeout.toml:6:11: bad `timeout` in `probe` of [[target]] \"plant-a\": must be at most 1000 intervals (10s)",
+    ),
+    (
+        "bad-probe-unknown-key.toml",
+        "tests/testdata/bad-probe-unknown-key.toml:5:1: unknown key `intervall` in `probe` of [[target]] \"plant-a\"; did you mean `interval`?",
+    ),
+    (
         "bad-unknown-tls-key.toml",
         "tests/testdata/bad-unknown-tls-key.toml:5:1: unknown key `ca` in `tls` of [[target]] \"plant-a\"; did you mean `ca_file`?",
     ),
@@ -205,7 +221,7 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
     ),
     (
         "bad-label-reserved.toml",
-        "tests/testdata/bad-label-reserved.toml:2:12: bad label name `broker` in `labels` of [defaults]: mqtt-pulse sets this label itself (client_id, broker, status, reason and type are taken)",
+        "tests/testdata/bad-label-reserved.toml:2:12: bad label name `broker` in `labels` of [defaults]: mqtt-pulse sets this label itself (client_id, broker, status, reason, type and outcome are taken)",
     ),
     (
         "bad-label-value.toml",
@@ -230,6 +246,42 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
     (
         "bad-otlp-header-value.toml",
         "tests/testdata/bad-otlp-header-value.toml:6:17: bad `authorization` in `headers` of [otlp]: a header value is visible ASCII, spaces and tabs only",
+    ),
+    (
+        "bad-path-duplicate.toml",
+        "tests/testdata/bad-path-duplicate.toml:13:1: duplicate path name \"plant-a->plant-b\": line 9 already uses it; give one of them a `name`",
+    ),
+    (
+        "bad-path-missing-to.toml",
+        "tests/testdata/bad-path-missing-to.toml:9:1: missing `to` in [[path]] #1",
+    ),
+    (
+        "bad-path-qos.toml",
+        "tests/testdata/bad-path-qos.toml:12:7: bad `qos` in [[path]] \"plant-a->plant-b\": must be 0, 1 or 2",
+    ),
+    (
+        "bad-path-same-target.toml",
+        "tests/testdata/bad-path-same-target.toml:11:6: bad `to` in [[path]] \"plant-a->plant-a\": must name another target than `from`; a target's own round trip is its [target.probe]",
+    ),
+    (
+        "bad-path-timeout.toml",
+        "tests/testdata/bad-path-timeout.toml:13:11: bad `timeout` in [[path]] \"plant-a->plant-b\": must be at most 1000 intervals (1000s)",
+    ),
+    (
+        "bad-path-topic-wildcard.toml",
+        "tests/testdata/bad-path-topic-wildcard.toml:12:9: bad `topic` in [[path]] \"plant-a->plant-b\": must not contain the wildcards `+` or `#`: the path publishes to it",
+    ),
+    (
+        "bad-path-unknown-key.toml",
+        "tests/testdata/bad-path-unknown-key.toml:12:1: unknown key `intervall` in [[path]] \"plant-a->plant-b\"; did you mean `interval`?",
+    ),
+    (
+        "bad-path-unknown-target.toml",
+        "tests/testdata/bad-path-unknown-target.toml:11:6: bad `to` in [[path]] \"plant-a->plant-c\": no [[target]] is named \"plant-c\"",
+    ),
+    (
+        "bad-path-client-id-wildcard.toml",
+        "tests/testdata/bad-path-client-id-wildcard.toml:10:1: bad `topic` in [[path]] \"plant-a->plant-b\": expands to \"mqtt-pulse/path/plant#a/mqtt-pulse-plant-b\", which must not contain the wildcards `+` or `#`: the path publishes to it",
     ),
 ];
 

@@ -78,6 +78,38 @@ fn a_client_id_template_in_defaults_names_every_target_that_sets_none() {
 }
 
 #[test]
+fn a_probe_in_defaults_probes_every_target_and_a_target_overrides_it_key_by_key() {
+    let text = "[defaults]\nkeep_alive = \"3s\"\n[defaults.probe]\nqos = 2\ninterval = \"1s\"\n\n\
+                [[target]]\nname = \"a\"\nurl = \"mqtt://one.example\"\n\n\
+                [[target]]\nname = \"b\"\nurl = \"mqtt://two.example\"\n\
+                [target.probe]\ntopic = \"health/{client_id}\"\ntimeout = \"4s\"\n\n\
+                [[target]]\nname = \"c\"\nurl = \"mqtt://three.example\"\n\
+                [target.probe]\nenabled = false\n";
+    let config = Config::parse(text, Path::new("probe.toml")).unwrap();
+    let targets: Vec<_> = config.targets().iter().collect();
+    let keep_alive = secs(3);
+    let a = targets[0].options().probe().expect("a probes");
+    assert_eq!(a.topic_for("mqtt-pulse-a"), "mqtt-pulse/probe/mqtt-pulse-a");
+    assert_eq!(a.qos(), rumqttc::QoS::ExactlyOnce);
+    assert_eq!(
+        (a.interval(keep_alive), a.timeout(keep_alive)),
+        (secs(1), secs(1))
+    );
+    let b = targets[1].options().probe().expect("b probes");
+    assert_eq!(b.topic_for("mqtt-pulse-b"), "health/mqtt-pulse-b");
+    assert_eq!(b.qos(), rumqttc::QoS::ExactlyOnce, "from [defaults.probe]");
+    assert_eq!(
+        (b.interval(keep_alive), b.timeout(keep_alive)),
+        (secs(1), secs(4))
+    );
+    assert!(targets[2].options().probe().is_none(), "enabled = false");
+
+    let without = "[[target]]\nname = \"a\"\nurl = \"mqtt://one.example\"\n";
+    let config = Config::parse(without, Path::new("plain.toml")).unwrap();
+    assert!(config.targets()[0].options().probe().is_none(), "opt-in");
+}
+
+#[test]
 fn defaults_merge_into_targets_and_targets_win() {
     let config = Config::load(&testdata("good-full.toml")).unwrap();
     let names: Vec<_> = config.targets().iter().map(|t| t.name()).collect();
@@ -269,6 +301,7 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "mqtt-pulse-lab"
     );
     assert!(config.otlp().is_some());
+    assert_eq!(config.paths()[0].name(), "plant-a->lab");
     // client_id = "probe-{hostname}-{name}", expanded.
     let plant_a = config.target("plant-a").unwrap().options().client_id();
     assert!(plant_a.as_str().starts_with("probe-"), "{plant_a}");
@@ -282,6 +315,11 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "[[target]]",
         "[target.tls]",
         "[otlp]",
+        "[[path]]",
+        "from =",
+        "to =",
+        "topic =",
+        "qos =",
         "name =",
         "url =",
         "client_id =",
@@ -331,4 +369,62 @@ fn a_problem_is_found_wherever_defaults_are_written() {
     let text = "[[target]]\nname = \"a\"\nurl = \"mqtt://h\"\n\n[defaults]\nkeep_alive = \"7s\"\n";
     let config = Config::parse(text, Path::new("x.toml")).unwrap();
     assert_eq!(config.targets()[0].options().keep_alive(), secs(7));
+}
+
+#[test]
+fn a_path_gets_its_defaults_from_its_targets_and_reads_every_key() {
+    let text = r#"
+[defaults]
+keep_alive = "3s"
+
+[[target]]
+name = "north"
+url = "mqtt://north.example"
+
+[[target]]
+name = "south"
+url = "mqtt://south.example"
+keep_alive = "7s"
+
+[[path]]
+from = "north"
+to = "south"
+
+[[path]]
+name = "back"
+from = "south"
+to = "north"
+topic = "bridge/{from}/{to}"
+interval = "250ms"
+qos = 2
+timeout = "2s"
+"#;
+    let config = Config::parse(text, Path::new("mqtt-pulse.toml")).unwrap();
+    let names: Vec<_> = config.paths().iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["north->south", "back"]);
+
+    let there = config.path("north->south").unwrap();
+    assert_eq!((there.from(), there.to()), ("north", "south"));
+    let options = there.options();
+    assert_eq!(options.name(), "north->south");
+    assert_eq!(options.qos(), mqtt_pulse::rumqttc::QoS::AtLeastOnce);
+    // The interval and timeout follow the keep-alive of `from`.
+    assert_eq!(options.interval(secs(3)), secs(3));
+    assert_eq!(options.timeout(secs(3)), secs(3));
+    assert_eq!(
+        options.topic_for("mqtt-pulse-north", "mqtt-pulse-south"),
+        "mqtt-pulse/path/mqtt-pulse-north/mqtt-pulse-south"
+    );
+
+    let back = config.path("back").unwrap().options();
+    assert_eq!(back.topic_for("s", "n"), "bridge/s/n");
+    assert_eq!(back.interval(secs(7)), ms(250));
+    assert_eq!(back.timeout(secs(7)), secs(2));
+    assert_eq!(back.qos(), mqtt_pulse::rumqttc::QoS::ExactlyOnce);
+    assert_eq!(config.path("north->south").unwrap().location().line, 14);
+}
+
+#[test]
+fn a_file_without_paths_has_none() {
+    assert!(Config::default_local().paths().is_empty());
 }

@@ -137,7 +137,7 @@ impl Model {
                 continue;
             }
             if sub.queue.len() < sub.capacity {
-                sub.queue.push_back((id(CLIENTS[client]), event));
+                sub.queue.push_back((id(CLIENTS[client]), event.clone()));
                 sub.stats.delivered += 1;
                 hub.delivered += 1;
             } else {
@@ -253,7 +253,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Dispatch { client, event } => {
-                events.dispatch(&id(CLIENTS[client]), event);
+                events.dispatch(&id(CLIENTS[client]), event.clone());
                 model.dispatch(client, event);
             }
             Op::TryRecv { slot } => {

@@ -23,7 +23,7 @@ fn one_subscription_sees_a_clients_mixed_events_in_dispatch_order() {
         (a.clone(), ping(12)),
     ];
     for (client, event) in &sent {
-        events.dispatch(client, *event);
+        events.dispatch(client, event.clone());
     }
 
     assert_eq!(drain(&mut sub), sent);
@@ -43,7 +43,7 @@ fn a_full_queue_drops_the_excess_and_counts_it() {
     let plant = id("plant");
     let sent: Vec<Event> = (0..10).map(ping).chain([status(Status::Up)]).collect();
     for event in &sent {
-        events.dispatch(&plant, *event);
+        events.dispatch(&plant, event.clone());
     }
 
     // The first N fit; everything after was dropped for `stuck` only.
@@ -55,9 +55,15 @@ fn a_full_queue_drops_the_excess_and_counts_it() {
     assert_eq!(events.stats(EventKind::PingResponse), kind_stats(10, 14, 6));
     assert_eq!(events.stats(EventKind::Status), kind_stats(1, 0, 1));
 
-    let expected: Vec<_> = sent[..N].iter().map(|e| (plant.clone(), *e)).collect();
+    let expected: Vec<_> = sent[..N]
+        .iter()
+        .map(|e| (plant.clone(), e.clone()))
+        .collect();
     assert_eq!(drain(&mut stuck), expected);
-    let all_pings: Vec<_> = sent[..10].iter().map(|e| (plant.clone(), *e)).collect();
+    let all_pings: Vec<_> = sent[..10]
+        .iter()
+        .map(|e| (plant.clone(), e.clone()))
+        .collect();
     assert_eq!(drain(&mut roomy), all_pings);
 
     // A drained queue has room again.

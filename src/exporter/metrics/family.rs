@@ -12,23 +12,39 @@ pub(super) enum Family {
     LastStatusChange,
     PingRtt,
     PublishesDropped,
+    RoundTripLastSuccess,
+    RoundTripMessages,
+    RoundTripRtt,
+    RoundTripSent,
     StatusChanges,
     TlsCertExpiry,
     Up,
+    PathLastSuccess,
+    PathLatency,
+    PathMessages,
+    PathSent,
     BuildInfo,
     EventsDispatched,
     EventsDropped,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 18] = [
         Family::ConnectFailures,
         Family::LastStatusChange,
         Family::PingRtt,
         Family::PublishesDropped,
+        Family::RoundTripLastSuccess,
+        Family::RoundTripMessages,
+        Family::RoundTripRtt,
+        Family::RoundTripSent,
         Family::StatusChanges,
         Family::TlsCertExpiry,
         Family::Up,
+        Family::PathLastSuccess,
+        Family::PathLatency,
+        Family::PathMessages,
+        Family::PathSent,
         Family::BuildInfo,
         Family::EventsDispatched,
         Family::EventsDropped,
@@ -40,9 +56,17 @@ impl Family {
             Family::LastStatusChange => "mqtt_client_last_status_change_timestamp_seconds",
             Family::PingRtt => "mqtt_client_ping_rtt_seconds",
             Family::PublishesDropped => "mqtt_client_publishes_dropped_total",
+            Family::RoundTripLastSuccess => "mqtt_client_roundtrip_last_success_timestamp_seconds",
+            Family::RoundTripMessages => "mqtt_client_roundtrip_messages_total",
+            Family::RoundTripRtt => "mqtt_client_roundtrip_seconds",
+            Family::RoundTripSent => "mqtt_client_roundtrip_sent_total",
             Family::StatusChanges => "mqtt_client_status_changes_total",
             Family::TlsCertExpiry => "mqtt_client_tls_cert_expiry_timestamp_seconds",
             Family::Up => "mqtt_client_up",
+            Family::PathLastSuccess => "mqtt_path_last_success_timestamp_seconds",
+            Family::PathLatency => "mqtt_path_latency_seconds",
+            Family::PathMessages => "mqtt_path_messages_total",
+            Family::PathSent => "mqtt_path_sent_total",
             Family::BuildInfo => "mqtt_pulse_build_info",
             Family::EventsDispatched => "mqtt_pulse_events_dispatched_total",
             Family::EventsDropped => "mqtt_pulse_events_dropped_total",
@@ -65,6 +89,37 @@ impl Family {
                 "Incoming PUBLISH packets the client's connection dropped: nobody took its \
                  queue of publishes, or the queue was full in count or bytes."
             }
+            Family::RoundTripLastSuccess => {
+                "Unix time in seconds at which a probe message of the client last came back \
+                 in time and in order."
+            }
+            Family::RoundTripMessages => {
+                "Probe messages of the client by outcome: received (back in time, in order), \
+                 out_of_order, lost (not back within the timeout), late (back after it was \
+                 counted lost), duplicate (a copy back again)."
+            }
+            Family::RoundTripRtt => {
+                "Round-trip time in seconds of the client's probe messages received, from \
+                 PUBLISH written to PUBLISH read."
+            }
+            Family::PathLastSuccess => {
+                "Unix time in seconds at which a message of the broker-to-broker path last \
+                 arrived in time and in order."
+            }
+            Family::PathLatency => {
+                "Propagation time in seconds of the path's messages received, from PUBLISH \
+                 written on the from client's connection to PUBLISH read on the to client's."
+            }
+            Family::PathMessages => {
+                "Messages of the broker-to-broker path by outcome: received (in time, in \
+                 order), out_of_order, lost (not across within the timeout), late (across \
+                 after it was counted lost), duplicate (a copy across again)."
+            }
+            Family::PathSent => {
+                "Messages of the broker-to-broker path written by the from client (only while \
+                 the to client holds its subscription)."
+            }
+            Family::RoundTripSent => "Probe messages the client wrote to its broker.",
             Family::StatusChanges => {
                 "Connection status changes of the client seen since the exporter started, \
                  by the status changed to."
@@ -94,13 +149,20 @@ impl Family {
         match self {
             Family::ConnectFailures
             | Family::PublishesDropped
+            | Family::RoundTripMessages
+            | Family::RoundTripSent
+            | Family::PathMessages
+            | Family::PathSent
             | Family::StatusChanges
             | Family::EventsDispatched
             | Family::EventsDropped => MetricType::COUNTER,
-            Family::LastStatusChange | Family::TlsCertExpiry | Family::Up | Family::BuildInfo => {
-                MetricType::GAUGE
-            }
-            Family::PingRtt => MetricType::HISTOGRAM,
+            Family::LastStatusChange
+            | Family::RoundTripLastSuccess
+            | Family::PathLastSuccess
+            | Family::TlsCertExpiry
+            | Family::Up
+            | Family::BuildInfo => MetricType::GAUGE,
+            Family::PingRtt | Family::RoundTripRtt | Family::PathLatency => MetricType::HISTOGRAM,
         }
     }
 
@@ -121,9 +183,17 @@ impl Family {
             Family::LastStatusChange
             | Family::PingRtt
             | Family::PublishesDropped
+            | Family::RoundTripLastSuccess
+            | Family::RoundTripRtt
+            | Family::RoundTripSent
             | Family::TlsCertExpiry
             | Family::Up => &["client_id", "broker"],
+            Family::RoundTripMessages => &["client_id", "broker", "outcome"],
             Family::StatusChanges => &["client_id", "broker", "status"],
+            Family::PathLastSuccess | Family::PathLatency | Family::PathSent => {
+                &["path", "from", "to"]
+            }
+            Family::PathMessages => &["path", "from", "to", "outcome"],
             Family::BuildInfo => &["version", "revision", "rustversion"],
             Family::EventsDispatched | Family::EventsDropped => &["type"],
         }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::events::{ClientId, Event, Message, Status};
+use crate::events::{ClientId, Event, Message, RoundTrip, RoundTripOutcome, Status};
 use crate::exporter::consume::{COUNTED_STATUSES, StatusCounts, counted_index};
 
 /// What the exporter has seen of one client since it started watching it.
@@ -24,6 +24,13 @@ pub(super) struct ClientSeries {
     pub last_rtt: Option<Duration>,
     /// Status events seen, indexed like [`COUNTED_STATUSES`].
     pub status_changes: StatusCounts,
+    /// The probe's round trips received, bucketed like the ping's; empty
+    /// until the first one (most clients have no probe).
+    pub probe_bucket_counts: Box<[u64]>,
+    /// Sum of the probe's round trips, in seconds.
+    pub probe_rtt_sum_seconds: f64,
+    /// Number of probe round trips received.
+    pub probe_rtt_count: u64,
 }
 
 impl ClientSeries {
@@ -34,16 +41,30 @@ impl ClientSeries {
             rtt_count: 0,
             last_rtt: None,
             status_changes: [0; COUNTED_STATUSES.len()],
+            probe_bucket_counts: Box::default(),
+            probe_rtt_sum_seconds: 0.0,
+            probe_rtt_count: 0,
         }
     }
 }
 
-/// Every watched client's series, keyed by client id.
+/// The latency histogram of one broker-to-broker path.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct PathSeries {
+    /// Per bucket, not cumulative, as [`ClientSeries::bucket_counts`].
+    pub bucket_counts: Box<[u64]>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+/// Every watched client's series, keyed by client id, and every path's,
+/// keyed by its publishing client and name.
 #[derive(Debug)]
 pub(super) struct SeriesTable {
     /// Histogram upper bounds in seconds, strictly increasing, without `+Inf`.
     bounds: Arc<[f64]>,
     clients: HashMap<ClientId, ClientSeries>,
+    paths: HashMap<(ClientId, Arc<str>), PathSeries>,
 }
 
 impl SeriesTable {
@@ -52,23 +73,25 @@ impl SeriesTable {
         Self {
             bounds,
             clients: HashMap::new(),
+            paths: HashMap::new(),
         }
     }
 
     /// Folds one hub message into the client's series. A `Terminated` status
     /// removes the client: its series must disappear from the exposition.
     pub fn apply(&mut self, message: &Message) {
-        match message.event {
+        match &message.event {
             Event::Status(Status::Terminated) => {
                 self.clients.remove(message.client_id.as_str());
+                self.paths.retain(|(from, _), _| *from != message.client_id);
             }
-            Event::Status(status) => {
+            &Event::Status(status) => {
                 let Some(index) = counted_index(status) else {
                     return;
                 };
                 self.entry(&message.client_id).status_changes[index] += 1;
             }
-            Event::PingResponse(rtt) => {
+            &Event::PingResponse(rtt) => {
                 let seconds = rtt.as_secs_f64();
                 // `le` buckets are inclusive: the first bound >= the value.
                 let slot = self.bounds.partition_point(|&bound| bound < seconds);
@@ -78,6 +101,43 @@ impl SeriesTable {
                 series.rtt_count += 1;
                 series.last_rtt = Some(rtt);
             }
+            // Only received round trips are successes; the counts of every
+            // outcome are the hub's. A path's are not the client's.
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(rtt),
+                path: None,
+                ..
+            }) => {
+                let seconds = rtt.as_secs_f64();
+                let slot = self.bounds.partition_point(|&bound| bound < seconds);
+                let slots = self.bounds.len() + 1;
+                let series = self.entry(&message.client_id);
+                if series.probe_bucket_counts.is_empty() {
+                    series.probe_bucket_counts = vec![0; slots].into_boxed_slice();
+                }
+                series.probe_bucket_counts[slot] += 1;
+                series.probe_rtt_sum_seconds += seconds;
+                series.probe_rtt_count += 1;
+            }
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(rtt),
+                path: Some(name),
+                ..
+            }) => {
+                let seconds = rtt.as_secs_f64();
+                let slot = self.bounds.partition_point(|&bound| bound < seconds);
+                let slots = self.bounds.len() + 1;
+                let key = (message.client_id.clone(), Arc::clone(name));
+                let series = self.paths.entry(key).or_insert_with(|| PathSeries {
+                    bucket_counts: vec![0; slots].into_boxed_slice(),
+                    sum_seconds: 0.0,
+                    count: 0,
+                });
+                series.bucket_counts[slot] += 1;
+                series.sum_seconds += seconds;
+                series.count += 1;
+            }
+            _ => {}
         }
     }
 
@@ -86,11 +146,30 @@ impl SeriesTable {
     /// leave a forgotten client's series behind.
     pub fn retain_present(&mut self, mut is_present: impl FnMut(&str) -> bool) {
         self.clients.retain(|id, _| is_present(id.as_str()));
+        self.paths.retain(|(from, _), _| is_present(from.as_str()));
+    }
+
+    /// Drops the histograms of paths for which `is_running` (publishing
+    /// client, name) is false: a stopped path's series go with its counts,
+    /// and one started again under the same name starts from zero.
+    pub fn retain_paths(&mut self, mut is_running: impl FnMut(&ClientId, &str) -> bool) {
+        self.paths.retain(|(from, name), _| is_running(from, name));
+    }
+
+    /// The latency histogram of the path `name` published by `from`, if one
+    /// of its messages was received.
+    pub fn path(&self, from: &ClientId, name: &Arc<str>) -> Option<&PathSeries> {
+        self.paths.get(&(from.clone(), Arc::clone(name)))
     }
 
     /// The series of `client_id`, if any event of it was seen.
     pub fn get(&self, client_id: &str) -> Option<&ClientSeries> {
         self.clients.get(client_id)
+    }
+
+    /// Whether any path has a histogram.
+    pub fn has_paths(&self) -> bool {
+        !self.paths.is_empty()
     }
 
     /// How many clients have series.
@@ -173,6 +252,32 @@ mod tests {
         let series = table.get("a").unwrap();
         assert_eq!(series.rtt_count, 0);
         assert_eq!(series.status_changes, [0, 0, 1]);
+    }
+
+    #[test]
+    fn only_received_probe_round_trips_of_the_clients_own_probe_land_in_its_histogram() {
+        let mut table = table();
+        let trip = |outcome| message("a", Event::RoundTrip(RoundTrip::probe(1, outcome)));
+        table.apply(&trip(RoundTripOutcome::Lost));
+        assert!(table.get("a").is_none_or(|s| s.probe_rtt_count == 0));
+        table.apply(&trip(RoundTripOutcome::Received(Duration::from_micros(
+            500,
+        ))));
+        table.apply(&trip(RoundTripOutcome::OutOfOrder(Duration::from_micros(
+            500,
+        ))));
+        table.apply(&trip(RoundTripOutcome::Duplicate));
+        let path = RoundTrip::on_path(
+            "a->b",
+            1,
+            RoundTripOutcome::Received(Duration::from_secs(1)),
+        );
+        table.apply(&message("a", Event::RoundTrip(path)));
+
+        let series = table.get("a").unwrap();
+        assert_eq!(&*series.probe_bucket_counts, &[1, 0, 0, 0]);
+        assert_eq!(series.probe_rtt_count, 1);
+        assert_eq!(series.rtt_count, 0, "the ping histogram is another");
     }
 
     #[test]

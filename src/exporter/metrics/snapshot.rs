@@ -12,9 +12,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily};
 
 use super::family::Family;
-use super::series::{ClientSeries, SeriesTable};
+use super::series::{ClientSeries, PathSeries, SeriesTable};
 use super::text;
-use crate::events::{ClientId, ClientState, EventKind, FailureCount, FailureReason, KindStats};
+use crate::events::{
+    ClientId, ClientState, EventKind, FailureCount, FailureReason, KindStats, RoundTripCounts,
+    RoundTripOutcome,
+};
 use crate::exporter::consume::COUNTED_STATUSES;
 
 /// What the build-info gauge says about this binary.
@@ -34,6 +37,8 @@ pub(super) struct Layout {
     le_pairs: Box<[String]>,
     /// `status="…"` for each of [`COUNTED_STATUSES`].
     status_pairs: [String; COUNTED_STATUSES.len()],
+    /// `outcome="…"` for each of [`RoundTripOutcome::LABELS`].
+    outcome_pairs: [String; RoundTripOutcome::LABELS.len()],
     build_info: BuildInfo,
     build_info_pairs: String,
 }
@@ -47,6 +52,7 @@ impl Layout {
             .map(|bound| pair("le", &bound))
             .collect();
         let status_pairs = COUNTED_STATUSES.map(|status| pair("status", status.as_str()));
+        let outcome_pairs = RoundTripOutcome::LABELS.map(|outcome| pair("outcome", outcome));
         let mut build_info_pairs = String::new();
         for (index, (name, value)) in [
             ("version", build_info.version),
@@ -65,6 +71,7 @@ impl Layout {
             bounds,
             le_pairs,
             status_pairs,
+            outcome_pairs,
             build_info,
             build_info_pairs,
         }
@@ -83,6 +90,39 @@ pub(super) struct ClientRow {
     pub state: ClientState,
     /// `None` until the exporter sees an event of this client.
     pub series: Option<ClientSeries>,
+}
+
+/// One broker-to-broker path: its labels, counts and latency histogram.
+#[derive(Debug)]
+struct PathRow {
+    /// `path="…",from="…",to="…"`, rendered once.
+    labels: String,
+    counts: RoundTripCounts,
+    /// `None` until a message of it was received.
+    latency: Option<PathSeries>,
+}
+
+impl PathRow {
+    fn label_pairs(&self) -> Vec<LabelPair> {
+        let counts = &self.counts;
+        vec![
+            label("path", counts.path.as_deref().unwrap_or_default()),
+            label("from", counts.client_id.as_str()),
+            label("to", counts.to.as_ref().map_or("", ClientId::as_str)),
+        ]
+    }
+
+    /// (per-bucket counts, sum, count): zeros until the first message.
+    fn histogram(&self, layout: &Layout) -> (Box<[u64]>, f64, u64) {
+        match &self.latency {
+            Some(series) => (
+                series.bucket_counts.clone(),
+                series.sum_seconds,
+                series.count,
+            ),
+            None => (vec![0; layout.bounds.len() + 1].into_boxed_slice(), 0.0, 0),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +144,10 @@ pub(super) struct FleetSnapshot {
     dropped_publishes: Vec<(usize, u64)>,
     /// (index into `clients`, Unix seconds), sorted by client.
     tls_cert_expiries: Vec<(usize, f64)>,
+    /// (index into `clients`, the counts of its own probe), sorted by client.
+    round_trips: Vec<(usize, RoundTripCounts)>,
+    /// Every path the hub counts, sorted by name, then publishing client.
+    paths: Vec<PathRow>,
     /// Sorted by type label.
     kinds: Vec<(EventKind, KindStats)>,
 }
@@ -149,8 +193,62 @@ impl FleetSnapshot {
             failures,
             dropped_publishes: Vec::new(),
             tls_cert_expiries: Vec::new(),
+            round_trips: Vec::new(),
+            paths: Vec::new(),
             kinds,
         }
+    }
+
+    /// Adds every broker-to-broker path among the hub's `round_trips` (those
+    /// with a path name), with the latency histogram `series` has of it. A
+    /// path's series carry its name and its two clients, not either
+    /// client's extra labels: it is between the two.
+    #[must_use]
+    pub fn with_paths(mut self, round_trips: &[RoundTripCounts], series: &SeriesTable) -> Self {
+        let mut rows: Vec<PathRow> = round_trips
+            .iter()
+            .filter_map(|counts| {
+                let name = counts.path.as_ref()?;
+                let mut labels = String::new();
+                text::push_label_pair(&mut labels, "path", name);
+                labels.push(',');
+                text::push_label_pair(&mut labels, "from", counts.client_id.as_str());
+                labels.push(',');
+                let to = counts.to.as_ref().map_or("", ClientId::as_str);
+                text::push_label_pair(&mut labels, "to", to);
+                Some(PathRow {
+                    labels,
+                    latency: series.path(&counts.client_id, name).cloned(),
+                    counts: counts.clone(),
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (&a.counts.path, &a.counts.client_id).cmp(&(&b.counts.path, &b.counts.client_id))
+        });
+        self.paths = rows;
+        self
+    }
+
+    /// Adds the counts of each client's own probe (the hub's `round_trips`
+    /// with no path); clients the hub does not know are left out, as for
+    /// failures. A path's counts are not its client's.
+    #[must_use]
+    pub fn with_round_trips(mut self, round_trips: Vec<RoundTripCounts>) -> Self {
+        let clients = &self.clients;
+        let mut rows: Vec<(usize, RoundTripCounts)> = round_trips
+            .into_iter()
+            .filter(|counts| counts.path.is_none())
+            .filter_map(|counts| {
+                let client = clients
+                    .binary_search_by(|row| row.state.client_id.cmp(&counts.client_id))
+                    .ok()?;
+                Some((client, counts))
+            })
+            .collect();
+        rows.sort_unstable_by_key(|(client, _)| *client);
+        self.round_trips = rows;
+        self
     }
 
     /// Adds each client's count of dropped incoming publishes (the hub's
@@ -252,6 +350,44 @@ impl FleetSnapshot {
                     text::push_f64_line(out, seconds);
                 }
             }
+            Family::RoundTripLastSuccess => {
+                for (client, counts) in &self.round_trips {
+                    if let Some(at) = counts.last_success {
+                        text::push_series(out, name, "", labels.get(*client), "");
+                        text::push_f64_line(out, seconds_since_epoch(at));
+                    }
+                }
+            }
+            Family::RoundTripMessages => {
+                for (client, counts) in &self.round_trips {
+                    for (count, outcome) in counts.outcomes.iter().zip(&layout.outcome_pairs) {
+                        text::push_series(out, name, "", labels.get(*client), outcome);
+                        text::push_u64_line(out, *count);
+                    }
+                }
+            }
+            Family::RoundTripRtt => {
+                for (client, _) in &self.round_trips {
+                    let (buckets, sum, count) = self.probe_histogram(*client, layout);
+                    let labels = labels.get(*client);
+                    let mut cumulative = 0;
+                    for (bucket, le) in buckets.iter().zip(&layout.le_pairs) {
+                        cumulative += bucket;
+                        text::push_series(out, name, "_bucket", labels, le);
+                        text::push_u64_line(out, cumulative);
+                    }
+                    text::push_series(out, name, "_sum", labels, "");
+                    text::push_f64_line(out, sum);
+                    text::push_series(out, name, "_count", labels, "");
+                    text::push_u64_line(out, count);
+                }
+            }
+            Family::RoundTripSent => {
+                for (client, counts) in &self.round_trips {
+                    text::push_series(out, name, "", labels.get(*client), "");
+                    text::push_u64_line(out, counts.sent);
+                }
+            }
             Family::StatusChanges => {
                 for (index, row) in self.clients.iter().enumerate() {
                     let counts = row
@@ -269,6 +405,44 @@ impl FleetSnapshot {
                 for (index, row) in self.clients.iter().enumerate() {
                     text::push_series(out, name, "", labels.get(index), "");
                     text::push_u64_line(out, u64::from(row.state.status.is_up()));
+                }
+            }
+            Family::PathLastSuccess => {
+                for path in &self.paths {
+                    if let Some(at) = path.counts.last_success {
+                        text::push_series(out, name, "", &path.labels, "");
+                        text::push_f64_line(out, seconds_since_epoch(at));
+                    }
+                }
+            }
+            Family::PathLatency => {
+                for path in &self.paths {
+                    let (buckets, sum, count) = path.histogram(layout);
+                    let mut cumulative = 0;
+                    for (bucket, le) in buckets.iter().zip(&layout.le_pairs) {
+                        cumulative += bucket;
+                        text::push_series(out, name, "_bucket", &path.labels, le);
+                        text::push_u64_line(out, cumulative);
+                    }
+                    text::push_series(out, name, "_sum", &path.labels, "");
+                    text::push_f64_line(out, sum);
+                    text::push_series(out, name, "_count", &path.labels, "");
+                    text::push_u64_line(out, count);
+                }
+            }
+            Family::PathMessages => {
+                for path in &self.paths {
+                    let outcomes = path.counts.outcomes.iter().zip(&layout.outcome_pairs);
+                    for (count, outcome) in outcomes {
+                        text::push_series(out, name, "", &path.labels, outcome);
+                        text::push_u64_line(out, *count);
+                    }
+                }
+            }
+            Family::PathSent => {
+                for path in &self.paths {
+                    text::push_series(out, name, "", &path.labels, "");
+                    text::push_u64_line(out, path.counts.sent);
                 }
             }
             Family::BuildInfo => {
@@ -333,6 +507,35 @@ impl FleetSnapshot {
                     metrics.push(gauge(client_labels(&self.clients[client]), seconds));
                 }
             }
+            Family::RoundTripLastSuccess => {
+                for (client, counts) in &self.round_trips {
+                    if let Some(at) = counts.last_success {
+                        let labels = client_labels(&self.clients[*client]);
+                        metrics.push(gauge(labels, seconds_since_epoch(at)));
+                    }
+                }
+            }
+            Family::RoundTripMessages => {
+                for (client, counts) in &self.round_trips {
+                    for (count, outcome) in counts.outcomes.iter().zip(RoundTripOutcome::LABELS) {
+                        let mut labels = client_labels(&self.clients[*client]);
+                        labels.push(label("outcome", outcome));
+                        metrics.push(counter(labels, *count));
+                    }
+                }
+            }
+            Family::RoundTripRtt => {
+                for (client, _) in &self.round_trips {
+                    let (buckets, sum, count) = self.probe_histogram(*client, layout);
+                    let labels = client_labels(&self.clients[*client]);
+                    metrics.push(histogram_of(labels, &buckets, sum, count, &layout.bounds));
+                }
+            }
+            Family::RoundTripSent => {
+                for (client, counts) in &self.round_trips {
+                    metrics.push(counter(client_labels(&self.clients[*client]), counts.sent));
+                }
+            }
             Family::StatusChanges => {
                 for row in &self.clients {
                     let counts = row
@@ -351,6 +554,35 @@ impl FleetSnapshot {
                 for row in &self.clients {
                     let up = if row.state.status.is_up() { 1.0 } else { 0.0 };
                     metrics.push(gauge(client_labels(row), up));
+                }
+            }
+            Family::PathLastSuccess => {
+                for path in &self.paths {
+                    if let Some(at) = path.counts.last_success {
+                        metrics.push(gauge(path.label_pairs(), seconds_since_epoch(at)));
+                    }
+                }
+            }
+            Family::PathLatency => {
+                for path in &self.paths {
+                    let (buckets, sum, count) = path.histogram(layout);
+                    let labels = path.label_pairs();
+                    metrics.push(histogram_of(labels, &buckets, sum, count, &layout.bounds));
+                }
+            }
+            Family::PathMessages => {
+                for path in &self.paths {
+                    let outcomes = path.counts.outcomes.iter().zip(RoundTripOutcome::LABELS);
+                    for (count, outcome) in outcomes {
+                        let mut labels = path.label_pairs();
+                        labels.push(label("outcome", outcome));
+                        metrics.push(counter(labels, *count));
+                    }
+                }
+            }
+            Family::PathSent => {
+                for path in &self.paths {
+                    metrics.push(counter(path.label_pairs(), path.counts.sent));
                 }
             }
             Family::BuildInfo => {
@@ -402,11 +634,38 @@ impl FleetSnapshot {
             Family::ConnectFailures => self.failures.is_empty(),
             Family::PublishesDropped => self.dropped_publishes.is_empty(),
             Family::TlsCertExpiry => self.tls_cert_expiries.is_empty(),
+            Family::RoundTripLastSuccess => self
+                .round_trips
+                .iter()
+                .all(|(_, counts)| counts.last_success.is_none()),
+            Family::RoundTripMessages | Family::RoundTripRtt | Family::RoundTripSent => {
+                self.round_trips.is_empty()
+            }
             Family::LastStatusChange | Family::PingRtt | Family::StatusChanges | Family::Up => {
                 self.clients.is_empty()
             }
+            Family::PathLastSuccess => self
+                .paths
+                .iter()
+                .all(|path| path.counts.last_success.is_none()),
+            Family::PathLatency | Family::PathMessages | Family::PathSent => self.paths.is_empty(),
             Family::BuildInfo => false,
             Family::EventsDispatched | Family::EventsDropped => self.kinds.is_empty(),
+        }
+    }
+}
+
+impl FleetSnapshot {
+    /// The probe histogram of the client at `client` (per-bucket counts,
+    /// sum, count): zeros until its first round trip.
+    fn probe_histogram(&self, client: usize, layout: &Layout) -> (Box<[u64]>, f64, u64) {
+        match &self.clients[client].series {
+            Some(series) if !series.probe_bucket_counts.is_empty() => (
+                series.probe_bucket_counts.clone(),
+                series.probe_rtt_sum_seconds,
+                series.probe_rtt_count,
+            ),
+            _ => (vec![0; layout.bounds.len() + 1].into_boxed_slice(), 0.0, 0),
         }
     }
 }
@@ -462,10 +721,27 @@ fn label(name: &str, value: &str) -> LabelPair {
 
 /// A client's round-trip histogram, with cumulative buckets up to `bounds`.
 fn histogram(labels: Vec<LabelPair>, series: &ClientSeries, bounds: &[f64]) -> Metric {
+    histogram_of(
+        labels,
+        &series.bucket_counts,
+        series.rtt_sum_seconds,
+        series.rtt_count,
+        bounds,
+    )
+}
+
+/// A histogram of per-bucket (not cumulative) `counts` up to `bounds`.
+fn histogram_of(
+    labels: Vec<LabelPair>,
+    counts: &[u64],
+    sum: f64,
+    count: u64,
+    bounds: &[f64],
+) -> Metric {
     let mut cumulative = 0;
     let buckets = bounds
         .iter()
-        .zip(series.bucket_counts.iter())
+        .zip(counts.iter())
         .map(|(&bound, &count)| {
             cumulative += count;
             let mut bucket = Bucket::default();
@@ -476,8 +752,8 @@ fn histogram(labels: Vec<LabelPair>, series: &ClientSeries, bounds: &[f64]) -> M
         .collect();
     let mut histogram = Histogram::default();
     histogram.set_bucket(buckets);
-    histogram.set_sample_sum(series.rtt_sum_seconds);
-    histogram.set_sample_count(series.rtt_count);
+    histogram.set_sample_sum(sum);
+    histogram.set_sample_count(count);
     let mut metric = Metric::from_label(labels);
     metric.set_histogram(histogram);
     metric
