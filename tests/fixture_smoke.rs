@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Broker, TestPki, free_port, pid_exists, tmp_dir, wait_until};
+use support::{Bridged, Broker, TestPki, free_port, pid_exists, tmp_dir, wait_until};
 
 const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 /// CONNACK return code 5, "not authorised": what mosquitto 2.0 sends an MQTT 3.1.1 client
@@ -433,5 +433,154 @@ fn tls_broker_requiring_client_certificates() {
         1,
         "{}",
         broker.log()
+    );
+}
+
+/// A hand-written MQTT 3.1.1 client over std::net, enough to watch a message
+/// cross a bridge: CONNECT (clean session), SUBSCRIBE and PUBLISH at QoS 0, and
+/// reading one PUBLISH.
+struct RawClient {
+    stream: TcpStream,
+}
+
+impl RawClient {
+    fn connect(broker: &Broker, client_id: &str) -> RawClient {
+        let mut stream = TcpStream::connect(broker.addr())
+            .unwrap_or_else(|e| panic!("connect {}: {e}", broker.addr()));
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.write_all(&connect_packet(client_id, None)).unwrap();
+        let mut reply = [0u8; 4];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, CONNACK_ACCEPTED, "{}", broker.log());
+        RawClient { stream }
+    }
+
+    fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128, "one length byte is enough here");
+        let mut packet = vec![kind, body.len() as u8];
+        packet.extend_from_slice(body);
+        packet
+    }
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// SUBSCRIBE at QoS 0 and wait for its SUBACK.
+    fn subscribe(&mut self, filter: &str) {
+        let mut body = vec![0x00, 0x01]; // packet id 1
+        Self::string(&mut body, filter);
+        body.push(0x00);
+        self.stream.write_all(&Self::packet(0x82, &body)).unwrap();
+        let mut suback = [0u8; 5];
+        self.stream.read_exact(&mut suback).unwrap();
+        assert_eq!(
+            suback,
+            [0x90, 0x03, 0x00, 0x01, 0x00],
+            "SUBACK granting QoS 0"
+        );
+    }
+
+    fn publish(&mut self, topic: &str, payload: &[u8]) {
+        let mut body = Vec::new();
+        Self::string(&mut body, topic);
+        body.extend_from_slice(payload);
+        self.stream.write_all(&Self::packet(0x30, &body)).unwrap();
+    }
+
+    /// The next PUBLISH (QoS 0): its topic and payload.
+    fn read_publish(&mut self) -> (String, Vec<u8>) {
+        let mut header = [0u8; 2];
+        self.stream.read_exact(&mut header).unwrap();
+        assert_eq!(header[0] & 0xF0, 0x30, "a PUBLISH, got {header:02x?}");
+        assert!(header[1] < 128, "short test messages only");
+        let mut body = vec![0u8; header[1] as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        let len = u16::from_be_bytes([body[0], body[1]]) as usize;
+        let topic = String::from_utf8(body[2..2 + len].to_vec()).unwrap();
+        (topic, body[2 + len..].to_vec())
+    }
+}
+
+/// Sends `payload` on `from` and expects `to` to deliver it to a fresh subscriber.
+fn crosses(from: &Broker, to: &Broker, topic: &str, payload: &[u8]) {
+    let mut subscriber = RawClient::connect(to, &format!("smoke-sub-{}", to.port()));
+    subscriber.subscribe(topic);
+    let mut publisher = RawClient::connect(from, &format!("smoke-pub-{}", from.port()));
+    publisher.publish(topic, payload);
+    assert_eq!(
+        subscriber.read_publish(),
+        (topic.to_owned(), payload.to_vec()),
+        "from {} to {}",
+        from.port(),
+        to.port()
+    );
+}
+
+#[test]
+fn bridged_brokers_forward_both_ways_until_the_bridge_is_removed_and_again_once_restored() {
+    let pair = Bridged::start();
+    // Ready means the remote has already granted the bridge's subscription.
+    let granted = format!("Sending SUBACK to {}", pair.bridge_client_id());
+    assert!(
+        pair.remote.log().contains(&granted),
+        "{}",
+        pair.remote.log()
+    );
+    let config = pair.bridging.config();
+    for line in [
+        "connection ",
+        "address 127.0.0.1:",
+        "topic mqtt-pulse/# both 1",
+    ] {
+        assert!(config.contains(line), "{config}");
+    }
+    assert!(!pair.remote.config().contains("connection "));
+    // Ready means ready: a message crosses at once, either way.
+    crosses(&pair.remote, &pair.bridging, "mqtt-pulse/smoke", b"in");
+    crosses(&pair.bridging, &pair.remote, "mqtt-pulse/smoke", b"out");
+    // Only bridged topics cross: the subscriber gets the bridged message, not
+    // the one published before it outside the bridge's topics.
+    let mut subscriber = RawClient::connect(&pair.bridging, "smoke-both");
+    subscriber.subscribe("#");
+    let mut publisher = RawClient::connect(&pair.remote, "smoke-publisher");
+    publisher.publish("elsewhere/smoke", b"stays");
+    publisher.publish("mqtt-pulse/smoke", b"crosses");
+    assert_eq!(
+        subscriber.read_publish(),
+        ("mqtt-pulse/smoke".to_owned(), b"crosses".to_vec())
+    );
+
+    let bridging_pid = pair.bridging.pid();
+    pair.remove_bridge();
+    assert_ne!(
+        pair.bridging.pid(),
+        bridging_pid,
+        "the bridging broker restarted"
+    );
+    assert!(!pair.bridging.config().contains("connection "));
+    // The remote now has no bridge to forward to: a subscriber of its own gets
+    // the message, and the remote sends nothing to the bridge's client id.
+    let mark = pair.remote.log_mark();
+    crosses(&pair.remote, &pair.remote, "mqtt-pulse/smoke", b"stranded");
+    let since = pair.remote.log_since(mark);
+    let forwarded = format!("Sending PUBLISH to {}", pair.bridge_client_id());
+    assert!(!since.contains(&forwarded), "{since}");
+
+    let mark = pair.remote.log_mark();
+    pair.restore_bridge();
+    assert!(pair.remote.log_since(mark).contains(&granted));
+    crosses(
+        &pair.remote,
+        &pair.bridging,
+        "mqtt-pulse/smoke",
+        b"in again",
+    );
+    crosses(
+        &pair.bridging,
+        &pair.remote,
+        "mqtt-pulse/smoke",
+        b"out again",
     );
 }

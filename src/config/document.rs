@@ -1,5 +1,5 @@
-//! The whole file: its top-level keys, then `[defaults]`, `[[target]]` and
-//! `[otlp]` in turn, each read by its own module through a [`TableReader`].
+//! The whole file: its top-level keys, then `[defaults]`, `[[target]]`,
+//! `[[path]]` and `[otlp]` in turn, each read by its own module through a [`TableReader`].
 
 use std::path::Path;
 
@@ -7,11 +7,12 @@ use super::error::ConfigError;
 use super::keys::TOP_KEYS;
 use super::layer::Defaults;
 use super::reader::{Place, TableReader, in_file_order};
-use super::{OtlpConfig, TargetConfig};
+use super::{OtlpConfig, PathConfig, TargetConfig};
 
 /// What a config file holds once every rule has passed.
 pub(super) struct Parsed {
     pub(super) targets: Vec<TargetConfig>,
+    pub(super) paths: Vec<PathConfig>,
     pub(super) otlp: Option<OtlpConfig>,
     pub(super) warnings: Vec<String>,
 }
@@ -31,12 +32,14 @@ pub(super) fn document(text: &str, origin: &Path) -> Result<Parsed, ConfigError>
         None => Defaults::builtin(),
     };
     let targets = reader.targets(root.get("target"), &defaults)?;
+    let paths = reader.paths(root.get("path"), &targets)?;
     let otlp = root
         .get("otlp")
         .map(|value| reader.otlp(value))
         .transpose()?;
     Ok(Parsed {
         targets,
+        paths,
         otlp,
         warnings: reader.into_warnings(),
     })

@@ -253,6 +253,24 @@ pub enum Problem {
         /// Whether that target's client id comes from its name.
         other_derived: bool,
     },
+    /// Two paths with the same name (by default `<from>-><to>`).
+    #[error(
+        "duplicate path name {name:?}: line {first_line} already uses it; give one of them a `name`"
+    )]
+    DuplicatePath {
+        /// The name.
+        name: String,
+        /// The line of the first path with that name.
+        first_line: usize,
+    },
+    /// More `[[path]]`s than [`MAX_PATHS`](super::MAX_PATHS).
+    #[error("{count} paths; one mqtt-pulse process runs at most {max}")]
+    TooManyPaths {
+        /// How many the file has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A file with no `[[target]]`: nothing to monitor.
     #[error("no [[target]] in the file; add at least one target to monitor")]
     NoTargets,

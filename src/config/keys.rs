@@ -3,7 +3,10 @@
 //! belongs one table down.
 
 /// Keys of the top level.
-pub(super) const TOP_KEYS: &[&str] = &["defaults", "target", "otlp"];
+pub(super) const TOP_KEYS: &[&str] = &["defaults", "target", "path", "otlp"];
+/// Keys of a `[[path]]`.
+pub(super) const PATH_KEYS: &[&str] =
+    &["name", "from", "to", "topic", "interval", "qos", "timeout"];
 /// Keys a `[[target]]` has and `[defaults]` has not.
 pub(super) const TARGET_ONLY_KEYS: &[&str] = &[
     "name",

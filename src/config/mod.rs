@@ -29,6 +29,13 @@
 //!   inline `password` (warned about), the keys of `[defaults]`, and
 //!   `[target.tls]` with `ca_file`, `cert_file`, `key_file`,
 //!   `insecure_skip_verify`.
+//! * `[[path]]` — a broker-to-broker path: `from` and `to` (required: the
+//!   names of two different targets; messages are published through `from`'s
+//!   connection and received through `to`'s), `name` (defaults to
+//!   `"<from>-><to>"`, unique), `topic` (defaults to
+//!   `mqtt-pulse/path/{from}/{to}`, with the two client ids), `interval`
+//!   (defaults to `from`'s keep-alive), `qos` (0, 1 or 2; defaults to 1) and
+//!   `timeout` (defaults to the interval). See [`PathOptions`].
 //! * `[otlp]` — `endpoint`, `protocol` (`"grpc"` or `"http/protobuf"`),
 //!   `interval`, `timeout`, `headers`. OTLP is off unless the table is present.
 //!
@@ -57,6 +64,8 @@
 //!   backoff, labels, TLS) and how they merge.
 //! * `target.rs` — `[[target]]` into a [`TargetConfig`]; names and client ids
 //!   unique.
+//! * `path.rs` — `[[path]]` into a [`PathConfig`]; ends that exist and
+//!   differ, names unique.
 //! * `otlp.rs` — `[otlp]` into an [`OtlpConfig`].
 //! * `error.rs` — [`ConfigError`] and the wording of every [`Problem`].
 //!
@@ -89,12 +98,13 @@ mod error;
 mod keys;
 mod layer;
 mod otlp;
+mod path;
 mod reader;
 mod target;
 
 use std::path::{Path, PathBuf};
 
-use crate::connection::{ConnectionOptions, FileKind, read_regular_file};
+use crate::connection::{ConnectionOptions, FileKind, PathOptions, read_regular_file};
 
 pub use error::{ConfigError, Location, Problem};
 pub use otlp::OtlpConfig;
@@ -103,6 +113,10 @@ pub use otlp::OtlpConfig;
 /// connections (measured in BENCHMARKS.md, "Connection scale"); more is a
 /// mistake or a job for several instances.
 pub const MAX_TARGETS: usize = 10_000;
+
+/// The most paths one file may have (each is two more subscriptions' worth
+/// of traffic on connections that exist anyway).
+pub const MAX_PATHS: usize = 10_000;
 
 /// The URL monitored when there is no config file.
 pub const DEFAULT_URL: &str = "mqtt://127.0.0.1:1883";
@@ -146,6 +160,7 @@ pub const CLIENT_ID_PREFIX: &str = "mqtt-pulse-";
 pub struct Config {
     origin: Option<PathBuf>,
     targets: Vec<TargetConfig>,
+    paths: Vec<PathConfig>,
     otlp: Option<OtlpConfig>,
     warnings: Vec<String>,
 }
@@ -200,6 +215,7 @@ impl Config {
         Ok(Config {
             origin: Some(origin.to_owned()),
             targets: parsed.targets,
+            paths: parsed.paths,
             otlp: parsed.otlp,
             warnings: parsed.warnings,
         })
@@ -216,6 +232,7 @@ impl Config {
         Config {
             origin: None,
             targets: parsed.targets,
+            paths: Vec::new(),
             otlp: None,
             warnings: Vec::new(),
         }
@@ -234,6 +251,16 @@ impl Config {
     /// The target called `name`.
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|target| target.name() == name)
+    }
+
+    /// The broker-to-broker paths, in file order; often none.
+    pub fn paths(&self) -> &[PathConfig] {
+        &self.paths
+    }
+
+    /// The path called `name`.
+    pub fn path(&self, name: &str) -> Option<&PathConfig> {
+        self.paths.iter().find(|path| path.name() == name)
     }
 
     /// The OTLP settings; `None` (OTLP off) unless the file has an `[otlp]` table.
@@ -291,6 +318,59 @@ impl PartialEq for TargetConfig {
 }
 
 impl Eq for TargetConfig {}
+
+/// One broker-to-broker path: its name, where it is written, the names of
+/// the target it publishes through (`from`) and of the one it receives
+/// through (`to`), and its [`PathOptions`].
+///
+/// Two paths are equal when their names, ends and options are, wherever
+/// they are written.
+#[derive(Clone, Debug)]
+pub struct PathConfig {
+    name: String,
+    location: Location,
+    from: String,
+    to: String,
+    options: PathOptions,
+}
+
+impl PathConfig {
+    /// The path's name: the `path` label of its series.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where its `[[path]]` table starts in the config file.
+    pub fn location(&self) -> Location {
+        self.location
+    }
+
+    /// The name of the target whose connection publishes the messages.
+    pub fn from(&self) -> &str {
+        &self.from
+    }
+
+    /// The name of the target whose connection receives them.
+    pub fn to(&self) -> &str {
+        &self.to
+    }
+
+    /// Topic, interval, QoS and timeout.
+    pub fn options(&self) -> &PathOptions {
+        &self.options
+    }
+}
+
+impl PartialEq for PathConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.from == other.from
+            && self.to == other.to
+            && self.options == other.options
+    }
+}
+
+impl Eq for PathConfig {}
 
 /// How the targets of a reloaded config differ from the running ones, matched
 /// by name.
@@ -356,6 +436,63 @@ pub fn diff<'a>(old: &'a Config, new: &'a Config) -> TargetDiff<'a> {
         .targets()
         .iter()
         .filter(|target| new.target(target.name()).is_none())
+        .collect();
+    changes
+}
+
+/// How the paths of a reloaded config differ from the running ones, matched
+/// by name. A path is *changed* when its settings differ, and also when it is
+/// the same but one of its targets is changed (that target's connection is
+/// replaced, and the path with it): restart it after its targets.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PathDiff<'a> {
+    /// Paths only in the new config.
+    pub added: Vec<&'a PathConfig>,
+    /// Paths only in the old config.
+    pub removed: Vec<&'a PathConfig>,
+    /// Paths in both whose settings or targets changed, as in the new config.
+    pub changed: Vec<&'a PathConfig>,
+    /// Paths in both, unchanged with their targets, as in the new config.
+    pub unchanged: Vec<&'a PathConfig>,
+}
+
+/// Compares the paths of `old` and `new` by name; see [`PathDiff`].
+///
+/// ```
+/// use std::path::Path;
+/// use mqtt_pulse::config::{Config, diff_paths};
+///
+/// let file = Path::new("mqtt-pulse.toml");
+/// let targets = "[[target]]\nname = \"a\"\nurl = \"mqtt://a.example\"\n\
+///                [[target]]\nname = \"b\"\nurl = \"mqtt://b.example\"\n";
+/// let old = Config::parse(&format!("{targets}[[path]]\nfrom = \"a\"\nto = \"b\"\n"), file)?;
+/// let new = Config::parse(&format!("{targets}[[path]]\nfrom = \"b\"\nto = \"a\"\n"), file)?;
+/// let changes = diff_paths(&old, &new);
+/// assert_eq!(changes.added[0].name(), "b->a");
+/// assert_eq!(changes.removed[0].name(), "a->b");
+/// # Ok::<(), mqtt_pulse::config::ConfigError>(())
+/// ```
+pub fn diff_paths<'a>(old: &'a Config, new: &'a Config) -> PathDiff<'a> {
+    let target_changed = |name: &str| match (old.target(name), new.target(name)) {
+        (Some(before), Some(after)) => before != after,
+        _ => true,
+    };
+    let mut changes = PathDiff::default();
+    for path in new.paths() {
+        match old.path(path.name()) {
+            None => changes.added.push(path),
+            Some(before)
+                if before == path && !target_changed(path.from()) && !target_changed(path.to()) =>
+            {
+                changes.unchanged.push(path)
+            }
+            Some(_) => changes.changed.push(path),
+        }
+    }
+    changes.removed = old
+        .paths()
+        .iter()
+        .filter(|path| new.path(path.name()).is_none())
         .collect();
     changes
 }

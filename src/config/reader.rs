@@ -251,6 +251,19 @@ impl TableReader<'_> {
         }
     }
 
+    /// An MQTT QoS level: 0, 1 or 2.
+    pub(super) fn qos(&self, key: &str, place: &Place, value: &Value) -> Read<rumqttc::QoS> {
+        match self.count(key, place, value, 2) {
+            Ok(0) => Ok(rumqttc::QoS::AtMostOnce),
+            Ok(1) => Ok(rumqttc::QoS::AtLeastOnce),
+            Ok(_) => Ok(rumqttc::QoS::ExactlyOnce),
+            Err(_) => {
+                let reason = "must be 0, 1 or 2".to_owned();
+                Err(self.bad_value(key, place, &value.span(), reason))
+            }
+        }
+    }
+
     pub(super) fn positive_duration(
         &self,
         key: &str,

@@ -90,6 +90,14 @@ pub enum OptionsError {
         /// The rule it breaks.
         problem: String,
     },
+    /// A setting of a broker-to-broker path cannot be used.
+    #[error("invalid path {key}: {problem}")]
+    Path {
+        /// The setting (`topic`, `interval`, `timeout`, `to`).
+        key: &'static str,
+        /// The rule it breaks.
+        problem: String,
+    },
     /// The connection was started outside a tokio runtime.
     #[error("a connection must be started inside a tokio runtime")]
     NoRuntime,

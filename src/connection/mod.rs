@@ -31,6 +31,8 @@ mod labels;
 mod link;
 mod options;
 pub mod pacing;
+mod path;
+mod path_options;
 mod probe;
 mod prober;
 mod publishes;
@@ -58,6 +60,8 @@ pub use options::{ConnectionOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE
 #[cfg(feature = "daemon")]
 pub(crate) use options::{Password, check_keep_alive};
 pub use pacing::{DEFAULT_CONNECT_CONCURRENCY, PacingStats};
+pub use path::Path;
+pub use path_options::{DEFAULT_PATH_TOPIC, PathOptions};
 #[cfg(feature = "daemon")]
 pub(crate) use probe::topic_problem as probe_topic_problem;
 pub use probe::{DEFAULT_PROBE_TOPIC, MAX_PROBES_PER_TIMEOUT, MIN_PROBE_INTERVAL, ProbeOptions};
@@ -73,7 +77,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ClientError, EventLoop, Outgoing, Packet, PingReq, QoS, Request};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -81,6 +85,7 @@ use crate::events::{ClientId, Events, FailureReason, Status};
 use crate::sync::lock;
 use backoff::Delays;
 use keep_alive::PingSchedule;
+use path::{PathControl, PathEnds};
 use publishes::{Handoff, PublishSink};
 use streak::{Notice, Streak};
 
@@ -128,6 +133,10 @@ pub struct Connection {
     subscriptions: Arc<Subscriptions>,
     /// The broker's connect pacing pool this connection takes turns in.
     pacing: Option<Arc<pacing::Pool>>,
+    /// The keep-alive it announces: a path's default interval.
+    keep_alive: Duration,
+    /// Where [`Path`]s hand the task their ends.
+    paths: mpsc::UnboundedSender<PathControl>,
 }
 
 /// The connection's subscriptions and what arrives through them, seen by both
@@ -182,6 +191,10 @@ impl Connection {
         let (shutdown, shutdown_rx) = oneshot::channel();
         let subscriptions = Arc::new(Subscriptions::default());
         let pacing = pacing::join(&options.broker(), options.connect_concurrency());
+        // Unbounded, but only paths send, once when they start and once when
+        // they stop: config-sized, never traffic-sized.
+        let (paths, path_controls) = mpsc::unbounded_channel();
+        let keep_alive = options.keep_alive();
         let driver = Driver {
             eventloop,
             tracker,
@@ -195,6 +208,8 @@ impl Connection {
             options: options.clone(),
             pacing: pacing.clone(),
             turn: None,
+            paths: PathEnds::default(),
+            path_controls,
         };
         let task = runtime.spawn(driver.run(shutdown_rx));
         Ok(Self {
@@ -206,7 +221,19 @@ impl Connection {
             publishes: Some(publish_handoff),
             subscriptions,
             pacing,
+            keep_alive,
+            paths,
         })
+    }
+
+    /// The keep-alive this connection announces.
+    pub fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
+    /// Where a [`Path`] hands this connection's task its end.
+    pub(crate) fn path_control(&self) -> mpsc::UnboundedSender<PathControl> {
+        self.paths.clone()
     }
 
     /// What the connect pacing of this connection's broker has seen (shared
@@ -305,6 +332,10 @@ struct Driver {
     /// This connection's turn to handshake, held from before the TCP connect
     /// until CONNACK or the attempt's failure.
     turn: Option<pacing::Permit>,
+    /// The ends of the broker-to-broker paths on this connection.
+    paths: PathEnds,
+    /// Paths starting and stopping.
+    path_controls: mpsc::UnboundedReceiver<PathControl>,
 }
 
 enum Step {
@@ -313,6 +344,10 @@ enum Step {
     PingDue,
     /// A probe message is due or one times out.
     Probe,
+    /// A path message is due or one times out.
+    PathTick,
+    /// A path starts or stops on this connection.
+    PathControl(PathControl),
     ConnectTimeout,
     Polled(Result<rumqttc::Event, rumqttc::ConnectionError>),
 }
@@ -339,10 +374,16 @@ impl Driver {
                         self.turn = None;
                     }
                     let now = std::time::Instant::now();
+                    if let rumqttc::Event::Incoming(Packet::ConnAck(connack)) = &event {
+                        let pending = &mut self.eventloop.pending;
+                        self.paths.connected(now, connack.session_present, pending);
+                    }
                     let probe_message =
                         self.tracker
                             .observe_in_at(&event, now, &mut self.eventloop.pending);
-                    if !probe_message {
+                    let path_message =
+                        !probe_message && self.paths.observe(&event, now, &self.eventloop.pending);
+                    if !probe_message && !path_message {
                         self.on_event(event, now, &mut connected_before);
                     }
                     None
@@ -369,6 +410,17 @@ impl Driver {
                 Step::Probe => {
                     let now = std::time::Instant::now();
                     self.tracker.probe_tick_at(now, &mut self.eventloop.pending);
+                    None
+                }
+                Step::PathTick => {
+                    let now = std::time::Instant::now();
+                    self.paths.tick(now, &mut self.eventloop.pending);
+                    None
+                }
+                Step::PathControl(control) => {
+                    let now = std::time::Instant::now();
+                    self.paths
+                        .control(control, now, &mut self.eventloop.pending);
                     None
                 }
                 Step::ConnectTimeout => {
@@ -417,6 +469,7 @@ impl Driver {
         let ping_deadline = self.tracker.ping_deadline().map(Instant::from_std);
         let ping_due = self.pings.due().map(Instant::from_std);
         let probe_wakeup = self.tracker.probe_wakeup().map(Instant::from_std);
+        let path_wakeup = self.paths.wakeup().map(Instant::from_std);
         // Until the broker accepts CONNECT, the whole attempt is bounded by the
         // connect timeout; once up, the ping deadline watches the link.
         let connect_timeout = (!up).then(|| self.options.connect_timeout());
@@ -445,6 +498,10 @@ impl Driver {
             _ = sleep_until(probe_wakeup.unwrap_or_else(Instant::now)), if probe_wakeup.is_some() => {
                 Step::Probe
             }
+            _ = sleep_until(path_wakeup.unwrap_or_else(Instant::now)), if path_wakeup.is_some() => {
+                Step::PathTick
+            }
+            Some(control) = self.path_controls.recv() => Step::PathControl(control),
             step = poll => step,
         }
     }
@@ -463,6 +520,7 @@ impl Driver {
         // while this one waits out its backoff.
         self.turn = None;
         self.pings.lost();
+        self.paths.lost();
         self.note_failure(reason, was_up, detail);
         // Drop the socket (if any) so the next poll reconnects from scratch.
         self.eventloop.clean();
@@ -576,6 +634,7 @@ impl Driver {
     async fn terminate(mut self) {
         let was_up = self.tracker.status() == Status::Up;
         self.tracker.terminating();
+        self.paths.lost();
         if was_up && self.client.try_disconnect().is_ok() {
             let flushed = timeout(DISCONNECT_TIMEOUT, async {
                 loop {

@@ -38,6 +38,11 @@ enum Slot {
     Out(Instant),
     /// Came back (received or out of order).
     Back,
+    /// Came back before its write was seen: on a path, the receiving
+    /// connection's task can read the message before the publishing one has
+    /// handled its own write event. Written (and so sent) when that event
+    /// comes; measured from the queueing meanwhile (an upper bound).
+    BackUnwritten,
     /// Not back within the timeout.
     Lost,
     /// Came back after it was counted lost.
@@ -110,7 +115,7 @@ impl RoundTrips {
     pub(crate) fn unwritten(&self) -> impl Iterator<Item = u64> + '_ {
         (self.base..)
             .zip(&self.window)
-            .filter(|(_, slot)| matches!(slot, Slot::Queued(_)))
+            .filter(|(_, slot)| matches!(slot, Slot::Queued(_) | Slot::BackUnwritten))
             .map(|(seq, _)| seq)
     }
 
@@ -119,6 +124,10 @@ impl RoundTrips {
     /// retransmission), unknown or given up.
     pub(crate) fn written(&mut self, seq: u64, now: Instant) -> bool {
         match self.slot(seq) {
+            Some(slot @ Slot::BackUnwritten) => {
+                *slot = Slot::Back;
+                true
+            }
             Some(slot @ Slot::Queued(_)) => {
                 *slot = Slot::Out(now);
                 true
@@ -131,7 +140,10 @@ impl RoundTrips {
     /// dropped the client's pending requests.
     pub(crate) fn discard_unwritten(&mut self) {
         for slot in &mut self.window {
-            if let Slot::Queued(_) = slot {
+            if let Slot::BackUnwritten = slot {
+                // It came back, so it was written; its write event is gone.
+                *slot = Slot::Back;
+            } else if let Slot::Queued(_) = slot {
                 *slot = Slot::Unsent;
             }
         }
@@ -190,7 +202,10 @@ impl RoundTrips {
             // Written and yet not seen written: the write's event is still to
             // come. Measured from the queueing, an upper bound.
             Slot::Queued(at) | Slot::Out(at) => {
-                *slot = Slot::Back;
+                *slot = match *slot {
+                    Slot::Queued(_) => Slot::BackUnwritten,
+                    _ => Slot::Back,
+                };
                 let rtt = now.saturating_duration_since(at);
                 if seq < highest_back {
                     RoundTripOutcome::OutOfOrder(rtt)
@@ -202,7 +217,7 @@ impl RoundTrips {
                 *slot = Slot::LateBack;
                 RoundTripOutcome::Late
             }
-            Slot::Back | Slot::LateBack => RoundTripOutcome::Duplicate,
+            Slot::Back | Slot::LateBack | Slot::BackUnwritten => RoundTripOutcome::Duplicate,
             // Never written as far as this window knows; if it was written
             // after all, it is certainly not a success.
             Slot::Unsent => RoundTripOutcome::Late,
@@ -312,6 +327,32 @@ mod tests {
         let (seq, _) = send(&mut trips, t0);
         assert!(!trips.written(seq, t0 + ms(1)), "written before");
         assert!(!trips.written(99, t0), "never queued");
+    }
+
+    /// A path's receiver may read a message before the publisher's task has
+    /// handled its write: a success now (from the queueing), sent once its
+    /// write is seen, and its seq is still the one that write belongs to.
+    #[test]
+    fn a_message_back_before_its_write_is_seen_is_still_sent_once() {
+        let mut trips = window();
+        let t0 = Instant::now();
+        let (first, payload) = trips.queue(t0, SystemTime::now()).unwrap();
+        let (second, _) = trips.queue(t0 + ms(1), SystemTime::now()).unwrap();
+        assert_eq!(
+            trips.arrived(payload.as_bytes(), t0 + ms(3)),
+            Some((first, RoundTripOutcome::Received(ms(3))))
+        );
+        assert_eq!(trips.unwritten().collect::<Vec<_>>(), [first, second]);
+        assert!(
+            trips.written(first, t0 + ms(2)),
+            "sent when its write is seen"
+        );
+        assert!(!trips.written(first, t0 + ms(2)), "and only once");
+        assert_eq!(trips.unwritten().collect::<Vec<_>>(), [second]);
+        assert_eq!(
+            trips.arrived(payload.as_bytes(), t0 + ms(4)),
+            Some((first, RoundTripOutcome::Duplicate))
+        );
     }
 
     #[test]

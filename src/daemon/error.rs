@@ -23,6 +23,14 @@ pub enum DaemonError {
         /// What is wrong.
         source: OptionsError,
     },
+    /// A path cannot start (its settings, or its targets).
+    #[error("path {path:?}: {source}")]
+    Path {
+        /// The path's name.
+        path: String,
+        /// What is wrong.
+        source: OptionsError,
+    },
     /// A `--web.listen-address` is not `host:port` or `:port`.
     #[error("invalid --web.listen-address {address:?}: {reason}")]
     ListenAddress {

@@ -121,8 +121,14 @@ fn check_config(cli: &Cli) -> Result<(), DaemonError> {
         Some(path) => path.display().to_string(),
         None => "no config file (built-in default)".to_owned(),
     };
+    let paths: Vec<&str> = config.paths().iter().map(|p| p.name()).collect();
+    let paths = match paths.len() {
+        0 => String::new(),
+        1 => format!(", 1 path ({})", paths[0]),
+        n => format!(", {n} paths ({})", paths.join(", ")),
+    };
     println!(
-        "{origin}: OK, {} target{} ({})",
+        "{origin}: OK, {} target{} ({}){paths}",
         names.len(),
         if names.len() == 1 { "" } else { "s" },
         names.join(", ")

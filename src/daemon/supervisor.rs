@@ -1,6 +1,7 @@
-//! The running targets and reloads of the config that names them.
+//! The running targets and paths, and reloads of the config that names them.
 //!
-//! It owns the map from target name to running [`Connection`], the reload
+//! It owns the map from target name to running [`Connection`] and from path
+//! name to running [`Path`] (which lives on two of those connections), the reload
 //! procedure and the reload metrics. It must never leave a half-applied
 //! config. A reload reads every file it needs exactly once — the config file,
 //! the web config, and the password, CA, certificate and key files of every new
@@ -17,8 +18,8 @@ use rumqttc::MqttOptions;
 use tokio::task::JoinSet;
 
 use super::DaemonError;
-use crate::config::{Config, TargetConfig, diff};
-use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT};
+use crate::config::{Config, PathConfig, TargetConfig, diff, diff_paths};
+use crate::connection::{Connection, ConnectionOptions, Path, READ_TIMEOUT};
 use crate::events::Events;
 use crate::http::WebConfig;
 
@@ -28,6 +29,8 @@ pub(super) struct Supervisor {
     config_path: Option<PathBuf>,
     config: Config,
     running: BTreeMap<String, Connection>,
+    /// Running paths by name; each needs its two targets in `running`.
+    paths: BTreeMap<String, Path>,
     reload_metrics: ReloadMetrics,
     /// `--web.config.file` and what every listener serves from it.
     web_config: Option<(PathBuf, crate::http::WebConfig)>,
@@ -40,6 +43,9 @@ pub(super) struct ReloadSummary {
     removed: Vec<String>,
     changed: Vec<String>,
     unchanged: usize,
+    paths_added: Vec<String>,
+    paths_removed: Vec<String>,
+    paths_changed: Vec<String>,
     web_config_reloaded: bool,
 }
 
@@ -50,6 +56,16 @@ impl std::fmt::Display for ReloadSummary {
             "added {:?}, removed {:?}, changed {:?}, {} unchanged",
             self.added, self.removed, self.changed, self.unchanged
         )?;
+        if !(self.paths_added.is_empty()
+            && self.paths_removed.is_empty()
+            && self.paths_changed.is_empty())
+        {
+            write!(
+                f,
+                "; paths added {:?}, removed {:?}, changed {:?}",
+                self.paths_added, self.paths_removed, self.paths_changed
+            )?;
+        }
         if self.web_config_reloaded {
             f.write_str("; web config reloaded")?;
         }
@@ -72,6 +88,7 @@ impl Supervisor {
             config_path,
             config: Config::default_local(),
             running: BTreeMap::new(),
+            paths: BTreeMap::new(),
             reload_metrics: ReloadMetrics::register(registry),
             web_config,
         };
@@ -128,6 +145,16 @@ impl Supervisor {
         };
         let removed = summary.removed.iter().chain(&summary.changed);
         let removed: Vec<String> = removed.cloned().collect();
+        let path_changes = diff_paths(&self.config, &config);
+        summary.paths_added = path_names(&path_changes.added);
+        summary.paths_removed = path_names(&path_changes.removed);
+        summary.paths_changed = path_names(&path_changes.changed);
+        let paths_to_start: Vec<PathConfig> = path_changes
+            .added
+            .iter()
+            .chain(&path_changes.changed)
+            .map(|path| (*path).clone())
+            .collect();
         // 3. Apply: nothing below reads a file or can fail on one.
         for warning in config.warnings() {
             tracing::warn!("{warning}");
@@ -138,6 +165,10 @@ impl Supervisor {
                  mqtt-pulse is restarted"
             );
         }
+        // Paths first: a path lives on its targets' connections.
+        for name in summary.paths_removed.iter().chain(&summary.paths_changed) {
+            self.paths.remove(name);
+        }
         // Stop before starting: a new target may take over a client id.
         for name in &removed {
             if let Some(connection) = self.running.remove(name) {
@@ -145,6 +176,7 @@ impl Supervisor {
             }
         }
         self.start_prepared(prepared)?;
+        self.start_paths(&paths_to_start)?;
         self.config = config;
         if let (Some(newer), Some((_, serving))) = (web_config, &self.web_config) {
             serving.update(newer).await?;
@@ -160,6 +192,7 @@ impl Supervisor {
             tracing::warn!("{warning}");
         }
         self.start_prepared(prepared)?;
+        self.start_paths(config.paths())?;
         self.config = config;
         self.reload_metrics.succeeded();
         Ok(())
@@ -184,13 +217,47 @@ impl Supervisor {
         Ok(())
     }
 
-    pub(super) async fn shutdown(self) {
+    /// Starts paths whose targets run: fails only on what the config
+    /// already checked (settings, two different targets that exist).
+    fn start_paths(&mut self, paths: &[PathConfig]) -> Result<(), DaemonError> {
+        for path in paths {
+            let end = |name: &str| {
+                self.running.get(name).ok_or_else(|| DaemonError::Path {
+                    path: path.name().to_owned(),
+                    source: crate::connection::OptionsError::Path {
+                        key: "from",
+                        problem: format!("target {name:?} is not running"),
+                    },
+                })
+            };
+            let running = Path::start(
+                path.options().clone(),
+                end(path.from())?,
+                end(path.to())?,
+                &self.events,
+            )
+            .map_err(|source| DaemonError::Path {
+                path: path.name().to_owned(),
+                source,
+            })?;
+            self.paths.insert(path.name().to_owned(), running);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn shutdown(mut self) {
+        // Paths first: they live on the connections.
+        self.paths.clear();
         let mut stopping = JoinSet::new();
         for connection in self.running.into_values() {
             stopping.spawn(connection.shutdown());
         }
         while stopping.join_next().await.is_some() {}
     }
+}
+
+fn path_names(paths: &[&PathConfig]) -> Vec<String> {
+    paths.iter().map(|path| path.name().to_owned()).collect()
 }
 
 fn names(targets: &[&TargetConfig]) -> Vec<String> {

@@ -504,6 +504,41 @@ impl Events {
         RoundTripCounter(Arc::clone(cells))
     }
 
+    /// The round-trip counter of the broker-to-broker path named `name`,
+    /// published through `from`'s connection and received through `to`'s:
+    /// [`round_trip_counter`](Self::round_trip_counter) with the receiving
+    /// client recorded, for the path's `to` label. Forget it with
+    /// [`forget_path`](Self::forget_path) when the path stops; the hub also
+    /// forgets it when `from` is terminated.
+    ///
+    /// ```
+    /// use mqtt_pulse::events::{ClientId, Events};
+    ///
+    /// let events = Events::new();
+    /// let (north, south) = (ClientId::from("north"), ClientId::from("south"));
+    /// events.path_counter(&north, "north->south", &south).sent();
+    /// let counts = &events.round_trips()[0];
+    /// assert_eq!(counts.path.as_deref(), Some("north->south"));
+    /// assert_eq!(counts.to.as_ref(), Some(&south));
+    /// events.forget_path(&north, "north->south");
+    /// assert!(events.round_trips().is_empty());
+    /// ```
+    pub fn path_counter(&self, from: &ClientId, name: &str, to: &ClientId) -> RoundTripCounter {
+        let key = (from.clone(), Some(Arc::from(name)));
+        let mut counters = lock(&self.hub.round_trips);
+        let cells = counters
+            .entry(key)
+            .or_insert_with(|| Arc::new(round_trip::Cells::to(to)));
+        RoundTripCounter(Arc::clone(cells))
+    }
+
+    /// Forgets the counts of the path `name` published through `from`: its
+    /// series go with it.
+    pub fn forget_path(&self, from: &ClientId, name: &str) {
+        let key = (from.clone(), Some(Arc::from(name)));
+        lock(&self.hub.round_trips).remove(&key);
+    }
+
     /// The round-trip counts of every probe and path of the clients not
     /// terminated, sorted by client id, then path (a client's own probe
     /// first). A counter handed out but never counted with shows as zeros:

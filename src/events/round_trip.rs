@@ -21,6 +21,18 @@ pub(super) struct Cells {
     /// Unix time of the last [`RoundTripOutcome::Received`], in
     /// nanoseconds; 0 for never.
     last_success_nanos: AtomicU64,
+    /// For a path: the client that receives its messages.
+    pub(super) to: Option<ClientId>,
+}
+
+impl Cells {
+    /// Zeros, for a path whose messages `to` receives.
+    pub(super) fn to(to: &ClientId) -> Self {
+        Self {
+            to: Some(to.clone()),
+            ..Self::default()
+        }
+    }
 }
 
 /// One client's (or path's) round-trip counts, shared with the hub that
@@ -58,6 +70,10 @@ pub struct RoundTripCounts {
     pub client_id: ClientId,
     /// `None` for the client's own probe; the path's name otherwise.
     pub path: Option<Arc<str>>,
+    /// For a path (counted through
+    /// [`Events::path_counter`](super::Events::path_counter)): the client
+    /// whose connection receives its messages.
+    pub to: Option<ClientId>,
     /// Messages written to the broker.
     pub sent: u64,
     /// Per outcome, indexed like [`RoundTripOutcome::LABELS`]: received,
@@ -73,6 +89,7 @@ impl RoundTripCounts {
         Self {
             client_id: client_id.clone(),
             path: path.clone(),
+            to: cells.to.clone(),
             sent: cells.sent.load(Ordering::Relaxed),
             outcomes: std::array::from_fn(|i| cells.outcomes[i].load(Ordering::Relaxed)),
             last_success: (nanos > 0).then(|| UNIX_EPOCH + Duration::from_nanos(nanos)),

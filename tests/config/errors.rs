@@ -219,6 +219,38 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "bad-otlp-header-value.toml",
         "tests/testdata/bad-otlp-header-value.toml:6:17: bad `authorization` in `headers` of [otlp]: a header value is visible ASCII, spaces and tabs only",
     ),
+    (
+        "bad-path-duplicate.toml",
+        "tests/testdata/bad-path-duplicate.toml:13:1: duplicate path name \"plant-a->plant-b\": line 9 already uses it; give one of them a `name`",
+    ),
+    (
+        "bad-path-missing-to.toml",
+        "tests/testdata/bad-path-missing-to.toml:9:1: missing `to` in [[path]] #1",
+    ),
+    (
+        "bad-path-qos.toml",
+        "tests/testdata/bad-path-qos.toml:12:7: bad `qos` in [[path]] \"plant-a->plant-b\": must be 0, 1 or 2",
+    ),
+    (
+        "bad-path-same-target.toml",
+        "tests/testdata/bad-path-same-target.toml:11:6: bad `to` in [[path]] \"plant-a->plant-a\": must name another target than `from`; a target's own round trip is its [target.probe]",
+    ),
+    (
+        "bad-path-timeout.toml",
+        "tests/testdata/bad-path-timeout.toml:13:11: bad `timeout` in [[path]] \"plant-a->plant-b\": must be at most 1000 intervals (1000s)",
+    ),
+    (
+        "bad-path-topic-wildcard.toml",
+        "tests/testdata/bad-path-topic-wildcard.toml:12:9: bad `topic` in [[path]] \"plant-a->plant-b\": must not contain the wildcards `+` or `#`: the path publishes to it",
+    ),
+    (
+        "bad-path-unknown-key.toml",
+        "tests/testdata/bad-path-unknown-key.toml:12:1: unknown key `intervall` in [[path]] \"plant-a->plant-b\"; did you mean `interval`?",
+    ),
+    (
+        "bad-path-unknown-target.toml",
+        "tests/testdata/bad-path-unknown-target.toml:11:6: bad `to` in [[path]] \"plant-a->plant-c\": no [[target]] is named \"plant-c\"",
+    ),
 ];
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use mqtt_pulse::config::{Config, diff};
+use mqtt_pulse::config::{Config, diff, diff_paths};
 
 fn parse(text: &str) -> Config {
     Config::parse(text, Path::new("mqtt-pulse.toml")).unwrap()
@@ -71,4 +71,34 @@ fn writing_a_default_out_explicitly_is_not_a_change() {
     );
     let (old, new) = (parse(BASE), parse(&explicit));
     assert_eq!(names(&diff(&old, &new).unchanged), ["a", "b", "c"]);
+}
+
+fn path_names(paths: &[&mqtt_pulse::config::PathConfig]) -> Vec<String> {
+    paths.iter().map(|p| p.name().to_owned()).collect()
+}
+
+#[test]
+fn paths_are_matched_by_name_and_restart_with_a_changed_target() {
+    let with_paths = format!(
+        "{BASE}\n[[path]]\nfrom = \"a\"\nto = \"b\"\n\n[[path]]\nfrom = \"b\"\nto = \"c\"\n\n\
+         [[path]]\nfrom = \"c\"\nto = \"b\"\nqos = 0\n"
+    );
+    let old = parse(&with_paths);
+    assert_eq!(
+        path_names(&diff_paths(&old, &parse(&with_paths)).unchanged),
+        ["a->b", "b->c", "c->b"]
+    );
+
+    // `a` changes (its password): the path through it restarts with it; a
+    // path's own setting changes; one path goes, one comes.
+    let edited = with_paths
+        .replace("password = \"one\"", "password = \"two\"")
+        .replace("qos = 0", "qos = 2")
+        .replace("from = \"b\"\nto = \"c\"", "from = \"c\"\nto = \"a\"");
+    let new = parse(&edited);
+    let changes = diff_paths(&old, &new);
+    assert_eq!(path_names(&changes.changed), ["a->b", "c->b"]);
+    assert_eq!(path_names(&changes.added), ["c->a"]);
+    assert_eq!(path_names(&changes.removed), ["b->c"]);
+    assert!(changes.unchanged.is_empty());
 }

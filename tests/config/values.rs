@@ -248,6 +248,7 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "mqtt-pulse-lab"
     );
     assert!(config.otlp().is_some());
+    assert_eq!(config.paths()[0].name(), "plant-a->lab");
     // client_id = "probe-{hostname}-{name}", expanded.
     let plant_a = config.target("plant-a").unwrap().options().client_id();
     assert!(plant_a.as_str().starts_with("probe-"), "{plant_a}");
@@ -261,6 +262,11 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "[[target]]",
         "[target.tls]",
         "[otlp]",
+        "[[path]]",
+        "from =",
+        "to =",
+        "topic =",
+        "qos =",
         "name =",
         "url =",
         "client_id =",
@@ -310,4 +316,62 @@ fn a_problem_is_found_wherever_defaults_are_written() {
     let text = "[[target]]\nname = \"a\"\nurl = \"mqtt://h\"\n\n[defaults]\nkeep_alive = \"7s\"\n";
     let config = Config::parse(text, Path::new("x.toml")).unwrap();
     assert_eq!(config.targets()[0].options().keep_alive(), secs(7));
+}
+
+#[test]
+fn a_path_gets_its_defaults_from_its_targets_and_reads_every_key() {
+    let text = r#"
+[defaults]
+keep_alive = "3s"
+
+[[target]]
+name = "north"
+url = "mqtt://north.example"
+
+[[target]]
+name = "south"
+url = "mqtt://south.example"
+keep_alive = "7s"
+
+[[path]]
+from = "north"
+to = "south"
+
+[[path]]
+name = "back"
+from = "south"
+to = "north"
+topic = "bridge/{from}/{to}"
+interval = "250ms"
+qos = 2
+timeout = "2s"
+"#;
+    let config = Config::parse(text, Path::new("mqtt-pulse.toml")).unwrap();
+    let names: Vec<_> = config.paths().iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["north->south", "back"]);
+
+    let there = config.path("north->south").unwrap();
+    assert_eq!((there.from(), there.to()), ("north", "south"));
+    let options = there.options();
+    assert_eq!(options.name(), "north->south");
+    assert_eq!(options.qos(), mqtt_pulse::rumqttc::QoS::AtLeastOnce);
+    // The interval and timeout follow the keep-alive of `from`.
+    assert_eq!(options.interval(secs(3)), secs(3));
+    assert_eq!(options.timeout(secs(3)), secs(3));
+    assert_eq!(
+        options.topic_for("mqtt-pulse-north", "mqtt-pulse-south"),
+        "mqtt-pulse/path/mqtt-pulse-north/mqtt-pulse-south"
+    );
+
+    let back = config.path("back").unwrap().options();
+    assert_eq!(back.topic_for("s", "n"), "bridge/s/n");
+    assert_eq!(back.interval(secs(7)), ms(250));
+    assert_eq!(back.timeout(secs(7)), secs(2));
+    assert_eq!(back.qos(), mqtt_pulse::rumqttc::QoS::ExactlyOnce);
+    assert_eq!(config.path("north->south").unwrap().location().line, 14);
+}
+
+#[test]
+fn a_file_without_paths_has_none() {
+    assert!(Config::default_local().paths().is_empty());
 }

@@ -38,6 +38,9 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
     let pki = TestPki::generate(dir.join("pki"));
     let secure = Broker::builder().tls(pki.server_files()).start();
     let secure_label = secure.url().trim_start_matches("mqtts://").to_owned();
+    // A broker for the probe and path panels: "left" probes itself and
+    // publishes a path's messages that "right", on the same broker, receives.
+    let shared = Broker::start();
     fs::write(dir.join("good"), "probe-secret\n").unwrap();
     fs::write(dir.join("bad"), "not-the-password\n").unwrap();
     let config = dir.join("mqtt-pulse.toml");
@@ -49,7 +52,12 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
              [[target]]\nname = \"healthy\"\nurl = \"{auth}\"\nusername = \"probe\"\npassword_file = \"good\"\n\
              [[target]]\nname = \"wrong-password\"\nurl = \"{auth}\"\nusername = \"probe\"\npassword_file = \"bad\"\n\
              [[target]]\nname = \"lost\"\nurl = \"{doomed}\"\n\
-             [[target]]\nname = \"secure\"\nurl = \"{secure}\"\ntls = {{ ca_file = \"{ca}\" }}\n",
+             [[target]]\nname = \"secure\"\nurl = \"{secure}\"\ntls = {{ ca_file = \"{ca}\" }}\n\
+             [[target]]\nname = \"left\"\nurl = \"{shared}\"\n\
+             [target.probe]\ninterval = \"200ms\"\n\
+             [[target]]\nname = \"right\"\nurl = \"{shared}\"\n\
+             [[path]]\nfrom = \"left\"\nto = \"right\"\ninterval = \"200ms\"\n",
+            shared = shared.url(),
             auth = auth.url(),
             doomed = doomed.url(),
             secure = secure.url(),
@@ -96,6 +104,9 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
         r#"count(ALERTS{alertname="MqttClientDown"}) == 2"#.into(),
         r#"count(ALERTS{alertname="MqttClientAuthFailing"}) == 1"#.into(),
         r#"mqtt_client_tls_cert_expiry_timestamp_seconds{client_id="mqtt-pulse-secure"}"#.into(),
+        r#"increase(mqtt_client_roundtrip_seconds_count{client_id="mqtt-pulse-left"}[5s]) > 0"#
+            .into(),
+        r#"increase(mqtt_path_latency_seconds_count{path="left->right"}[5s]) > 0"#.into(),
     ];
     let waited = poll(DEADLINE, || {
         ready
@@ -183,7 +194,12 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
         ),
         (
             "broker",
-            BTreeSet::from([auth.addr(), doomed.addr(), secure_label.clone()]),
+            BTreeSet::from([
+                auth.addr(),
+                doomed.addr(),
+                secure_label.clone(),
+                shared.addr(),
+            ]),
         ),
         (
             "client_id",
@@ -192,10 +208,13 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
                 "mqtt-pulse-wrong-password",
                 "mqtt-pulse-lost",
                 "mqtt-pulse-secure",
+                "mqtt-pulse-left",
+                "mqtt-pulse-right",
             ]
             .map(String::from)
             .into(),
         ),
+        ("path", BTreeSet::from(["left->right".to_owned()])),
     ]);
     let mut queries = 0;
     for dashboard in Dashboard::all() {
@@ -271,6 +290,14 @@ fn every_dashboard_and_rule_query_returns_data_from_a_real_exporter() {
         "mqtt_client_up",
         "mqtt_client_ping_rtt_seconds_bucket",
         "mqtt_client_tls_cert_expiry_timestamp_seconds",
+        "mqtt_client_roundtrip_seconds_bucket",
+        "mqtt_client_roundtrip_messages_total",
+        "mqtt_client_roundtrip_sent_total",
+        "mqtt_client_roundtrip_last_success_timestamp_seconds",
+        "mqtt_path_latency_seconds_bucket",
+        "mqtt_path_messages_total",
+        "mqtt_path_sent_total",
+        "mqtt_path_last_success_timestamp_seconds",
         "mqtt_pulse_build_info",
     ] {
         assert!(used.contains_key(family), "nothing queries {family}");

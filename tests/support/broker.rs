@@ -454,6 +454,20 @@ impl Broker {
         }
     }
 
+    /// The config file as written now (the generated one, or the last one given to
+    /// [`restart_with_config`](Self::restart_with_config)).
+    pub fn config(&self) -> String {
+        fs::read_to_string(&self.files.config_path).expect("read mosquitto.conf")
+    }
+
+    /// Like [`restart`](Self::restart), with `config` as the broker's whole config
+    /// from now on: for a test that changes what a broker runs (its bridge lines,
+    /// say). It must keep the listener on [`port`](Self::port) and the log file.
+    pub fn restart_with_config(&self, config: &str) {
+        fs::write(&self.files.config_path, config).expect("write mosquitto.conf");
+        self.restart();
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

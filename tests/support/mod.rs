@@ -5,6 +5,7 @@
 //! | module | what it owns |
 //! |---|---|
 //! | [`broker`] | [`Broker`]: a private `mosquitto` on a free port, killed, paused, restarted, its log read |
+//! | [`bridge`] | [`Bridged`]: two private brokers joined by a real Mosquitto bridge, removed and restored |
 //! | [`pki`] | [`TestPki`]: a throw-away CA with server and client certificates (rcgen) |
 //! | [`daemon`] | [`daemon::Daemon`]: the real `mqtt-pulse` binary as a guarded child; one-shot runs; [`daemon::Interactive`]: a subcommand's output line by line |
 //! | [`http`] | HTTP clients: hyper-util for plain GETs, raw HTTP/1.1 over TCP or TLS, router `oneshot` |
@@ -39,6 +40,7 @@
 //! Each test binary uses only part of this module; `dead_code` is allowed for the rest.
 #![allow(dead_code, unused_imports)]
 
+pub mod bridge;
 pub mod broker;
 pub mod daemon;
 pub mod http;
@@ -64,6 +66,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal;
 use nix::unistd::Pid;
 
+pub use bridge::{BridgeBuilder, Bridged};
 pub use broker::{Broker, BrokerBuilder, MOSQUITTO, TlsFiles};
 pub use pki::{TEST_CLIENT_CN, TestCa, TestPki};
 

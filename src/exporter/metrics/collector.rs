@@ -16,7 +16,7 @@ use super::family::Family;
 use super::scrape_stats::ScrapeStats;
 use super::series::SeriesTable;
 use super::snapshot::{BuildInfo, FleetSnapshot, Layout};
-use crate::events::{EventKind, Events, Message, Subscription};
+use crate::events::{ClientId, EventKind, Events, Message, Subscription};
 use crate::exporter::consume::{self, Consumer, Inbox};
 use crate::sync::lock;
 
@@ -84,10 +84,18 @@ impl ExporterState {
         let tls_cert_expiries = self.events.tls_cert_expiries();
         let round_trips = self.events.round_trips();
         let kinds = EventKind::ALL.map(|kind| (kind, self.events.stats(kind)));
-        let series = lock(&self.series);
+        let mut series = lock(&self.series);
+        if series.has_paths() {
+            let running: std::collections::HashSet<(&ClientId, &str)> = round_trips
+                .iter()
+                .filter_map(|counts| Some((&counts.client_id, counts.path.as_deref()?)))
+                .collect();
+            series.retain_paths(|from, name| running.contains(&(from, name)));
+        }
         FleetSnapshot::new(clients, &series, failures, kinds)
             .with_dropped_publishes(dropped_publishes)
             .with_tls_cert_expiries(tls_cert_expiries)
+            .with_paths(&round_trips, &series)
             .with_round_trips(round_trips)
     }
 

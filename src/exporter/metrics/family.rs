@@ -19,13 +19,17 @@ pub(super) enum Family {
     StatusChanges,
     TlsCertExpiry,
     Up,
+    PathLastSuccess,
+    PathLatency,
+    PathMessages,
+    PathSent,
     BuildInfo,
     EventsDispatched,
     EventsDropped,
 }
 
 impl Family {
-    pub const ALL: [Family; 14] = [
+    pub const ALL: [Family; 18] = [
         Family::ConnectFailures,
         Family::LastStatusChange,
         Family::PingRtt,
@@ -37,6 +41,10 @@ impl Family {
         Family::StatusChanges,
         Family::TlsCertExpiry,
         Family::Up,
+        Family::PathLastSuccess,
+        Family::PathLatency,
+        Family::PathMessages,
+        Family::PathSent,
         Family::BuildInfo,
         Family::EventsDispatched,
         Family::EventsDropped,
@@ -55,6 +63,10 @@ impl Family {
             Family::StatusChanges => "mqtt_client_status_changes_total",
             Family::TlsCertExpiry => "mqtt_client_tls_cert_expiry_timestamp_seconds",
             Family::Up => "mqtt_client_up",
+            Family::PathLastSuccess => "mqtt_path_last_success_timestamp_seconds",
+            Family::PathLatency => "mqtt_path_latency_seconds",
+            Family::PathMessages => "mqtt_path_messages_total",
+            Family::PathSent => "mqtt_path_sent_total",
             Family::BuildInfo => "mqtt_pulse_build_info",
             Family::EventsDispatched => "mqtt_pulse_events_dispatched_total",
             Family::EventsDropped => "mqtt_pulse_events_dropped_total",
@@ -90,6 +102,23 @@ impl Family {
                 "Round-trip time in seconds of the client's probe messages received, from \
                  PUBLISH written to PUBLISH read."
             }
+            Family::PathLastSuccess => {
+                "Unix time in seconds at which a message of the broker-to-broker path last \
+                 arrived in time and in order."
+            }
+            Family::PathLatency => {
+                "Propagation time in seconds of the path's messages received, from PUBLISH \
+                 written on the from client's connection to PUBLISH read on the to client's."
+            }
+            Family::PathMessages => {
+                "Messages of the broker-to-broker path by outcome: received (in time, in \
+                 order), out_of_order, lost (not across within the timeout), late (across \
+                 after it was counted lost), duplicate (a copy across again)."
+            }
+            Family::PathSent => {
+                "Messages of the broker-to-broker path written by the from client (only while \
+                 the to client holds its subscription)."
+            }
             Family::RoundTripSent => "Probe messages the client wrote to its broker.",
             Family::StatusChanges => {
                 "Connection status changes of the client seen since the exporter started, \
@@ -122,15 +151,18 @@ impl Family {
             | Family::PublishesDropped
             | Family::RoundTripMessages
             | Family::RoundTripSent
+            | Family::PathMessages
+            | Family::PathSent
             | Family::StatusChanges
             | Family::EventsDispatched
             | Family::EventsDropped => MetricType::COUNTER,
             Family::LastStatusChange
             | Family::RoundTripLastSuccess
+            | Family::PathLastSuccess
             | Family::TlsCertExpiry
             | Family::Up
             | Family::BuildInfo => MetricType::GAUGE,
-            Family::PingRtt | Family::RoundTripRtt => MetricType::HISTOGRAM,
+            Family::PingRtt | Family::RoundTripRtt | Family::PathLatency => MetricType::HISTOGRAM,
         }
     }
 
@@ -158,6 +190,10 @@ impl Family {
             | Family::Up => &["client_id", "broker"],
             Family::RoundTripMessages => &["client_id", "broker", "outcome"],
             Family::StatusChanges => &["client_id", "broker", "status"],
+            Family::PathLastSuccess | Family::PathLatency | Family::PathSent => {
+                &["path", "from", "to"]
+            }
+            Family::PathMessages => &["path", "from", "to", "outcome"],
             Family::BuildInfo => &["version", "revision", "rustversion"],
             Family::EventsDispatched | Family::EventsDropped => &["type"],
         }

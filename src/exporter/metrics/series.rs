@@ -48,12 +48,23 @@ impl ClientSeries {
     }
 }
 
-/// Every watched client's series, keyed by client id.
+/// The latency histogram of one broker-to-broker path.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct PathSeries {
+    /// Per bucket, not cumulative, as [`ClientSeries::bucket_counts`].
+    pub bucket_counts: Box<[u64]>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+/// Every watched client's series, keyed by client id, and every path's,
+/// keyed by its publishing client and name.
 #[derive(Debug)]
 pub(super) struct SeriesTable {
     /// Histogram upper bounds in seconds, strictly increasing, without `+Inf`.
     bounds: Arc<[f64]>,
     clients: HashMap<ClientId, ClientSeries>,
+    paths: HashMap<(ClientId, Arc<str>), PathSeries>,
 }
 
 impl SeriesTable {
@@ -62,6 +73,7 @@ impl SeriesTable {
         Self {
             bounds,
             clients: HashMap::new(),
+            paths: HashMap::new(),
         }
     }
 
@@ -71,6 +83,7 @@ impl SeriesTable {
         match &message.event {
             Event::Status(Status::Terminated) => {
                 self.clients.remove(message.client_id.as_str());
+                self.paths.retain(|(from, _), _| *from != message.client_id);
             }
             &Event::Status(status) => {
                 let Some(index) = counted_index(status) else {
@@ -106,6 +119,24 @@ impl SeriesTable {
                 series.probe_rtt_sum_seconds += seconds;
                 series.probe_rtt_count += 1;
             }
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(rtt),
+                path: Some(name),
+                ..
+            }) => {
+                let seconds = rtt.as_secs_f64();
+                let slot = self.bounds.partition_point(|&bound| bound < seconds);
+                let slots = self.bounds.len() + 1;
+                let key = (message.client_id.clone(), Arc::clone(name));
+                let series = self.paths.entry(key).or_insert_with(|| PathSeries {
+                    bucket_counts: vec![0; slots].into_boxed_slice(),
+                    sum_seconds: 0.0,
+                    count: 0,
+                });
+                series.bucket_counts[slot] += 1;
+                series.sum_seconds += seconds;
+                series.count += 1;
+            }
             _ => {}
         }
     }
@@ -115,11 +146,30 @@ impl SeriesTable {
     /// leave a forgotten client's series behind.
     pub fn retain_present(&mut self, mut is_present: impl FnMut(&str) -> bool) {
         self.clients.retain(|id, _| is_present(id.as_str()));
+        self.paths.retain(|(from, _), _| is_present(from.as_str()));
+    }
+
+    /// Drops the histograms of paths for which `is_running` (publishing
+    /// client, name) is false: a stopped path's series go with its counts,
+    /// and one started again under the same name starts from zero.
+    pub fn retain_paths(&mut self, mut is_running: impl FnMut(&ClientId, &str) -> bool) {
+        self.paths.retain(|(from, name), _| is_running(from, name));
+    }
+
+    /// The latency histogram of the path `name` published by `from`, if one
+    /// of its messages was received.
+    pub fn path(&self, from: &ClientId, name: &Arc<str>) -> Option<&PathSeries> {
+        self.paths.get(&(from.clone(), Arc::clone(name)))
     }
 
     /// The series of `client_id`, if any event of it was seen.
     pub fn get(&self, client_id: &str) -> Option<&ClientSeries> {
         self.clients.get(client_id)
+    }
+
+    /// Whether any path has a histogram.
+    pub fn has_paths(&self) -> bool {
+        !self.paths.is_empty()
     }
 
     /// How many clients have series.

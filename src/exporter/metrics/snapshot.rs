@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily};
 
 use super::family::Family;
-use super::series::{ClientSeries, SeriesTable};
+use super::series::{ClientSeries, PathSeries, SeriesTable};
 use super::text;
 use crate::events::{
     ClientId, ClientState, EventKind, FailureCount, FailureReason, KindStats, RoundTripCounts,
@@ -92,6 +92,39 @@ pub(super) struct ClientRow {
     pub series: Option<ClientSeries>,
 }
 
+/// One broker-to-broker path: its labels, counts and latency histogram.
+#[derive(Debug)]
+struct PathRow {
+    /// `path="…",from="…",to="…"`, rendered once.
+    labels: String,
+    counts: RoundTripCounts,
+    /// `None` until a message of it was received.
+    latency: Option<PathSeries>,
+}
+
+impl PathRow {
+    fn label_pairs(&self) -> Vec<LabelPair> {
+        let counts = &self.counts;
+        vec![
+            label("path", counts.path.as_deref().unwrap_or_default()),
+            label("from", counts.client_id.as_str()),
+            label("to", counts.to.as_ref().map_or("", ClientId::as_str)),
+        ]
+    }
+
+    /// (per-bucket counts, sum, count): zeros until the first message.
+    fn histogram(&self, layout: &Layout) -> (Box<[u64]>, f64, u64) {
+        match &self.latency {
+            Some(series) => (
+                series.bucket_counts.clone(),
+                series.sum_seconds,
+                series.count,
+            ),
+            None => (vec![0; layout.bounds.len() + 1].into_boxed_slice(), 0.0, 0),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct FailureRow {
     /// Index into [`FleetSnapshot::clients`].
@@ -113,6 +146,8 @@ pub(super) struct FleetSnapshot {
     tls_cert_expiries: Vec<(usize, f64)>,
     /// (index into `clients`, the counts of its own probe), sorted by client.
     round_trips: Vec<(usize, RoundTripCounts)>,
+    /// Every path the hub counts, sorted by name, then publishing client.
+    paths: Vec<PathRow>,
     /// Sorted by type label.
     kinds: Vec<(EventKind, KindStats)>,
 }
@@ -159,8 +194,40 @@ impl FleetSnapshot {
             dropped_publishes: Vec::new(),
             tls_cert_expiries: Vec::new(),
             round_trips: Vec::new(),
+            paths: Vec::new(),
             kinds,
         }
+    }
+
+    /// Adds every broker-to-broker path among the hub's `round_trips` (those
+    /// with a path name), with the latency histogram `series` has of it. A
+    /// path's series carry its name and its two clients, not either
+    /// client's extra labels: it is between the two.
+    #[must_use]
+    pub fn with_paths(mut self, round_trips: &[RoundTripCounts], series: &SeriesTable) -> Self {
+        let mut rows: Vec<PathRow> = round_trips
+            .iter()
+            .filter_map(|counts| {
+                let name = counts.path.as_ref()?;
+                let mut labels = String::new();
+                text::push_label_pair(&mut labels, "path", name);
+                labels.push(',');
+                text::push_label_pair(&mut labels, "from", counts.client_id.as_str());
+                labels.push(',');
+                let to = counts.to.as_ref().map_or("", ClientId::as_str);
+                text::push_label_pair(&mut labels, "to", to);
+                Some(PathRow {
+                    labels,
+                    latency: series.path(&counts.client_id, name).cloned(),
+                    counts: counts.clone(),
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (&a.counts.path, &a.counts.client_id).cmp(&(&b.counts.path, &b.counts.client_id))
+        });
+        self.paths = rows;
+        self
     }
 
     /// Adds the counts of each client's own probe (the hub's `round_trips`
@@ -340,6 +407,44 @@ impl FleetSnapshot {
                     text::push_u64_line(out, u64::from(row.state.status.is_up()));
                 }
             }
+            Family::PathLastSuccess => {
+                for path in &self.paths {
+                    if let Some(at) = path.counts.last_success {
+                        text::push_series(out, name, "", &path.labels, "");
+                        text::push_f64_line(out, seconds_since_epoch(at));
+                    }
+                }
+            }
+            Family::PathLatency => {
+                for path in &self.paths {
+                    let (buckets, sum, count) = path.histogram(layout);
+                    let mut cumulative = 0;
+                    for (bucket, le) in buckets.iter().zip(&layout.le_pairs) {
+                        cumulative += bucket;
+                        text::push_series(out, name, "_bucket", &path.labels, le);
+                        text::push_u64_line(out, cumulative);
+                    }
+                    text::push_series(out, name, "_sum", &path.labels, "");
+                    text::push_f64_line(out, sum);
+                    text::push_series(out, name, "_count", &path.labels, "");
+                    text::push_u64_line(out, count);
+                }
+            }
+            Family::PathMessages => {
+                for path in &self.paths {
+                    let outcomes = path.counts.outcomes.iter().zip(&layout.outcome_pairs);
+                    for (count, outcome) in outcomes {
+                        text::push_series(out, name, "", &path.labels, outcome);
+                        text::push_u64_line(out, *count);
+                    }
+                }
+            }
+            Family::PathSent => {
+                for path in &self.paths {
+                    text::push_series(out, name, "", &path.labels, "");
+                    text::push_u64_line(out, path.counts.sent);
+                }
+            }
             Family::BuildInfo => {
                 text::push_series(out, name, "", &layout.build_info_pairs, "");
                 text::push_u64_line(out, 1);
@@ -451,6 +556,35 @@ impl FleetSnapshot {
                     metrics.push(gauge(client_labels(row), up));
                 }
             }
+            Family::PathLastSuccess => {
+                for path in &self.paths {
+                    if let Some(at) = path.counts.last_success {
+                        metrics.push(gauge(path.label_pairs(), seconds_since_epoch(at)));
+                    }
+                }
+            }
+            Family::PathLatency => {
+                for path in &self.paths {
+                    let (buckets, sum, count) = path.histogram(layout);
+                    let labels = path.label_pairs();
+                    metrics.push(histogram_of(labels, &buckets, sum, count, &layout.bounds));
+                }
+            }
+            Family::PathMessages => {
+                for path in &self.paths {
+                    let outcomes = path.counts.outcomes.iter().zip(RoundTripOutcome::LABELS);
+                    for (count, outcome) in outcomes {
+                        let mut labels = path.label_pairs();
+                        labels.push(label("outcome", outcome));
+                        metrics.push(counter(labels, *count));
+                    }
+                }
+            }
+            Family::PathSent => {
+                for path in &self.paths {
+                    metrics.push(counter(path.label_pairs(), path.counts.sent));
+                }
+            }
             Family::BuildInfo => {
                 let info = &layout.build_info;
                 let labels = vec![
@@ -510,6 +644,11 @@ impl FleetSnapshot {
             Family::LastStatusChange | Family::PingRtt | Family::StatusChanges | Family::Up => {
                 self.clients.is_empty()
             }
+            Family::PathLastSuccess => self
+                .paths
+                .iter()
+                .all(|path| path.counts.last_success.is_none()),
+            Family::PathLatency | Family::PathMessages | Family::PathSent => self.paths.is_empty(),
             Family::BuildInfo => false,
             Family::EventsDispatched | Family::EventsDropped => self.kinds.is_empty(),
         }
