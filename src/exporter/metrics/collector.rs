@@ -30,6 +30,8 @@ pub(super) struct ExporterState {
     inbox: Mutex<Inbox<u64>>,
     pub(super) series: Mutex<SeriesTable>,
     render_size_hint: AtomicUsize,
+    #[cfg(feature = "native-histograms")]
+    protobuf_size_hint: AtomicUsize,
     pub(super) scrape_stats: OnceLock<Option<ScrapeStats>>,
     /// Dropped with the last handle or collector, which ends the consumer.
     _stop: oneshot::Sender<()>,
@@ -51,6 +53,8 @@ impl ExporterState {
             inbox: Mutex::new(Inbox::new(subscription, 0)),
             events,
             render_size_hint: AtomicUsize::new(0),
+            #[cfg(feature = "native-histograms")]
+            protobuf_size_hint: AtomicUsize::new(0),
             scrape_stats: OnceLock::new(),
             _stop: stop,
         });
@@ -106,6 +110,17 @@ impl ExporterState {
 
     pub(super) fn remember_size(&self, len: usize) {
         self.render_size_hint.store(len, Ordering::Relaxed);
+    }
+
+    #[cfg(feature = "native-histograms")]
+    pub(super) fn protobuf_size_hint(&self) -> usize {
+        let last = self.protobuf_size_hint.load(Ordering::Relaxed);
+        last + last / 16
+    }
+
+    #[cfg(feature = "native-histograms")]
+    pub(super) fn remember_protobuf_size(&self, len: usize) {
+        self.protobuf_size_hint.store(len, Ordering::Relaxed);
     }
 
     fn id(&self) -> usize {
