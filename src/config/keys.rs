@@ -29,7 +29,7 @@ pub(super) const LAYER_KEYS: &[&str] = &[
 ];
 /// Keys `[defaults]` has and `[[target]]` has not: settings of every target
 /// of a broker together.
-pub(super) const DEFAULTS_ONLY_KEYS: &[&str] = &["connect_concurrency"];
+pub(super) const DEFAULTS_ONLY_KEYS: &[&str] = &["connect_concurrency", "rtt_buckets"];
 /// Keys of a `backoff` table.
 pub(super) const BACKOFF_KEYS: &[&str] = &["initial", "max"];
 /// Keys of a `tls` table.

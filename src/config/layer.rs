@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
+use toml::de::DeValue;
 
 use super::error::{ConfigError, Problem};
 use super::keys::{
     BACKOFF_KEYS, DEFAULTS_ONLY_KEYS, LAYER_KEYS, NESTED_KEYS, PROBE_KEYS, TARGET_ONLY_KEYS,
     TLS_KEYS,
 };
-use super::reader::{Place, Span, TableReader, Value, in_file_order, key_text};
+use super::reader::{Place, Read, Span, TableReader, Value, in_file_order, key_text};
 use crate::connection::{
     Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, ProbeOptions, TlsOptions,
     check_keep_alive, label_name_problem, label_value_problem, probe_topic_problem,
@@ -92,6 +93,9 @@ pub(super) struct Defaults {
     /// `connect_concurrency`, a setting of all the targets of a broker
     /// together, hence of `[defaults]` only.
     pub(super) connect_concurrency: Option<usize>,
+    /// `rtt_buckets`: the exporter's classic histogram bounds, a setting of
+    /// the process, hence of `[defaults]` only.
+    pub(super) rtt_buckets: Option<Vec<f64>>,
 }
 
 impl Defaults {
@@ -100,6 +104,7 @@ impl Defaults {
             layer: Layer::default(),
             backoff: Backoff::default(),
             connect_concurrency: None,
+            rtt_buckets: None,
         }
     }
 
@@ -118,6 +123,7 @@ impl TableReader<'_> {
         let table = self.table("defaults", &Place::Top, value)?;
         let mut layer = Layer::default();
         let mut connect_concurrency = None;
+        let mut rtt_buckets = None;
         for (key, value) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             if self.layer_entry(&mut layer, name, value, &place)? {
@@ -126,6 +132,10 @@ impl TableReader<'_> {
             if name == "connect_concurrency" {
                 let limit = self.count(name, &place, value, MAX_CONNECT_CONCURRENCY)?;
                 connect_concurrency = Some(limit);
+                continue;
+            }
+            if name == "rtt_buckets" {
+                rtt_buckets = Some(self.rtt_buckets(name, &place, value)?);
                 continue;
             }
             if TARGET_ONLY_KEYS.contains(&name) {
@@ -142,7 +152,44 @@ impl TableReader<'_> {
             layer,
             backoff,
             connect_concurrency,
+            rtt_buckets,
         })
+    }
+
+    /// `rtt_buckets`: a list of seconds, checked by the exporter's rule; the
+    /// error points at the bound at fault, or at the list.
+    fn rtt_buckets(&self, key: &str, place: &Place, value: &Value<'_>) -> Read<Vec<f64>> {
+        const EXPECTED: &str = "a list of seconds such as [0.001, 0.01, 0.1]";
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.wrong_type(key, place, value, EXPECTED));
+        };
+        let mut bounds = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let bound = match item.get_ref() {
+                DeValue::Float(number) => number.as_str().parse::<f64>().ok(),
+                DeValue::Integer(number) => i64::from_str_radix(number.as_str(), number.radix())
+                    .ok()
+                    .map(|n| n as f64),
+                _ => None,
+            };
+            match bound {
+                Some(bound) => bounds.push(bound),
+                None => {
+                    let reason = format!("must be {EXPECTED}: every bound a number");
+                    return Err(self.bad_value(key, place, &item.span(), reason));
+                }
+            }
+        }
+        if let Some((at, problem)) = crate::exporter::bucket_problem_at(&bounds) {
+            let span = at.and_then(|index| items.get(index)).map_or(value.span(), |item| item.span());
+            let reason = format!(
+                "{problem}: give 1 to {} finite, positive upper bounds in seconds, \
+                 strictly increasing (+Inf is always added)",
+                crate::exporter::MAX_RTT_BUCKETS
+            );
+            return Err(self.bad_value(key, place, &span, reason));
+        }
+        Ok(bounds)
     }
 
     /// Reads `key` if it is one of the keys `[defaults]` and `[[target]]`

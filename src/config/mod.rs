@@ -16,7 +16,11 @@
 //!   to every target that does not set them; and `connect_concurrency` (a
 //!   whole number, 0 for unpaced), which only `[defaults]` has: the connect
 //!   handshakes in flight at once to one broker, over all its targets
-//!   ([`ConnectionOptions::with_connect_concurrency`]). `labels` merge key by key (the
+//!   ([`ConnectionOptions::with_connect_concurrency`]); and `rtt_buckets`, the
+//!   upper bounds in seconds of the classic round-trip histogram buckets
+//!   (1 to 64, finite, positive, strictly increasing; default
+//!   [`DEFAULT_RTT_BUCKETS`](crate::exporter::DEFAULT_RTT_BUCKETS); read at
+//!   start, a reload warns that a change waits for a restart). `labels` merge key by key (the
 //!   target's value wins); `backoff` merges key by key; `[defaults.tls]` applies
 //!   only to `mqtts://` and `wss://` targets, key by key, except that
 //!   `cert_file` and `key_file` are taken as a pair from the target if it sets
@@ -162,6 +166,7 @@ pub struct Config {
     targets: Vec<TargetConfig>,
     paths: Vec<PathConfig>,
     otlp: Option<OtlpConfig>,
+    rtt_buckets: Option<Vec<f64>>,
     warnings: Vec<String>,
 }
 
@@ -217,6 +222,7 @@ impl Config {
             targets: parsed.targets,
             paths: parsed.paths,
             otlp: parsed.otlp,
+            rtt_buckets: parsed.rtt_buckets,
             warnings: parsed.warnings,
         })
     }
@@ -234,6 +240,7 @@ impl Config {
             targets: parsed.targets,
             paths: Vec::new(),
             otlp: None,
+            rtt_buckets: None,
             warnings: Vec::new(),
         }
     }
@@ -266,6 +273,14 @@ impl Config {
     /// The OTLP settings; `None` (OTLP off) unless the file has an `[otlp]` table.
     pub fn otlp(&self) -> Option<&OtlpConfig> {
         self.otlp.as_ref()
+    }
+
+    /// `[defaults] rtt_buckets`: the upper bounds, in seconds, of the
+    /// classic round-trip histogram buckets; `None` for the exporter's
+    /// default ([`DEFAULT_RTT_BUCKETS`](crate::exporter::DEFAULT_RTT_BUCKETS)).
+    /// Already checked by the exporter's rule.
+    pub fn rtt_buckets(&self) -> Option<&[f64]> {
+        self.rtt_buckets.as_deref()
     }
 
     /// Things that work but should be changed (an inline password, TLS

@@ -159,6 +159,12 @@ impl Supervisor {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
+        if self.config.rtt_buckets() != config.rtt_buckets() {
+            tracing::warn!(
+                "[defaults] rtt_buckets changed; the histograms keep their running buckets \
+                 until mqtt-pulse is restarted"
+            );
+        }
         if self.config.otlp() != config.otlp() {
             tracing::warn!(
                 "the [otlp] table changed; OTLP export keeps its running settings until \

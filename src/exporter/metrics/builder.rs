@@ -36,8 +36,8 @@ const BUILD_INFO: BuildInfo = BuildInfo {
 pub enum BuildError {
     /// The histogram buckets given to [`MetricsBuilder::with_buckets`] are unusable.
     #[error(
-        "invalid ping RTT histogram buckets: {0}; give finite, non-negative upper bounds \
-         in seconds, strictly increasing, without +Inf (it is always added)"
+        "invalid round-trip histogram buckets: {0}; give 1 to 64 finite, positive upper \
+         bounds in seconds, strictly increasing, without +Inf (it is always added)"
     )]
     InvalidBuckets(&'static str),
     /// The registry already holds metrics with the names the exporter needs.
@@ -110,9 +110,15 @@ impl MetricsBuilder {
         self
     }
 
-    /// The upper bounds, in seconds, of the `mqtt_client_ping_rtt_seconds`
-    /// buckets: finite, non-negative, strictly increasing; the `+Inf` bucket is
-    /// always added. Checked by [`build`](Self::build).
+    /// The upper bounds, in seconds, of the classic buckets of the
+    /// round-trip histograms (`mqtt_client_ping_rtt_seconds`,
+    /// `mqtt_client_roundtrip_seconds`, `mqtt_path_latency_seconds`): 1 to
+    /// [`MAX_RTT_BUCKETS`](crate::exporter::MAX_RTT_BUCKETS), finite,
+    /// positive, strictly increasing; the `+Inf` bucket is always added.
+    /// Checked by [`build`](Self::build). Each bound is a series per client in
+    /// the text exposition; the native histograms of the protobuf exposition
+    /// do not depend on them (their resolution is fixed: schema 3, buckets
+    /// about 9% wide).
     ///
     /// Defaults to [`DEFAULT_RTT_BUCKETS`].
     pub fn with_buckets(mut self, bounds: &[f64]) -> Self {
