@@ -280,6 +280,7 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "max =",
         "clean_session =",
         "connect_concurrency =",
+        "rtt_buckets =",
         "labels =",
         "ca_file =",
         "cert_file =",
