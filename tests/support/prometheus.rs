@@ -83,6 +83,11 @@ impl Prometheus {
         prometheus
     }
 
+    /// The server's process id (for its CPU and memory in /proc).
+    pub fn pid(&self) -> i32 {
+        self.process.child.id() as i32
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
