@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release --bin mqtt-pulse
-//! cargo run --example prometheus_cost -- --targets 10000 --interval 15s --window 600s
+//! cargo run --example prometheus_cost -- --targets 10000 --interval 15 --window 600
 //! ```
 //!
 //! It starts its own mosquitto (no connection limit), the release daemon with
@@ -42,13 +42,13 @@ struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = harness::positive)]
     targets: usize,
     /// Prometheus scrape interval.
-    #[arg(long, default_value = "15s", value_parser = harness::seconds)]
+    #[arg(long, default_value = "15", value_parser = harness::seconds)]
     interval: Duration,
     /// Time after both servers first stored every target, before measuring.
-    #[arg(long, default_value = "60s", value_parser = harness::seconds)]
+    #[arg(long, default_value = "60", value_parser = harness::seconds)]
     warmup: Duration,
     /// Measuring window.
-    #[arg(long, default_value = "600s", value_parser = harness::seconds)]
+    #[arg(long, default_value = "600", value_parser = harness::seconds)]
     window: Duration,
     /// The daemon binary (a release build).
     #[arg(long, default_value = "target/release/mqtt-pulse")]

@@ -81,7 +81,9 @@ impl ExporterState {
         });
     }
 
-    pub(super) fn snapshot(&self) -> FleetSnapshot {
+    /// The present; with the native buckets only if `native` (the protobuf
+    /// exposition's), so the text render copies nothing it does not write.
+    pub(super) fn snapshot(&self, native: bool) -> FleetSnapshot {
         let clients = self.events.clients();
         let failures = self.events.failures();
         let dropped_publishes = self.events.dropped_publishes();
@@ -96,10 +98,10 @@ impl ExporterState {
                 .collect();
             series.retain_paths(|from, name| running.contains(&(from, name)));
         }
-        FleetSnapshot::new(clients, &series, failures, kinds)
+        FleetSnapshot::copying(clients, &series, failures, kinds, native)
             .with_dropped_publishes(dropped_publishes)
             .with_tls_cert_expiries(tls_cert_expiries)
-            .with_paths(&round_trips, &series)
+            .with_paths(&round_trips, &series, native)
             .with_round_trips(round_trips)
     }
 
@@ -212,7 +214,7 @@ impl Collector for HubCollector {
             return Vec::new();
         }
         self.state.catch_up();
-        let snapshot = self.state.snapshot();
+        let snapshot = self.state.snapshot(false);
         Family::ALL
             .iter()
             .filter_map(|&family| snapshot.to_proto(family, &self.state.layout))

@@ -69,7 +69,7 @@ impl MetricsHandle {
             return out;
         }
 
-        let snapshot = self.state.snapshot();
+        let snapshot = self.state.snapshot(false);
         let others = {
             let _own_collector_muted = MuteOwnCollector::new(&self.state);
             self.registry.gather()
@@ -116,7 +116,7 @@ impl MetricsHandle {
             self.state.remember_protobuf_size(out.len());
             return out;
         }
-        let snapshot = self.state.snapshot();
+        let snapshot = self.state.snapshot(true);
         let others = {
             let _own_collector_muted = MuteOwnCollector::new(&self.state);
             self.registry.gather()

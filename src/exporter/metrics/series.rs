@@ -175,6 +175,44 @@ impl SeriesTable {
         self.paths.get(&(from.clone(), Arc::clone(name)))
     }
 
+    /// A copy of the series of `client_id` for a snapshot, without the
+    /// native buckets unless `native`: the text exposition never reads them,
+    /// and copying them would cost its render an allocation per client.
+    pub fn copy(&self, client_id: &str, native: bool) -> Option<ClientSeries> {
+        let series = self.clients.get(client_id)?;
+        Some(if native {
+            series.clone()
+        } else {
+            ClientSeries {
+                bucket_counts: series.bucket_counts.clone(),
+                rtt_sum_seconds: series.rtt_sum_seconds,
+                rtt_count: series.rtt_count,
+                rtt_native: NativeBuckets::default(),
+                last_rtt: series.last_rtt,
+                status_changes: series.status_changes,
+                probe_bucket_counts: series.probe_bucket_counts.clone(),
+                probe_rtt_sum_seconds: series.probe_rtt_sum_seconds,
+                probe_rtt_count: series.probe_rtt_count,
+                probe_native: NativeBuckets::default(),
+            }
+        })
+    }
+
+    /// A copy of a path's histogram for a snapshot, as [`copy`](Self::copy).
+    pub fn copy_path(&self, from: &ClientId, name: &Arc<str>, native: bool) -> Option<PathSeries> {
+        let series = self.path(from, name)?;
+        Some(PathSeries {
+            bucket_counts: series.bucket_counts.clone(),
+            sum_seconds: series.sum_seconds,
+            count: series.count,
+            native: if native {
+                series.native.clone()
+            } else {
+                NativeBuckets::default()
+            },
+        })
+    }
+
     /// The series of `client_id`, if any event of it was seen.
     pub fn get(&self, client_id: &str) -> Option<&ClientSeries> {
         self.clients.get(client_id)

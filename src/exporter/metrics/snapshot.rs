@@ -45,6 +45,9 @@ pub(super) struct Layout {
     outcome_pairs: [String; RoundTripOutcome::LABELS.len()],
     build_info: BuildInfo,
     build_info_pairs: String,
+    /// Whether the protobuf exposition's round-trip histograms carry their
+    /// classic buckets beside the native ones.
+    pub protobuf_classic_buckets: bool,
 }
 
 impl Layout {
@@ -78,6 +81,7 @@ impl Layout {
             outcome_pairs,
             build_info,
             build_info_pairs,
+            protobuf_classic_buckets: false,
         }
     }
 }
@@ -161,17 +165,29 @@ impl FleetSnapshot {
     /// returns them; `failures`; per-kind stats) with the exporter's series.
     /// Per-client series exist exactly for the clients the hub knows: failure
     /// counts of a client it does not know are left out.
+    #[cfg(test)]
     pub fn new(
         clients: Vec<ClientState>,
         series: &SeriesTable,
         failures: Vec<FailureCount>,
         kinds: impl IntoIterator<Item = (EventKind, KindStats)>,
     ) -> Self {
+        Self::copying(clients, series, failures, kinds, true)
+    }
+
+    /// [`new`](Self::new), copying the native buckets only if `native`.
+    pub fn copying(
+        clients: Vec<ClientState>,
+        series: &SeriesTable,
+        failures: Vec<FailureCount>,
+        kinds: impl IntoIterator<Item = (EventKind, KindStats)>,
+        native: bool,
+    ) -> Self {
         debug_assert!(clients.is_sorted_by(|a, b| a.client_id <= b.client_id));
         let clients: Vec<ClientRow> = clients
             .into_iter()
             .map(|state| ClientRow {
-                series: series.get(state.client_id.as_str()).cloned(),
+                series: series.copy(state.client_id.as_str(), native),
                 state,
             })
             .collect();
@@ -208,7 +224,12 @@ impl FleetSnapshot {
     /// path's series carry its name and its two clients, not either
     /// client's extra labels: it is between the two.
     #[must_use]
-    pub fn with_paths(mut self, round_trips: &[RoundTripCounts], series: &SeriesTable) -> Self {
+    pub fn with_paths(
+        mut self,
+        round_trips: &[RoundTripCounts],
+        series: &SeriesTable,
+        native: bool,
+    ) -> Self {
         let mut rows: Vec<PathRow> = round_trips
             .iter()
             .filter_map(|counts| {
@@ -222,7 +243,7 @@ impl FleetSnapshot {
                 text::push_label_pair(&mut labels, "to", to);
                 Some(PathRow {
                     labels,
-                    latency: series.path(&counts.client_id, name).cloned(),
+                    latency: series.copy_path(&counts.client_id, name, native),
                     counts: counts.clone(),
                 })
             })
@@ -693,7 +714,11 @@ impl FleetSnapshot {
         };
         let zeros = vec![0; layout.bounds.len() + 1];
         let empty = NativeBuckets::default();
-        let bounds = &layout.bounds;
+        let bounds: &[f64] = if layout.protobuf_classic_buckets {
+            &layout.bounds
+        } else {
+            &[]
+        };
         let mut metrics = Vec::new();
         match family {
             Family::PingRtt => {
