@@ -31,8 +31,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use harness::support::prometheus::Prometheus;
 use harness::support::process::Process;
+use harness::support::prometheus::Prometheus;
 use harness::support::{TempDir, free_port, poll};
 use harness::{load_average, raise_fd_limit};
 
@@ -85,26 +85,29 @@ fn main() {
     daemon.await_ready("mqtt-pulse", daemon_port, Duration::from_secs(30));
     let daemon_pid = daemon.child.id() as i32;
 
-    let servers: Vec<(&str, Prometheus)> = [("classic", &[][..]), ("native", &["--enable-feature=native-histograms"][..])]
-        .into_iter()
-        .map(|(name, flags)| {
-            let server_dir = dir.join(name);
-            fs::create_dir_all(&server_dir).unwrap();
-            let config = server_dir.join("prometheus.yml");
-            let seconds = args.interval.as_secs();
-            fs::write(
-                &config,
-                format!(
-                    "global:\n  scrape_interval: {seconds}s\n  scrape_timeout: {timeout}s\n\
+    let servers: Vec<(&str, Prometheus)> = [
+        ("classic", &[][..]),
+        ("native", &["--enable-feature=native-histograms"][..]),
+    ]
+    .into_iter()
+    .map(|(name, flags)| {
+        let server_dir = dir.join(name);
+        fs::create_dir_all(&server_dir).unwrap();
+        let config = server_dir.join("prometheus.yml");
+        let seconds = args.interval.as_secs();
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: {seconds}s\n  scrape_timeout: {timeout}s\n\
                      scrape_configs:\n  - job_name: mqtt-pulse\n    static_configs:\n      \
                      - targets: ['127.0.0.1:{daemon_port}']\n",
-                    timeout = seconds.min(10)
-                ),
-            )
-            .unwrap();
-            (name, Prometheus::start_with(&server_dir, &config, flags))
-        })
-        .collect();
+                timeout = seconds.min(10)
+            ),
+        )
+        .unwrap();
+        (name, Prometheus::start_with(&server_dir, &config, flags))
+    })
+    .collect();
 
     let started = Instant::now();
     for (name, server) in &servers {
@@ -112,7 +115,11 @@ fn main() {
         let stored = poll(Duration::from_secs(300), Duration::from_secs(1), || {
             server.value(&all_up)
         });
-        assert!(stored.is_some(), "{name} never saw every target up:\n{}", server.log());
+        assert!(
+            stored.is_some(),
+            "{name} never saw every target up:\n{}",
+            server.log()
+        );
     }
     eprintln!(
         "all {} targets up in both after {:.0?}; warming up {:?}",
@@ -131,7 +138,8 @@ fn main() {
     let window = window_start.elapsed().as_secs_f64();
     let load_after = load_average();
     let ticks_per_second = 100.0; // USER_HZ on Linux
-    let percent = |before: u64, after: u64| (after - before) as f64 / ticks_per_second / window * 100.0;
+    let percent =
+        |before: u64, after: u64| (after - before) as f64 / ticks_per_second / window * 100.0;
 
     let (text, text_gzip) = page_sizes(daemon_port, None);
     let (proto, proto_gzip) = page_sizes(daemon_port, Some(NATIVE_ACCEPT));
@@ -141,13 +149,22 @@ fn main() {
         "\n{} targets, scrape interval {:?}, warm-up {:?}, window {:.0} s; load average {load_before} before, {load_after} after",
         args.targets, args.interval, args.warmup, window
     );
-    println!("daemon CPU over the window: {:.1}% of one core", percent(daemon_cpu_before, cpu_ticks(daemon_pid)));
-    println!("\n| Prometheus | head series | series/target | RSS end (MiB) | RSS peak (MiB) | CPU (% of a core) | page bytes/target (gzip) |");
+    println!(
+        "daemon CPU over the window: {:.1}% of one core",
+        percent(daemon_cpu_before, cpu_ticks(daemon_pid))
+    );
+    println!(
+        "\n| Prometheus | head series | series/target | RSS end (MiB) | RSS peak (MiB) | CPU (% of a core) | page bytes/target (gzip) |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (i, (name, server)) in servers.iter().enumerate() {
         let head = self_metric(server, "prometheus_tsdb_head_series");
         let (rss, peak) = rss_kib(pids[i]);
-        let (bytes, gzip) = if *name == "native" { (proto, proto_gzip) } else { (text, text_gzip) };
+        let (bytes, gzip) = if *name == "native" {
+            (proto, proto_gzip)
+        } else {
+            (text, text_gzip)
+        };
         println!(
             "| {name} | {head:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} ({:.0}) |",
             head / n,
@@ -185,8 +202,14 @@ fn page_sizes(port: u16, accept: Option<&str>) -> (usize, usize) {
         if gzip {
             command.args(["-H", "Accept-Encoding: gzip"]);
         }
-        let output = command.arg(format!("http://127.0.0.1:{port}/metrics")).output().expect("curl runs");
-        String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+        let output = command
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     };
     (size(false), size(true))
 }

@@ -11,7 +11,9 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use mqtt_pulse::events::{ClientId, ClientInfo, Event, Events, RoundTrip, RoundTripOutcome, Status};
+use mqtt_pulse::events::{
+    ClientId, ClientInfo, Event, Events, RoundTrip, RoundTripOutcome, Status,
+};
 use mqtt_pulse::exporter::metrics::protobuf::{self, decode_page};
 use mqtt_pulse::exporter::metrics::{MetricsBuilder, MetricsHandle};
 use mqtt_pulse::http;
@@ -71,7 +73,10 @@ async fn a_native_prometheus_stores_one_sparse_histogram_whose_quantiles_match_t
         let poll = |attempt: &dyn Fn() -> Option<f64>| {
             support::poll(Duration::from_secs(30), Duration::from_millis(200), attempt)
         };
-        for family in ["mqtt_client_ping_rtt_seconds", "mqtt_client_roundtrip_seconds"] {
+        for family in [
+            "mqtt_client_ping_rtt_seconds",
+            "mqtt_client_roundtrip_seconds",
+        ] {
             let classic_count = format!("{family}_count");
             let stored = poll(&|| classic.value(&classic_count).filter(|&n| n == 1000.0));
             assert_eq!(stored, Some(1000.0), "classic:\n{}", classic.log());
@@ -81,7 +86,11 @@ async fn a_native_prometheus_stores_one_sparse_histogram_whose_quantiles_match_t
 
             // One series for the whole histogram: no _bucket, _sum or _count.
             let buckets = format!("count({{__name__=~\"{family}_.*\"}})");
-            assert_eq!(native.value(&buckets), None, "{family} as classic series too");
+            assert_eq!(
+                native.value(&buckets),
+                None,
+                "{family} as classic series too"
+            );
             assert_eq!(classic.value(&buckets), Some(16.0 + 2.0));
             let sum = native.value(&format!("histogram_sum({family})")).unwrap();
             let classic_sum = classic.value(&format!("{family}_sum")).unwrap();
@@ -104,7 +113,12 @@ async fn a_native_prometheus_stores_one_sparse_histogram_whose_quantiles_match_t
                 // width of the bucket that estimate lies in.
                 let bounds = mqtt_pulse::exporter::DEFAULT_RTT_BUCKETS;
                 let upper = bounds.iter().copied().find(|&b| b >= classic_q).unwrap();
-                let lower = bounds.iter().copied().rev().find(|&b| b < upper).unwrap_or(0.0);
+                let lower = bounds
+                    .iter()
+                    .copied()
+                    .rev()
+                    .find(|&b| b < upper)
+                    .unwrap_or(0.0);
                 assert!(
                     (native_q - classic_q).abs() <= upper - lower,
                     "{family} p{q}: native {native_q}, classic {classic_q} in ({lower}, {upper}]"
@@ -121,9 +135,20 @@ async fn a_native_prometheus_stores_one_sparse_histogram_whose_quantiles_match_t
 async fn a_scraper_that_does_not_ask_for_protobuf_gets_the_text_render_byte_for_byte() {
     let (_events, handle) = exporter();
     let router = http::router(handle.clone());
-    for accept in [None, Some(PROMETHEUS_CLASSIC_ACCEPT), Some("*/*"), Some("text/plain")] {
+    for accept in [
+        None,
+        Some(PROMETHEUS_CLASSIC_ACCEPT),
+        Some("*/*"),
+        Some("text/plain"),
+    ] {
         let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("accept", *a)).collect();
-        let reply = call(router.clone(), axum::http::Method::GET, "/metrics", &headers).await;
+        let reply = call(
+            router.clone(),
+            axum::http::Method::GET,
+            "/metrics",
+            &headers,
+        )
+        .await;
         assert_eq!(
             reply.header("content-type"),
             Some("text/plain; version=0.0.4; charset=utf-8"),
@@ -163,7 +188,10 @@ async fn the_protobuf_page_decodes_to_the_families_and_counts_of_the_text_page()
     let decoded: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(decoded, text_families);
 
-    for name in ["mqtt_client_ping_rtt_seconds", "mqtt_client_roundtrip_seconds"] {
+    for name in [
+        "mqtt_client_ping_rtt_seconds",
+        "mqtt_client_roundtrip_seconds",
+    ] {
         let family = families.iter().find(|f| f.name == name).unwrap();
         let histogram = family.metric[0].histogram.as_ref().unwrap();
         assert_eq!(histogram.sample_count, 1000);
@@ -186,8 +214,36 @@ async fn the_protobuf_page_decodes_to_the_families_and_counts_of_the_text_page()
         assert_eq!(lengths as usize, histogram.positive_delta.len());
         assert!(histogram.positive_delta.len() <= 81, "{histogram:?}");
         assert!(histogram.positive_span.len() > 1);
-        // The classic buckets are there too, for readers without native support.
-        assert_eq!(histogram.bucket.len(), 15);
-        assert_eq!(histogram.bucket.last().unwrap().cumulative_count, 1000);
+        // Native only: Prometheus would decode and drop classic buckets.
+        assert!(histogram.bucket.is_empty());
     }
+}
+
+#[tokio::test]
+async fn classic_buckets_ride_along_in_protobuf_when_the_builder_asks() {
+    let events = Events::new();
+    let handle = MetricsBuilder::new(&events)
+        .with_buckets(&[0.001, 0.01])
+        .with_protobuf_classic_buckets(true)
+        .install()
+        .unwrap();
+    let plant = ClientId::from("plant-a");
+    events.announce(&plant, ClientInfo::new("127.0.0.1:1883"));
+    for rtt in round_trips() {
+        events.dispatch(&plant, Event::PingResponse(rtt));
+    }
+    let families = decode_page(&handle.render_protobuf()).unwrap();
+    let family = families
+        .iter()
+        .find(|f| f.name == "mqtt_client_ping_rtt_seconds")
+        .unwrap();
+    let histogram = family.metric[0].histogram.as_ref().unwrap();
+    let classic: Vec<(f64, u64)> = histogram
+        .bucket
+        .iter()
+        .map(|b| (b.upper_bound, b.cumulative_count))
+        .collect();
+    assert_eq!(classic, vec![(0.001, 100), (0.01, 1000)]);
+    assert_eq!(histogram.schema, 3);
+    assert!(!histogram.positive_delta.is_empty());
 }

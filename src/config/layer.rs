@@ -181,7 +181,9 @@ impl TableReader<'_> {
             }
         }
         if let Some((at, problem)) = crate::exporter::bucket_problem_at(&bounds) {
-            let span = at.and_then(|index| items.get(index)).map_or(value.span(), |item| item.span());
+            let span = at
+                .and_then(|index| items.get(index))
+                .map_or(value.span(), |item| item.span());
             let reason = format!(
                 "{problem}: give 1 to {} finite, positive upper bounds in seconds, \
                  strictly increasing (+Inf is always added)",

@@ -19,5 +19,5 @@ mod consume;
 pub mod metrics;
 pub mod otlp;
 
-pub use consume::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY, MAX_RTT_BUCKETS};
 pub(crate) use consume::bucket_problem_at;
+pub use consume::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY, MAX_RTT_BUCKETS};

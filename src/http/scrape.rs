@@ -465,12 +465,16 @@ mod tests {
         );
         // Without the feature flag Prometheus asks for text only.
         assert_eq!(
-            format_for("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            format_for(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
             Format::Text
         );
         // Text preferred, another message, another encoding, or refused.
         assert_eq!(
-            format_for("text/plain;q=0.9,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5"),
+            format_for(
+                "text/plain;q=0.9,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5"
+            ),
             Format::Text
         );
         assert_eq!(
@@ -478,11 +482,15 @@ mod tests {
             Format::Text
         );
         assert_eq!(
-            format_for("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"),
+            format_for(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"
+            ),
             Format::Text
         );
         assert_eq!(
-            format_for("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0"),
+            format_for(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0"
+            ),
             Format::Text
         );
     }

@@ -74,6 +74,7 @@ pub struct MetricsBuilder {
     process_metrics: bool,
     buckets: Vec<f64>,
     subscription_capacity: usize,
+    protobuf_classic_buckets: bool,
 }
 
 impl MetricsBuilder {
@@ -85,6 +86,7 @@ impl MetricsBuilder {
             process_metrics: false,
             buckets: DEFAULT_RTT_BUCKETS.to_vec(),
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
+            protobuf_classic_buckets: false,
         }
     }
 
@@ -126,6 +128,21 @@ impl MetricsBuilder {
         self
     }
 
+    /// Whether the round-trip histograms of the protobuf exposition (what a
+    /// Prometheus with native histograms asks for) carry their classic
+    /// buckets beside the native ones. Off, each is one native histogram:
+    /// Prometheus 2.x with `--enable-feature=native-histograms` ingests only
+    /// that anyway, and decoding 16 unused buckets per series per scrape
+    /// costs it memory (BENCHMARKS.md, Cost to Prometheus). Turn it on for a
+    /// Prometheus told to keep both (`scrape_classic_histograms`, 2.45 and
+    /// later). The text exposition always has the classic buckets.
+    ///
+    /// Defaults to `false`.
+    pub fn with_protobuf_classic_buckets(mut self, enabled: bool) -> Self {
+        self.protobuf_classic_buckets = enabled;
+        self
+    }
+
     /// How many events the exporter's subscription queues before the hub drops
     /// (and counts) further ones; 0 is taken as 1.
     ///
@@ -153,7 +170,13 @@ impl MetricsBuilder {
         let bounds = checked_bounds(&self.buckets)?;
         let registry = self.registry.unwrap_or_default();
         let subscription = consume::subscribe_to_all(&self.events, self.subscription_capacity);
-        let (state, consumer) = ExporterState::start(self.events, subscription, bounds, BUILD_INFO);
+        let (state, consumer) = ExporterState::start(
+            self.events,
+            subscription,
+            bounds,
+            BUILD_INFO,
+            self.protobuf_classic_buckets,
+        );
 
         let process_metrics = self.process_metrics && register_process_metrics(&registry)?;
         if let Err(source) = registry.register(Box::new(HubCollector::new(&state))) {

@@ -45,10 +45,13 @@ impl ExporterState {
         subscription: Subscription,
         bounds: Arc<[f64]>,
         build_info: BuildInfo,
+        protobuf_classic_buckets: bool,
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
         let (stop, stopped) = oneshot::channel();
+        let mut layout = Layout::new(Arc::clone(&bounds), build_info);
+        layout.protobuf_classic_buckets = protobuf_classic_buckets;
         let state = Arc::new(Self {
-            layout: Layout::new(Arc::clone(&bounds), build_info),
+            layout,
             series: Mutex::new(SeriesTable::new(bounds)),
             inbox: Mutex::new(Inbox::new(subscription, 0)),
             events,

@@ -165,10 +165,19 @@ mod tests {
 
     #[test]
     fn a_value_lands_in_the_bucket_whose_upper_bound_it_does_not_exceed() {
-        for value in [1e-7, 0.000_123, 0.001, 0.003_7, 0.25, 1.0, 1.05, 3.0, 65_535.0] {
+        for value in [
+            1e-7, 0.000_123, 0.001, 0.003_7, 0.25, 1.0, 1.05, 3.0, 65_535.0,
+        ] {
             let index = bucket_index(value);
-            assert!(upper(index - 1) < value, "{value} above bucket {}", index - 1);
-            assert!(value <= upper(index) * (1.0 + 1e-12), "{value} in bucket {index}");
+            assert!(
+                upper(index - 1) < value,
+                "{value} above bucket {}",
+                index - 1
+            );
+            assert!(
+                value <= upper(index) * (1.0 + 1e-12),
+                "{value} in bucket {index}"
+            );
         }
         // Powers of two are upper bounds: they close their bucket.
         assert_eq!(bucket_index(1.0), 0);

@@ -35,7 +35,10 @@ pub const CONTENT_TYPE: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
 /// The `io.prometheus.client` messages this exporter writes.
-#[allow(missing_docs, reason = "each field is the .proto field of the same name")]
+#[allow(
+    missing_docs,
+    reason = "each field is the .proto field of the same name"
+)]
 pub mod model {
     /// `io.prometheus.client.MetricType`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]

@@ -1081,8 +1081,14 @@ mod tests {
     #[test]
     fn the_protobuf_page_decodes_to_the_same_families_with_native_round_trip_histograms() {
         use crate::exporter::metrics::protobuf::{decode_page, from_gathered, push_delimited};
-        let layout = layout();
+        let mut layout = layout();
         let snapshot = two_clients(&layout);
+        let native_only = snapshot.to_protobuf(Family::PingRtt, &layout).unwrap();
+        assert!(native_only.metric.iter().all(|m| {
+            let histogram = m.histogram.as_ref().unwrap();
+            histogram.bucket.is_empty() && histogram.schema == 3
+        }));
+        layout.protobuf_classic_buckets = true;
         let mut page = Vec::new();
         for family in Family::ALL {
             if let Some(family) = snapshot.to_protobuf(family, &layout) {
