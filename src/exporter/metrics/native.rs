@@ -32,8 +32,17 @@ const BUCKETS_PER_OCTAVE: i32 = 1 << SCHEMA;
 
 /// The sparse buckets of one histogram: `counts[i]` is the count of bucket
 /// index `first + i`, whose upper bound is 2^((first + i) / 8) seconds.
+///
+/// Boxed, so a histogram that never saw a round trip (most probes and paths,
+/// and every histogram in a build without the feature) costs one null
+/// pointer in its client's row, and the rows the text render walks stay
+/// as small as they were before native buckets (the render slowed by a
+/// quarter with them inline).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(super) struct NativeBuckets {
+pub(super) struct NativeBuckets(Option<Box<Sparse>>);
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Sparse {
     first: i32,
     counts: Vec<u64>,
     zero_count: u64,
@@ -48,6 +57,29 @@ impl NativeBuckets {
         if !cfg!(feature = "native-histograms") {
             return;
         }
+        self.0.get_or_insert_with(Box::default).observe(seconds);
+    }
+
+    /// Observations in the zero bucket.
+    pub fn zero_count(&self) -> u64 {
+        self.0.as_ref().map_or(0, |sparse| sparse.zero_count)
+    }
+
+    /// The non-empty buckets as Prometheus's spans and deltas: each span is
+    /// (offset from the end of the previous span, or the first index; length),
+    /// and each delta is a bucket's count minus the previous bucket's (the
+    /// first against 0). Gaps of up to two empty buckets stay inside a span
+    /// (two zero deltas are cheaper than a new span), as client_golang does.
+    pub fn spans_and_deltas(&self) -> (Vec<(i32, u32)>, Vec<i64>) {
+        self.0
+            .as_ref()
+            .map_or_else(Default::default, |sparse| sparse.spans_and_deltas())
+    }
+}
+
+#[cfg_attr(not(feature = "native-histograms"), allow(dead_code))]
+impl Sparse {
+    fn observe(&mut self, seconds: f64) {
         if seconds <= ZERO_THRESHOLD || !seconds.is_finite() {
             self.zero_count += 1;
             return;
@@ -66,17 +98,7 @@ impl NativeBuckets {
         self.counts[(index - self.first) as usize] += 1;
     }
 
-    /// Observations in the zero bucket.
-    pub fn zero_count(&self) -> u64 {
-        self.zero_count
-    }
-
-    /// The non-empty buckets as Prometheus's spans and deltas: each span is
-    /// (offset from the end of the previous span, or the first index; length),
-    /// and each delta is a bucket's count minus the previous bucket's (the
-    /// first against 0). Gaps of up to two empty buckets stay inside a span
-    /// (two zero deltas are cheaper than a new span), as client_golang does.
-    pub fn spans_and_deltas(&self) -> (Vec<(i32, u32)>, Vec<i64>) {
+    fn spans_and_deltas(&self) -> (Vec<(i32, u32)>, Vec<i64>) {
         let mut spans: Vec<(i32, u32)> = Vec::new();
         let mut deltas = Vec::new();
         let mut previous_count = 0i64;
