@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions};
+use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions, ProbeOptions};
 use mqtt_pulse::events::{ClientFilter, ClientId, Event, EventKind, Events, Status, Subscription};
 use mqtt_pulse::http::{EVENT_STREAM_QUEUE, MAX_EVENT_STREAMS, Server};
 use support::Broker;
@@ -215,6 +215,34 @@ async fn a_killed_broker_shows_as_down_with_its_reason_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_round_trip_arrives_as_its_own_event_with_seq_outcome_and_rtt() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut statuses = events.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("probe", "a");
+    let options = ConnectionOptions::new(&id, &broker.url())
+        .unwrap()
+        .with_keep_alive(Duration::from_secs(1))
+        .with_probe(ProbeOptions::new().with_interval(Duration::from_millis(100)));
+    let _connection = Connection::start(options, &events).unwrap();
+    until_up(&mut statuses, &[&id]).await;
+    let serving = Serving::start(&events, Server::new()).await;
+    let mut stream = serving.open("?kind=round_trip").await;
+    let trip = stream.next(WAIT).await.unwrap();
+    assert_eq!(trip.name, "round_trip", "only the kind asked for: {trip:?}");
+    let json = trip.json();
+    assert_eq!(json["client_id"].as_str(), Some(id.as_str()));
+    assert_eq!(json["event"].as_str(), Some("round_trip"));
+    assert_eq!(json["outcome"].as_str(), Some("received"), "{trip:?}");
+    assert!(json["seq"].as_u64().unwrap() >= 1);
+    assert!(json["rtt_seconds"].as_f64().unwrap() > 0.0, "{trip:?}");
+    assert!(
+        json.get("path").is_none(),
+        "a client's own probe names no path"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selecting_one_client_id_shows_only_that_clients_events() {
     let broker = Broker::start();
     let events = Events::new();
@@ -399,7 +427,7 @@ async fn a_query_it_cannot_read_is_answered_400_naming_it() {
     assert_eq!(status, 400);
     assert_eq!(
         body,
-        "400 unknown kind `pings`; one of status, ping_response\n"
+        "400 unknown kind `pings`; one of status, ping_response, round_trip\n"
     );
 }
 

@@ -91,10 +91,15 @@ fn a_path_across_a_real_bridge_measures_latency_reports_loss_without_the_bridge_
     let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], ready);
 
     // 1. Bridged: messages cross both ways, each measured, nothing lost.
-    let page = daemon.wait_for_metrics("5 messages across each way", |m| {
-        [INBOUND, OUTBOUND]
-            .iter()
-            .all(|path| path_counts(m, path).received >= 5.0)
+    // A message can be read on `to` a moment before `from`'s task has seen
+    // its own write (and counted it sent): wait for a page where every
+    // message received was counted sent — one that never comes if a message
+    // read first is never counted.
+    let page = daemon.wait_for_metrics("5 messages across each way, each counted sent", |m| {
+        [INBOUND, OUTBOUND].iter().all(|path| {
+            let counts = path_counts(m, path);
+            counts.received >= 5.0 && counts.sent >= counts.received
+        })
     });
     for path in [INBOUND, OUTBOUND] {
         let counts = path_counts(&page, path);
@@ -116,6 +121,8 @@ fn a_path_across_a_real_bridge_measures_latency_reports_loss_without_the_bridge_
             "{path}: {counts:?}"
         );
     }
+    // The path families pass promtool's lint (names, units, help, types).
+    assert_eq!(support::prometheus::promtool_problems(&page.text), None);
     let from_labels = [("path", INBOUND), ("from", REMOTE), ("to", BRIDGING)];
     assert!(
         page.value("mqtt_path_sent_total", &from_labels).is_some(),
@@ -170,6 +177,7 @@ fn a_path_across_a_real_bridge_measures_latency_reports_loss_without_the_bridge_
                 let now = path_counts(m, path);
                 let lossy = path_counts(&lossy, path);
                 now.received >= lossy.received + 5.0
+                    && now.received + now.lost + now.out_of_order <= now.sent
             })
     });
     // What the remote queued for the bridge's session while it was away

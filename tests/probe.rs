@@ -470,3 +470,263 @@ async fn a_broker_restart_mid_probe_counts_the_redelivered_messages_late_never_t
     );
     connection.shutdown().await;
 }
+
+/// A service that polls its own rumqttc event loop feeds the probe's traffic
+/// to its tracker (`observe_in`, `probe_tick` at `probe_wakeup`): round trips
+/// are measured as for a connection mqtt-pulse drives, and the service sees
+/// its own messages but never the probe's.
+#[tokio::test]
+async fn a_service_with_its_own_event_loop_probes_through_its_tracker() {
+    use mqtt_pulse::ConnectionTracker;
+    use rumqttc::{AsyncClient, MqttOptions, Packet};
+
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    let id = client_id("embedded");
+    let mut options = MqttOptions::new(id.as_str(), "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let probe = ProbeOptions::new()
+        .with_interval(Duration::from_millis(50))
+        .with_qos(QoS::AtMostOnce);
+    let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options)
+        .with_probe(&probe)
+        .unwrap();
+    assert_eq!(
+        tracker.probe_topic(),
+        Some(format!("mqtt-pulse/probe/{id}").as_str())
+    );
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    client
+        .subscribe("service/in", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = tokio::spawn(async move {
+        loop {
+            let wakeup = tracker.probe_wakeup();
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(event) => {
+                        let probe_message = tracker.observe_in(&event, &mut eventloop);
+                        if let (false, rumqttc::Event::Incoming(Packet::Publish(publish))) =
+                            (probe_message, event)
+                        {
+                            let _ = seen_tx.send(publish.topic);
+                        }
+                    }
+                    Err(error) => {
+                        tracker.observe_error(&error);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = tokio::time::sleep_until(wakeup.unwrap_or_else(std::time::Instant::now).into()),
+                    if wakeup.is_some() => tracker.probe_tick(&mut eventloop),
+            }
+        }
+    });
+
+    // The service's own QoS 0 messages, interleaved with the probe's.
+    for _ in 0..10 {
+        client
+            .publish("service/in", QoS::AtMostOnce, false, "hello")
+            .await
+            .unwrap();
+        let trip = loop {
+            if let Event::RoundTrip(trip) = next(&mut sub, Duration::from_secs(5)).await.event {
+                break trip;
+            }
+        };
+        let RoundTripOutcome::Received(rtt) = trip.outcome else {
+            panic!("{trip:?}")
+        };
+        assert!(rtt < Duration::from_millis(100), "{rtt:?}");
+    }
+    let counts = probe_counts(&events, &id);
+    assert_eq!(counts.count(RoundTripOutcome::Lost), 0, "{counts:?}");
+    service.abort();
+    let mut topics = Vec::new();
+    while let Ok(topic) = seen.try_recv() {
+        topics.push(topic);
+    }
+    assert!(!topics.is_empty());
+    assert!(
+        topics.iter().all(|topic| topic == "service/in"),
+        "the service saw only its own messages: {topics:?}"
+    );
+}
+
+/// What a relay between the client and the broker saw: when each probe
+/// message (by sequence number) passed towards the broker and back, and the
+/// PINGREQ → PINGRESP pairs, on its own clock.
+#[derive(Default)]
+struct Wire {
+    /// (towards the broker, sequence number or `None` for a ping, when).
+    packets: Vec<(bool, Option<u64>, Instant)>,
+}
+
+impl Wire {
+    fn probe_rtt(&self, seq: u64) -> Option<Duration> {
+        let at = |outbound: bool| {
+            self.packets
+                .iter()
+                .find(|(out, s, _)| *out == outbound && *s == Some(seq))
+                .map(|(_, _, at)| *at)
+        };
+        Some(at(false)?.duration_since(at(true)?))
+    }
+
+    fn ping_rtts(&self) -> Vec<Duration> {
+        let mut rtts = Vec::new();
+        let mut sent = None;
+        for (out, seq, at) in &self.packets {
+            match (out, seq) {
+                (true, None) => sent = Some(*at),
+                (false, None) => {
+                    if let Some(sent) = sent.take() {
+                        rtts.push(at.duration_since(sent));
+                    }
+                }
+                _ => {}
+            }
+        }
+        rtts
+    }
+}
+
+/// A TCP relay on a free port in front of `broker`, recording into `wire`
+/// the PUBLISHes with a probe payload and the PINGREQ/PINGRESP it forwards.
+async fn relay(broker: u16, wire: std::sync::Arc<std::sync::Mutex<Wire>>) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        client.set_nodelay(true).unwrap();
+        let upstream = tokio::net::TcpStream::connect(("127.0.0.1", broker))
+            .await
+            .unwrap();
+        upstream.set_nodelay(true).unwrap();
+        let (client_read, client_write) = client.into_split();
+        let (broker_read, broker_write) = upstream.into_split();
+        let pump = |outbound: bool,
+                    mut from: tokio::net::tcp::OwnedReadHalf,
+                    mut to: tokio::net::tcp::OwnedWriteHalf| {
+            let wire = std::sync::Arc::clone(&wire);
+            async move {
+                let (mut buffer, mut chunk) = (Vec::new(), vec![0; 65536]);
+                loop {
+                    let n = match from.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let now = Instant::now();
+                    buffer.extend_from_slice(&chunk[..n]);
+                    while let Some((len, packet)) = frame(&buffer) {
+                        if let Some(seq) = packet {
+                            wire.lock().unwrap().packets.push((outbound, seq, now));
+                        }
+                        buffer.drain(..len);
+                    }
+                    if to.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::spawn(pump(true, client_read, broker_write));
+        pump(false, broker_read, client_write).await;
+    });
+    port
+}
+
+/// The first whole MQTT packet in `buffer`: its length, and `Some(Some(seq))`
+/// for a PUBLISH of a probe message, `Some(None)` for a PINGREQ or PINGRESP,
+/// `None` for anything else. `None` overall until the packet is complete.
+fn frame(buffer: &[u8]) -> Option<(usize, Option<Option<u64>>)> {
+    let first = *buffer.first()?;
+    let (mut remaining, mut shift, mut at) = (0usize, 0, 1);
+    loop {
+        let byte = *buffer.get(at)?;
+        remaining |= usize::from(byte & 0x7f) << shift;
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let total = at + remaining;
+    let body = buffer.get(at..total)?;
+    let packet = match first >> 4 {
+        12 | 13 => Some(None),
+        3 => {
+            let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let qos = (first >> 1) & 3;
+            let payload = &body[2 + topic_len + if qos > 0 { 2 } else { 0 }..];
+            let text = std::str::from_utf8(payload).unwrap_or("");
+            let mut fields = text.split(' ');
+            (fields.next() == Some("mqtt-pulse/1"))
+                .then(|| fields.nth(1).and_then(|seq| seq.parse().ok()))
+                .flatten()
+                .map(Some)
+        }
+        _ => None,
+    };
+    Some((total, packet))
+}
+
+/// The round trips measured agree with what a relay between the client and
+/// the broker sees on the wire, as closely as the ping's do: both are taken
+/// when rumqttc's `poll()` yields the write and the read.
+#[tokio::test]
+async fn the_probe_round_trip_agrees_with_the_wire_as_the_ping_does() {
+    let broker = Broker::start();
+    let wire = std::sync::Arc::new(std::sync::Mutex::new(Wire::default()));
+    let port = relay(broker.port(), std::sync::Arc::clone(&wire)).await;
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    sub.register(ClientFilter::Any, EventKind::PingResponse);
+    sub.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("wire");
+    let options = ConnectionOptions::new(id.as_str(), &format!("mqtt://127.0.0.1:{port}"))
+        .unwrap()
+        .with_keep_alive(Duration::from_secs(1))
+        .with_probe(ProbeOptions::new().with_interval(Duration::from_millis(100)));
+    let connection = Connection::start(options, &events).unwrap();
+    wait_up(&mut sub).await;
+
+    let (mut probes, mut pings) = (Vec::new(), Vec::new());
+    while probes.len() < 20 || pings.len() < 5 {
+        match next(&mut sub, Duration::from_secs(5)).await.event {
+            Event::RoundTrip(trip) => {
+                let RoundTripOutcome::Received(rtt) = trip.outcome else {
+                    panic!("{trip:?}")
+                };
+                probes.push((trip.seq, rtt));
+            }
+            Event::PingResponse(rtt) => pings.push(rtt),
+            other => panic!("{other:?}"),
+        }
+    }
+    connection.shutdown().await;
+    let wire = wire.lock().unwrap();
+    let off = |ours: Duration, theirs: Duration| {
+        Duration::from_secs_f64((ours.as_secs_f64() - theirs.as_secs_f64()).abs())
+    };
+    let probe_off: Vec<Duration> = probes
+        .iter()
+        .map(|&(seq, rtt)| off(rtt, wire.probe_rtt(seq).expect("seen on the wire")))
+        .collect();
+    let wire_pings = wire.ping_rtts();
+    let ping_off: Vec<Duration> = pings
+        .iter()
+        .zip(&wire_pings)
+        .map(|(&ours, &theirs)| off(ours, theirs))
+        .collect();
+    let (probe_off, ping_off) = (median(probe_off), median(ping_off));
+    assert!(
+        probe_off <= ping_off + Duration::from_micros(500),
+        "probe off the wire by {probe_off:?}, the ping by {ping_off:?}"
+    );
+    assert!(probe_off < Duration::from_millis(2), "{probe_off:?}");
+}

@@ -11,7 +11,7 @@ use super::error::{ConfigError, Problem};
 use super::keys::PATH_KEYS;
 use super::reader::{Place, Span, TableReader, Value, in_file_order};
 use super::{MAX_PATHS, PathConfig, TargetConfig};
-use crate::connection::PathOptions;
+use crate::connection::{MAX_LABEL_VALUE_LENGTH, PathOptions};
 
 /// What a path's keys say before the whole path is checked.
 struct WrittenPath {
@@ -76,15 +76,22 @@ impl TableReader<'_> {
         let (name, name_span) = written
             .name
             .unwrap_or_else(|| (format!("{from}->{to}"), header.clone()));
+        if name.len() > MAX_LABEL_VALUE_LENGTH {
+            let reason = format!(
+                "must be at most {MAX_LABEL_VALUE_LENGTH} bytes long (it is the path label of \
+                 every series of the path); set a shorter `name`"
+            );
+            return Err(self.bad_value("name", &unnamed, &name_span, reason));
+        }
         let place = Place::Table(format!("[[path]] {name:?}"));
         let Some(from_target) = targets.iter().find(|t| t.name() == from) else {
             let reason = format!("no [[target]] is named {from:?}");
             return Err(self.bad_value("from", &place, &from_span, reason));
         };
-        if !targets.iter().any(|t| t.name() == to) {
+        let Some(to_target) = targets.iter().find(|t| t.name() == to) else {
             let reason = format!("no [[target]] is named {to:?}");
             return Err(self.bad_value("to", &place, &to_span, reason));
-        }
+        };
         if from == to {
             let reason = "must name another target than `from`; a target's own round trip is \
                           its [target.probe]"
@@ -119,7 +126,9 @@ impl TableReader<'_> {
             }
         }
         let keep_alive = from_target.options().keep_alive();
-        if let Some((key, reason)) = options.problem(keep_alive) {
+        let from_id = from_target.options().client_id().as_str();
+        let to_id = to_target.options().client_id().as_str();
+        if let Some((key, reason)) = options.problem_between(keep_alive, from_id, to_id) {
             let span = table
                 .get(key)
                 .map_or_else(|| header.clone(), |value| value.span());

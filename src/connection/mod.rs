@@ -8,6 +8,10 @@
 //! bounded queue with counted drops (or, until an embedder takes that queue,
 //! are only counted), so a slow subscriber cannot delay a ping or a reconnect.
 //! It sends the PINGREQs itself, early enough (the `keep_alive` module).
+//! With a round-trip probe ([`ProbeOptions`]) it also publishes the probe's
+//! messages and reads them back (the `prober` module, over the sans-I/O
+//! `round_trip` window), woken after the ping's timers so a probe never
+//! delays a ping; probe messages never reach the publishes queue.
 //! Before each connect attempt it waits for its turn in its broker's
 //! [`pacing`] pool (bounded handshakes in flight per broker), cancellable by
 //! shutdown; the connect timeout starts with the turn.

@@ -66,6 +66,30 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a path from the client `from` to the client `to`,
+    /// its interval and timeout defaulting to `keep_alive`; counting into
+    /// `events` from now on.
+    fn new(
+        options: &PathOptions,
+        from: &ClientId,
+        to: &ClientId,
+        keep_alive: Duration,
+        events: &Events,
+    ) -> Arc<Self> {
+        let name: Arc<str> = Arc::from(options.name());
+        Arc::new(Shared {
+            topic: options.topic_for(from.as_str(), to.as_str()).into(),
+            qos: options.qos(),
+            interval: options.interval(keep_alive),
+            trips: std::sync::Mutex::new(RoundTrips::new(options.timeout(keep_alive))),
+            receiving: AtomicBool::new(false),
+            counter: events.path_counter(from, &name, to),
+            from: from.clone(),
+            events: events.clone(),
+            name,
+        })
+    }
+
     fn report(&self, seq: u64, outcome: RoundTripOutcome) {
         self.counter.record(outcome, SystemTime::now());
         let trip = RoundTrip::on_path(Arc::clone(&self.name), seq, outcome);
@@ -131,23 +155,17 @@ impl Path {
                 problem: "must be another connection than `from`".to_owned(),
             });
         }
-        if let Some((key, problem)) = options.problem(keep_alive) {
+        let (from_id, to_id) = (from.client_id().as_str(), to.client_id().as_str());
+        if let Some((key, problem)) = options.problem_between(keep_alive, from_id, to_id) {
             return Err(OptionsError::Path { key, problem });
         }
-        let name: Arc<str> = Arc::from(options.name());
-        let shared = Arc::new(Shared {
-            topic: options
-                .topic_for(from.client_id().as_str(), to.client_id().as_str())
-                .into(),
-            qos: options.qos(),
-            interval: options.interval(keep_alive),
-            trips: std::sync::Mutex::new(RoundTrips::new(options.timeout(keep_alive))),
-            receiving: AtomicBool::new(false),
-            counter: events.path_counter(from.client_id(), &name, to.client_id()),
-            from: from.client_id().clone(),
-            events: events.clone(),
-            name,
-        });
+        let shared = Shared::new(
+            &options,
+            from.client_id(),
+            to.client_id(),
+            keep_alive,
+            events,
+        );
         let path = Path {
             from: from.path_control(),
             to: to.path_control(),
@@ -296,7 +314,7 @@ impl Receiver {
 
     /// A PUBLISH on the path's topic arrived at `now`: `true` if it was one
     /// of this path's messages (this run's; another path on the same topic,
-    /// or an earlier run, is not).
+    /// or an earlier run, is not) and was counted.
     fn arrived(&self, payload: &[u8], now: Instant) -> bool {
         let shared = &self.shared;
         let mut trips = lock(&shared.trips);
@@ -468,18 +486,194 @@ impl PathEnds {
                 false
             }
             MqttEvent::Incoming(Packet::Publish(publish)) => {
-                let mut ours = false;
+                // Every message on a path's topic is the path's, whoever sent
+                // it (another instance, an earlier run): counted when it is
+                // this run's, never handed to the host as its own.
+                let mut on_a_path_topic = false;
                 for receiver in &self.receivers {
-                    if *publish.topic == *receiver.shared.topic
-                        && receiver.arrived(&publish.payload, now)
-                    {
-                        ours = true;
-                        break;
+                    if *publish.topic == *receiver.shared.topic {
+                        on_a_path_topic = true;
+                        if receiver.arrived(&publish.payload, now) {
+                            break;
+                        }
                     }
                 }
-                ours
+                on_a_path_topic
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ClientFilter, EventKind};
+    use rumqttc::SubAck;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A path from "a" to "b" every 100 ms, lost after 250 ms.
+    fn shared(events: &Events) -> Arc<Shared> {
+        let options = PathOptions::new("a->b")
+            .with_interval(ms(100))
+            .with_timeout(ms(250))
+            .with_qos(QoS::AtMostOnce);
+        Shared::new(
+            &options,
+            &ClientId::from("a"),
+            &ClientId::from("b"),
+            Duration::from_secs(5),
+            events,
+        )
+    }
+
+    /// The two ends of one path up, `to` subscribed with `code`: returns
+    /// (from's ends, to's ends, from's pending queue).
+    fn both_up(
+        shared: &Arc<Shared>,
+        t0: Instant,
+        code: SubscribeReasonCode,
+    ) -> (PathEnds, PathEnds, VecDeque<Request>) {
+        let (mut from, mut to) = (PathEnds::default(), PathEnds::default());
+        let (mut from_pending, mut to_pending) = (VecDeque::new(), VecDeque::new());
+        from.control(PathControl::Send(Arc::clone(shared)), t0, &mut from_pending);
+        to.control(
+            PathControl::Receive(Arc::clone(shared)),
+            t0,
+            &mut to_pending,
+        );
+        assert!(to_pending.is_empty(), "nothing asked while down");
+        from.connected(t0, false, &mut from_pending);
+        to.connected(t0, false, &mut to_pending);
+        assert!(
+            matches!(&to_pending[0], Request::Subscribe(s) if s.filters[0].path == "mqtt-pulse/path/a/b")
+        );
+        to_pending.pop_front();
+        assert!(!to.observe(
+            &MqttEvent::Outgoing(Outgoing::Subscribe(7)),
+            t0,
+            &to_pending
+        ));
+        let suback = SubAck::new(7, vec![code]);
+        assert!(!to.observe(
+            &MqttEvent::Incoming(Packet::SubAck(suback)),
+            t0,
+            &to_pending
+        ));
+        (from, to, from_pending)
+    }
+
+    /// Writes the next pending request on `from` at `at`; the PUBLISH, if it was one.
+    fn write(from: &mut PathEnds, pending: &mut VecDeque<Request>, at: Instant) -> Option<Publish> {
+        let Request::Publish(publish) = pending.pop_front()? else {
+            return None;
+        };
+        from.observe(&MqttEvent::Outgoing(Outgoing::Publish(0)), at, pending);
+        Some(publish)
+    }
+
+    #[test]
+    fn a_message_crosses_from_its_write_on_from_to_its_read_on_to() {
+        let events = Events::new();
+        let mut trips = events.register(ClientFilter::Any, EventKind::RoundTrip);
+        let path = shared(&events);
+        let t0 = Instant::now();
+        let (mut from, mut to, mut pending) =
+            both_up(&path, t0, SubscribeReasonCode::Success(QoS::AtMostOnce));
+        assert_eq!(from.wakeup(), Some(t0 + ms(100)));
+        from.tick(t0 + ms(100), &mut pending);
+        let publish = write(&mut from, &mut pending, t0 + ms(102)).expect("a message");
+        assert!(!publish.retain, "never retained");
+        assert_eq!(publish.topic, "mqtt-pulse/path/a/b");
+        let read = MqttEvent::Incoming(Packet::Publish(publish));
+        assert!(
+            to.observe(&read, t0 + ms(105), &VecDeque::new()),
+            "the path's, not the host's"
+        );
+
+        let message = trips.try_recv().unwrap();
+        assert_eq!(message.client_id.as_str(), "a", "the publishing client's");
+        assert_eq!(
+            message.event,
+            Event::RoundTrip(RoundTrip::on_path(
+                "a->b",
+                1,
+                RoundTripOutcome::Received(ms(3))
+            ))
+        );
+        let counts = &events.round_trips()[0];
+        assert_eq!((counts.sent, counts.outcomes), (1, [1, 0, 0, 0, 0]));
+        assert_eq!(counts.to.as_ref().map(ClientId::as_str), Some("b"));
+        // The same message again: a duplicate, never a second success.
+        assert!(to.observe(&read, t0 + ms(106), &VecDeque::new()));
+        assert_eq!(events.round_trips()[0].outcomes, [1, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn nothing_is_sent_while_to_has_no_granted_subscription() {
+        let events = Events::new();
+        let path = shared(&events);
+        let t0 = Instant::now();
+        let (mut from, _to, mut pending) = both_up(&path, t0, SubscribeReasonCode::Failure);
+        for step in 1..=5 {
+            from.tick(t0 + ms(100 * step), &mut pending);
+        }
+        assert!(pending.is_empty(), "refused: {pending:?}");
+        assert_eq!(events.round_trips()[0].sent, 0);
+
+        // Granted, then `to` lost: sending stops again; what was on its way
+        // is lost at its timeout, nothing after it.
+        let (mut from, mut to, mut pending) = both_up(
+            &shared(&Events::new()),
+            t0,
+            SubscribeReasonCode::Success(QoS::AtMostOnce),
+        );
+        from.tick(t0 + ms(100), &mut pending);
+        assert!(write(&mut from, &mut pending, t0 + ms(101)).is_some());
+        to.lost();
+        for step in 2..=6 {
+            from.tick(t0 + ms(100 * step), &mut pending);
+        }
+        assert!(pending.is_empty(), "nothing queued while to is down");
+        let counts = &from.senders[0].shared.events.round_trips()[0];
+        assert_eq!((counts.sent, counts.count(RoundTripOutcome::Lost)), (1, 1));
+    }
+
+    #[test]
+    fn a_message_of_another_run_on_the_topic_is_consumed_but_not_counted() {
+        let events = Events::new();
+        let path = shared(&events);
+        let t0 = Instant::now();
+        let (_from, mut to, _) = both_up(&path, t0, SubscribeReasonCode::Success(QoS::AtMostOnce));
+        for payload in ["mqtt-pulse/1 00000000000000aa 1 1764601200000000", "hello"] {
+            let foreign = Publish::new("mqtt-pulse/path/a/b", QoS::AtMostOnce, payload);
+            let event = MqttEvent::Incoming(Packet::Publish(foreign));
+            assert!(to.observe(&event, t0, &VecDeque::new()));
+        }
+        let other = Publish::new("host/topic", QoS::AtMostOnce, "x");
+        let event = MqttEvent::Incoming(Packet::Publish(other));
+        assert!(!to.observe(&event, t0, &VecDeque::new()), "the host's own");
+        assert_eq!(events.round_trips()[0].outcomes, [0; 5]);
+    }
+
+    #[test]
+    fn a_stopped_path_unsubscribes_and_sends_no_more() {
+        let events = Events::new();
+        let path = shared(&events);
+        let t0 = Instant::now();
+        let (mut from, mut to, mut pending) =
+            both_up(&path, t0, SubscribeReasonCode::Success(QoS::AtMostOnce));
+        let mut to_pending = VecDeque::new();
+        to.control(PathControl::Stop(Arc::clone(&path)), t0, &mut to_pending);
+        from.control(PathControl::Stop(Arc::clone(&path)), t0, &mut pending);
+        assert!(
+            matches!(&to_pending[0], Request::Unsubscribe(u) if u.topics == ["mqtt-pulse/path/a/b"])
+        );
+        assert_eq!(from.wakeup(), None);
+        from.tick(t0 + ms(500), &mut pending);
+        assert!(pending.is_empty());
     }
 }

@@ -144,6 +144,29 @@ impl PathOptions {
         if let Some(problem) = topic_problem(&self.topic) {
             return Some(("topic", problem.replace("the probe", "the path")));
         }
+        self.limits_problem(keep_alive)
+    }
+
+    /// [`problem`](Self::problem) for the path between the clients `from`
+    /// and `to`: also the topic they expand it to (a client id may hold a
+    /// `+` or `#`, which would make the topic a filter no one can publish to).
+    pub(crate) fn problem_between(
+        &self,
+        keep_alive: Duration,
+        from: &str,
+        to: &str,
+    ) -> Option<(&'static str, String)> {
+        if let Some(problem) = self.problem(keep_alive) {
+            return Some(problem);
+        }
+        let topic = self.topic_for(from, to);
+        topic_problem(&topic).map(|problem| {
+            let problem = problem.replace("the probe", "the path");
+            ("topic", format!("expands to {topic:?}, which {problem}"))
+        })
+    }
+
+    fn limits_problem(&self, keep_alive: Duration) -> Option<(&'static str, String)> {
         let interval = self.interval(keep_alive);
         if interval < MIN_PROBE_INTERVAL {
             return Some((

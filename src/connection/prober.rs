@@ -38,7 +38,9 @@ pub(crate) struct Prober {
     trips: RoundTrips,
     /// When the next message is due; `None` while not connected.
     next_due: Option<Instant>,
-    counter: RoundTripCounter,
+    /// The hub's counts of this probe; `None` once the hub forgot the client
+    /// (terminated), until it is up again.
+    counter: Option<RoundTripCounter>,
     /// The probe's SUBSCRIBE: waiting in the pending queue, or written with
     /// this packet id and not yet answered.
     subscription: Subscription,
@@ -68,7 +70,7 @@ impl Prober {
             interval: options.interval(keep_alive),
             trips: RoundTrips::new(options.timeout(keep_alive)),
             next_due: None,
-            counter: events.round_trip_counter(client_id, None),
+            counter: Some(events.round_trip_counter(client_id, None)),
             subscription: Subscription::None,
             refused: false,
         }
@@ -79,15 +81,28 @@ impl Prober {
         &self.topic
     }
 
+    /// The hub forgot the client (terminated): what is counted from now on
+    /// goes nowhere until [`connected`](Self::connected) takes a new counter.
+    pub(crate) fn forget_counter(&mut self) {
+        self.counter = None;
+        self.next_due = None;
+    }
+
     /// The broker accepted CONNECT at `now`: subscribe again unless the
     /// session (and its subscription) was kept, and start publishing one
     /// interval from now.
     pub(crate) fn connected(
         &mut self,
+        events: &Events,
+        client_id: &ClientId,
         now: Instant,
         session_present: bool,
         pending: &mut VecDeque<Request>,
     ) {
+        // A client that was terminated and came back counts from zero.
+        if self.counter.is_none() {
+            self.counter = Some(events.round_trip_counter(client_id, None));
+        }
         if !session_present {
             // rumqttc cleared its pending requests: the probe messages among
             // them will never be written.
@@ -197,8 +212,10 @@ impl Prober {
         if self.still_pending(seq, pending) {
             return;
         }
-        if self.trips.written(seq, now) {
-            self.counter.sent();
+        if self.trips.written(seq, now)
+            && let Some(counter) = &self.counter
+        {
+            counter.sent();
         }
     }
 
@@ -238,7 +255,9 @@ impl Prober {
     }
 
     fn report(&self, events: &Events, client_id: &ClientId, seq: u64, outcome: RoundTripOutcome) {
-        self.counter.record(outcome, SystemTime::now());
+        if let Some(counter) = &self.counter {
+            counter.record(outcome, SystemTime::now());
+        }
         events.dispatch(client_id, Event::RoundTrip(RoundTrip::probe(seq, outcome)));
     }
 }
@@ -287,7 +306,7 @@ mod tests {
         let mut pending = VecDeque::new();
         let t0 = Instant::now();
         assert_eq!(probe.wakeup(), None, "not connected");
-        probe.connected(t0, false, &mut pending);
+        probe.connected(&events, &client, t0, false, &mut pending);
         assert!(
             matches!(&pending[0], Request::Subscribe(s) if s.filters[0].path == "mqtt-pulse/probe/c")
         );
@@ -312,7 +331,7 @@ mod tests {
         let mut probe = prober(&events, QoS::AtMostOnce);
         let mut pending = VecDeque::new();
         let t0 = Instant::now();
-        probe.connected(t0, false, &mut pending);
+        probe.connected(&events, &client, t0, false, &mut pending);
         // A PINGREQ and the subscription are ahead of the message.
         probe.tick(&events, &client, t0 + ms(100), &mut pending);
         pending.push_front(Request::PingReq(rumqttc::PingReq));
@@ -350,7 +369,7 @@ mod tests {
         let mut probe = prober(&events, QoS::AtMostOnce);
         let t0 = Instant::now();
         let mut pending = VecDeque::new();
-        probe.connected(t0, true, &mut pending);
+        probe.connected(&events, &client, t0, true, &mut pending);
         // The host's own QoS 0 publish is written while the probe waits.
         pending.push_back(Request::Publish(Publish::new(
             "host/topic",
@@ -373,7 +392,7 @@ mod tests {
         let mut probe = prober(&events, QoS::AtLeastOnce);
         let t0 = Instant::now();
         let mut pending = VecDeque::new();
-        probe.connected(t0, true, &mut pending);
+        probe.connected(&events, &client, t0, true, &mut pending);
         probe.tick(&events, &client, t0 + ms(100), &mut pending);
         let (event, _) = write_next(&mut pending);
         probe.observe(&events, &client, &event, t0 + ms(100), &pending);

@@ -22,7 +22,7 @@ use crate::events::RoundTripOutcome;
 
 /// Settled messages kept behind the oldest one still out, to tell a late or
 /// duplicate arrival from one too old to tell (counted late).
-pub(crate) const HISTORY: usize = 32;
+pub(crate) const HISTORY: usize = 16;
 
 /// The most messages out (queued or written, neither back nor lost) at once.
 pub(crate) const MAX_OUT: usize = 256;
@@ -47,9 +47,13 @@ enum Slot {
     Lost,
     /// Came back after it was counted lost.
     LateBack,
-    /// Never written: the connection dropped it (a new session) or it sat
-    /// queued for a whole timeout. Neither sent nor lost.
-    Unsent,
+    /// Queued for a whole timeout and not written (the link was down):
+    /// neither sent nor lost — unless it is written after all (a resumed
+    /// session sends what was pending), which makes it sent from that write.
+    Stale,
+    /// Never to be written: a new session dropped the client's pending
+    /// requests. Neither sent nor lost.
+    Dropped,
 }
 
 impl Slot {
@@ -111,24 +115,25 @@ impl RoundTrips {
         Some((seq, encode(self.run, seq, wall)))
     }
 
-    /// The messages queued and not yet written, oldest first.
+    /// The messages not written (queued, or given up), oldest first.
     pub(crate) fn unwritten(&self) -> impl Iterator<Item = u64> + '_ {
         (self.base..)
             .zip(&self.window)
-            .filter(|(_, slot)| matches!(slot, Slot::Queued(_) | Slot::BackUnwritten))
+            .filter(|(_, slot)| matches!(slot, Slot::Queued(_) | Slot::Stale | Slot::BackUnwritten))
             .map(|(seq, _)| seq)
     }
 
-    /// Message `seq` was written at `now`. `true` if it was queued and so is
-    /// sent from now on; `false` for a message written before (a
-    /// retransmission), unknown or given up.
+    /// Message `seq` was written at `now`. `true` if it was waiting to be
+    /// (queued, or given up while unwritten) and so is sent from now on, its
+    /// timeout counted from this write; `false` for a message written before
+    /// (a retransmission) or unknown.
     pub(crate) fn written(&mut self, seq: u64, now: Instant) -> bool {
         match self.slot(seq) {
             Some(slot @ Slot::BackUnwritten) => {
                 *slot = Slot::Back;
                 true
             }
-            Some(slot @ Slot::Queued(_)) => {
+            Some(slot @ (Slot::Queued(_) | Slot::Stale)) => {
                 *slot = Slot::Out(now);
                 true
             }
@@ -143,8 +148,8 @@ impl RoundTrips {
             if let Slot::BackUnwritten = slot {
                 // It came back, so it was written; its write event is gone.
                 *slot = Slot::Back;
-            } else if let Slot::Queued(_) = slot {
-                *slot = Slot::Unsent;
+            } else if let Slot::Queued(_) | Slot::Stale = slot {
+                *slot = Slot::Dropped;
             }
         }
         self.trim();
@@ -162,7 +167,7 @@ impl RoundTrips {
 
     /// Settles every message whose timeout has passed at `now`: a written one
     /// is lost (its sequence number goes to `lost`), one never written is
-    /// unsent. Call it before [`arrived`](Self::arrived) with the same `now`.
+    /// stale (sent only if it is written after all). Call it before [`arrived`](Self::arrived) with the same `now`.
     pub(crate) fn expire(&mut self, now: Instant, mut lost: impl FnMut(u64)) {
         let timeout = self.timeout;
         for (seq, slot) in (self.base..).zip(self.window.iter_mut()) {
@@ -171,7 +176,7 @@ impl RoundTrips {
                     *slot = Slot::Lost;
                     lost(seq);
                 }
-                Slot::Queued(at) if now >= at + timeout => *slot = Slot::Unsent,
+                Slot::Queued(at) if now >= at + timeout => *slot = Slot::Stale,
                 // Later ones were queued later: none of them is due either.
                 Slot::Out(_) | Slot::Queued(_) => break,
                 _ => {}
@@ -218,9 +223,9 @@ impl RoundTrips {
                 RoundTripOutcome::Late
             }
             Slot::Back | Slot::LateBack | Slot::BackUnwritten => RoundTripOutcome::Duplicate,
-            // Never written as far as this window knows; if it was written
-            // after all, it is certainly not a success.
-            Slot::Unsent => RoundTripOutcome::Late,
+            // Never seen written; if it was written after all, it is
+            // certainly not a success.
+            Slot::Stale | Slot::Dropped => RoundTripOutcome::Late,
         };
         self.highest_back = self.highest_back.max(seq);
         self.trim();
@@ -444,7 +449,11 @@ mod tests {
             Vec::<u64>::new(),
             "queued for a whole timeout: given up, not lost"
         );
-        assert!(!trips.written(2, t0 + ms(1001)), "written after all");
+        assert!(
+            trips.written(2, t0 + ms(1500)),
+            "written after all (a resumed session): sent from now"
+        );
+        assert_eq!(trips.deadline(), Some(t0 + ms(2500)));
     }
 
     #[test]

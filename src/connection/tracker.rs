@@ -83,6 +83,41 @@ use crate::events::{
 /// }
 /// # }
 /// ```
+///
+/// # Round-trip probes
+///
+/// A host loop can probe its connection too ([`with_probe`](Self::with_probe)):
+/// the tracker puts the probe's SUBSCRIBE and PUBLISHes in the event loop's
+/// pending requests, stamps them written and read from the events, and says
+/// which incoming publishes are the probe's, so the host never handles one.
+///
+/// ```no_run
+/// # use mqtt_pulse::{ConnectionTracker, Events};
+/// # use mqtt_pulse::connection::ProbeOptions;
+/// # async fn demo(events: Events, options: rumqttc::MqttOptions) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tracker = ConnectionTracker::from_mqtt_options(&events, &options)
+///     .with_probe(&ProbeOptions::new())?;
+/// let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+/// loop {
+///     let wakeup = tracker.probe_wakeup();
+///     tokio::select! {
+///         polled = eventloop.poll() => match polled {
+///             Ok(event) => {
+///                 if !tracker.observe_in(&event, &mut eventloop) {
+///                     // the service's own handling of `event`
+///                 }
+///             }
+///             Err(error) => {
+///                 tracker.observe_error(&error);
+///                 tokio::time::sleep(std::time::Duration::from_secs(1)).await; // your backoff
+///             }
+///         },
+///         _ = tokio::time::sleep_until(wakeup.unwrap_or_else(std::time::Instant::now).into()),
+///             if wakeup.is_some() => tracker.probe_tick(&mut eventloop),
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ConnectionTracker {
     events: Events,
@@ -227,7 +262,13 @@ impl ConnectionTracker {
             return false;
         };
         if let rumqttc::Event::Incoming(Packet::ConnAck(connack)) = event {
-            prober.connected(now, connack.session_present, pending);
+            prober.connected(
+                &self.events,
+                &self.client_id,
+                now,
+                connack.session_present,
+                pending,
+            );
             return false;
         }
         prober.observe(&self.events, &self.client_id, event, now, pending)
@@ -361,6 +402,9 @@ impl ConnectionTracker {
             // The hub forgot the count; should the link come back, its drops
             // start a new one rather than vanish into the forgotten counter.
             self.dropped_publishes = None;
+            if let Some(prober) = &mut self.prober {
+                prober.forget_counter();
+            }
         }
     }
 
@@ -478,6 +522,40 @@ mod tests {
         assert_eq!(tracker.ping_deadline(), None);
         assert!(!tracker.check_ping(t0 + Duration::from_secs(9)));
         assert_eq!(tracker.status(), Status::Up);
+    }
+
+    #[test]
+    fn a_probe_counts_from_zero_in_the_hub_and_again_after_a_comeback() {
+        let events = Events::new();
+        let mut tracker = ConnectionTracker::from_mqtt_options(
+            &events,
+            &MqttOptions::new("a", "127.0.0.1", 1883),
+        )
+        .with_probe(&ProbeOptions::new())
+        .unwrap();
+        assert_eq!(events.round_trips().len(), 1, "zeros from the start");
+        assert!(
+            ProbeOptions::new()
+                .with_topic("a/#")
+                .problem(Duration::from_secs(5))
+                .is_some()
+        );
+        let mut pending = VecDeque::new();
+        let connack = |present| {
+            rumqttc::Event::Incoming(Incoming::ConnAck(ConnAck::new(
+                ConnectReturnCode::Success,
+                present,
+            )))
+        };
+        let t0 = Instant::now();
+        assert!(!tracker.observe_in_at(&connack(false), t0, &mut pending));
+        assert!(matches!(pending.front(), Some(Request::Subscribe(_))));
+        tracker.terminated();
+        assert_eq!(events.round_trips(), vec![]);
+        assert_eq!(tracker.probe_wakeup(), None, "nothing more to publish");
+        tracker.observe_in_at(&connack(false), t0, &mut pending);
+        let counts = events.round_trips();
+        assert_eq!((counts.len(), counts[0].sent), (1, 0));
     }
 
     #[test]

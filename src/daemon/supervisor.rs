@@ -224,28 +224,29 @@ impl Supervisor {
     }
 
     /// Starts paths whose targets run: fails only on what the config
-    /// already checked (settings, two different targets that exist).
+    /// already checked (settings, two different targets that exist). A path
+    /// one of whose targets this instance does not run (another instance
+    /// owns it) is left out with a warning: it needs both connections.
     fn start_paths(&mut self, paths: &[PathConfig]) -> Result<(), DaemonError> {
         for path in paths {
-            let end = |name: &str| {
-                self.running.get(name).ok_or_else(|| DaemonError::Path {
-                    path: path.name().to_owned(),
-                    source: crate::connection::OptionsError::Path {
-                        key: "from",
-                        problem: format!("target {name:?} is not running"),
-                    },
-                })
+            let (Some(from), Some(to)) =
+                (self.running.get(path.from()), self.running.get(path.to()))
+            else {
+                tracing::warn!(
+                    path = path.name(),
+                    from = path.from(),
+                    to = path.to(),
+                    "path not started: this instance does not run both of its targets"
+                );
+                continue;
             };
-            let running = Path::start(
-                path.options().clone(),
-                end(path.from())?,
-                end(path.to())?,
-                &self.events,
-            )
-            .map_err(|source| DaemonError::Path {
-                path: path.name().to_owned(),
-                source,
-            })?;
+            let running =
+                Path::start(path.options().clone(), from, to, &self.events).map_err(|source| {
+                    DaemonError::Path {
+                        path: path.name().to_owned(),
+                        source,
+                    }
+                })?;
             self.paths.insert(path.name().to_owned(), running);
         }
         Ok(())

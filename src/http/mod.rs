@@ -253,7 +253,8 @@ where
 ///
 /// The query selects as [`Events::register`] does: `client_id=ID` one client
 /// (absent or `*`: every client, Tortoise311's `:_`), `kind=status`,
-/// `kind=ping_response` — repeated or comma-separated (absent: every kind).
+/// `kind=ping_response`, `kind=round_trip` — repeated or comma-separated
+/// (absent: every kind).
 /// Anything else is answered `400` naming it. Events, each `data` one JSON
 /// object with `at` in Unix seconds:
 ///
@@ -263,6 +264,9 @@ where
 ///
 /// event: ping_response
 /// data: {"client_id":"plant-a","event":"ping_response","rtt_seconds":0.000153,"at":1764601201.000412}
+///
+/// event: round_trip
+/// data: {"client_id":"plant-a","event":"round_trip","seq":42,"outcome":"received","rtt_seconds":0.000231,"at":1764601201.250117}
 ///
 /// event: dropped
 /// data: {"dropped":17,"total":17}

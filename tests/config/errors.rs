@@ -32,6 +32,22 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-unknown-top-level-key.toml:1:3: unknown key `targets` at the top level; did you mean `target`?",
     ),
     (
+        "bad-probe-qos.toml",
+        "tests/testdata/bad-probe-qos.toml:5:7: bad `qos` in `probe` of [[target]] \"plant-a\": must be a whole number from 0 to 2",
+    ),
+    (
+        "bad-probe-topic.toml",
+        "tests/testdata/bad-probe-topic.toml:2:9: bad `topic` in `probe` of [defaults]: must not contain the wildcards `+` or `#`: the probe publishes to it",
+    ),
+    (
+        "bad-probe-timeout.toml",
+        "tests/testdata/bad-probe-timeout.toml:6:11: bad `timeout` in `probe` of [[target]] \"plant-a\": must be at most 1000 intervals (10s)",
+    ),
+    (
+        "bad-probe-unknown-key.toml",
+        "tests/testdata/bad-probe-unknown-key.toml:5:1: unknown key `intervall` in `probe` of [[target]] \"plant-a\"; did you mean `interval`?",
+    ),
+    (
         "bad-unknown-tls-key.toml",
         "tests/testdata/bad-unknown-tls-key.toml:5:1: unknown key `ca` in `tls` of [[target]] \"plant-a\"; did you mean `ca_file`?",
     ),
@@ -282,6 +298,10 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
     (
         "bad-path-unknown-target.toml",
         "tests/testdata/bad-path-unknown-target.toml:11:6: bad `to` in [[path]] \"plant-a->plant-c\": no [[target]] is named \"plant-c\"",
+    ),
+    (
+        "bad-path-client-id-wildcard.toml",
+        "tests/testdata/bad-path-client-id-wildcard.toml:10:1: bad `topic` in [[path]] \"plant-a->plant-b\": expands to \"mqtt-pulse/path/plant#a/mqtt-pulse-plant-b\", which must not contain the wildcards `+` or `#`: the path publishes to it",
     ),
 ];
 

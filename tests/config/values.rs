@@ -57,6 +57,38 @@ fn connect_concurrency_in_defaults_paces_every_target() {
 }
 
 #[test]
+fn a_probe_in_defaults_probes_every_target_and_a_target_overrides_it_key_by_key() {
+    let text = "[defaults]\nkeep_alive = \"3s\"\n[defaults.probe]\nqos = 2\ninterval = \"1s\"\n\n\
+                [[target]]\nname = \"a\"\nurl = \"mqtt://one.example\"\n\n\
+                [[target]]\nname = \"b\"\nurl = \"mqtt://two.example\"\n\
+                [target.probe]\ntopic = \"health/{client_id}\"\ntimeout = \"4s\"\n\n\
+                [[target]]\nname = \"c\"\nurl = \"mqtt://three.example\"\n\
+                [target.probe]\nenabled = false\n";
+    let config = Config::parse(text, Path::new("probe.toml")).unwrap();
+    let targets: Vec<_> = config.targets().iter().collect();
+    let keep_alive = secs(3);
+    let a = targets[0].options().probe().expect("a probes");
+    assert_eq!(a.topic_for("mqtt-pulse-a"), "mqtt-pulse/probe/mqtt-pulse-a");
+    assert_eq!(a.qos(), rumqttc::QoS::ExactlyOnce);
+    assert_eq!(
+        (a.interval(keep_alive), a.timeout(keep_alive)),
+        (secs(1), secs(1))
+    );
+    let b = targets[1].options().probe().expect("b probes");
+    assert_eq!(b.topic_for("mqtt-pulse-b"), "health/mqtt-pulse-b");
+    assert_eq!(b.qos(), rumqttc::QoS::ExactlyOnce, "from [defaults.probe]");
+    assert_eq!(
+        (b.interval(keep_alive), b.timeout(keep_alive)),
+        (secs(1), secs(4))
+    );
+    assert!(targets[2].options().probe().is_none(), "enabled = false");
+
+    let without = "[[target]]\nname = \"a\"\nurl = \"mqtt://one.example\"\n";
+    let config = Config::parse(without, Path::new("plain.toml")).unwrap();
+    assert!(config.targets()[0].options().probe().is_none(), "opt-in");
+}
+
+#[test]
 fn defaults_merge_into_targets_and_targets_win() {
     let config = Config::load(&testdata("good-full.toml")).unwrap();
     let names: Vec<_> = config.targets().iter().map(|t| t.name()).collect();

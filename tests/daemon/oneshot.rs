@@ -167,6 +167,21 @@ fn an_unknown_flag_is_clap_usage_error_status_2() {
 }
 
 #[test]
+fn config_check_counts_the_paths_too() {
+    let output = run(&[
+        "--config.file",
+        "tests/testdata/good-paths.toml",
+        "--config.check",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "tests/testdata/good-paths.toml: OK, 2 targets (north, south), 2 paths \
+         (north->south, south->north)\n"
+    );
+}
+
+#[test]
 fn config_check_on_a_good_file_prints_a_one_line_summary() {
     let output = run(&[
         "--config.file",

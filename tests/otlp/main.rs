@@ -14,6 +14,8 @@ mod support;
 
 mod connection;
 mod daemon;
+mod paths;
+mod probe;
 mod secrets;
 mod shutdown;
 mod trouble;

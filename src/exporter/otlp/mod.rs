@@ -17,8 +17,14 @@
 //! | `mqtt.client.up` | observable gauge, 1/0 | | `mqtt.client.id`, `server.address`, `server.port` | the hub's present status, read at each collection |
 //! | `mqtt.client.ping.rtt` | histogram | `s` | same | ping-response events |
 //! | `mqtt.client.status.changes` | observable counter (monotonic sum) | | same + `status` | status events |
+//! | `mqtt.client.roundtrip.rtt` | histogram | `s` | same | a probe's `received` round-trip events |
+//! | `mqtt.client.roundtrip.sent` | observable counter | `{message}` | same | [`Events::round_trips`](crate::events::Events::round_trips) |
+//! | `mqtt.client.roundtrip.messages` | observable counter | `{message}` | same + `outcome` | the same |
+//! | `mqtt.client.roundtrip.last_success` | observable gauge, Unix time | `s` | same | the same |
 //!
-//! Only these three, the design's OTLP names: the hub's other per-client data
+//! The round-trip instruments cover the clients with a probe (the
+//! Prometheus exporter's `mqtt_client_roundtrip_*`). Beside them only the
+//! first three, the design's OTLP names: the hub's other per-client data
 //! — failure and dropped-publish counts, the last status change, the TLS
 //! chain expiry (`mqtt_client_tls_cert_expiry_timestamp_seconds`) — is on
 //! `/metrics` only, until OTLP users ask for them together.
@@ -119,7 +125,11 @@ pub use self::handle::OtlpHandle;
 #[cfg(feature = "otlp")]
 pub use self::monitor::{EXPORT_FAILURES_METRIC, ExportStats};
 #[cfg(feature = "otlp")]
-pub use self::sdk::{PING_RTT_METRIC, STATUS_CHANGES_METRIC, UP_METRIC};
+pub use self::sdk::{
+    PATH_LATENCY_METRIC, PATH_MESSAGES_METRIC, PATH_SENT_METRIC, PING_RTT_METRIC,
+    ROUNDTRIP_LAST_SUCCESS_METRIC, ROUNDTRIP_MESSAGES_METRIC, ROUNDTRIP_RTT_METRIC,
+    ROUNDTRIP_SENT_METRIC, STATUS_CHANGES_METRIC, UP_METRIC,
+};
 #[cfg(feature = "otlp")]
 pub use self::settings::configured_by_env;
 

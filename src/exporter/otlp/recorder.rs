@@ -15,7 +15,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Histogram};
 
 use crate::events::{
-    ClientId, ClientInfo, ClientState, Event, Events, Message, Status, Subscription,
+    ClientId, ClientInfo, ClientState, Event, Events, Message, RoundTrip, RoundTripCounts,
+    RoundTripOutcome, Status, Subscription,
 };
 use crate::exporter::consume::{COUNTED_STATUSES, Consumer, Inbox, StatusCounts, counted_index};
 // A panic elsewhere while the lock was held leaves the state consistent (each
@@ -29,6 +30,13 @@ pub(super) const CLIENT_ID: &str = "mqtt.client.id";
 pub(super) const SERVER_ADDRESS: &str = "server.address";
 pub(super) const SERVER_PORT: &str = "server.port";
 pub(super) const STATUS: &str = "status";
+/// A broker-to-broker path's attributes: its publishing and receiving
+/// clients and its name, and a message's outcome.
+pub(super) const PATH_FROM: &str = "mqtt.path.from";
+pub(super) const PATH_NAME: &str = "mqtt.path.name";
+pub(super) const PATH_TO: &str = "mqtt.path.to";
+/// The attribute of `mqtt.client.roundtrip.messages`: a round trip's outcome.
+pub(super) const OUTCOME: &str = "outcome";
 
 /// The recorder, shared by the consumer task and the SDK callbacks.
 pub(super) struct Recorder {
@@ -39,6 +47,12 @@ pub(super) struct Recorder {
 /// What the recorder folds events into.
 pub(super) struct Measures {
     rtt: Histogram<f64>,
+    /// Broker-to-broker paths' latencies.
+    path_latency: Histogram<f64>,
+    /// Each path's attributes, by publishing client and name.
+    path_attributes: HashMap<(ClientId, Arc<str>), Arc<[KeyValue]>>,
+    /// The probes' received round trips.
+    roundtrip_rtt: Histogram<f64>,
     /// Each client's attributes, built once from the hub's `broker`.
     attributes: HashMap<ClientId, Arc<[KeyValue]>>,
     /// Status events seen per client.
@@ -46,13 +60,22 @@ pub(super) struct Measures {
 }
 
 impl Recorder {
-    pub(super) fn new(events: Events, subscription: Subscription, rtt: Histogram<f64>) -> Self {
+    pub(super) fn new(
+        events: Events,
+        subscription: Subscription,
+        rtt: Histogram<f64>,
+        roundtrip_rtt: Histogram<f64>,
+        path_latency: Histogram<f64>,
+    ) -> Self {
         Self {
             events,
             inbox: Mutex::new(Inbox::new(
                 subscription,
                 Measures {
                     rtt,
+                    roundtrip_rtt,
+                    path_latency,
+                    path_attributes: HashMap::new(),
                     attributes: HashMap::new(),
                     changes: HashMap::new(),
                 },
@@ -99,6 +122,97 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Each client's own probe counts (the hub's, read now) with the
+    /// client's attributes; clients the hub no longer knows are left out.
+    fn probes(&self) -> Vec<(Vec<KeyValue>, RoundTripCounts)> {
+        let clients = self.events.clients();
+        self.events
+            .round_trips()
+            .into_iter()
+            .filter(|counts| counts.path.is_none())
+            .filter_map(|counts| {
+                let state = clients
+                    .binary_search_by(|state| state.client_id.cmp(&counts.client_id))
+                    .ok()
+                    .map(|index| &clients[index])?;
+                Some((client_attributes(&state.client_id, &state.info), counts))
+            })
+            .collect()
+    }
+
+    /// The `mqtt.client.roundtrip.sent` callback.
+    pub(super) fn observe_round_trips_sent(&self, observer: &dyn AsyncInstrument<u64>) {
+        for (attributes, counts) in self.probes() {
+            observer.observe(counts.sent, &attributes);
+        }
+    }
+
+    /// The `mqtt.client.roundtrip.messages` callback: every outcome of every
+    /// probe, zeros included.
+    pub(super) fn observe_round_trip_messages(&self, observer: &dyn AsyncInstrument<u64>) {
+        for (base, counts) in self.probes() {
+            for (outcome, count) in RoundTripOutcome::LABELS.iter().zip(counts.outcomes) {
+                let mut attributes = Vec::with_capacity(base.len() + 1);
+                attributes.extend_from_slice(&base);
+                attributes.push(KeyValue::new(OUTCOME, *outcome));
+                attributes.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+                observer.observe(count, &attributes);
+            }
+        }
+    }
+
+    /// The `mqtt.client.roundtrip.last_success` callback: Unix seconds, for
+    /// the probes that had one.
+    pub(super) fn observe_round_trip_last_success(&self, observer: &dyn AsyncInstrument<f64>) {
+        for (attributes, counts) in self.probes() {
+            if let Some(at) = counts.last_success {
+                let seconds = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |since| since.as_secs_f64());
+                observer.observe(seconds, &attributes);
+            }
+        }
+    }
+
+    /// The `mqtt.path.sent` callback: every running path's messages sent,
+    /// read from the hub's counts.
+    pub(super) fn observe_path_sent(&self, observer: &dyn AsyncInstrument<u64>) {
+        for counts in self.events.round_trips() {
+            if let Some(attributes) = path_attributes(&counts) {
+                observer.observe(counts.sent, &attributes);
+            }
+        }
+    }
+
+    /// The `mqtt.path.messages` callback: every running path's messages by
+    /// outcome, read from the hub's counts.
+    pub(super) fn observe_path_messages(&self, observer: &dyn AsyncInstrument<u64>) {
+        for counts in self.events.round_trips() {
+            let Some(base) = path_attributes(&counts) else {
+                continue;
+            };
+            for (count, outcome) in counts.outcomes.iter().zip(RoundTripOutcome::LABELS) {
+                let mut attributes = Vec::with_capacity(base.len() + 1);
+                attributes.extend_from_slice(&base);
+                attributes.push(KeyValue::new(OUTCOME, outcome));
+                observer.observe(*count, &attributes);
+            }
+        }
+    }
+}
+
+/// A path's attributes (sorted by key), or `None` for a client's own probe.
+fn path_attributes(counts: &RoundTripCounts) -> Option<Vec<KeyValue>> {
+    let name = counts.path.as_ref()?;
+    let to = counts.to.as_ref().map_or("", ClientId::as_str);
+    Some(vec![
+        KeyValue::new(PATH_FROM, counts.client_id.as_str().to_owned()),
+        KeyValue::new(PATH_NAME, name.to_string()),
+        KeyValue::new(PATH_TO, to.to_owned()),
+    ])
+}
+
 impl Consumer for Recorder {
     type Folded = Measures;
 
@@ -125,6 +239,7 @@ impl Measures {
             Event::Status(Status::Terminated) => {
                 self.attributes.remove(id.as_str());
                 self.changes.remove(id.as_str());
+                self.path_attributes.retain(|(from, _), _| from != id);
             }
             Event::Status(status) => {
                 if let Some(index) = counted_index(status) {
@@ -141,6 +256,44 @@ impl Measures {
             Event::PingResponse(rtt) => {
                 let attributes = self.attributes_of(events, id);
                 self.rtt.record(rtt.as_secs_f64(), &attributes);
+            }
+            // Only a probe's received round trips are timed; every count
+            // is the hub's, read at each collection (`observe_round_trips`).
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(rtt),
+                path: None,
+                ..
+            }) => {
+                let attributes = self.attributes_of(events, id);
+                self.roundtrip_rtt.record(rtt.as_secs_f64(), &attributes);
+            }
+            Event::RoundTrip(RoundTrip {
+                outcome: RoundTripOutcome::Received(rtt),
+                path: Some(ref name),
+                ..
+            }) => {
+                let key = (id.clone(), Arc::clone(name));
+                let attributes = match self.path_attributes.get(&key) {
+                    Some(attributes) => Arc::clone(attributes),
+                    None => {
+                        // The hub knows the path's receiving client; a path
+                        // stopped meanwhile records with what it has.
+                        let counts = events.round_trips().into_iter().find(|counts| {
+                            counts.client_id == *id && counts.path.as_ref() == Some(name)
+                        });
+                        let attributes: Arc<[KeyValue]> = match counts {
+                            Some(counts) => path_attributes(&counts).unwrap_or_default().into(),
+                            None => vec![
+                                KeyValue::new(PATH_FROM, id.as_str().to_owned()),
+                                KeyValue::new(PATH_NAME, name.to_string()),
+                            ]
+                            .into(),
+                        };
+                        self.path_attributes.insert(key, Arc::clone(&attributes));
+                        attributes
+                    }
+                };
+                self.path_latency.record(rtt.as_secs_f64(), &attributes);
             }
             // Counted from the hub at each collection; see `round_trips`.
             Event::RoundTrip(_) => {}

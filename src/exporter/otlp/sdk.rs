@@ -31,12 +31,31 @@ pub const UP_METRIC: &str = "mqtt.client.up";
 pub const PING_RTT_METRIC: &str = "mqtt.client.ping.rtt";
 /// The name of the status-change counter.
 pub const STATUS_CHANGES_METRIC: &str = "mqtt.client.status.changes";
+/// The name of the broker-to-broker path latency histogram (unit `s`).
+pub const PATH_LATENCY_METRIC: &str = "mqtt.path.latency";
+/// The name of the counter of a path's messages sent.
+pub const PATH_SENT_METRIC: &str = "mqtt.path.sent";
+/// The name of the counter of a path's messages by outcome.
+pub const PATH_MESSAGES_METRIC: &str = "mqtt.path.messages";
+/// The name of the probes' round-trip histogram (unit `s`).
+pub const ROUNDTRIP_RTT_METRIC: &str = "mqtt.client.roundtrip.rtt";
+/// The name of the probe messages sent counter.
+pub const ROUNDTRIP_SENT_METRIC: &str = "mqtt.client.roundtrip.sent";
+/// The name of the probe messages counter, by outcome.
+pub const ROUNDTRIP_MESSAGES_METRIC: &str = "mqtt.client.roundtrip.messages";
+/// The name of the gauge of the last good round trip (Unix time, unit `s`).
+pub const ROUNDTRIP_LAST_SUCCESS_METRIC: &str = "mqtt.client.roundtrip.last_success";
 
 /// The observable instruments, kept alive by the handle: dropping them would
 /// end their callbacks.
 pub(super) struct Instruments {
     _up: ObservableGauge<i64>,
     _status_changes: ObservableCounter<u64>,
+    _path_sent: ObservableCounter<u64>,
+    _path_messages: ObservableCounter<u64>,
+    _roundtrip_sent: ObservableCounter<u64>,
+    _roundtrip_messages: ObservableCounter<u64>,
+    _roundtrip_last_success: ObservableGauge<f64>,
 }
 
 /// The SDK's OTLP exporter for the resolved settings.
@@ -80,14 +99,17 @@ pub(super) fn otlp_exporter(resolved: &Resolved) -> Result<MetricExporter, Expor
     }
 }
 
-/// Raises the SDK's default cardinality limit (2,000) to the client count.
+/// Raises the SDK's default cardinality limit (2,000) to the client count
+/// (paths: as many as clients; more paths than clients share the SDK's
+/// overflow series).
 fn cardinality_view(
     max_clients: usize,
 ) -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
     move |instrument| {
         let limit = match instrument.name() {
             STATUS_CHANGES_METRIC => max_clients * COUNTED_STATUSES.len(),
-            UP_METRIC | PING_RTT_METRIC => max_clients,
+            UP_METRIC | PING_RTT_METRIC | PATH_LATENCY_METRIC | PATH_SENT_METRIC => max_clients,
+            PATH_MESSAGES_METRIC => max_clients * crate::events::RoundTripOutcome::LABELS.len(),
             _ => return None,
         };
         Stream::builder().with_cardinality_limit(limit).build().ok()
@@ -138,9 +160,73 @@ pub(super) fn instruments(
         .f64_histogram(PING_RTT_METRIC)
         .with_unit("s")
         .with_description("Keep-alive round-trip time: PINGREQ written to PINGRESP read.")
+        .with_boundaries(bounds.clone())
+        .build();
+    let roundtrip_rtt = meter
+        .f64_histogram(ROUNDTRIP_RTT_METRIC)
+        .with_unit("s")
+        .with_description(
+            "Round-trip time of the probe's messages received: PUBLISH written to PUBLISH read.",
+        )
+        .with_boundaries(bounds.clone())
+        .build();
+    let path_latency = meter
+        .f64_histogram(PATH_LATENCY_METRIC)
+        .with_unit("s")
+        .with_description(
+            "Broker-to-broker path latency: PUBLISH written on the from client's connection \
+             to PUBLISH read on the to client's.",
+        )
         .with_boundaries(bounds)
         .build();
-    let recorder = Arc::new(Recorder::new(events, subscription, rtt));
+    let recorder = Arc::new(Recorder::new(
+        events,
+        subscription,
+        rtt,
+        roundtrip_rtt,
+        path_latency,
+    ));
+    let roundtrip_sent = observed_by(
+        meter.u64_observable_counter(ROUNDTRIP_SENT_METRIC),
+        "Probe messages written to the broker.",
+        &recorder,
+        Recorder::observe_round_trips_sent,
+    )
+    .with_unit("{message}")
+    .build();
+    let roundtrip_messages = observed_by(
+        meter.u64_observable_counter(ROUNDTRIP_MESSAGES_METRIC),
+        "Probe messages by outcome: received, out_of_order, lost, late, duplicate.",
+        &recorder,
+        Recorder::observe_round_trip_messages,
+    )
+    .with_unit("{message}")
+    .build();
+    let roundtrip_last_success = observed_by(
+        meter.f64_observable_gauge(ROUNDTRIP_LAST_SUCCESS_METRIC),
+        "Unix time at which a probe message last came back in time and in order.",
+        &recorder,
+        Recorder::observe_round_trip_last_success,
+    )
+    .with_unit("s")
+    .build();
+    let path_sent = observed_by(
+        meter.u64_observable_counter(PATH_SENT_METRIC),
+        "Messages of the broker-to-broker path written by its from client.",
+        &recorder,
+        Recorder::observe_path_sent,
+    )
+    .with_unit("{message}")
+    .build();
+    let path_messages = observed_by(
+        meter.u64_observable_counter(PATH_MESSAGES_METRIC),
+        "Messages of the broker-to-broker path by outcome: received, out_of_order, lost, \
+         late, duplicate.",
+        &recorder,
+        Recorder::observe_path_messages,
+    )
+    .with_unit("{message}")
+    .build();
     let status_changes = observed_by(
         meter.u64_observable_counter(STATUS_CHANGES_METRIC),
         "Connection status changes, by the status changed to.",
@@ -158,6 +244,11 @@ pub(super) fn instruments(
     let instruments = Instruments {
         _up: up,
         _status_changes: status_changes,
+        _path_sent: path_sent,
+        _path_messages: path_messages,
+        _roundtrip_sent: roundtrip_sent,
+        _roundtrip_messages: roundtrip_messages,
+        _roundtrip_last_success: roundtrip_last_success,
     };
     (recorder, instruments)
 }
