@@ -3,6 +3,8 @@
 //! * `render/*`: rendering `/metrics` for 100, 1,000 and 10,000 clients (each
 //!   announced, up, with status changes and a histogram of 8 round trips):
 //!   - `mqtt_pulse` — `MetricsHandle::render`, what `/metrics` serves;
+//!   - `mqtt_pulse_protobuf` — `MetricsHandle::render_protobuf`, what
+//!     `/metrics` serves a Prometheus that asks for native histograms;
 //!   - `gather_text_encoder` — the same registry through `Registry::gather` and
 //!     the `prometheus` crate's `TextEncoder` (what a caller who encodes the
 //!     registry themselves pays);
@@ -169,6 +171,12 @@ fn render(c: &mut Criterion) {
             BenchmarkId::new("mqtt_pulse", clients),
             &handle,
             |b, handle| b.iter(|| black_box(handle.render())),
+        );
+        #[cfg(feature = "native-histograms")]
+        group.bench_with_input(
+            BenchmarkId::new("mqtt_pulse_protobuf", clients),
+            &handle,
+            |b, handle| b.iter(|| black_box(handle.render_protobuf())),
         );
         group.bench_with_input(
             BenchmarkId::new("gather_text_encoder", clients),

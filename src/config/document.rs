@@ -14,6 +14,7 @@ pub(super) struct Parsed {
     pub(super) targets: Vec<TargetConfig>,
     pub(super) paths: Vec<PathConfig>,
     pub(super) otlp: Option<OtlpConfig>,
+    pub(super) rtt_buckets: Option<Vec<f64>>,
     pub(super) warnings: Vec<String>,
 }
 
@@ -41,6 +42,7 @@ pub(super) fn document(text: &str, origin: &Path) -> Result<Parsed, ConfigError>
         targets,
         paths,
         otlp,
+        rtt_buckets: defaults.rtt_buckets,
         warnings: reader.into_warnings(),
     })
 }

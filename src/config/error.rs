@@ -131,16 +131,16 @@ pub enum Problem {
         /// The key.
         key: String,
     },
-    /// A key of every target together (`connect_concurrency`) written in a
-    /// `[[target]]`.
-    #[error(
-        "`{key}` cannot be set {place}; set it in [defaults]: it paces all the targets of a broker together"
-    )]
+    /// A key of every target together (`connect_concurrency`,
+    /// `rtt_buckets`) written in a `[[target]]`.
+    #[error("`{key}` cannot be set {place}; set it in [defaults]: {why}")]
     OnlyADefault {
         /// The key.
         key: String,
         /// The table it is in.
         place: String,
+        /// Why only `[defaults]` has it.
+        why: &'static str,
     },
     /// A value of the wrong TOML type.
     #[error("wrong type for `{key}` {place}: expected {expected}, found {found}")]

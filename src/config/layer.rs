@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
+use toml::de::DeValue;
 
 use super::error::{ConfigError, Problem};
 use super::keys::{
     BACKOFF_KEYS, DEFAULTS_ONLY_KEYS, DEFAULTS_TEMPLATE_KEYS, LAYER_KEYS, NESTED_KEYS, PROBE_KEYS,
     TARGET_ONLY_KEYS, TLS_KEYS,
 };
-use super::reader::{Place, Span, TableReader, Value, in_file_order, key_text};
+use super::reader::{Place, Read, Span, TableReader, Value, in_file_order, key_text};
 use crate::connection::{
     Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, ProbeOptions, TlsOptions,
     check_keep_alive, label_name_problem, label_value_problem, probe_topic_problem,
@@ -95,6 +96,9 @@ pub(super) struct Defaults {
     /// `client_id` as written: a template holding `{name}`, for every target
     /// that sets none.
     pub(super) client_id: Option<Spanned<String>>,
+    /// `rtt_buckets`: the exporter's classic histogram bounds, a setting of
+    /// the process, hence of `[defaults]` only.
+    pub(super) rtt_buckets: Option<Vec<f64>>,
 }
 
 impl Defaults {
@@ -104,6 +108,7 @@ impl Defaults {
             backoff: Backoff::default(),
             connect_concurrency: None,
             client_id: None,
+            rtt_buckets: None,
         }
     }
 
@@ -123,6 +128,7 @@ impl TableReader<'_> {
         let mut layer = Layer::default();
         let mut connect_concurrency = None;
         let mut client_id = None;
+        let mut rtt_buckets = None;
         for (key, value) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             if self.layer_entry(&mut layer, name, value, &place)? {
@@ -135,6 +141,10 @@ impl TableReader<'_> {
             }
             if name == "client_id" {
                 client_id = Some(self.client_id_template(&place, value)?);
+                continue;
+            }
+            if name == "rtt_buckets" {
+                rtt_buckets = Some(self.rtt_buckets(name, &place, value)?);
                 continue;
             }
             if TARGET_ONLY_KEYS.contains(&name) {
@@ -152,7 +162,46 @@ impl TableReader<'_> {
             backoff,
             connect_concurrency,
             client_id,
+            rtt_buckets,
         })
+    }
+
+    /// `rtt_buckets`: a list of seconds, checked by the exporter's rule; the
+    /// error points at the bound at fault, or at the list.
+    fn rtt_buckets(&self, key: &str, place: &Place, value: &Value<'_>) -> Read<Vec<f64>> {
+        const EXPECTED: &str = "a list of seconds such as [0.001, 0.01, 0.1]";
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.wrong_type(key, place, value, EXPECTED));
+        };
+        let mut bounds = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let bound = match item.get_ref() {
+                DeValue::Float(number) => number.as_str().parse::<f64>().ok(),
+                DeValue::Integer(number) => i64::from_str_radix(number.as_str(), number.radix())
+                    .ok()
+                    .map(|n| n as f64),
+                _ => None,
+            };
+            match bound {
+                Some(bound) => bounds.push(bound),
+                None => {
+                    let reason = format!("must be {EXPECTED}: every bound a number");
+                    return Err(self.bad_value(key, place, &item.span(), reason));
+                }
+            }
+        }
+        if let Some((at, problem)) = crate::exporter::bucket_problem_at(&bounds) {
+            let span = at
+                .and_then(|index| items.get(index))
+                .map_or(value.span(), |item| item.span());
+            let reason = format!(
+                "{problem}: give 1 to {} finite, positive upper bounds in seconds, \
+                 strictly increasing (+Inf is always added)",
+                crate::exporter::MAX_RTT_BUCKETS
+            );
+            return Err(self.bad_value(key, place, &span, reason));
+        }
+        Ok(bounds)
     }
 
     /// Reads `key` if it is one of the keys `[defaults]` and `[[target]]`

@@ -16,9 +16,13 @@
 //!   to every target that does not set them; and `connect_concurrency` (a
 //!   whole number, 0 for unpaced), which only `[defaults]` has: the connect
 //!   handshakes in flight at once to one broker, over all its targets
-//!   ([`ConnectionOptions::with_connect_concurrency`]); and `client_id`, a
+//!   ([`ConnectionOptions::with_connect_concurrency`]); `client_id`, a
 //!   template that must hold `{name}`, for every target that sets none (the
-//!   recipe for replicas and shards: `"mqtt-pulse-{hostname}-{name}"`). `labels` merge key by key (the
+//!   recipe for replicas and shards: `"mqtt-pulse-{hostname}-{name}"`); and `rtt_buckets`, the
+//!   upper bounds in seconds of the classic round-trip histogram buckets
+//!   (1 to 64, finite, positive, strictly increasing; default
+//!   [`DEFAULT_RTT_BUCKETS`](crate::exporter::DEFAULT_RTT_BUCKETS); read at
+//!   start, a reload warns that a change waits for a restart). `labels` merge key by key (the
 //!   target's value wins); `backoff` merges key by key; `[defaults.tls]` applies
 //!   only to `mqtts://` and `wss://` targets, key by key, except that
 //!   `cert_file` and `key_file` are taken as a pair from the target if it sets
@@ -169,6 +173,7 @@ pub struct Config {
     targets: Vec<TargetConfig>,
     paths: Vec<PathConfig>,
     otlp: Option<OtlpConfig>,
+    rtt_buckets: Option<Vec<f64>>,
     warnings: Vec<String>,
 }
 
@@ -224,6 +229,7 @@ impl Config {
             targets: parsed.targets,
             paths: parsed.paths,
             otlp: parsed.otlp,
+            rtt_buckets: parsed.rtt_buckets,
             warnings: parsed.warnings,
         })
     }
@@ -241,6 +247,7 @@ impl Config {
             targets: parsed.targets,
             paths: Vec::new(),
             otlp: None,
+            rtt_buckets: None,
             warnings: Vec::new(),
         }
     }
@@ -327,6 +334,14 @@ impl Config {
     /// The OTLP settings; `None` (OTLP off) unless the file has an `[otlp]` table.
     pub fn otlp(&self) -> Option<&OtlpConfig> {
         self.otlp.as_ref()
+    }
+
+    /// `[defaults] rtt_buckets`: the upper bounds, in seconds, of the
+    /// classic round-trip histogram buckets; `None` for the exporter's
+    /// default ([`DEFAULT_RTT_BUCKETS`](crate::exporter::DEFAULT_RTT_BUCKETS)).
+    /// Already checked by the exporter's rule.
+    pub fn rtt_buckets(&self) -> Option<&[f64]> {
+        self.rtt_buckets.as_deref()
     }
 
     /// Things that work but should be changed (an inline password, TLS

@@ -216,6 +216,11 @@ impl TableReader<'_> {
                     let problem = Problem::OnlyADefault {
                         key: key_name.to_owned(),
                         place: place.phrase(),
+                        why: if key_name == "rtt_buckets" {
+                            "every target's histograms share one bucket layout"
+                        } else {
+                            "it paces all the targets of a broker together"
+                        },
                     };
                     return Err(self.error(&key.span(), problem));
                 }

@@ -205,10 +205,13 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let hint =
         unconfigured.map(|client_id| tokio::spawn(hint_without_config(events.clone(), client_id)));
     let registry = Registry::new();
-    let handle = MetricsBuilder::new(&events)
+    let mut metrics = MetricsBuilder::new(&events)
         .with_registry(registry.clone())
-        .with_process_metrics(true)
-        .install()?;
+        .with_process_metrics(true);
+    if let Some(bounds) = config.rtt_buckets() {
+        metrics = metrics.with_buckets(bounds);
+    }
+    let handle = metrics.install()?;
     // Only with a web config file: without one no request is ever refused,
     // and a reload can add basic auth only to a file that exists.
     if cli.web_config_file.is_some()

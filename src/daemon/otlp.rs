@@ -31,6 +31,11 @@ pub(super) fn start_otlp(
         None if configured_by_env() => OtlpBuilder::new(events),
         None => return Ok(None),
     };
+    // The same bucket layout as /metrics, so both sides agree on quantiles.
+    let builder = match config.rtt_buckets() {
+        Some(bounds) => builder.with_buckets(bounds),
+        None => builder,
+    };
     let handle = builder
         .with_prometheus_registry(registry.clone())
         .install()?;

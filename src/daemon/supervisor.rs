@@ -190,6 +190,12 @@ impl Supervisor {
             tracing::warn!("{warning}");
         }
         warn_of_shared_client_ids(shard, &config);
+        if self.config.rtt_buckets() != config.rtt_buckets() {
+            tracing::warn!(
+                "[defaults] rtt_buckets changed; the histograms keep their running buckets \
+                 until mqtt-pulse is restarted"
+            );
+        }
         if self.config.otlp() != config.otlp() {
             tracing::warn!(
                 "the [otlp] table changed; OTLP export keeps its running settings until \

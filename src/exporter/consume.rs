@@ -55,17 +55,39 @@ pub(super) fn counted_index(status: Status) -> Option<usize> {
         .position(|&counted| counted == status)
 }
 
+/// The most histogram bounds an exporter takes. Each bound is one series
+/// per client and histogram in the classic exposition (10,000 targets with 64
+/// bounds are 650,000 bucket series per histogram); more can only be a mistake.
+pub const MAX_RTT_BUCKETS: usize = 64;
+
 /// Why `bounds` cannot be the upper bounds of a histogram's buckets, if they
-/// cannot: they must be finite, non-negative and strictly increasing.
+/// cannot: they must be finite, positive and strictly increasing, at least
+/// one and at most [`MAX_RTT_BUCKETS`].
 pub(super) fn bucket_problem(bounds: &[f64]) -> Option<&'static str> {
+    bucket_problem_at(bounds).map(|(_, problem)| problem)
+}
+
+/// [`bucket_problem`], with the index of the bound at fault when one is
+/// (the config file points at it).
+pub(crate) fn bucket_problem_at(bounds: &[f64]) -> Option<(Option<usize>, &'static str)> {
+    let at = |rule: &dyn Fn(usize, f64) -> bool| {
+        bounds
+            .iter()
+            .enumerate()
+            .position(|(index, &bound)| rule(index, bound))
+    };
     if bounds.is_empty() {
-        Some("no bounds given")
-    } else if bounds.iter().any(|b| !b.is_finite()) {
-        Some("a bound is NaN or infinite")
-    } else if bounds.iter().any(|&b| b < 0.0) {
-        Some("a bound is negative")
-    } else if !bounds.windows(2).all(|pair| pair[0] < pair[1]) {
-        Some("the bounds are not strictly increasing")
+        Some((None, "no bounds given"))
+    } else if bounds.len() > MAX_RTT_BUCKETS {
+        Some((Some(MAX_RTT_BUCKETS), "more than 64 bounds"))
+    } else if let Some(index) = at(&|_, bound| !bound.is_finite()) {
+        Some((Some(index), "a bound is NaN or infinite"))
+    } else if let Some(index) = at(&|_, bound| bound < 0.0) {
+        Some((Some(index), "a bound is negative"))
+    } else if let Some(index) = at(&|_, bound| bound == 0.0) {
+        Some((Some(index), "a bound is zero"))
+    } else if let Some(index) = at(&|index, bound| index > 0 && bound <= bounds[index - 1]) {
+        Some((Some(index), "the bounds are not strictly increasing"))
     } else {
         None
     }
@@ -194,9 +216,18 @@ mod tests {
             (&[-1.0, 1.0][..], "a bound is negative"),
             (&[0.1, 0.1][..], "the bounds are not strictly increasing"),
             (&[0.2, 0.1][..], "the bounds are not strictly increasing"),
+            (&[0.0, 0.1][..], "a bound is zero"),
+            (&[0.1; 65][..], "more than 64 bounds"),
         ] {
             assert_eq!(bucket_problem(bounds), Some(reason), "{bounds:?}");
         }
+        assert_eq!(
+            bucket_problem_at(&[0.1, 0.3, 0.2]),
+            Some((Some(2), "the bounds are not strictly increasing"))
+        );
+        assert_eq!(bucket_problem(&[1e-6; 1][..]), None);
+        let most: Vec<f64> = (1..=MAX_RTT_BUCKETS).map(|i| i as f64).collect();
+        assert_eq!(bucket_problem(&most), None);
     }
 
     #[test]

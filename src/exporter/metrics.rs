@@ -95,6 +95,9 @@ mod builder;
 mod collector;
 mod family;
 mod handle;
+mod native;
+#[cfg(feature = "native-histograms")]
+pub mod protobuf;
 mod scrape_stats;
 mod series;
 mod snapshot;

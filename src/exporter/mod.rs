@@ -19,4 +19,6 @@ mod consume;
 pub mod metrics;
 pub mod otlp;
 
-pub use consume::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY};
+#[cfg(feature = "daemon")]
+pub(crate) use consume::bucket_problem_at;
+pub use consume::{DEFAULT_RTT_BUCKETS, DEFAULT_SUBSCRIPTION_CAPACITY, MAX_RTT_BUCKETS};

@@ -45,13 +45,55 @@ struct Queue {
 }
 
 struct Batch {
-    gzip: bool,
+    /// Which encodings the waiting requests want, and which of those gzipped.
+    wants: [Wants; Format::COUNT],
     done: watch::Sender<Option<Arc<Page>>>,
 }
 
-/// One render, as every waiting request gets it.
+#[derive(Clone, Copy, Default)]
+struct Wants {
+    plain: bool,
+    gzip: bool,
+}
+
+/// An exposition format `/metrics` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// The text format, version 0.0.4: what everyone gets unless they ask
+    /// for protobuf.
+    Text,
+    /// Length-delimited `io.prometheus.client.MetricFamily` messages, with
+    /// native histograms (feature `native-histograms`).
+    #[cfg_attr(not(feature = "native-histograms"), allow(dead_code))]
+    Protobuf,
+}
+
+impl Format {
+    const COUNT: usize = 2;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => METRICS_CONTENT_TYPE,
+            #[cfg(feature = "native-histograms")]
+            Format::Protobuf => crate::exporter::metrics::protobuf::CONTENT_TYPE,
+            #[cfg(not(feature = "native-histograms"))]
+            Format::Protobuf => unreachable!("never negotiated without the feature"),
+        }
+    }
+}
+
+/// One render, as every waiting request gets it: each format someone in the
+/// batch asked for, and its gzip if someone wanted that.
 struct Page {
-    text: Bytes,
+    encoded: [Option<Encoded>; Format::COUNT],
+}
+
+struct Encoded {
+    plain: Bytes,
     gzip: Option<Bytes>,
 }
 
@@ -63,16 +105,18 @@ impl Scrapes {
         }
     }
 
-    /// The page of a render that starts after this call, gzipped if `gzip`;
-    /// `None` if the render failed (it panicked).
-    async fn page(&self, gzip: bool) -> Option<(Bytes, bool)> {
+    /// The page of a render that starts after this call, in `format`,
+    /// gzipped if `gzip`; `None` if the render failed (it panicked).
+    async fn page(&self, format: Format, gzip: bool) -> Option<(Bytes, bool)> {
         let mut done = {
             let mut queue = lock(&self.queue);
             let batch = queue.next.get_or_insert_with(|| Batch {
-                gzip: false,
+                wants: [Wants::default(); Format::COUNT],
                 done: watch::Sender::new(None),
             });
-            batch.gzip |= gzip;
+            let wants = &mut batch.wants[format.index()];
+            wants.plain |= !gzip;
+            wants.gzip |= gzip;
             let done = batch.done.subscribe();
             if !queue.rendering {
                 queue.rendering = true;
@@ -82,9 +126,10 @@ impl Scrapes {
             done
         };
         let page = done.wait_for(Option::is_some).await.ok()?.clone()?;
-        Some(match (&page.gzip, gzip) {
+        let encoded = page.encoded[format.index()].as_ref()?;
+        Some(match (&encoded.gzip, gzip) {
             (Some(compressed), true) => (compressed.clone(), true),
-            _ => (page.text.clone(), false),
+            _ => (encoded.plain.clone(), false),
         })
     }
 
@@ -116,9 +161,27 @@ impl Scrapes {
                     }
                 }
             };
-            let text = Bytes::from(self.handle.render());
-            let gzip = batch.gzip.then(|| gzip(&text));
-            batch.done.send_replace(Some(Arc::new(Page { text, gzip })));
+            let encode = |format: Format| {
+                let wants = batch.wants[format.index()];
+                if !(wants.plain || wants.gzip) {
+                    return None;
+                }
+                let plain = self.render(format);
+                let gzip = wants.gzip.then(|| gzip(&plain));
+                Some(Encoded { plain, gzip })
+            };
+            let encoded = [encode(Format::Text), encode(Format::Protobuf)];
+            batch.done.send_replace(Some(Arc::new(Page { encoded })));
+        }
+    }
+
+    fn render(&self, format: Format) -> Bytes {
+        match format {
+            Format::Text => Bytes::from(self.handle.render()),
+            #[cfg(feature = "native-histograms")]
+            Format::Protobuf => Bytes::from(self.handle.render_protobuf()),
+            #[cfg(not(feature = "native-histograms"))]
+            Format::Protobuf => unreachable!("never negotiated without the feature"),
         }
     }
 }
@@ -132,17 +195,18 @@ fn gzip(text: &[u8]) -> Bytes {
     Bytes::from(encoder.finish().expect("gzip into memory"))
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: protobuf to a scraper that prefers it, text to everyone else.
 pub(crate) async fn metrics(State(scrapes): State<Scrapes>, headers: HeaderMap) -> Response {
-    match scrapes.page(accepts_gzip(&headers)).await {
+    let format = negotiate(&headers);
+    match scrapes.page(format, accepts_gzip(&headers)).await {
         Some((body, gzipped)) => {
             let mut response = (
                 [
                     (
                         header::CONTENT_TYPE,
-                        HeaderValue::from_static(METRICS_CONTENT_TYPE),
+                        HeaderValue::from_static(format.content_type()),
                     ),
-                    (header::VARY, HeaderValue::from_static("accept-encoding")),
+                    (header::VARY, HeaderValue::from_static(VARY)),
                 ],
                 body,
             )
@@ -162,6 +226,60 @@ pub(crate) async fn metrics(State(scrapes): State<Scrapes>, headers: HeaderMap) 
             )
                 .into_response()
         }
+    }
+}
+
+/// What the answer varies with.
+const VARY: &str = if cfg!(feature = "native-histograms") {
+    "accept, accept-encoding"
+} else {
+    "accept-encoding"
+};
+
+/// The format to answer in: protobuf when `Accept` names the delimited
+/// `io.prometheus.client.MetricFamily` exposition with a quality at least that
+/// of every text type it accepts (Prometheus with native histograms sends it
+/// first, at q=0.8 in 2.42), text otherwise — also when the header is absent,
+/// unreadable, or the build has no protobuf.
+fn negotiate(headers: &HeaderMap) -> Format {
+    if !cfg!(feature = "native-histograms") {
+        return Format::Text;
+    }
+    let mut protobuf: f32 = 0.0;
+    let mut text: f32 = 0.0;
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let media_type = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let (mut quality, mut proto, mut delimited) = (1.0f32, false, false);
+            for param in parts {
+                let Some((name, value)) = param.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "q" => quality = value.parse().unwrap_or(1.0),
+                    "proto" => proto = value == "io.prometheus.client.MetricFamily",
+                    "encoding" => delimited = value.eq_ignore_ascii_case("delimited"),
+                    _ => {}
+                }
+            }
+            match media_type.as_str() {
+                "application/vnd.google.protobuf" if proto && delimited => {
+                    protobuf = protobuf.max(quality);
+                }
+                "text/plain" | "application/openmetrics-text" | "text/*" | "*/*" => {
+                    text = text.max(quality);
+                }
+                _ => {}
+            }
+        }
+    }
+    if protobuf > 0.0 && protobuf >= text {
+        Format::Protobuf
+    } else {
+        Format::Text
     }
 }
 
@@ -323,6 +441,69 @@ mod tests {
         }
         assert_eq!(stats.requests.with_label_values(&["200"]).get(), 51);
         assert_eq!(stats.in_flight.get(), 0);
+    }
+
+    fn format_for(accept: &str) -> Format {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+        negotiate(&headers)
+    }
+
+    #[cfg(feature = "native-histograms")]
+    #[test]
+    fn protobuf_only_for_a_scraper_that_prefers_the_delimited_metric_family() {
+        // What Prometheus 2.42 sends with --enable-feature=native-histograms.
+        let prometheus = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                          encoding=delimited;q=0.8,application/openmetrics-text;version=1.0.0;q=0.5,\
+                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(format_for(prometheus), Format::Protobuf);
+        assert_eq!(
+            format_for(
+                "application/vnd.google.protobuf; proto=\"io.prometheus.client.MetricFamily\"; encoding=delimited"
+            ),
+            Format::Protobuf
+        );
+        // Without the feature flag Prometheus asks for text only.
+        assert_eq!(
+            format_for(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+            Format::Text
+        );
+        // Text preferred, another message, another encoding, or refused.
+        assert_eq!(
+            format_for(
+                "text/plain;q=0.9,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5"
+            ),
+            Format::Text
+        );
+        assert_eq!(
+            format_for("application/vnd.google.protobuf;proto=other.Message;encoding=delimited"),
+            Format::Text
+        );
+        assert_eq!(
+            format_for(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"
+            ),
+            Format::Text
+        );
+        assert_eq!(
+            format_for(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0"
+            ),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn text_for_a_browser_curl_or_no_accept_at_all() {
+        assert_eq!(negotiate(&HeaderMap::new()), Format::Text);
+        assert_eq!(format_for("*/*"), Format::Text);
+        assert_eq!(
+            format_for("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+            Format::Text
+        );
+        assert_eq!(format_for("garbage;;;=,=q"), Format::Text);
     }
 
     fn accept(values: &[&str]) -> bool {

@@ -76,6 +76,38 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-connect-concurrency.toml:2:23: bad `connect_concurrency` in [defaults]: must be a whole number from 0 to 65535",
     ),
     (
+        "bad-rtt-buckets-order.toml",
+        "tests/testdata/bad-rtt-buckets-order.toml:2:29: bad `rtt_buckets` in [defaults]: the bounds are not strictly increasing: give 1 to 64 finite, positive upper bounds in seconds, strictly increasing (+Inf is always added)",
+    ),
+    (
+        "bad-rtt-buckets-empty.toml",
+        "tests/testdata/bad-rtt-buckets-empty.toml:2:15: bad `rtt_buckets` in [defaults]: no bounds given: give 1 to 64 finite, positive upper bounds in seconds, strictly increasing (+Inf is always added)",
+    ),
+    (
+        "bad-rtt-buckets-negative.toml",
+        "tests/testdata/bad-rtt-buckets-negative.toml:2:23: bad `rtt_buckets` in [defaults]: a bound is negative: give 1 to 64 finite, positive upper bounds in seconds, strictly increasing (+Inf is always added)",
+    ),
+    (
+        "bad-rtt-buckets-infinite.toml",
+        "tests/testdata/bad-rtt-buckets-infinite.toml:2:23: bad `rtt_buckets` in [defaults]: a bound is NaN or infinite: give 1 to 64 finite, positive upper bounds in seconds, strictly increasing (+Inf is always added)",
+    ),
+    (
+        "bad-rtt-buckets-string.toml",
+        "tests/testdata/bad-rtt-buckets-string.toml:2:23: bad `rtt_buckets` in [defaults]: must be a list of seconds such as [0.001, 0.01, 0.1]: every bound a number",
+    ),
+    (
+        "bad-rtt-buckets-type.toml",
+        "tests/testdata/bad-rtt-buckets-type.toml:2:15: wrong type for `rtt_buckets` in [defaults]: expected a list of seconds such as [0.001, 0.01, 0.1], found a string",
+    ),
+    (
+        "bad-rtt-buckets-in-target.toml",
+        "tests/testdata/bad-rtt-buckets-in-target.toml:4:1: `rtt_buckets` cannot be set in [[target]] \"plant-a\"; set it in [defaults]: every target's histograms share one bucket layout",
+    ),
+    (
+        "bad-rtt-buckets-too-many.toml",
+        "tests/testdata/bad-rtt-buckets-too-many.toml:2:458: bad `rtt_buckets` in [defaults]: more than 64 bounds: give 1 to 64 finite, positive upper bounds in seconds, strictly increasing (+Inf is always added)",
+    ),
+    (
         "bad-wrong-type.toml",
         "tests/testdata/bad-wrong-type.toml:4:14: wrong type for `keep_alive` in [[target]] \"plant-a\": expected a duration string such as \"5s\" or \"250ms\", found an integer",
     ),

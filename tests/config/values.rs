@@ -333,6 +333,7 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "max =",
         "clean_session =",
         "connect_concurrency =",
+        "rtt_buckets =",
         "labels =",
         "ca_file =",
         "cert_file =",
@@ -427,4 +428,16 @@ timeout = "2s"
 #[test]
 fn a_file_without_paths_has_none() {
     assert!(Config::default_local().paths().is_empty());
+}
+
+#[test]
+fn rtt_buckets_in_defaults_are_read_as_seconds_integers_too() {
+    let config = Config::parse(
+        "[defaults]\nrtt_buckets = [0.000_5, 0.002, 1, 5e0]\n\n\
+         [[target]]\nname = \"a\"\nurl = \"mqtt://127.0.0.1:1883\"\n",
+        Path::new("buckets.toml"),
+    )
+    .unwrap();
+    assert_eq!(config.rtt_buckets(), Some(&[0.0005, 0.002, 1.0, 5.0][..]));
+    assert_eq!(Config::default_local().rtt_buckets(), None);
 }

@@ -33,6 +33,12 @@ impl Prometheus {
     /// `/usr/bin/prometheus` with `config`, its data and its log
     /// (`prometheus.log`) in `dir`; returns once it is ready.
     pub fn start(dir: &Path, config: &Path) -> Prometheus {
+        Prometheus::start_with(dir, config, &[])
+    }
+
+    /// [`start`](Self::start) with extra command-line arguments, such as
+    /// `--enable-feature=native-histograms`.
+    pub fn start_with(dir: &Path, config: &Path, args: &[&str]) -> Prometheus {
         let port = free_port();
         let mut process = Process::spawn(
             Command::new("/usr/bin/prometheus")
@@ -41,7 +47,8 @@ impl Prometheus {
                     "--storage.tsdb.path={}",
                     dir.join("prometheus-data").display()
                 ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .args(args),
             dir.join("prometheus.log"),
         );
         process.await_ready("prometheus", port, READY_TIMEOUT);
@@ -55,6 +62,11 @@ impl Prometheus {
     /// A Prometheus of its own (files in a temp dir) scraping `target` every
     /// second as job `job`.
     pub fn scraping(job: &str, target: SocketAddr) -> Prometheus {
+        Prometheus::scraping_with(job, target, &[])
+    }
+
+    /// [`scraping`](Self::scraping) with extra command-line arguments.
+    pub fn scraping_with(job: &str, target: SocketAddr, args: &[&str]) -> Prometheus {
         let dir = TempDir::new("prometheus");
         let config = dir.join("prometheus.yml");
         fs::write(
@@ -66,9 +78,14 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let mut prometheus = Prometheus::start(&dir, &config);
+        let mut prometheus = Prometheus::start_with(&dir, &config, args);
         prometheus._dir = Some(dir);
         prometheus
+    }
+
+    /// The server's process id (for its CPU and memory in /proc).
+    pub fn pid(&self) -> i32 {
+        self.process.child.id() as i32
     }
 
     pub fn port(&self) -> u16 {

@@ -36,8 +36,8 @@ const BUILD_INFO: BuildInfo = BuildInfo {
 pub enum BuildError {
     /// The histogram buckets given to [`MetricsBuilder::with_buckets`] are unusable.
     #[error(
-        "invalid ping RTT histogram buckets: {0}; give finite, non-negative upper bounds \
-         in seconds, strictly increasing, without +Inf (it is always added)"
+        "invalid round-trip histogram buckets: {0}; give 1 to 64 finite, positive upper \
+         bounds in seconds, strictly increasing, without +Inf (it is always added)"
     )]
     InvalidBuckets(&'static str),
     /// The registry already holds metrics with the names the exporter needs.
@@ -74,6 +74,7 @@ pub struct MetricsBuilder {
     process_metrics: bool,
     buckets: Vec<f64>,
     subscription_capacity: usize,
+    protobuf_classic_buckets: bool,
 }
 
 impl MetricsBuilder {
@@ -85,6 +86,7 @@ impl MetricsBuilder {
             process_metrics: false,
             buckets: DEFAULT_RTT_BUCKETS.to_vec(),
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
+            protobuf_classic_buckets: false,
         }
     }
 
@@ -110,13 +112,34 @@ impl MetricsBuilder {
         self
     }
 
-    /// The upper bounds, in seconds, of the `mqtt_client_ping_rtt_seconds`
-    /// buckets: finite, non-negative, strictly increasing; the `+Inf` bucket is
-    /// always added. Checked by [`build`](Self::build).
+    /// The upper bounds, in seconds, of the classic buckets of the
+    /// round-trip histograms (`mqtt_client_ping_rtt_seconds`,
+    /// `mqtt_client_roundtrip_seconds`, `mqtt_path_latency_seconds`): 1 to
+    /// [`MAX_RTT_BUCKETS`](crate::exporter::MAX_RTT_BUCKETS), finite,
+    /// positive, strictly increasing; the `+Inf` bucket is always added.
+    /// Checked by [`build`](Self::build). Each bound is a series per client in
+    /// the text exposition; the native histograms of the protobuf exposition
+    /// do not depend on them (their resolution is fixed: schema 3, buckets
+    /// about 9% wide).
     ///
     /// Defaults to [`DEFAULT_RTT_BUCKETS`].
     pub fn with_buckets(mut self, bounds: &[f64]) -> Self {
         self.buckets = bounds.to_vec();
+        self
+    }
+
+    /// Whether the round-trip histograms of the protobuf exposition (what a
+    /// Prometheus with native histograms asks for) carry their classic
+    /// buckets beside the native ones. Off, each is one native histogram:
+    /// Prometheus 2.x with `--enable-feature=native-histograms` ingests only
+    /// that anyway, and decoding 16 unused buckets per series per scrape
+    /// costs it memory (BENCHMARKS.md, Cost to Prometheus). Turn it on for a
+    /// Prometheus told to keep both (`scrape_classic_histograms`, 2.45 and
+    /// later). The text exposition always has the classic buckets.
+    ///
+    /// Defaults to `false`.
+    pub fn with_protobuf_classic_buckets(mut self, enabled: bool) -> Self {
+        self.protobuf_classic_buckets = enabled;
         self
     }
 
@@ -147,7 +170,13 @@ impl MetricsBuilder {
         let bounds = checked_bounds(&self.buckets)?;
         let registry = self.registry.unwrap_or_default();
         let subscription = consume::subscribe_to_all(&self.events, self.subscription_capacity);
-        let (state, consumer) = ExporterState::start(self.events, subscription, bounds, BUILD_INFO);
+        let (state, consumer) = ExporterState::start(
+            self.events,
+            subscription,
+            bounds,
+            BUILD_INFO,
+            self.protobuf_classic_buckets,
+        );
 
         let process_metrics = self.process_metrics && register_process_metrics(&registry)?;
         if let Err(source) = registry.register(Box::new(HubCollector::new(&state))) {

@@ -30,6 +30,8 @@ pub(super) struct ExporterState {
     inbox: Mutex<Inbox<u64>>,
     pub(super) series: Mutex<SeriesTable>,
     render_size_hint: AtomicUsize,
+    #[cfg(feature = "native-histograms")]
+    protobuf_size_hint: AtomicUsize,
     pub(super) scrape_stats: OnceLock<Option<ScrapeStats>>,
     /// Dropped with the last handle or collector, which ends the consumer.
     _stop: oneshot::Sender<()>,
@@ -43,14 +45,19 @@ impl ExporterState {
         subscription: Subscription,
         bounds: Arc<[f64]>,
         build_info: BuildInfo,
+        protobuf_classic_buckets: bool,
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
         let (stop, stopped) = oneshot::channel();
+        let mut layout = Layout::new(Arc::clone(&bounds), build_info);
+        layout.protobuf_classic_buckets = protobuf_classic_buckets;
         let state = Arc::new(Self {
-            layout: Layout::new(Arc::clone(&bounds), build_info),
+            layout,
             series: Mutex::new(SeriesTable::new(bounds)),
             inbox: Mutex::new(Inbox::new(subscription, 0)),
             events,
             render_size_hint: AtomicUsize::new(0),
+            #[cfg(feature = "native-histograms")]
+            protobuf_size_hint: AtomicUsize::new(0),
             scrape_stats: OnceLock::new(),
             _stop: stop,
         });
@@ -77,7 +84,9 @@ impl ExporterState {
         });
     }
 
-    pub(super) fn snapshot(&self) -> FleetSnapshot {
+    /// The present; with the native buckets only if `native` (the protobuf
+    /// exposition's), so the text render copies nothing it does not write.
+    pub(super) fn snapshot(&self, native: bool) -> FleetSnapshot {
         let clients = self.events.clients();
         let failures = self.events.failures();
         let dropped_publishes = self.events.dropped_publishes();
@@ -92,10 +101,10 @@ impl ExporterState {
                 .collect();
             series.retain_paths(|from, name| running.contains(&(from, name)));
         }
-        FleetSnapshot::new(clients, &series, failures, kinds)
+        FleetSnapshot::copying(clients, &series, failures, kinds, native)
             .with_dropped_publishes(dropped_publishes)
             .with_tls_cert_expiries(tls_cert_expiries)
-            .with_paths(&round_trips, &series)
+            .with_paths(&round_trips, &series, native)
             .with_round_trips(round_trips)
     }
 
@@ -106,6 +115,17 @@ impl ExporterState {
 
     pub(super) fn remember_size(&self, len: usize) {
         self.render_size_hint.store(len, Ordering::Relaxed);
+    }
+
+    #[cfg(feature = "native-histograms")]
+    pub(super) fn protobuf_size_hint(&self) -> usize {
+        let last = self.protobuf_size_hint.load(Ordering::Relaxed);
+        last + last / 16
+    }
+
+    #[cfg(feature = "native-histograms")]
+    pub(super) fn remember_protobuf_size(&self, len: usize) {
+        self.protobuf_size_hint.store(len, Ordering::Relaxed);
     }
 
     fn id(&self) -> usize {
@@ -197,7 +217,7 @@ impl Collector for HubCollector {
             return Vec::new();
         }
         self.state.catch_up();
-        let snapshot = self.state.snapshot();
+        let snapshot = self.state.snapshot(false);
         Family::ALL
             .iter()
             .filter_map(|&family| snapshot.to_proto(family, &self.state.layout))

@@ -69,7 +69,7 @@ impl MetricsHandle {
             return out;
         }
 
-        let snapshot = self.state.snapshot();
+        let snapshot = self.state.snapshot(false);
         let others = {
             let _own_collector_muted = MuteOwnCollector::new(&self.state);
             self.registry.gather()
@@ -88,6 +88,56 @@ impl MetricsHandle {
             snapshot.write_text(family, layout, &labels, &mut out);
         }
         self.state.remember_size(out.len());
+        out
+    }
+
+    /// Everything on the registry in the Prometheus protobuf exposition
+    /// (length-delimited `io.prometheus.client.MetricFamily` messages,
+    /// [`protobuf::CONTENT_TYPE`](super::protobuf)), families sorted by name:
+    /// what a Prometheus with native histograms enabled asks for. The
+    /// round-trip histograms (`mqtt_client_ping_rtt_seconds`,
+    /// `mqtt_client_roundtrip_seconds`, `mqtt_path_latency_seconds`) carry
+    /// native buckets (schema 3) beside their classic ones; everything else
+    /// is what [`render`](Self::render) writes, in another encoding. Reflects
+    /// every event dispatched before the call.
+    ///
+    /// On a registry with a name prefix or common labels only the registry's
+    /// own `gather` knows how to rewrite the families, so they come from it,
+    /// without native buckets.
+    #[cfg(feature = "native-histograms")]
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        use super::protobuf::{from_gathered, push_delimited};
+        self.state.catch_up();
+        let mut out = Vec::with_capacity(self.state.protobuf_size_hint());
+        if !self.fast_text {
+            for family in self.registry.gather() {
+                push_delimited(&from_gathered(&family), &mut out);
+            }
+            self.state.remember_protobuf_size(out.len());
+            return out;
+        }
+        let snapshot = self.state.snapshot(true);
+        let others = {
+            let _own_collector_muted = MuteOwnCollector::new(&self.state);
+            self.registry.gather()
+        };
+        let layout = &self.state.layout;
+        let write_own = |family: Family, out: &mut Vec<u8>| {
+            if let Some(family) = snapshot.to_protobuf(family, layout) {
+                push_delimited(&family, out);
+            }
+        };
+        let mut own = Family::ALL.into_iter().peekable();
+        for family in &others {
+            while let Some(next) = own.next_if(|own| own.name() < family.name()) {
+                write_own(next, &mut out);
+            }
+            push_delimited(&from_gathered(family), &mut out);
+        }
+        for family in own {
+            write_own(family, &mut out);
+        }
+        self.state.remember_protobuf_size(out.len());
         out
     }
 

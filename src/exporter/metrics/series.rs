@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::native::NativeBuckets;
 use crate::events::{ClientId, Event, Message, RoundTrip, RoundTripOutcome, Status};
 use crate::exporter::consume::{COUNTED_STATUSES, StatusCounts, counted_index};
 
@@ -20,6 +21,8 @@ pub(super) struct ClientSeries {
     pub rtt_sum_seconds: f64,
     /// Number of round trips observed (the sum of `bucket_counts`).
     pub rtt_count: u64,
+    /// The same round trips in native-histogram buckets.
+    pub rtt_native: NativeBuckets,
     /// The most recent round trip.
     pub last_rtt: Option<Duration>,
     /// Status events seen, indexed like [`COUNTED_STATUSES`].
@@ -31,6 +34,8 @@ pub(super) struct ClientSeries {
     pub probe_rtt_sum_seconds: f64,
     /// Number of probe round trips received.
     pub probe_rtt_count: u64,
+    /// The probe's round trips in native-histogram buckets.
+    pub probe_native: NativeBuckets,
 }
 
 impl ClientSeries {
@@ -39,11 +44,13 @@ impl ClientSeries {
             bucket_counts: vec![0; bucket_slots].into_boxed_slice(),
             rtt_sum_seconds: 0.0,
             rtt_count: 0,
+            rtt_native: NativeBuckets::default(),
             last_rtt: None,
             status_changes: [0; COUNTED_STATUSES.len()],
             probe_bucket_counts: Box::default(),
             probe_rtt_sum_seconds: 0.0,
             probe_rtt_count: 0,
+            probe_native: NativeBuckets::default(),
         }
     }
 }
@@ -55,6 +62,8 @@ pub(super) struct PathSeries {
     pub bucket_counts: Box<[u64]>,
     pub sum_seconds: f64,
     pub count: u64,
+    /// The same latencies in native-histogram buckets.
+    pub native: NativeBuckets,
 }
 
 /// Every watched client's series, keyed by client id, and every path's,
@@ -99,6 +108,7 @@ impl SeriesTable {
                 series.bucket_counts[slot] += 1;
                 series.rtt_sum_seconds += seconds;
                 series.rtt_count += 1;
+                series.rtt_native.observe(seconds);
                 series.last_rtt = Some(rtt);
             }
             // Only received round trips are successes; the counts of every
@@ -118,6 +128,7 @@ impl SeriesTable {
                 series.probe_bucket_counts[slot] += 1;
                 series.probe_rtt_sum_seconds += seconds;
                 series.probe_rtt_count += 1;
+                series.probe_native.observe(seconds);
             }
             Event::RoundTrip(RoundTrip {
                 outcome: RoundTripOutcome::Received(rtt),
@@ -132,10 +143,12 @@ impl SeriesTable {
                     bucket_counts: vec![0; slots].into_boxed_slice(),
                     sum_seconds: 0.0,
                     count: 0,
+                    native: NativeBuckets::default(),
                 });
                 series.bucket_counts[slot] += 1;
                 series.sum_seconds += seconds;
                 series.count += 1;
+                series.native.observe(seconds);
             }
             _ => {}
         }
@@ -160,6 +173,44 @@ impl SeriesTable {
     /// of its messages was received.
     pub fn path(&self, from: &ClientId, name: &Arc<str>) -> Option<&PathSeries> {
         self.paths.get(&(from.clone(), Arc::clone(name)))
+    }
+
+    /// A copy of the series of `client_id` for a snapshot, without the
+    /// native buckets unless `native`: the text exposition never reads them,
+    /// and copying them would cost its render an allocation per client.
+    pub fn copy(&self, client_id: &str, native: bool) -> Option<ClientSeries> {
+        let series = self.clients.get(client_id)?;
+        Some(if native {
+            series.clone()
+        } else {
+            ClientSeries {
+                bucket_counts: series.bucket_counts.clone(),
+                rtt_sum_seconds: series.rtt_sum_seconds,
+                rtt_count: series.rtt_count,
+                rtt_native: NativeBuckets::default(),
+                last_rtt: series.last_rtt,
+                status_changes: series.status_changes,
+                probe_bucket_counts: series.probe_bucket_counts.clone(),
+                probe_rtt_sum_seconds: series.probe_rtt_sum_seconds,
+                probe_rtt_count: series.probe_rtt_count,
+                probe_native: NativeBuckets::default(),
+            }
+        })
+    }
+
+    /// A copy of a path's histogram for a snapshot, as [`copy`](Self::copy).
+    pub fn copy_path(&self, from: &ClientId, name: &Arc<str>, native: bool) -> Option<PathSeries> {
+        let series = self.path(from, name)?;
+        Some(PathSeries {
+            bucket_counts: series.bucket_counts.clone(),
+            sum_seconds: series.sum_seconds,
+            count: series.count,
+            native: if native {
+                series.native.clone()
+            } else {
+                NativeBuckets::default()
+            },
+        })
     }
 
     /// The series of `client_id`, if any event of it was seen.

@@ -12,6 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily};
 
 use super::family::Family;
+#[cfg(feature = "native-histograms")]
+use super::native::NativeBuckets;
+#[cfg(feature = "native-histograms")]
+use super::protobuf;
 use super::series::{ClientSeries, PathSeries, SeriesTable};
 use super::text;
 use crate::events::{
@@ -41,6 +45,9 @@ pub(super) struct Layout {
     outcome_pairs: [String; RoundTripOutcome::LABELS.len()],
     build_info: BuildInfo,
     build_info_pairs: String,
+    /// Whether the protobuf exposition's round-trip histograms carry their
+    /// classic buckets beside the native ones.
+    pub protobuf_classic_buckets: bool,
 }
 
 impl Layout {
@@ -74,6 +81,7 @@ impl Layout {
             outcome_pairs,
             build_info,
             build_info_pairs,
+            protobuf_classic_buckets: false,
         }
     }
 }
@@ -157,17 +165,29 @@ impl FleetSnapshot {
     /// returns them; `failures`; per-kind stats) with the exporter's series.
     /// Per-client series exist exactly for the clients the hub knows: failure
     /// counts of a client it does not know are left out.
+    #[cfg(test)]
     pub fn new(
         clients: Vec<ClientState>,
         series: &SeriesTable,
         failures: Vec<FailureCount>,
         kinds: impl IntoIterator<Item = (EventKind, KindStats)>,
     ) -> Self {
+        Self::copying(clients, series, failures, kinds, true)
+    }
+
+    /// [`new`](Self::new), copying the native buckets only if `native`.
+    pub fn copying(
+        clients: Vec<ClientState>,
+        series: &SeriesTable,
+        failures: Vec<FailureCount>,
+        kinds: impl IntoIterator<Item = (EventKind, KindStats)>,
+        native: bool,
+    ) -> Self {
         debug_assert!(clients.is_sorted_by(|a, b| a.client_id <= b.client_id));
         let clients: Vec<ClientRow> = clients
             .into_iter()
             .map(|state| ClientRow {
-                series: series.get(state.client_id.as_str()).cloned(),
+                series: series.copy(state.client_id.as_str(), native),
                 state,
             })
             .collect();
@@ -204,7 +224,12 @@ impl FleetSnapshot {
     /// path's series carry its name and its two clients, not either
     /// client's extra labels: it is between the two.
     #[must_use]
-    pub fn with_paths(mut self, round_trips: &[RoundTripCounts], series: &SeriesTable) -> Self {
+    pub fn with_paths(
+        mut self,
+        round_trips: &[RoundTripCounts],
+        series: &SeriesTable,
+        native: bool,
+    ) -> Self {
         let mut rows: Vec<PathRow> = round_trips
             .iter()
             .filter_map(|counts| {
@@ -218,7 +243,7 @@ impl FleetSnapshot {
                 text::push_label_pair(&mut labels, "to", to);
                 Some(PathRow {
                     labels,
-                    latency: series.path(&counts.client_id, name).cloned(),
+                    latency: series.copy_path(&counts.client_id, name, native),
                     counts: counts.clone(),
                 })
             })
@@ -655,6 +680,121 @@ impl FleetSnapshot {
     }
 }
 
+#[cfg(feature = "native-histograms")]
+impl FleetSnapshot {
+    /// `family` in the protobuf model, or `None` if it has no samples: the
+    /// round-trip histograms with native buckets beside their classic ones,
+    /// every other family as [`to_proto`](Self::to_proto) has it.
+    pub fn to_protobuf(
+        &self,
+        family: Family,
+        layout: &Layout,
+    ) -> Option<protobuf::model::MetricFamily> {
+        use protobuf::{HistogramParts, histogram_metric, label};
+        if !matches!(
+            family,
+            Family::PingRtt | Family::RoundTripRtt | Family::PathLatency
+        ) {
+            return self
+                .to_proto(family, layout)
+                .map(|proto| protobuf::from_gathered(&proto));
+        }
+        if self.is_empty(family) {
+            return None;
+        }
+        let client_labels = |row: &ClientRow| {
+            let mut labels = vec![
+                label("client_id", row.state.client_id.as_str()),
+                label("broker", &row.state.info.broker),
+            ];
+            for (name, value) in row.state.info.labels.iter() {
+                labels.push(label(name, value));
+            }
+            labels
+        };
+        let zeros = vec![0; layout.bounds.len() + 1];
+        let empty = NativeBuckets::default();
+        let bounds: &[f64] = if layout.protobuf_classic_buckets {
+            &layout.bounds
+        } else {
+            &[]
+        };
+        let mut metrics = Vec::new();
+        match family {
+            Family::PingRtt => {
+                for row in &self.clients {
+                    let parts = match &row.series {
+                        Some(series) => HistogramParts {
+                            buckets: &series.bucket_counts,
+                            sum: series.rtt_sum_seconds,
+                            count: series.rtt_count,
+                            native: &series.rtt_native,
+                        },
+                        None => HistogramParts {
+                            buckets: &zeros,
+                            sum: 0.0,
+                            count: 0,
+                            native: &empty,
+                        },
+                    };
+                    metrics.push(histogram_metric(client_labels(row), &parts, bounds));
+                }
+            }
+            Family::RoundTripRtt => {
+                for (client, _) in &self.round_trips {
+                    let row = &self.clients[*client];
+                    let parts = match &row.series {
+                        Some(series) if !series.probe_bucket_counts.is_empty() => HistogramParts {
+                            buckets: &series.probe_bucket_counts,
+                            sum: series.probe_rtt_sum_seconds,
+                            count: series.probe_rtt_count,
+                            native: &series.probe_native,
+                        },
+                        _ => HistogramParts {
+                            buckets: &zeros,
+                            sum: 0.0,
+                            count: 0,
+                            native: &empty,
+                        },
+                    };
+                    metrics.push(histogram_metric(client_labels(row), &parts, bounds));
+                }
+            }
+            Family::PathLatency => {
+                for path in &self.paths {
+                    let parts = match &path.latency {
+                        Some(series) => HistogramParts {
+                            buckets: &series.bucket_counts,
+                            sum: series.sum_seconds,
+                            count: series.count,
+                            native: &series.native,
+                        },
+                        None => HistogramParts {
+                            buckets: &zeros,
+                            sum: 0.0,
+                            count: 0,
+                            native: &empty,
+                        },
+                    };
+                    let counts = &path.counts;
+                    let labels = vec![
+                        label("path", counts.path.as_deref().unwrap_or_default()),
+                        label("from", counts.client_id.as_str()),
+                        label("to", counts.to.as_ref().map_or("", ClientId::as_str)),
+                    ];
+                    metrics.push(histogram_metric(labels, &parts, bounds));
+                }
+            }
+            _ => unreachable!("only histogram families get here"),
+        }
+        Some(protobuf::histogram_family(
+            family.name(),
+            family.help(),
+            metrics,
+        ))
+    }
+}
+
 impl FleetSnapshot {
     /// The probe histogram of the client at `client` (per-bucket counts,
     /// sum, count): zeros until its first round trip.
@@ -935,6 +1075,80 @@ mod tests {
         assert!(text.contains("mqtt_pulse_build_info{"));
         assert!(text.contains("mqtt_pulse_events_dropped_total{type=\"status\"} 0"));
         assert_eq!(snapshot.to_proto(Family::Up, &layout), None);
+    }
+
+    #[cfg(feature = "native-histograms")]
+    #[test]
+    fn the_protobuf_page_decodes_to_the_same_families_with_native_round_trip_histograms() {
+        use crate::exporter::metrics::protobuf::{decode_page, from_gathered, push_delimited};
+        let mut layout = layout();
+        let snapshot = two_clients(&layout);
+        let native_only = snapshot.to_protobuf(Family::PingRtt, &layout).unwrap();
+        assert!(native_only.metric.iter().all(|m| {
+            let histogram = m.histogram.as_ref().unwrap();
+            histogram.bucket.is_empty() && histogram.schema == 3
+        }));
+        layout.protobuf_classic_buckets = true;
+        let mut page = Vec::new();
+        for family in Family::ALL {
+            if let Some(family) = snapshot.to_protobuf(family, &layout) {
+                push_delimited(&family, &mut page);
+            }
+        }
+        let decoded = decode_page(&page).unwrap();
+        let classic: Vec<_> = Family::ALL
+            .iter()
+            .filter_map(|&family| snapshot.to_proto(family, &layout))
+            .collect();
+        assert_eq!(decoded.len(), classic.len());
+        for (got, classic) in decoded.iter().zip(&classic) {
+            assert_eq!(got.name, classic.name());
+            if got.name != Family::PingRtt.name() {
+                assert_eq!(*got, from_gathered(classic), "{}", got.name);
+                continue;
+            }
+            // The histograms: the classic part as before, plus native buckets
+            // holding the same observations.
+            for (metric, classic) in got.metric.iter().zip(classic.get_metric()) {
+                let histogram = metric.histogram.as_ref().unwrap();
+                let expected = from_gathered_metric(classic);
+                assert_eq!(histogram.bucket, expected.bucket);
+                assert_eq!(histogram.sample_count, expected.sample_count);
+                assert_eq!(histogram.sample_sum, expected.sample_sum);
+                assert_eq!(histogram.schema, 3);
+                // Deltas add up to the last bucket's count; with each round
+                // trip in a bucket of its own (0.5 ms, 5 ms, 1 s), the counts
+                // are 1, 1, 1, so the deltas are 1, 0, 0.
+                let native: i64 = histogram.positive_delta.iter().sum();
+                assert!(native <= 1);
+                let buckets: u32 = histogram.positive_span.iter().map(|s| s.length).sum();
+                assert_eq!(buckets as usize, histogram.positive_delta.len());
+            }
+        }
+        let quoted = &decoded
+            .iter()
+            .find(|f| f.name == Family::PingRtt.name())
+            .unwrap()
+            .metric[1];
+        let histogram = quoted.histogram.as_ref().unwrap();
+        assert_eq!(histogram.positive_delta, vec![1, 0, 0]);
+        // 0.5 ms (2^-10.97) is in bucket -87, 5 ms in bucket -61, and 1 s
+        // closes bucket 0; each span's offset counts from the previous end.
+        let starts: Vec<i32> = histogram.positive_span.iter().map(|s| s.offset).collect();
+        assert_eq!(starts, vec![-87, 25, 60]);
+    }
+
+    #[cfg(feature = "native-histograms")]
+    fn from_gathered_metric(
+        metric: &Metric,
+    ) -> crate::exporter::metrics::protobuf::model::Histogram {
+        let mut family = MetricFamily::default();
+        family.set_field_type(prometheus::proto::MetricType::HISTOGRAM);
+        family.set_metric(vec![metric.clone()]);
+        crate::exporter::metrics::protobuf::from_gathered(&family).metric[0]
+            .histogram
+            .clone()
+            .unwrap()
     }
 
     #[test]

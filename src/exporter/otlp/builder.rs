@@ -166,7 +166,7 @@ impl OtlpBuilder {
     }
 
     /// The explicit bucket boundaries, in seconds, of `mqtt.client.ping.rtt`:
-    /// finite, non-negative, strictly increasing. Checked by
+    /// 1 to 64, finite, positive, strictly increasing. Checked by
     /// [`build`](Self::build).
     ///
     /// Defaults to [`DEFAULT_RTT_BUCKETS`], the Prometheus exporter's.

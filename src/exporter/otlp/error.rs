@@ -47,7 +47,7 @@ pub enum OtlpError {
     ZeroDuration(&'static str),
     /// The histogram buckets given to [`OtlpBuilder::with_buckets`](super::OtlpBuilder::with_buckets) are unusable.
     #[error(
-        "invalid ping RTT histogram buckets: {0}; give finite, non-negative upper bounds \
+        "invalid ping RTT histogram buckets: {0}; give 1 to 64 finite, positive upper bounds \
          in seconds, strictly increasing"
     )]
     InvalidBuckets(&'static str),
