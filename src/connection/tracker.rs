@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::ConnectionError;
 
-use super::link::{Link, Observed, classify};
+use super::link::{Beat, Link, Observed, classify};
 use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
 use crate::events::{
     ClientId, ClientInfo, DroppedPublishCounter, Event, Events, FailureReason, Status,
@@ -110,6 +110,7 @@ impl ConnectionTracker {
             ClientInfo::new(broker_label(&host, port)),
         );
         tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
+        events.record_keep_alive(&tracker.client_id, keep_alive);
         tracker
     }
 
@@ -128,7 +129,17 @@ impl ConnectionTracker {
         let mut tracker =
             Self::with_info(events, options.client_id().clone(), options.client_info());
         tracker.ping_timeout = Some(options.ping_timeout());
+        events.record_keep_alive(&tracker.client_id, options.keep_alive());
         tracker
+    }
+
+    /// The broker accepted a CONNECT with `keep_alive` in force (the one
+    /// asked for, or an MQTT 5 Server Keep Alive) and a PINGREQ may go
+    /// unanswered for `ping_timeout`: the hub's record of the keep-alive
+    /// (`mqtt_client_keep_alive_seconds`) and the ping deadline follow.
+    pub(crate) fn keep_alive_in_force(&mut self, keep_alive: Duration, ping_timeout: Duration) {
+        self.ping_timeout = Some(ping_timeout);
+        self.events.record_keep_alive(&self.client_id, keep_alive);
     }
 
     fn with_info(events: &Events, client_id: impl Into<ClientId>, info: ClientInfo) -> Self {
@@ -158,11 +169,11 @@ impl ConnectionTracker {
     /// Feeds one event as `poll()` returned it. Call it as soon as `poll()`
     /// returns: the ping round trip is measured between these calls.
     pub fn observe(&mut self, event: &rumqttc::Event) {
-        self.observe_at(event, Instant::now());
+        self.observe_at(Beat::from(event), Instant::now());
     }
 
-    pub(crate) fn observe_at(&mut self, event: &rumqttc::Event, now: Instant) {
-        match self.link.observe(event, now) {
+    pub(crate) fn observe_at(&mut self, beat: Beat, now: Instant) {
+        match self.link.observe(beat, now) {
             Observed::StatusChanged(status) => self.report(status, None),
             Observed::PingResponse(rtt) => {
                 self.events
@@ -176,9 +187,20 @@ impl ConnectionTracker {
     /// if the connection was up. Returns the reason, or `None` for an error that
     /// is not a connection failure.
     pub fn observe_error(&mut self, error: &ConnectionError) -> Option<FailureReason> {
-        let reason = self.link.refine(classify(error)?, Instant::now());
-        self.failed(reason, error);
-        Some(reason)
+        Some(self.observe_failure(classify(error)?, error))
+    }
+
+    /// Counts a failure already classified (by either protocol version's
+    /// rules) and reports Down if the connection was up; returns the reason
+    /// counted (`closed_after_connect` for a close soon after CONNACK).
+    pub(crate) fn observe_failure(
+        &mut self,
+        reason: FailureReason,
+        detail: &dyn std::fmt::Display,
+    ) -> FailureReason {
+        let reason = self.link.refine(reason, Instant::now());
+        self.failed(reason, detail);
+        reason
     }
 
     /// Until when the outstanding PINGREQ may go unanswered: the time it was
@@ -305,7 +327,8 @@ mod tests {
 
     fn up(tracker: &mut ConnectionTracker, at: Instant) {
         let connack = ConnAck::new(ConnectReturnCode::Success, false);
-        tracker.observe_at(&rumqttc::Event::Incoming(Incoming::ConnAck(connack)), at);
+        let event = rumqttc::Event::Incoming(Incoming::ConnAck(connack));
+        tracker.observe_at(Beat::from(&event), at);
     }
 
     #[test]
@@ -335,7 +358,7 @@ mod tests {
         up(&mut tracker, t0);
         assert_eq!(tracker.ping_deadline(), None, "no PINGREQ outstanding");
 
-        tracker.observe_at(&rumqttc::Event::Outgoing(Outgoing::PingReq), t0);
+        tracker.observe_at(Beat::from(&rumqttc::Event::Outgoing(Outgoing::PingReq)), t0);
         assert_eq!(tracker.ping_deadline(), Some(t0 + Duration::from_secs(2)));
         assert!(!tracker.check_ping(t0 + Duration::from_millis(1999)));
         assert_eq!(tracker.status(), Status::Up);
@@ -356,13 +379,13 @@ mod tests {
             .with_ping_timeout(Duration::from_millis(100));
         let t0 = Instant::now();
         up(&mut tracker, t0);
-        tracker.observe_at(&rumqttc::Event::Outgoing(Outgoing::PingReq), t0);
+        tracker.observe_at(Beat::from(&rumqttc::Event::Outgoing(Outgoing::PingReq)), t0);
         assert_eq!(
             tracker.ping_deadline(),
             Some(t0 + Duration::from_millis(100))
         );
         tracker.observe_at(
-            &rumqttc::Event::Incoming(Incoming::PingResp),
+            Beat::from(&rumqttc::Event::Incoming(Incoming::PingResp)),
             t0 + Duration::from_millis(1),
         );
         assert_eq!(tracker.ping_deadline(), None);

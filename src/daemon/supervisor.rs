@@ -13,12 +13,11 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use prometheus::{Gauge, IntGauge, Registry};
-use rumqttc::MqttOptions;
 use tokio::task::JoinSet;
 
 use super::DaemonError;
 use crate::config::{Config, TargetConfig, diff};
-use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT};
+use crate::connection::{Connection, ConnectionOptions, READ_TIMEOUT, Settings};
 use crate::events::Events;
 use crate::http::WebConfig;
 
@@ -205,7 +204,7 @@ fn names(targets: &[&TargetConfig]) -> Vec<String> {
 struct Prepared {
     name: String,
     options: ConnectionOptions,
-    mqtt_options: MqttOptions,
+    mqtt_options: Settings,
 }
 
 /// Reads the files of `targets` (concurrently, each off the runtime within

@@ -252,6 +252,14 @@ impl FleetSnapshot {
                     text::push_f64_line(out, seconds);
                 }
             }
+            Family::KeepAlive => {
+                for (index, row) in self.clients.iter().enumerate() {
+                    if let Some(keep_alive) = row.state.keep_alive {
+                        text::push_series(out, name, "", labels.get(index), "");
+                        text::push_u64_line(out, keep_alive.as_secs());
+                    }
+                }
+            }
             Family::StatusChanges => {
                 for (index, row) in self.clients.iter().enumerate() {
                     let counts = row
@@ -333,6 +341,13 @@ impl FleetSnapshot {
                     metrics.push(gauge(client_labels(&self.clients[client]), seconds));
                 }
             }
+            Family::KeepAlive => {
+                for row in &self.clients {
+                    if let Some(keep_alive) = row.state.keep_alive {
+                        metrics.push(gauge(client_labels(row), keep_alive.as_secs() as f64));
+                    }
+                }
+            }
             Family::StatusChanges => {
                 for row in &self.clients {
                     let counts = row
@@ -402,6 +417,10 @@ impl FleetSnapshot {
             Family::ConnectFailures => self.failures.is_empty(),
             Family::PublishesDropped => self.dropped_publishes.is_empty(),
             Family::TlsCertExpiry => self.tls_cert_expiries.is_empty(),
+            Family::KeepAlive => self
+                .clients
+                .iter()
+                .all(|row| row.state.keep_alive.is_none()),
             Family::LastStatusChange | Family::PingRtt | Family::StatusChanges | Family::Up => {
                 self.clients.is_empty()
             }
@@ -524,6 +543,7 @@ mod tests {
             since: UNIX_EPOCH + Duration::from_millis(1_500),
             reason: None,
             info: ClientInfo::new(broker),
+            keep_alive: None,
         }
     }
 

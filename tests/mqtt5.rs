@@ -1,0 +1,461 @@
+//! MQTT 5 targets (`protocol = "5"`, `ConnectionOptions::with_protocol`)
+//! against real Mosquitto brokers: the same status and ping events as 3.1.1,
+//! with the driver's own keep-alive discipline; the reason codes of a
+//! refusing CONNACK and of a DISCONNECT the broker sends; a Server Keep
+//! Alive overriding ours, visible in `mqtt_client_keep_alive_seconds`; loss
+//! by kill and by freeze.
+//!
+//! Every test owns its broker on a free port.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions, Protocol};
+use mqtt_pulse::events::{
+    ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
+};
+use mqtt_pulse::exporter::metrics::MetricsBuilder;
+use support::metrics::sample;
+use support::prometheus::promtool_problems;
+use support::{Broker, failures};
+use tokio::time::timeout;
+
+fn client_id(test: &str) -> String {
+    format!("mqtt-pulse-v5-{test}-{}", std::process::id())
+}
+
+fn options(broker: &Broker, test: &str) -> ConnectionOptions {
+    ConnectionOptions::new(client_id(test).as_str(), &broker.url())
+        .unwrap()
+        .with_protocol(Protocol::V5)
+}
+
+fn quick_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    }
+}
+
+/// The next message, failing the test if none comes within `limit`.
+async fn next(sub: &mut Subscription, limit: Duration) -> Message {
+    match timeout(limit, sub.recv()).await {
+        Ok(Some(message)) => message,
+        Ok(None) => panic!("the hub went away"),
+        Err(_) => panic!("no event within {limit:?}"),
+    }
+}
+
+async fn next_status(sub: &mut Subscription, limit: Duration) -> Status {
+    match next(sub, limit).await.event {
+        Event::Status(status) => status,
+        other => panic!("expected a status event, got {other:?}"),
+    }
+}
+
+/// Waits for a failure count to reach `at_least` (failures are counters,
+/// not events, so there is nothing to await but the count).
+async fn wait_for_failures(events: &Events, reason: FailureReason, at_least: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while failures(events, reason) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {at_least} {reason} failures within {limit:?}: {:?}",
+            events.failures()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The arrival times of the ping responses within `window`, each RTT checked
+/// to be a plausible loopback round trip.
+async fn ping_arrivals(pings: &mut Subscription, window: Duration) -> Vec<Instant> {
+    let mut arrivals = Vec::new();
+    let end = Instant::now() + window;
+    while let Ok(Some(message)) = timeout(end - Instant::now(), pings.recv()).await {
+        let Event::PingResponse(rtt) = message.event else {
+            panic!("unexpected {message:?}");
+        };
+        assert!(
+            rtt > Duration::ZERO && rtt < Duration::from_millis(50),
+            "loopback RTT {rtt:?}"
+        );
+        arrivals.push(Instant::now());
+    }
+    arrivals
+}
+
+fn keep_alive_gauge(page: &str, id: &str, broker: &Broker) -> Option<f64> {
+    let series = format!(
+        "mqtt_client_keep_alive_seconds{{client_id=\"{id}\",broker=\"{}\"}}",
+        broker.addr()
+    );
+    sample(page, &series)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v5_target_goes_up_and_pings_on_its_own_schedule_with_loopback_round_trips() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let id = client_id("up");
+    let started = Instant::now();
+    let connection = Connection::start(
+        options(&broker, "up").with_keep_alive(Duration::from_secs(1)),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(1)).await,
+        Status::Up
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The CONNECT spoke MQTT 5 (p5) and asked for exactly our 1 s keep-alive
+    // (k1), under rumqttc's 5 s floor: see `wire::v5`.
+    broker.wait_for_log(&format!("as {id} (p5, c1, k1"), Duration::from_secs(1));
+
+    // The driver's own PINGREQ every ¾ keep-alive; rumqttc's timer never
+    // adds one of its own (which would show as a gap well under 600 ms).
+    let arrivals = ping_arrivals(&mut pings, Duration::from_millis(3_400)).await;
+    assert!(
+        (4..=5).contains(&arrivals.len()),
+        "{} ping responses in 3.4 s with a 1 s keep-alive",
+        arrivals.len()
+    );
+    for gap in arrivals.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap > Duration::from_millis(600) && gap < Duration::from_millis(950),
+            "pings {gap:?} apart"
+        );
+    }
+    let page = metrics.render();
+    assert_eq!(keep_alive_gauge(&page, &id, &broker), Some(1.0), "{page}");
+    connection.shutdown().await;
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(1)).await,
+        Status::Terminating
+    );
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(1)).await,
+        Status::Terminated
+    );
+    // A clean DISCONNECT, not a dropped socket.
+    broker.wait_for_log(&format!("Client {id} disconnected"), Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_with_the_v5_reason_mosquitto_sends() {
+    let broker = Broker::builder().password("probe", "right-horse").start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let wrong = Connection::start(
+        options(&broker, "wrong-pw").with_credentials("probe", "Wr0ng-Battery-Staple"),
+        &events,
+    )
+    .unwrap();
+    // Mosquitto 2.0.11 answers a wrong password on MQTT 5 as on 3.1.1: "not
+    // authorized" (CONNACK 0x87; 3.1.1: return code 5), not 0x86 "bad user
+    // name or password". The reason is what the broker said.
+    wait_for_failures(
+        &events,
+        FailureReason::NotAuthorized,
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(failures(&events, FailureReason::BadCredentials), 0);
+    assert!(
+        status.try_recv().is_err(),
+        "a refused connect sends no event"
+    );
+    wrong.shutdown().await;
+
+    let right = Connection::start(
+        options(&broker, "right-pw").with_credentials("probe", "right-horse"),
+        &events,
+    )
+    .unwrap();
+    loop {
+        if next_status(&mut status, Duration::from_secs(2)).await == Status::Up {
+            break;
+        }
+    }
+    right.shutdown().await;
+}
+
+/// What Debian 12's Mosquitto (2.0.11) does when a second client takes the
+/// id of a v5 client: it closes the old connection without a DISCONNECT
+/// (Mosquitto sends DISCONNECT 0x8E "session taken over" from 2.0.15 on,
+/// commit 351911bd), so the reason is the one a bare close soon after
+/// CONNACK gets. The reason-code path is proven by the next test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_2_0_11_closes_a_taken_over_v5_session_without_a_reason_code() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("taken");
+    let connection = Connection::start(
+        options(&broker, "taken").with_backoff(Backoff {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(5),
+        }),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    let intruder_events = Events::new();
+    let intruder = Connection::start(
+        ConnectionOptions::new(id.as_str(), &broker.url())
+            .unwrap()
+            .with_protocol(Protocol::V5),
+        &intruder_events,
+    )
+    .unwrap();
+    let down = next(&mut status, Duration::from_secs(2)).await;
+    assert_eq!(down.event, Event::Status(Status::Down));
+    assert_eq!(down.reason, Some(FailureReason::ClosedAfterConnect));
+    broker.wait_for_log(
+        &format!("Client {id} already connected, closing old connection."),
+        Duration::from_secs(1),
+    );
+    intruder.shutdown().await;
+    connection.shutdown().await;
+}
+
+/// The issue's "Done when": a second client taking the id of a v5 target
+/// makes it Down with reason `session_taken_over`, and the metric line that
+/// produces (shown in the README).
+///
+/// A scripted broker, because no broker on this machine sends the DISCONNECT
+/// (see the test above): it accepts one MQTT 5 CONNECT and then sends what
+/// Mosquitto ≥ 2.0.15 sends the old connection, `e0 02 8e 00`.
+#[tokio::test]
+async fn a_disconnect_with_session_taken_over_is_the_down_reason_and_its_metric_line() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("session-taken-over");
+    let connection = Connection::start(
+        ConnectionOptions::new(id.as_str(), &format!("mqtt://127.0.0.1:{port}"))
+            .unwrap()
+            .with_protocol(Protocol::V5)
+            .with_backoff(Backoff {
+                initial: Duration::from_secs(30),
+                max: Duration::from_secs(30),
+            }),
+        &events,
+    )
+    .unwrap();
+    let mut socket = scripted::accept_v5(&listener).await;
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    scripted::send(&mut socket, &[0xE0, 0x02, 0x8E, 0x00]).await;
+    let down = next(&mut status, Duration::from_secs(2)).await;
+    assert_eq!(down.event, Event::Status(Status::Down));
+    assert_eq!(down.reason, Some(FailureReason::SessionTakenOver));
+
+    let page = metrics.render();
+    let line = format!(
+        "mqtt_client_connect_failures_total{{client_id=\"{id}\",broker=\"127.0.0.1:{port}\",reason=\"session_taken_over\"}} 1"
+    );
+    assert!(page.lines().any(|l| l == line), "no {line}\n---\n{page}");
+    if let Some(problems) = promtool_problems(&page) {
+        panic!("promtool: {problems}\n---\n{page}");
+    }
+    connection.shutdown().await;
+}
+
+/// The scripted MQTT 5 broker side of one connection.
+mod scripted {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Accepts one connection, reads its CONNECT and accepts it with a
+    /// CONNACK without properties.
+    pub async fn accept_v5(listener: &TcpListener) -> TcpStream {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let header = socket.read_u8().await.unwrap();
+        assert_eq!(header, 0x10, "a CONNECT first");
+        let mut remaining = 0usize;
+        for shift in (0..4).map(|i| 7 * i) {
+            let byte = socket.read_u8().await.unwrap();
+            remaining |= usize::from(byte & 0x7F) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut connect = vec![0; remaining];
+        socket.read_exact(&mut connect).await.unwrap();
+        assert_eq!(&connect[..7], b"\x00\x04MQTT\x05", "an MQTT 5 CONNECT");
+        send(&mut socket, &[0x20, 0x03, 0x00, 0x00, 0x00]).await;
+        socket
+    }
+
+    pub async fn send(socket: &mut TcpStream, bytes: &[u8]) {
+        socket.write_all(bytes).await.unwrap();
+        socket.flush().await.unwrap();
+    }
+}
+
+/// Mosquitto's `max_keepalive` (10 s at least) makes it send a Server Keep
+/// Alive to a v5 client asking for more: the driver pings within the
+/// broker's keep-alive, not ours, and the gauge shows the broker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_keep_alive_overrides_ours_and_the_gauge_shows_it() {
+    let broker = Broker::builder().extra_config("max_keepalive 10").start();
+    let events = Events::new();
+    let (metrics, _consumer) = MetricsBuilder::new(&events)
+        .with_process_metrics(false)
+        .build()
+        .unwrap();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let id = client_id("server-ka");
+    // Frozen, so that no CONNACK comes before the first look.
+    broker.pause();
+    let connection = Connection::start(
+        options(&broker, "server-ka").with_keep_alive(Duration::from_secs(60)),
+        &events,
+    )
+    .unwrap();
+    // Before the CONNACK the gauge shows what the CONNECT asks for.
+    let page_before = metrics.render();
+    assert_eq!(
+        keep_alive_gauge(&page_before, &id, &broker),
+        Some(60.0),
+        "{page_before}"
+    );
+    broker.resume();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    let up = Instant::now();
+    broker.wait_for_log(&format!("as {id} (p5, c1, k60"), Duration::from_secs(1));
+    let page = metrics.render();
+    assert_eq!(keep_alive_gauge(&page, &id, &broker), Some(10.0), "{page}");
+    assert_eq!(
+        events.clients()[0].keep_alive,
+        Some(Duration::from_secs(10))
+    );
+    if let Some(problems) = promtool_problems(&page) {
+        panic!("promtool: {problems}\n---\n{page}");
+    }
+
+    // With our 60 s the first PINGREQ would be due after 45 s; with the
+    // broker's 10 s it is due after 7.5 s.
+    let first = next(&mut pings, Duration::from_secs(9)).await;
+    let Event::PingResponse(rtt) = first.event else {
+        panic!("unexpected {first:?}");
+    };
+    assert!(rtt < Duration::from_millis(50), "loopback RTT {rtt:?}");
+    let after = up.elapsed();
+    assert!(
+        after > Duration::from_millis(7_000) && after < Duration::from_millis(8_500),
+        "the first ping {after:?} after CONNACK"
+    );
+    assert!(status.try_recv().is_err(), "the connection stayed up");
+    connection.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_down_and_the_target_up_again_after_its_restart() {
+    let broker = Arc::new(Broker::start());
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connection = Connection::start(
+        options(&broker, "kill").with_backoff(quick_backoff()),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    broker.kill();
+    let down = next(&mut status, Duration::from_secs(2)).await;
+    assert_eq!(down.event, Event::Status(Status::Down));
+    assert!(
+        matches!(
+            down.reason,
+            Some(FailureReason::ClosedAfterConnect | FailureReason::ClosedByBroker)
+        ),
+        "{down:?}"
+    );
+    let restarter = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || restarter.restart())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    connection.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_is_down_one_ping_timeout_after_the_unanswered_pingreq() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+    let keep_alive = Duration::from_secs(2);
+    let ping_timeout = Duration::from_millis(200);
+    let connection = Connection::start(
+        options(&broker, "freeze")
+            .with_keep_alive(keep_alive)
+            .with_ping_timeout(ping_timeout)
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_backoff(quick_backoff()),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    let answered = next(&mut pings, 2 * keep_alive).await;
+    assert!(matches!(answered.event, Event::PingResponse(_)));
+    let last_answer = Instant::now();
+    broker.pause();
+    let down = next(&mut status, 2 * keep_alive).await;
+    let detection = last_answer.elapsed();
+    assert_eq!(down.event, Event::Status(Status::Down));
+    assert_eq!(down.reason, Some(FailureReason::PingTimeout));
+    assert!(
+        detection >= keep_alive.mul_f64(0.75) && detection < keep_alive + ping_timeout,
+        "Down {detection:?} after the last PINGRESP: not one ping timeout ({ping_timeout:?}) \
+         after the next PINGREQ (due {:?} after the last)",
+        keep_alive.mul_f64(0.75)
+    );
+    // Attempts while frozen time out at the driver's connect timeout; no
+    // second opinion turns them into anything else.
+    wait_for_failures(&events, FailureReason::Timeout, 1, Duration::from_secs(3)).await;
+    broker.resume();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    connection.shutdown().await;
+}
