@@ -469,7 +469,8 @@ impl Broker {
     }
 }
 
-fn kill_and_reap(mut child: Child) {
+/// SIGKILL `child` by its pid and reap it (a stopped process dies too).
+pub fn kill_and_reap(mut child: Child) {
     // SIGKILL also ends a stopped (paused) process.
     let _ = signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let _ = child.wait();
@@ -507,7 +508,7 @@ fn listening_inodes(port: u16) -> Vec<u64> {
 }
 
 /// True when process `pid` holds a socket listening on TCP `port`.
-fn owns_listener(pid: u32, port: u16) -> bool {
+pub fn owns_listener(pid: u32, port: u16) -> bool {
     let inodes = listening_inodes(port);
     if inodes.is_empty() {
         return false;
@@ -528,7 +529,7 @@ fn owns_listener(pid: u32, port: u16) -> bool {
 }
 
 /// Effective uid 0, read from /proc (nix's `geteuid` needs its `user` feature).
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -539,7 +540,7 @@ fn running_as_root() -> bool {
 }
 
 /// The one-letter state from /proc/<pid>/stat ('R', 'S', 'T' = stopped, 'Z', ...).
-fn process_state(pid: u32) -> Option<char> {
+pub fn process_state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ..." — comm may contain spaces and parentheses, so split at the last ')'.
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()

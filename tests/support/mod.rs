@@ -5,14 +5,17 @@
 //! | module | what it owns |
 //! |---|---|
 //! | [`broker`] | [`Broker`]: a private `mosquitto` on a free port, killed, paused, restarted, its log read |
+//! | [`rumqttd`] | [`rumqttd::Rumqttd`]: a private rumqttd (`examples/rumqttd_broker.rs`) as its own process, killed, paused, restarted by pid |
+//! | [`rabbitmq`] | [`rabbitmq::RabbitMq`]: a private RabbitMQ node with the MQTT and Web MQTT plugins, killed, paused, restarted by its VM's pid |
 //! | [`pki`] | [`TestPki`]: a throw-away CA with server and client certificates (rcgen) |
 //! | [`daemon`] | [`daemon::Daemon`]: the real `mqtt-pulse` binary as a guarded child; one-shot runs; [`daemon::Interactive`]: a subcommand's output line by line |
 //! | [`http`] | HTTP clients: hyper-util for plain GETs, raw HTTP/1.1 over TCP or TLS, router `oneshot` |
+//! | [`hub`] | awaiting the events hub: [`hub::next`], [`hub::await_each`] (every client of a set reaching a status), [`hub::wait_for_failures`] |
 //! | [`sse`] | [`sse::open`]: an `/events` stream, read event by event only when asked |
 //! | [`webdriver`] | [`webdriver::ChromeDriver`]: headless Chromium through `chromedriver`, for the live page |
 //! | [`metrics`] | reading a `/metrics` page: [`metrics::Metrics`] and [`metrics::sample`] |
 //! | [`logs`] | capturing `tracing` output for assertions |
-//! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop |
+//! | [`process`] | [`process::Process`]: a child process with its output in a log file, killed on drop; [`process::spawn_tied`]: a child the kernel kills when the test process ends |
 //! | [`prometheus`] | [`prometheus::Prometheus`]: a real `prometheus` on a free port, queried through its API |
 //! | here | [`free_port`], [`tmp_dir`], [`TempDir`], [`wait_until`], [`poll`], [`pid_exists`], [`unix_now`], [`unix_seconds`], [`text`], [`failures`], [`failures_on_metrics`], [`expected_revision`] |
 //!
@@ -42,11 +45,14 @@
 pub mod broker;
 pub mod daemon;
 pub mod http;
+pub mod hub;
 pub mod logs;
 pub mod metrics;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
+pub mod rabbitmq;
+pub mod rumqttd;
 pub mod sse;
 pub mod webdriver;
 

@@ -147,3 +147,83 @@ impl ThreadPeak {
         self.sampler.join().unwrap()
     }
 }
+
+/// Spawns `command` so that the kernel SIGKILLs it when this test process
+/// ends, however it ends (a panic, a timeout's SIGKILL, a fixture kept in a
+/// `static` that is never dropped): a broker never outlives its test binary
+/// to hold ports and CPU. `PR_SET_PDEATHSIG` fires when the *thread* that
+/// spawned the child exits, not the process, so every such child is spawned
+/// by one thread that lives as long as the process (a test's own thread, or
+/// a `spawn_blocking` one, would end early and take the child with it). The
+/// setting survives `exec`, so a shell script that `exec`s the real server
+/// passes it on; children the server forks do not inherit it.
+pub fn spawn_tied(command: Command) -> std::io::Result<Child> {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Sender, channel};
+    type Request = (Command, Sender<std::io::Result<Child>>);
+    static KEEPER: Mutex<Option<Sender<Request>>> = Mutex::new(None);
+
+    let keeper = {
+        let mut keeper = KEEPER.lock().unwrap_or_else(|e| e.into_inner());
+        keeper
+            .get_or_insert_with(|| {
+                let (requests, incoming) = channel::<Request>();
+                std::thread::Builder::new()
+                    .name("spawn-tied".to_owned())
+                    .spawn(move || {
+                        // Never returns while the process lives: the sender sits
+                        // in a static.
+                        for (mut command, reply) in incoming {
+                            let _ = reply.send(spawn_with_pdeathsig(&mut command));
+                        }
+                    })
+                    .expect("spawn the keeper thread");
+                requests
+            })
+            .clone()
+    };
+    let (reply, answer) = channel();
+    keeper
+        .send((command, reply))
+        .expect("the keeper thread is gone");
+    answer.recv().expect("the keeper thread did not answer")
+}
+
+fn spawn_with_pdeathsig(command: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec and calls only prctl(2),
+    // which is async-signal-safe; it allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    command.spawn()
+}
+
+/// SIGSTOP process `pid` (a server the fixture spawned) and wait until the
+/// kernel shows it stopped: it then reads and answers nothing, while the
+/// kernel still completes TCP handshakes into its listen backlog.
+pub fn freeze(pid: u32, what: &str) {
+    use nix::sys::signal::{Signal, kill};
+    kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+    assert!(
+        super::wait_until(Duration::from_secs(5), || {
+            super::broker::process_state(pid) == Some('T')
+        }),
+        "{what} (pid {pid}) did not stop after SIGSTOP"
+    );
+}
+
+/// SIGCONT after [`freeze`]; returns once the process runs again.
+pub fn thaw(pid: u32, what: &str) {
+    use nix::sys::signal::{Signal, kill};
+    kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGCONT).expect("SIGCONT");
+    assert!(
+        super::wait_until(Duration::from_secs(5), || {
+            super::broker::process_state(pid) != Some('T')
+        }),
+        "{what} (pid {pid}) still stopped after SIGCONT"
+    );
+}
