@@ -19,7 +19,8 @@ use mqtt_pulse::events::{
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use support::metrics::sample;
 use support::prometheus::promtool_problems;
-use support::{Broker, failures};
+use support::rabbitmq::RabbitMq;
+use support::{Broker, failures, logs};
 use tokio::time::timeout;
 
 fn client_id(test: &str) -> String {
@@ -458,4 +459,55 @@ async fn a_frozen_broker_is_down_one_ping_timeout_after_the_unanswered_pingreq()
         Status::Up
     );
     connection.shutdown().await;
+}
+
+/// A broker that speaks only MQTT 3.1.1 (RabbitMQ 3.10's MQTT plugin): a v5
+/// target fails every attempt as `protocol_version`, says what to change,
+/// stays Down without an event, and retries at its backoff — no hang, no
+/// silent loop.
+#[tokio::test]
+async fn a_broker_without_mqtt_5_is_a_protocol_version_failure_that_says_so() {
+    let (logs, _guard) = logs::capture_thread();
+    let rabbit = RabbitMq::start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let started = Instant::now();
+    let connection = Connection::start(
+        ConnectionOptions::new(client_id("rabbit").as_str(), &rabbit.mqtt_url())
+            .unwrap()
+            .with_protocol(Protocol::V5)
+            .with_backoff(Backoff {
+                initial: Duration::from_millis(200),
+                max: Duration::from_millis(400),
+            }),
+        &events,
+    )
+    .unwrap();
+    wait_for_failures(
+        &events,
+        FailureReason::ProtocolVersion,
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let failures_seen = events.failures();
+    assert!(
+        failures_seen
+            .iter()
+            .all(|f| f.reason == FailureReason::ProtocolVersion),
+        "only protocol_version: {failures_seen:?}"
+    );
+    // Two attempts with at least one backoff (≥ 100 ms, jittered) between.
+    assert!(elapsed > Duration::from_millis(100), "{elapsed:?}");
+    assert!(
+        status.try_recv().is_err(),
+        "no status event while it cannot connect"
+    );
+    connection.shutdown().await;
+    let text = logs.text();
+    assert!(
+        text.contains("does not speak MQTT 5") && text.contains("reason=protocol_version"),
+        "the log says why and what to change:\n{text}"
+    );
 }
