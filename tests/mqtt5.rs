@@ -286,6 +286,53 @@ async fn a_disconnect_with_session_taken_over_is_the_down_reason_and_its_metric_
     connection.shutdown().await;
 }
 
+/// A Server Keep Alive of zero (the broker enforces none) or longer than
+/// ours: the driver keeps pinging at its own keep-alive — PINGREQ may be sent
+/// at any time, and a monitor that stopped would stop measuring — while the
+/// gauge shows what the broker set. A scripted broker: Mosquitto only ever
+/// lowers a keep-alive (`max_keepalive`), and no broker here raises one or
+/// sends zero.
+#[tokio::test]
+async fn a_server_keep_alive_of_zero_or_longer_than_ours_leaves_our_pings_alone() {
+    for server_keep_alive in [0u16, 600] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let events = Events::new();
+        let mut status = events.register(ClientFilter::Any, EventKind::Status);
+        let mut pings = events.register(ClientFilter::Any, EventKind::PingResponse);
+        let id = client_id(&format!("server-ka-{server_keep_alive}"));
+        let connection = Connection::start(
+            ConnectionOptions::new(id.as_str(), &format!("mqtt://127.0.0.1:{port}"))
+                .unwrap()
+                .with_protocol(Protocol::V5)
+                .with_keep_alive(Duration::from_secs(1)),
+            &events,
+        )
+        .unwrap();
+        let socket = scripted::accept_v5_with(&listener, Some(server_keep_alive)).await;
+        let answering = tokio::spawn(scripted::answer_pings(socket));
+        assert_eq!(
+            next_status(&mut status, Duration::from_secs(2)).await,
+            Status::Up
+        );
+        assert_eq!(
+            events.clients()[0].keep_alive,
+            Some(Duration::from_secs(server_keep_alive.into()))
+        );
+        // At most one PINGREQ of rumqttc's own at CONNACK (zero: its timer
+        // fires at once, then is pushed out of reach), then ours every 750 ms.
+        let arrivals = ping_arrivals(&mut pings, Duration::from_millis(2_400)).await;
+        assert!(
+            (3..=4).contains(&arrivals.len()),
+            "{} pings in 2.4 s with server keep-alive {server_keep_alive}",
+            arrivals.len()
+        );
+        assert!(status.try_recv().is_err(), "the connection stayed up");
+        connection.shutdown().await;
+        answering.await.unwrap();
+    }
+}
+
 /// The scripted MQTT 5 broker side of one connection.
 mod scripted {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -294,22 +341,57 @@ mod scripted {
     /// Accepts one connection, reads its CONNECT and accepts it with a
     /// CONNACK without properties.
     pub async fn accept_v5(listener: &TcpListener) -> TcpStream {
+        accept_v5_with(listener, None).await
+    }
+
+    /// [`accept_v5`] with a Server Keep Alive property in the CONNACK.
+    pub async fn accept_v5_with(
+        listener: &TcpListener,
+        server_keep_alive: Option<u16>,
+    ) -> TcpStream {
         let (mut socket, _) = listener.accept().await.unwrap();
-        let header = socket.read_u8().await.unwrap();
+        let (header, connect) = read_packet(&mut socket).await.expect("a CONNECT");
         assert_eq!(header, 0x10, "a CONNECT first");
+        assert_eq!(&connect[..7], b"\x00\x04MQTT\x05", "an MQTT 5 CONNECT");
+        match server_keep_alive {
+            None => send(&mut socket, &[0x20, 0x03, 0x00, 0x00, 0x00]).await,
+            Some(seconds) => {
+                let [high, low] = seconds.to_be_bytes();
+                send(
+                    &mut socket,
+                    &[0x20, 0x06, 0x00, 0x00, 0x03, 0x13, high, low],
+                )
+                .await;
+            }
+        }
+        socket
+    }
+
+    /// Answers each PINGREQ with a PINGRESP until DISCONNECT or the close.
+    pub async fn answer_pings(mut socket: TcpStream) {
+        while let Some((header, _)) = read_packet(&mut socket).await {
+            match header {
+                0xC0 => send(&mut socket, &[0xD0, 0x00]).await,
+                0xE0 => break,
+                _ => {}
+            }
+        }
+    }
+
+    /// One packet: its first byte and its body; `None` at the close.
+    async fn read_packet(socket: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let header = socket.read_u8().await.ok()?;
         let mut remaining = 0usize;
         for shift in (0..4).map(|i| 7 * i) {
-            let byte = socket.read_u8().await.unwrap();
+            let byte = socket.read_u8().await.ok()?;
             remaining |= usize::from(byte & 0x7F) << shift;
             if byte & 0x80 == 0 {
                 break;
             }
         }
-        let mut connect = vec![0; remaining];
-        socket.read_exact(&mut connect).await.unwrap();
-        assert_eq!(&connect[..7], b"\x00\x04MQTT\x05", "an MQTT 5 CONNECT");
-        send(&mut socket, &[0x20, 0x03, 0x00, 0x00, 0x00]).await;
-        socket
+        let mut body = vec![0; remaining];
+        socket.read_exact(&mut body).await.ok()?;
+        Some((header, body))
     }
 
     pub async fn send(socket: &mut TcpStream, bytes: &[u8]) {

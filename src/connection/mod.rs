@@ -290,6 +290,19 @@ impl Drop for Connection {
     }
 }
 
+/// The keep-alive the driver pings by, with `asked` in the CONNECT and
+/// `in_force` after the CONNACK: the broker's when it is shorter (MQTT 5's
+/// Server Keep Alive must be obeyed), ours when the broker's is longer or
+/// zero (none enforced) — PINGREQ may be sent at any time, and a monitor
+/// that stopped pinging would stop measuring and notice a dead broker late.
+fn pinging_keep_alive(asked: Duration, in_force: Duration) -> Duration {
+    if in_force.is_zero() {
+        asked
+    } else {
+        in_force.min(asked)
+    }
+}
+
 /// The task's state: the event loop and everything that reacts to it.
 struct Driver {
     wire: Wire,
@@ -518,25 +531,27 @@ impl Driver {
     }
 
     /// The broker accepted the CONNECT at `now`, imposing `server_keep_alive`
-    /// (MQTT 5) or not: the ping schedule, the ping deadline and the hub's
-    /// keep-alive follow the keep-alive in force.
+    /// (MQTT 5) or not: the hub records the keep-alive in force, and the ping
+    /// schedule and deadline follow `pinging_keep_alive`.
     fn keep_alive_in_force(
         &mut self,
         server_keep_alive: Option<Duration>,
         now: std::time::Instant,
     ) {
-        let keep_alive = server_keep_alive.unwrap_or(self.options.keep_alive());
-        if keep_alive != self.options.keep_alive() {
+        let asked = self.options.keep_alive();
+        let in_force = server_keep_alive.unwrap_or(asked);
+        if in_force != asked {
             tracing::info!(
                 client_id = %self.tracker.client_id(), broker = %self.broker,
-                asked = ?self.options.keep_alive(), imposed = ?keep_alive,
+                asked = ?asked, imposed = ?in_force,
                 "the broker imposes its own keep-alive (MQTT 5 Server Keep Alive)"
             );
         }
-        self.pings = PingSchedule::new(keep_alive);
+        let pinging = pinging_keep_alive(asked, in_force);
+        self.pings = PingSchedule::new(pinging);
         self.pings.connected(now);
-        let ping_timeout = self.options.ping_timeout_for(keep_alive);
-        self.tracker.keep_alive_in_force(keep_alive, ping_timeout);
+        let ping_timeout = self.options.ping_timeout_for(pinging);
+        self.tracker.keep_alive_in_force(in_force, ping_timeout);
     }
 
     fn on_event(&mut self, seen: Seen, now: std::time::Instant, connected_before: &mut bool) {
@@ -609,5 +624,27 @@ impl Driver {
         // Terminated may rely on the connection being gone.
         drop(self.wire);
         self.tracker.terminated();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_driver_pings_within_a_shorter_server_keep_alive_and_keeps_its_own_otherwise() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            pinging_keep_alive(s(30), s(10)),
+            s(10),
+            "the broker's, shorter"
+        );
+        assert_eq!(pinging_keep_alive(s(5), s(5)), s(5));
+        assert_eq!(pinging_keep_alive(s(5), s(600)), s(5), "ours, shorter");
+        assert_eq!(
+            pinging_keep_alive(s(5), Duration::ZERO),
+            s(5),
+            "none enforced"
+        );
     }
 }
