@@ -17,6 +17,7 @@ use mqtt_pulse::events::{
     ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
 };
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
+use support::daemon::run;
 use support::metrics::sample;
 use support::prometheus::promtool_problems;
 use support::rabbitmq::RabbitMq;
@@ -591,5 +592,40 @@ async fn a_broker_without_mqtt_5_is_a_protocol_version_failure_that_says_so() {
     assert!(
         text.contains("does not speak MQTT 5") && text.contains("reason=protocol_version"),
         "the log says why and what to change:\n{text}"
+    );
+}
+
+/// `mqtt-pulse ping --protocol 5`: one MQTT 5 connection from the command
+/// line, named in the first line; the broker saw p5.
+#[test]
+fn ping_speaks_mqtt_5_when_asked() {
+    let broker = Broker::start();
+    let id = client_id("ping");
+    let output = run(&[
+        "ping",
+        "--count",
+        "2",
+        "--protocol",
+        "5",
+        "--client-id",
+        &id,
+        &broker.url(),
+    ]);
+    let stdout = support::text(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout.lines().next(),
+        Some(format!("PING {} as {id}, keep-alive 1s, MQTT 5", broker.url()).as_str()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 round trips, 0 lost"), "{stdout}");
+    broker.wait_for_log(&format!("as {id} (p5, c1, k1"), Duration::from_secs(1));
+
+    let refused = run(&["ping", "--protocol", "5.0", &broker.url()]);
+    assert!(!refused.status.success());
+    let stderr = support::text(&refused.stderr);
+    assert!(
+        stderr.contains(r#"must be "3.1.1" or "5", not "5.0""#),
+        "{stderr}"
     );
 }

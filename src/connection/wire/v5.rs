@@ -135,9 +135,35 @@ pub(super) fn seen(event: Event) -> Seen {
 }
 
 pub(super) fn failure(error: &ConnectionError) -> Failure {
+    let detail = match error {
+        // The broker's own words, but only so many of them: a reason string
+        // may be as long as a packet (256 KiB), and it goes into a log line.
+        ConnectionError::MqttState(StateError::ServerDisconnect {
+            reason_code,
+            reason_string,
+        }) => match reason_string {
+            Some(text) => format!(
+                "the broker sent DISCONNECT {reason_code:?}: {:?}",
+                clip(text, MAX_REASON_STRING_CHARS)
+            ),
+            None => format!("the broker sent DISCONNECT {reason_code:?}"),
+        },
+        _ => error.to_string(),
+    };
     Failure {
         reason: classify(error),
-        detail: error.to_string(),
+        detail,
+    }
+}
+
+/// How much of a broker's reason string a log line carries.
+const MAX_REASON_STRING_CHARS: usize = 200;
+
+/// At most `limit` characters of `text`, with `…` when cut.
+fn clip(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -352,6 +378,26 @@ mod tests {
             });
             assert_eq!(classify(&error), Some(reason), "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_disconnect_s_reason_string_is_logged_clipped_with_its_code() {
+        let error = ConnectionError::MqttState(StateError::ServerDisconnect {
+            reason_code: DisconnectReasonCode::AdministrativeAction,
+            reason_string: Some("kicked ".repeat(20_000)),
+        });
+        let failure = failure(&error);
+        assert_eq!(failure.reason, Some(FailureReason::AdministrativeAction));
+        assert!(
+            failure
+                .detail
+                .starts_with("the broker sent DISCONNECT AdministrativeAction: \"kicked kicked"),
+            "{}",
+            failure.detail
+        );
+        assert!(failure.detail.chars().count() < 300, "{}", failure.detail);
+        assert_eq!(clip("é".repeat(3).as_str(), 2), "éé…");
+        assert_eq!(clip("short", 200), "short");
     }
 
     #[test]
