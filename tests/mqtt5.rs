@@ -629,3 +629,54 @@ fn ping_speaks_mqtt_5_when_asked() {
         "{stderr}"
     );
 }
+
+/// A host's own rumqttc v5 loop, fed to a `ConnectionTracker`: Up on its
+/// CONNACK with the broker's Server Keep Alive in the hub, Down with a
+/// reason when the broker goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_s_own_v5_loop_is_tracked_with_the_keep_alive_the_broker_imposed() {
+    let broker = Broker::builder().extra_config("max_keepalive 10").start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("own-loop");
+    let mut options = rumqttc::v5::MqttOptions::new(id.as_str(), "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let mut tracker = mqtt_pulse::ConnectionTracker::from_mqtt5_options(&events, &options);
+    assert_eq!(
+        events.clients()[0].keep_alive,
+        Some(Duration::from_secs(30))
+    );
+    let (_client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+    let host = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(event) => tracker.observe_v5(&event),
+                Err(error) => {
+                    tracker.observe_error_v5(&error);
+                    return error.to_string();
+                }
+            }
+        }
+    });
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+    assert_eq!(
+        events.clients()[0].keep_alive,
+        Some(Duration::from_secs(10))
+    );
+
+    broker.kill();
+    let down = next(&mut status, Duration::from_secs(2)).await;
+    assert_eq!(down.event, Event::Status(Status::Down));
+    assert!(
+        matches!(
+            down.reason,
+            Some(FailureReason::ClosedAfterConnect | FailureReason::ClosedByBroker)
+        ),
+        "{down:?}"
+    );
+    let error = host.await.unwrap();
+    assert!(!error.is_empty());
+}

@@ -9,6 +9,7 @@ use rumqttc::ConnectionError;
 
 use super::link::{Beat, Link, Observed, classify};
 use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
+use super::wire;
 use crate::events::{
     ClientId, ClientInfo, DroppedPublishCounter, Event, Events, FailureReason, Status,
 };
@@ -87,6 +88,11 @@ pub struct ConnectionTracker {
     link: Link,
     /// How long a PINGREQ may go unanswered; `None` without keep-alive.
     ping_timeout: Option<Duration>,
+    /// For a host's own MQTT 5 loop: the keep-alive its CONNECT asks for,
+    /// and whether the ping timeout was set rather than derived from the
+    /// keep-alive (a derived one follows a Server Keep Alive).
+    asked_keep_alive: Duration,
+    ping_timeout_set: bool,
     /// The client's counter in the hub, taken at the first drop so a
     /// connection that never drops one adds no entry, and every later drop
     /// is an atomic add instead of a hub-wide lock. Given up when the
@@ -110,6 +116,65 @@ impl ConnectionTracker {
             ClientInfo::new(broker_label(&host, port)),
         );
         tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
+        tracker.asked_keep_alive = keep_alive;
+        events.record_keep_alive(&tracker.client_id, keep_alive);
+        tracker
+    }
+
+    /// [`from_mqtt_options`](Self::from_mqtt_options) for a host's own
+    /// MQTT 5 loop (`rumqttc::v5`): feed it with
+    /// [`observe_v5`](Self::observe_v5) and
+    /// [`observe_error_v5`](Self::observe_error_v5). A Server Keep Alive in
+    /// a CONNACK becomes the keep-alive the hub shows
+    /// (`mqtt_client_keep_alive_seconds`) and, unless
+    /// [`with_ping_timeout`](Self::with_ping_timeout) set one, halves into
+    /// the ping deadline, as rumqttc's v5 loop then pings by it too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mqtt_pulse::events::FailureReason;
+    /// use mqtt_pulse::{ConnectionTracker, Events, Status};
+    /// use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet};
+    /// use rumqttc::v5::{ConnectionError, Event, MqttOptions};
+    ///
+    /// let events = Events::new();
+    /// let options = MqttOptions::new("my-service", "127.0.0.1", 1883);
+    /// let mut tracker = ConnectionTracker::from_mqtt5_options(&events, &options);
+    /// assert_eq!(events.clients()[0].keep_alive, Some(Duration::from_secs(60)));
+    ///
+    /// // In the service's own loop: `let event = eventloop.poll().await?;`
+    /// # let properties = rumqttc::v5::mqttbytes::v5::ConnAckProperties {
+    /// #     session_expiry_interval: None, receive_max: None, max_qos: None,
+    /// #     retain_available: None, max_packet_size: None, assigned_client_identifier: None,
+    /// #     topic_alias_max: None, reason_string: None, user_properties: Vec::new(),
+    /// #     wildcard_subscription_available: None, subscription_identifiers_available: None,
+    /// #     shared_subscription_available: None, response_information: None,
+    /// #     server_reference: None, authentication_method: None, authentication_data: None,
+    /// #     server_keep_alive: Some(20), // the broker's Server Keep Alive
+    /// # };
+    /// let connack = ConnAck {
+    ///     session_present: false,
+    ///     code: ConnectReturnCode::Success,
+    ///     properties: Some(properties), // with a Server Keep Alive of 20 s
+    /// };
+    /// tracker.observe_v5(&Event::Incoming(Packet::ConnAck(connack)));
+    /// assert_eq!(events.status("my-service"), Some(Status::Up));
+    /// assert_eq!(events.clients()[0].keep_alive, Some(Duration::from_secs(20)));
+    ///
+    /// let refused = ConnectionError::ConnectionRefused(ConnectReturnCode::Banned);
+    /// assert_eq!(tracker.observe_error_v5(&refused), Some(FailureReason::Banned));
+    /// assert_eq!(events.status("my-service"), Some(Status::Down));
+    /// ```
+    pub fn from_mqtt5_options(events: &Events, options: &rumqttc::v5::MqttOptions) -> Self {
+        let (host, port) = options.broker_address();
+        let keep_alive = options.keep_alive();
+        let mut tracker = Self::with_info(
+            events,
+            options.client_id(),
+            ClientInfo::new(broker_label(&host, port)),
+        );
+        tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
+        tracker.asked_keep_alive = keep_alive;
         events.record_keep_alive(&tracker.client_id, keep_alive);
         tracker
     }
@@ -121,6 +186,7 @@ impl ConnectionTracker {
     #[must_use]
     pub fn with_ping_timeout(mut self, timeout: Duration) -> Self {
         self.ping_timeout = Some(timeout);
+        self.ping_timeout_set = true;
         self
     }
 
@@ -152,6 +218,8 @@ impl ConnectionTracker {
             broker,
             link: Link::new(),
             ping_timeout: None,
+            asked_keep_alive: Duration::ZERO,
+            ping_timeout_set: false,
             dropped_publishes: None,
         }
     }
@@ -181,6 +249,31 @@ impl ConnectionTracker {
             }
             Observed::Nothing => {}
         }
+    }
+
+    /// [`observe`](Self::observe) for an event of a host's own MQTT 5 loop
+    /// (see [`from_mqtt5_options`](Self::from_mqtt5_options)).
+    pub fn observe_v5(&mut self, event: &rumqttc::v5::Event) {
+        let now = Instant::now();
+        if let Some(server_keep_alive) = wire::v5::accepted_keep_alive(event) {
+            let in_force = server_keep_alive.unwrap_or(self.asked_keep_alive);
+            self.events.record_keep_alive(&self.client_id, in_force);
+            if !self.ping_timeout_set {
+                self.ping_timeout = (!in_force.is_zero()).then(|| default_ping_timeout(in_force));
+            }
+        }
+        self.observe_at(wire::v5::beat(event), now);
+    }
+
+    /// [`observe_error`](Self::observe_error) for an error of a host's own
+    /// MQTT 5 loop: the reason codes of a refusing CONNACK and of the
+    /// broker's DISCONNECT become the reason (`bad_credentials`,
+    /// `session_taken_over`, …).
+    pub fn observe_error_v5(
+        &mut self,
+        error: &rumqttc::v5::ConnectionError,
+    ) -> Option<FailureReason> {
+        Some(self.observe_failure(wire::v5::classify(error)?, error))
     }
 
     /// Feeds one error `poll()` returned: counts it by reason and reports Down

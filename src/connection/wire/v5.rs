@@ -43,6 +43,7 @@ use rumqttc::v5::{ConnectionError, Event, StateError};
 use rumqttc::{Outgoing, QoS};
 
 use super::{Failure, Seen};
+use crate::connection::link::Beat;
 use crate::connection::link::classify_io;
 use crate::events::FailureReason;
 
@@ -131,6 +132,32 @@ pub(super) fn seen(event: Event) -> Seen {
         }
         Event::Outgoing(Outgoing::Disconnect) => Seen::Disconnect,
         _ => Seen::Other,
+    }
+}
+
+/// What the sans-I/O link makes of an event of a host's own v5 loop.
+pub(crate) fn beat(event: &Event) -> Beat {
+    match event {
+        Event::Incoming(Packet::ConnAck(_)) => Beat::Accepted,
+        Event::Outgoing(Outgoing::PingReq) => Beat::PingWritten,
+        Event::Incoming(Packet::PingResp(_)) => Beat::PingAnswered,
+        _ => Beat::Other,
+    }
+}
+
+/// For a CONNACK (which accepted the CONNECT: rumqttc makes a refusal an
+/// error), the Server Keep Alive it carries, if any; `None` for any other
+/// event.
+pub(crate) fn accepted_keep_alive(event: &Event) -> Option<Option<Duration>> {
+    match event {
+        Event::Incoming(Packet::ConnAck(connack)) => Some(
+            connack
+                .properties
+                .as_ref()
+                .and_then(|properties| properties.server_keep_alive)
+                .map(|seconds| Duration::from_secs(seconds.into())),
+        ),
+        _ => None,
     }
 }
 
