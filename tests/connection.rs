@@ -15,10 +15,11 @@ use mqtt_pulse::connection::{
     Backoff, ClientCertificate, Connection, ConnectionOptions, TlsOptions,
 };
 use mqtt_pulse::events::{
-    ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
+    ClientFilter, Event, EventKind, Events, FailureReason, Status, Subscription,
 };
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use rumqttc::QoS;
+use support::hub::{next, wait_for_failures};
 use support::metrics::sample;
 use support::prometheus::promtool_problems;
 use support::{Broker, TempDir, TestCa, TestPki, failures, logs};
@@ -32,33 +33,10 @@ fn options(url: &str, test: &str) -> ConnectionOptions {
     ConnectionOptions::new(client_id(test).as_str(), url).unwrap()
 }
 
-/// The next message, failing the test if none comes within `limit`.
-async fn next(sub: &mut Subscription, limit: Duration) -> Message {
-    match timeout(limit, sub.recv()).await {
-        Ok(Some(message)) => message,
-        Ok(None) => panic!("the hub went away"),
-        Err(_) => panic!("no event within {limit:?}"),
-    }
-}
-
 async fn next_status(sub: &mut Subscription, limit: Duration) -> Status {
     match next(sub, limit).await.event {
         Event::Status(status) => status,
         other => panic!("expected a status event, got {other:?}"),
-    }
-}
-
-/// Waits for a failure count to reach `at_least`, polling the hub's counter
-/// (failures are counters, not events, so there is nothing to await).
-async fn wait_for_failures(events: &Events, reason: FailureReason, at_least: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while failures(events, reason) < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {at_least} {reason} failures within {limit:?}: {:?}",
-            events.failures()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions};
 use mqtt_pulse::events::{
-    ClientFilter, ClientId, Event, EventKind, Events, FailureReason, KindStats, Message, Status,
+    ClientFilter, ClientId, Event, EventKind, Events, FailureReason, KindStats, Status,
     Subscription, SubscriptionStats, TryRecvError,
 };
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use support::Broker;
+use support::hub::next;
 use support::metrics;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 /// Reconnects quickly, so a restarted broker is seen again within ~0.2 s.
 const FAST_BACKOFF: Backoff = Backoff {
@@ -49,15 +50,6 @@ async fn restart(broker: &Arc<Broker>) {
     tokio::task::spawn_blocking(move || broker.restart())
         .await
         .unwrap();
-}
-
-/// The next message, failing the test if none comes within `limit`.
-async fn next(sub: &mut Subscription, limit: Duration) -> Message {
-    match timeout(limit, sub.recv()).await {
-        Ok(Some(message)) => message,
-        Ok(None) => panic!("the hub went away"),
-        Err(_) => panic!("no event within {limit:?}"),
-    }
 }
 
 async fn next_status(sub: &mut Subscription, id: &ClientId, limit: Duration) -> Status {

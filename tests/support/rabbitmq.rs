@@ -173,6 +173,11 @@ impl Node {
         fs::write(&node.config, node.config_text(builder)).expect("write rabbitmq.conf");
         fs::write(&node.plugins, "[rabbitmq_mqtt,rabbitmq_web_mqtt].\n")
             .expect("write enabled_plugins");
+        fs::write(
+            dir.join("rabbitmq-env.conf"),
+            "# empty: tests/support/rabbitmq.rs\n",
+        )
+        .expect("write rabbitmq-env.conf");
         node
     }
 
@@ -246,8 +251,19 @@ impl Node {
                 "RABBITMQ_PLUGINS_EXPAND_DIR",
                 self.dir.join("plugins-expand"),
             )
-            .env_remove("RABBITMQ_ADVANCED_CONFIG_FILE")
-            .env_remove("RABBITMQ_CONF_ENV_FILE")
+            // Nothing of the machine's own node: not its env file (Debian's
+            // sets a node name and ERL_FLAGS), not an advanced.config.
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
+            .env(
+                "RABBITMQ_ADVANCED_CONFIG_FILE",
+                self.dir.join("advanced.config"),
+            )
+            // Erlang distribution on loopback only.
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            )
+            .env_remove("ERL_FLAGS")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null());
         command
