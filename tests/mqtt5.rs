@@ -12,16 +12,19 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqtt_pulse::connection::{Backoff, Connection, ConnectionOptions, Protocol};
+use mqtt_pulse::connection::{
+    Backoff, ClientCertificate, Connection, ConnectionOptions, Protocol, TlsOptions,
+};
 use mqtt_pulse::events::{
-    ClientFilter, Event, EventKind, Events, FailureReason, Message, Status, Subscription,
+    ClientFilter, Event, EventKind, Events, FailureReason, Status, Subscription,
 };
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use support::daemon::run;
+use support::hub::{next, wait_for_failures};
 use support::metrics::sample;
 use support::prometheus::promtool_problems;
 use support::rabbitmq::RabbitMq;
-use support::{Broker, failures, logs};
+use support::{Broker, TempDir, TestPki, failures, logs};
 use tokio::time::timeout;
 
 fn client_id(test: &str) -> String {
@@ -41,33 +44,10 @@ fn quick_backoff() -> Backoff {
     }
 }
 
-/// The next message, failing the test if none comes within `limit`.
-async fn next(sub: &mut Subscription, limit: Duration) -> Message {
-    match timeout(limit, sub.recv()).await {
-        Ok(Some(message)) => message,
-        Ok(None) => panic!("the hub went away"),
-        Err(_) => panic!("no event within {limit:?}"),
-    }
-}
-
 async fn next_status(sub: &mut Subscription, limit: Duration) -> Status {
     match next(sub, limit).await.event {
         Event::Status(status) => status,
         other => panic!("expected a status event, got {other:?}"),
-    }
-}
-
-/// Waits for a failure count to reach `at_least` (failures are counters,
-/// not events, so there is nothing to await but the count).
-async fn wait_for_failures(events: &Events, reason: FailureReason, at_least: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while failures(events, reason) < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {at_least} {reason} failures within {limit:?}: {:?}",
-            events.failures()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -679,4 +659,112 @@ async fn a_host_s_own_v5_loop_is_tracked_with_the_keep_alive_the_broker_imposed(
     );
     let error = host.await.unwrap();
     assert!(!error.is_empty());
+}
+
+/// The transports work on MQTT 5 as on 3.1.1: mutual TLS (client
+/// certificate), and secure WebSocket beside it; a CA that does not match is
+/// `tls`.
+#[tokio::test]
+async fn v5_over_mutual_tls_and_secure_websocket_and_a_wrong_ca_is_tls() {
+    let dir = TempDir::new("v5-tls");
+    let pki = TestPki::generate(&*dir);
+    let stranger = TestPki::generate_named(&*dir, "stranger");
+    let files = pki.server_files();
+    let wss_port = support::free_port();
+    let broker = Broker::builder()
+        .tls(files.clone())
+        .extra_config("require_certificate true")
+        .extra_config(&format!(
+            "listener {wss_port}\nsocket_domain ipv4\nprotocol websockets\ncertfile {}\nkeyfile {}\n",
+            files.cert.display(),
+            files.key.display()
+        ))
+        .start();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let trusting = |ca: &std::path::Path| TlsOptions {
+        ca_file: Some(ca.to_path_buf()),
+        client_certificate: Some(ClientCertificate {
+            cert_file: pki.client_cert_path.clone(),
+            key_file: pki.client_key_path.clone(),
+        }),
+        ..Default::default()
+    };
+    #[allow(unused_mut)] // without WebSockets, only mutual TLS
+    let mut urls = vec![("mtls", broker.url())];
+    #[cfg(feature = "websocket")]
+    urls.push(("wss", format!("wss://localhost:{wss_port}/mqtt")));
+    for (test, url) in urls {
+        let connection = Connection::start(
+            ConnectionOptions::new(client_id(test).as_str(), &url)
+                .unwrap()
+                .with_protocol(Protocol::V5)
+                .with_tls(trusting(&pki.ca_pem_path)),
+            &events,
+        )
+        .unwrap();
+        assert_eq!(
+            next_status(&mut status, Duration::from_secs(2)).await,
+            Status::Up,
+            "{url}: {}",
+            broker.log()
+        );
+        broker.wait_for_log(
+            &format!("as {} (p5, c1, k5", client_id(test)),
+            Duration::from_secs(1),
+        );
+        connection.shutdown().await;
+        assert_eq!(
+            next_status(&mut status, Duration::from_secs(1)).await,
+            Status::Terminating
+        );
+        assert_eq!(
+            next_status(&mut status, Duration::from_secs(1)).await,
+            Status::Terminated
+        );
+    }
+
+    let mismatched = Connection::start(
+        options(&broker, "wrong-ca").with_tls(trusting(&stranger.ca_pem_path)),
+        &events,
+    )
+    .unwrap();
+    wait_for_failures(&events, FailureReason::Tls, 1, Duration::from_secs(3)).await;
+    assert!(
+        status.try_recv().is_err(),
+        "never up with a CA that does not match"
+    );
+    mismatched.shutdown().await;
+}
+
+/// The password file is read again at every attempt on MQTT 5 too: a wrong
+/// one is refused, and rewriting the file (no restart, no reload) connects.
+#[tokio::test]
+async fn a_rotated_password_file_is_used_from_the_next_v5_attempt() {
+    let broker = Broker::builder().password("probe", "right-horse").start();
+    let dir = TempDir::new("v5-password");
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "stale-horse\n").unwrap();
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connection = Connection::start(
+        options(&broker, "rotated")
+            .with_password_file("probe", &password_file)
+            .with_backoff(quick_backoff()),
+        &events,
+    )
+    .unwrap();
+    wait_for_failures(
+        &events,
+        FailureReason::NotAuthorized,
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    std::fs::write(&password_file, "right-horse\n").unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    connection.shutdown().await;
 }
