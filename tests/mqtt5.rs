@@ -768,3 +768,87 @@ async fn a_rotated_password_file_is_used_from_the_next_v5_attempt() {
     );
     connection.shutdown().await;
 }
+
+/// The client side on MQTT 5: a subscription through the connection, its
+/// publishes in the bounded queue (as their 3.1.1 shape), and the
+/// subscription renewed after a restarted broker lost the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_publishes_reach_the_queue_and_subscriptions_are_renewed_after_a_restart() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+
+    let broker = Arc::new(Broker::start());
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("pubsub");
+    let mut connection = Connection::start(
+        options(&broker, "pubsub").with_backoff(quick_backoff()),
+        &events,
+    )
+    .unwrap();
+    assert!(
+        connection.client().is_none(),
+        "no 3.1.1 client on a v5 connection"
+    );
+    let mut publishes = connection.take_publishes().unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    let topic = format!("mqtt-pulse/test/{id}");
+    let subscribed = format!("Received SUBSCRIBE from {id}");
+    connection
+        .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    broker.wait_for_log(&subscribed, Duration::from_secs(2));
+    let publish = |payload: &'static str| {
+        let client = connection.client_v5().expect("a v5 connection").clone();
+        let topic = topic.clone();
+        async move {
+            client
+                .publish(topic, QoS5::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+    };
+    publish("first").await;
+    let received = timeout(Duration::from_secs(2), publishes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.topic, topic);
+    assert_eq!(&received.payload[..], b"first");
+    assert_eq!(received.qos, rumqttc::QoS::AtLeastOnce);
+
+    broker.kill();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Down
+    );
+    let mark = broker.log_mark();
+    let restarter = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || restarter.restart())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !broker.log_since(mark).contains(&subscribed) {
+        assert!(
+            Instant::now() < deadline,
+            "no renewed SUBSCRIBE:\n{}",
+            broker.log_since(mark)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    publish("second").await;
+    let received = timeout(Duration::from_secs(2), publishes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&received.payload[..], b"second");
+    connection.shutdown().await;
+}
