@@ -383,7 +383,8 @@ mod scripted {
 
 /// Mosquitto's `max_keepalive` (10 s at least) makes it send a Server Keep
 /// Alive to a v5 client asking for more: the driver pings within the
-/// broker's keep-alive, not ours, and the gauge shows the broker's.
+/// broker's keep-alive, not ours, its ping deadline follows, and the gauge
+/// shows the broker's. (About 21 s: the keep-alive cannot be shorter.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_keep_alive_overrides_ours_and_the_gauge_shows_it() {
     let broker = Broker::builder().extra_config("max_keepalive 10").start();
@@ -439,6 +440,23 @@ async fn a_server_keep_alive_overrides_ours_and_the_gauge_shows_it() {
         "the first ping {after:?} after CONNACK"
     );
     assert!(status.try_recv().is_err(), "the connection stayed up");
+
+    // The ping deadline follows too: half the broker's 10 s after the next
+    // PINGREQ, which is rumqttc's one-off at 10 s after CONNACK (`wire::v5`),
+    // 2.5 s after the answer to ours at 7.5 s: Down 7.5 s after that answer.
+    // With a deadline of half our 60 s, the next PINGREQ (ours, at 17.5 s)
+    // would find rumqttc still awaiting the one-off's answer: 10 s.
+    let last_answer = Instant::now();
+    broker.pause();
+    let down = next(&mut status, Duration::from_secs(15)).await;
+    let detection = last_answer.elapsed();
+    assert_eq!(down.event, Event::Status(Status::Down));
+    assert_eq!(down.reason, Some(FailureReason::PingTimeout));
+    assert!(
+        detection > Duration::from_secs(7) && detection < Duration::from_millis(9_000),
+        "Down {detection:?} after the last PINGRESP"
+    );
+    broker.resume();
     connection.shutdown().await;
 }
 
