@@ -24,8 +24,8 @@ use super::link::Beat;
 use crate::events::FailureReason;
 
 /// The rumqttc options of one connection, for the version it speaks, with
-/// its files read: what a connection starts from.
-#[derive(Debug)]
+/// its files read: what a connection starts from. Its `Debug` shows neither
+/// (rumqttc's prints the password).
 pub(crate) enum Settings {
     // Boxed, as they differ in size by half (352 and 656 bytes).
     V311(Box<MqttOptions>),
@@ -60,6 +60,18 @@ impl SettingsMut<'_> {
                 }
             }
         }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = match self {
+            Settings::V311(_) => "V311",
+            Settings::V5(_) => "V5",
+        };
+        f.debug_tuple("Settings")
+            .field(&format_args!("{version}"))
+            .finish_non_exhaustive()
     }
 }
 
@@ -324,6 +336,29 @@ impl Client {
         match self {
             Client::V311(client) => client.try_disconnect().is_ok(),
             Client::V5(client) => client.try_disconnect().is_ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::connection::{ConnectionOptions, Protocol};
+
+    #[test]
+    fn settings_never_show_the_password_they_carry() {
+        for protocol in [Protocol::V311, Protocol::V5] {
+            let settings = ConnectionOptions::new("c", "mqtt://h")
+                .unwrap()
+                .with_protocol(protocol)
+                .with_credentials("probe", "s3cret-horse")
+                .to_mqtt_options()
+                .unwrap();
+            assert_eq!(
+                settings.login(),
+                Some(("probe".to_owned(), "s3cret-horse".to_owned()))
+            );
+            let debug = format!("{settings:?}");
+            assert!(!debug.contains("s3cret"), "{debug}");
         }
     }
 }
