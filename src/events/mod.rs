@@ -38,7 +38,9 @@
 //!   connection dropped ([`Events::count_dropped_publish`], or lock-free
 //!   through a [`DroppedPublishCounter`]; [`Events::dropped_publishes`]), and, for a TLS connection, when the
 //!   broker certificate chain it verified last expires
-//!   ([`Events::record_tls_cert_expiry`], [`Events::tls_cert_expiries`]). A
+//!   ([`Events::record_tls_cert_expiry`], [`Events::tls_cert_expiries`]), and
+//!   the keep-alive in force on its connection ([`Events::record_keep_alive`],
+//!   [`ClientState::keep_alive`]: an MQTT 5 broker may impose its own). A
 //!   client whose status becomes [`Status::Terminated`] is forgotten, its
 //!   counts and expiry with it.
 //! * **End.** When every [`Events`] handle is gone, a subscription's stream ends
