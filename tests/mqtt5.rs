@@ -1,9 +1,16 @@
-//! MQTT 5 targets (`protocol = "5"`, `ConnectionOptions::with_protocol`)
+//! MQTT 5 targets (`protocol = "5"`, `ConnectionOptions::with_protocol`,
+//! `ping --protocol 5`, a host's own v5 loop through `ConnectionTracker`)
 //! against real Mosquitto brokers: the same status and ping events as 3.1.1,
 //! with the driver's own keep-alive discipline; the reason codes of a
-//! refusing CONNACK and of a DISCONNECT the broker sends; a Server Keep
-//! Alive overriding ours, visible in `mqtt_client_keep_alive_seconds`; loss
-//! by kill and by freeze.
+//! refusing CONNACK; a Server Keep Alive overriding ours (pings and ping
+//! deadline), visible in `mqtt_client_keep_alive_seconds`; loss by kill and
+//! by freeze; TLS, wss and password files; publishes and subscriptions. A
+//! broker that does not speak MQTT 5 is a real one too (RabbitMQ 3.10).
+//!
+//! A scripted broker stands in only where no broker on this machine does
+//! what is tested, and each such test says why: a DISCONNECT with a reason
+//! code (Debian's Mosquitto 2.0.11 predates it), a Server Keep Alive of zero
+//! or longer than ours.
 //!
 //! Every test owns its broker on a free port.
 
