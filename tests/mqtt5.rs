@@ -877,3 +877,89 @@ async fn v5_publishes_reach_the_queue_and_subscriptions_are_renewed_after_a_rest
     assert_eq!(&received.payload[..], b"second");
     connection.shutdown().await;
 }
+
+/// A client an operator disables in Mosquitto's dynamic-security plugin:
+/// 2.0.11 means to tell an MQTT 5 client why (it queues DISCONNECT 0x98,
+/// administrative action) but closes the socket before the packet leaves, so
+/// what the target sees is a close soon after CONNACK; then every attempt is
+/// refused as not authorised (CONNACK 0x87) until it is enabled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_an_operator_disables_is_closed_then_not_authorized_until_enabled() {
+    const DYNSEC: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+    let dir = TempDir::new("v5-dynsec");
+    let config = dir.join("dynsec.json");
+    let ctrl = |args: &[&str]| {
+        let output = std::process::Command::new("/usr/bin/mosquitto_ctrl")
+            .args(args)
+            .output()
+            .expect("run mosquitto_ctrl");
+        assert!(
+            output.status.success(),
+            "mosquitto_ctrl {args:?}: {output:?}"
+        );
+    };
+    ctrl(&[
+        "dynsec",
+        "init",
+        config.to_str().unwrap(),
+        "admin",
+        "admin-horse",
+    ]);
+    let broker = Broker::builder()
+        .extra_config(&format!(
+            "plugin {DYNSEC}\nplugin_opt_config_file {}",
+            config.display()
+        ))
+        .start();
+    let port = broker.port().to_string();
+    let admin = |command: &[&str]| {
+        let mut args = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "admin",
+            "-P",
+            "admin-horse",
+        ];
+        args.push("dynsec");
+        args.extend_from_slice(command);
+        ctrl(&args);
+    };
+    admin(&["createClient", "probe", "-p", "probe-horse"]);
+
+    let events = Events::new();
+    let mut status = events.register(ClientFilter::Any, EventKind::Status);
+    let connection = Connection::start(
+        options(&broker, "dynsec")
+            .with_credentials("probe", "probe-horse")
+            .with_backoff(quick_backoff()),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(2)).await,
+        Status::Up
+    );
+
+    admin(&["disableClient", "probe"]);
+    let down = next(&mut status, Duration::from_secs(2)).await;
+    assert_eq!(down.event, Event::Status(Status::Down));
+    assert_eq!(down.reason, Some(FailureReason::ClosedAfterConnect));
+    assert_eq!(failures(&events, FailureReason::AdministrativeAction), 0);
+    wait_for_failures(
+        &events,
+        FailureReason::NotAuthorized,
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+
+    admin(&["enableClient", "probe"]);
+    assert_eq!(
+        next_status(&mut status, Duration::from_secs(3)).await,
+        Status::Up
+    );
+    connection.shutdown().await;
+}
