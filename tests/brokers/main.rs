@@ -9,6 +9,10 @@
 //! The three brokers run in parallel (one test each); RabbitMQ, which takes
 //! seconds to boot, is started once.
 
+// ws:// and wss:// are cells of the matrix: without the feature there is no
+// matrix to run (there is no [[test]] entry).
+#![cfg(feature = "websocket")]
+
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -3,7 +3,8 @@
 //! loopback round trips; a wrong password, a wrong CA and (mutual TLS) no
 //! client certificate, each counted as the reason [`expected`] says and
 //! never up; frozen (SIGSTOP) → Down by `ping_timeout` within keep-alive +
-//! ping timeout of the freeze; thawed → Up; killed → Down with
+//! ping timeout of the freeze and one ping timeout after the PINGREQ that
+//! went unanswered; thawed → Up; killed → Down with
 //! [`Expected::killed`]; restarted → Up. Observed through the library's real
 //! outputs: the hub's status and ping events (with each Down's reason) and
 //! the Prometheus exporter's page.
@@ -70,6 +71,8 @@ const BACKOFF: Backoff = Backoff {
 /// thawed must not be cut short, and attempts against the frozen broker are
 /// only counted, not checked.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// 2100-01-01T00:00:00Z: when every certificate of [`TestPki`] expires.
+const TEST_PKI_NOT_AFTER: f64 = 4_102_444_800.0;
 /// A loopback round trip above this is not plausible.
 const MAX_RTT: Duration = Duration::from_millis(50);
 
@@ -141,12 +144,9 @@ impl Mismatches {
     }
 }
 
-/// A refused client (one attempt, its own hub and exporter): the failure
-/// reasons on `/metrics` must be exactly one `want`, and `mqtt_client_up` 0.
-async fn refused(options: ConnectionOptions) -> (Vec<(String, f64)>, Option<f64>) {
-    failures_on_metrics(options).await
-}
-
+/// Whether what [`failures_on_metrics`] saw of a refused client (one
+/// attempt, its own hub and exporter) is exactly one failure `want`, and
+/// `mqtt_client_up` 0.
 fn refused_as(seen: &(Vec<(String, f64)>, Option<f64>), want: FailureReason) -> bool {
     seen.0 == [(want.to_string(), 1.0)] && seen.1 == Some(0.0)
 }
@@ -182,7 +182,7 @@ pub async fn run(subject: Subject) {
         .partition(|&&cell| expected(cell).refused.is_none());
     for cell in outright {
         let want = expected(cell).refused.unwrap();
-        let seen = refused(subject.options(cell, "refused")).await;
+        let seen = failures_on_metrics(subject.options(cell, "refused")).await;
         mismatches.check(cell, "refused", refused_as(&seen, want), || {
             format!("expected one `{want}`, saw {seen:?}")
         });
@@ -246,7 +246,9 @@ async fn refusals(subject: &Arc<Subject>, cells: &[Cell]) -> Mismatches {
     }
     let running: Vec<_> = checks
         .into_iter()
-        .map(|(cell, what, want, options)| (cell, what, want, tokio::spawn(refused(options))))
+        .map(|(cell, what, want, options)| {
+            (cell, what, want, tokio::spawn(failures_on_metrics(options)))
+        })
         .collect();
     let mut mismatches = Mismatches::default();
     for (cell, what, want, check) in running {
@@ -483,6 +485,17 @@ async fn lifecycle(
                 || format!("{reason}: {value:?}, expected 1 ({failures:?})"),
             );
         }
+        let expiry = page.value(
+            "mqtt_client_tls_cert_expiry_timestamp_seconds",
+            &[("client_id", client)],
+        );
+        let want = expected(cell).cert_expiry.then_some(TEST_PKI_NOT_AFTER);
+        mismatches.check(
+            cell,
+            "mqtt_client_tls_cert_expiry_timestamp_seconds",
+            expiry == want,
+            || format!("{expiry:?}, expected {want:?}"),
+        );
         let count = page.value(
             "mqtt_client_ping_rtt_seconds_count",
             &[("client_id", client)],
@@ -557,6 +570,10 @@ fn wire_checks(subject: &Subject) -> Mismatches {
             },
         );
         let kept = silence.join().unwrap();
+        eprintln!(
+            "{}: a silent client (keep-alive 1 s) was dropped after {kept:?}",
+            broker.name()
+        );
         let (low, high) = want.silence_kept_ms;
         let range = Duration::from_millis(low)..=Duration::from_millis(high);
         mismatches.check(

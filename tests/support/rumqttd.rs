@@ -48,6 +48,28 @@ pub fn binary() -> &'static Path {
                 "--example",
                 "rumqttd_broker",
             ]);
+            // Not the variables cargo set for this test process (nor the
+            // `rustc-env` of our build.rs, which cargo passes on to tests):
+            // build scripts (ring's, ours) rerun when they change, and the
+            // next `cargo test` would rebuild them back.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_BIN_")
+                    || name.starts_with("CARGO_MANIFEST_")
+                    || [
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                        "OUT_DIR",
+                        "MQTT_PULSE_REVISION",
+                    ]
+                    .contains(&name.as_ref())
+                {
+                    cargo.env_remove(name.as_ref());
+                }
+            }
             if profile_dir
                 .file_name()
                 .is_some_and(|name| name == "release")
