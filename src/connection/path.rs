@@ -25,14 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{
-    Event as MqttEvent, Outgoing, Packet, Publish, QoS, Request, Subscribe, SubscribeReasonCode,
-    Unsubscribe,
-};
+use rumqttc::{Publish, QoS, Request, Subscribe, SubscribeReasonCode, Unsubscribe};
 use tokio::sync::mpsc;
 
 use super::path_options::PathOptions;
 use super::round_trip::{RoundTrips, decode};
+use super::wire::Seen;
 use super::{Connection, OptionsError};
 use crate::events::{ClientId, Event, Events, RoundTrip, RoundTripCounter, RoundTripOutcome};
 use crate::sync::lock;
@@ -153,6 +151,13 @@ impl Path {
             return Err(OptionsError::Path {
                 key: "to",
                 problem: "must be another connection than `from`".to_owned(),
+            });
+        }
+        if [from, to].iter().any(|end| end.client_v5().is_some()) {
+            // A path queues its requests on rumqttc's 3.1.1 loop.
+            return Err(OptionsError::Path {
+                key: "protocol",
+                problem: "paths need protocol = \"3.1.1\" at both ends for now".to_owned(),
             });
         }
         let (from_id, to_id) = (from.client_id().as_str(), to.client_id().as_str());
@@ -441,18 +446,18 @@ impl PathEnds {
     /// incoming message of a path, which is the path's alone.
     pub(crate) fn observe(
         &mut self,
-        event: &MqttEvent,
+        event: &Seen,
         now: Instant,
         pending: &VecDeque<Request>,
     ) -> bool {
         match event {
-            MqttEvent::Outgoing(Outgoing::Publish(_)) => {
+            Seen::PublishWritten => {
                 for sender in &self.senders {
                     sender.outgoing_publish(now, pending);
                 }
                 false
             }
-            MqttEvent::Outgoing(Outgoing::Subscribe(pkid)) => {
+            Seen::SubscribeWritten(pkid) => {
                 for receiver in &mut self.receivers {
                     if receiver.subscription == Subscription::Queued
                         && !receiver.still_pending(pending)
@@ -464,7 +469,7 @@ impl PathEnds {
                 }
                 false
             }
-            MqttEvent::Incoming(Packet::SubAck(suback)) => {
+            Seen::SubAck(suback) => {
                 for receiver in &mut self.receivers {
                     if receiver.subscription == Subscription::Written(suback.pkid) {
                         let granted = suback
@@ -485,7 +490,7 @@ impl PathEnds {
                 }
                 false
             }
-            MqttEvent::Incoming(Packet::Publish(publish)) => {
+            Seen::Publish(publish) => {
                 // Every message on a path's topic is the path's, whoever sent
                 // it (another instance, an earlier run): counted when it is
                 // this run's, never handed to the host as its own.
@@ -508,6 +513,12 @@ impl PathEnds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::{Event as MqttEvent, Outgoing, Packet};
+
+    /// The driver's view of a 3.1.1 event, as the probe and paths get it.
+    fn seen(event: &MqttEvent) -> Seen {
+        crate::connection::wire::v311::seen(event.clone())
+    }
     use crate::events::{ClientFilter, EventKind};
     use rumqttc::SubAck;
 
@@ -553,13 +564,13 @@ mod tests {
         );
         to_pending.pop_front();
         assert!(!to.observe(
-            &MqttEvent::Outgoing(Outgoing::Subscribe(7)),
+            &seen(&MqttEvent::Outgoing(Outgoing::Subscribe(7))),
             t0,
             &to_pending
         ));
         let suback = SubAck::new(7, vec![code]);
         assert!(!to.observe(
-            &MqttEvent::Incoming(Packet::SubAck(suback)),
+            &seen(&MqttEvent::Incoming(Packet::SubAck(suback))),
             t0,
             &to_pending
         ));
@@ -571,7 +582,11 @@ mod tests {
         let Request::Publish(publish) = pending.pop_front()? else {
             return None;
         };
-        from.observe(&MqttEvent::Outgoing(Outgoing::Publish(0)), at, pending);
+        from.observe(
+            &seen(&MqttEvent::Outgoing(Outgoing::Publish(0))),
+            at,
+            pending,
+        );
         Some(publish)
     }
 
@@ -590,7 +605,7 @@ mod tests {
         assert_eq!(publish.topic, "mqtt-pulse/path/a/b");
         let read = MqttEvent::Incoming(Packet::Publish(publish));
         assert!(
-            to.observe(&read, t0 + ms(105), &VecDeque::new()),
+            to.observe(&seen(&read), t0 + ms(105), &VecDeque::new()),
             "the path's, not the host's"
         );
 
@@ -608,7 +623,7 @@ mod tests {
         assert_eq!((counts.sent, counts.outcomes), (1, [1, 0, 0, 0, 0]));
         assert_eq!(counts.to.as_ref().map(ClientId::as_str), Some("b"));
         // The same message again: a duplicate, never a second success.
-        assert!(to.observe(&read, t0 + ms(106), &VecDeque::new()));
+        assert!(to.observe(&seen(&read), t0 + ms(106), &VecDeque::new()));
         assert_eq!(events.round_trips()[0].outcomes, [1, 0, 0, 0, 1]);
     }
 
@@ -651,11 +666,14 @@ mod tests {
         for payload in ["mqtt-pulse/1 00000000000000aa 1 1764601200000000", "hello"] {
             let foreign = Publish::new("mqtt-pulse/path/a/b", QoS::AtMostOnce, payload);
             let event = MqttEvent::Incoming(Packet::Publish(foreign));
-            assert!(to.observe(&event, t0, &VecDeque::new()));
+            assert!(to.observe(&seen(&event), t0, &VecDeque::new()));
         }
         let other = Publish::new("host/topic", QoS::AtMostOnce, "x");
         let event = MqttEvent::Incoming(Packet::Publish(other));
-        assert!(!to.observe(&event, t0, &VecDeque::new()), "the host's own");
+        assert!(
+            !to.observe(&seen(&event), t0, &VecDeque::new()),
+            "the host's own"
+        );
         assert_eq!(events.round_trips()[0].outcomes, [0; 5]);
     }
 

@@ -20,13 +20,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{
-    Event as MqttEvent, Outgoing, Packet, Publish, QoS, Request, SubAck, Subscribe,
-    SubscribeReasonCode,
-};
+use rumqttc::{Publish, QoS, Request, SubAck, Subscribe, SubscribeReasonCode};
 
 use super::probe::ProbeOptions;
 use super::round_trip::{RoundTrips, decode};
+use super::wire::Seen;
 use crate::events::{ClientId, Event, Events, RoundTrip, RoundTripCounter, RoundTripOutcome};
 
 /// The probe of one connection.
@@ -166,16 +164,16 @@ impl Prober {
         &mut self,
         events: &Events,
         client_id: &ClientId,
-        event: &MqttEvent,
+        event: &Seen,
         now: Instant,
         pending: &VecDeque<Request>,
     ) -> bool {
         match event {
-            MqttEvent::Outgoing(Outgoing::Publish(_)) => {
+            Seen::PublishWritten => {
                 self.outgoing_publish(now, pending);
                 false
             }
-            &MqttEvent::Outgoing(Outgoing::Subscribe(pkid)) => {
+            &Seen::SubscribeWritten(pkid) => {
                 let ours = |request: &Request| {
                     matches!(request, Request::Subscribe(s)
                         if s.filters.iter().any(|f| *f.path == *self.topic))
@@ -185,14 +183,12 @@ impl Prober {
                 }
                 false
             }
-            MqttEvent::Incoming(Packet::SubAck(ack))
-                if self.subscription == Subscription::Written(ack.pkid) =>
-            {
+            Seen::SubAck(ack) if self.subscription == Subscription::Written(ack.pkid) => {
                 self.subscription = Subscription::None;
                 self.subscribed(client_id, ack);
                 false
             }
-            MqttEvent::Incoming(Packet::Publish(publish)) if *publish.topic == *self.topic => {
+            Seen::Publish(publish) if *publish.topic == *self.topic => {
                 self.expire(events, client_id, now);
                 if let Some((seq, outcome)) = self.trips.arrived(&publish.payload, now) {
                     self.report(events, client_id, seq, outcome);
@@ -265,6 +261,12 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::{Event as MqttEvent, Outgoing, Packet};
+
+    /// The driver's view of a 3.1.1 event, as the probe and paths get it.
+    fn seen(event: &MqttEvent) -> Seen {
+        crate::connection::wire::v311::seen(event.clone())
+    }
     use crate::events::{ClientFilter, EventKind};
 
     fn ms(n: u64) -> Duration {
@@ -338,12 +340,12 @@ mod tests {
         let mut message = None;
         for at in [101, 102, 103] {
             let (event, publish) = write_next(&mut pending);
-            assert!(!probe.observe(&events, &client, &event, t0 + ms(at), &pending));
+            assert!(!probe.observe(&events, &client, &seen(&event), t0 + ms(at), &pending));
             message = publish.or(message);
         }
         let message = message.unwrap();
         let back = MqttEvent::Incoming(Packet::Publish(message.clone()));
-        assert!(probe.observe(&events, &client, &back, t0 + ms(110), &pending));
+        assert!(probe.observe(&events, &client, &seen(&back), t0 + ms(110), &pending));
 
         let received = subscription.try_recv().unwrap();
         assert_eq!(
@@ -354,7 +356,7 @@ mod tests {
         let counts = &events.round_trips()[0];
         assert_eq!((counts.sent, counts.outcomes), (1, [1, 0, 0, 0, 0]));
 
-        assert!(probe.observe(&events, &client, &back, t0 + ms(111), &pending));
+        assert!(probe.observe(&events, &client, &seen(&back), t0 + ms(111), &pending));
         assert_eq!(
             subscription.try_recv().unwrap().event,
             Event::RoundTrip(RoundTrip::probe(1, RoundTripOutcome::Duplicate))
@@ -378,10 +380,10 @@ mod tests {
         )));
         probe.tick(&events, &client, t0 + ms(100), &mut pending);
         let (event, _) = write_next(&mut pending);
-        probe.observe(&events, &client, &event, t0 + ms(101), &pending);
+        probe.observe(&events, &client, &seen(&event), t0 + ms(101), &pending);
         assert_eq!(events.round_trips()[0].sent, 0);
         let (event, _) = write_next(&mut pending);
-        probe.observe(&events, &client, &event, t0 + ms(102), &pending);
+        probe.observe(&events, &client, &seen(&event), t0 + ms(102), &pending);
         assert_eq!(events.round_trips()[0].sent, 1);
     }
 
@@ -395,7 +397,7 @@ mod tests {
         probe.connected(&events, &client, t0, true, &mut pending);
         probe.tick(&events, &client, t0 + ms(100), &mut pending);
         let (event, _) = write_next(&mut pending);
-        probe.observe(&events, &client, &event, t0 + ms(100), &pending);
+        probe.observe(&events, &client, &seen(&event), t0 + ms(100), &pending);
         probe.lost();
         assert_eq!(probe.wakeup(), Some(t0 + ms(350)), "only the timeout");
         probe.tick(&events, &client, t0 + ms(350), &mut pending);
@@ -405,7 +407,7 @@ mod tests {
 
         let foreign = Publish::new("mqtt-pulse/probe/c", QoS::AtLeastOnce, "hello");
         let event = MqttEvent::Incoming(Packet::Publish(foreign));
-        assert!(probe.observe(&events, &client, &event, t0 + ms(400), &pending));
+        assert!(probe.observe(&events, &client, &seen(&event), t0 + ms(400), &pending));
         assert_eq!(events.round_trips()[0].outcomes, [0, 0, 1, 0, 0]);
     }
 }
