@@ -4,7 +4,9 @@
 //! with the driver's own keep-alive discipline; the reason codes of a
 //! refusing CONNACK; a Server Keep Alive overriding ours (pings and ping
 //! deadline), visible in `mqtt_client_keep_alive_seconds`; loss by kill and
-//! by freeze; TLS, wss and password files; publishes and subscriptions. A
+//! by freeze; TLS, wss and password files; publishes and subscriptions;
+//! round-trip probes and broker-to-broker paths on v5 connections, alone and
+//! mixed with 3.1.1 ones, and a probe topic the broker's ACL denies. A
 //! broker that does not speak MQTT 5 is a real one too (RabbitMQ 3.10).
 //!
 //! A scripted broker stands in only where no broker on this machine does
@@ -20,10 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqtt_pulse::connection::{
-    Backoff, ClientCertificate, Connection, ConnectionOptions, Protocol, TlsOptions,
+    Backoff, ClientCertificate, Connection, ConnectionOptions, Path, PathOptions, ProbeOptions,
+    Protocol, TlsOptions,
 };
 use mqtt_pulse::events::{
-    ClientFilter, Event, EventKind, Events, FailureReason, Status, Subscription,
+    ClientFilter, Event, EventKind, Events, FailureReason, RoundTripOutcome, Status, Subscription,
 };
 use mqtt_pulse::exporter::metrics::MetricsBuilder;
 use support::daemon::run;
@@ -962,4 +965,160 @@ async fn a_client_an_operator_disables_is_closed_then_not_authorized_until_enabl
         Status::Up
     );
     connection.shutdown().await;
+}
+
+/// Waits for the first `Up` among the status events `sub` gets.
+async fn wait_up(sub: &mut Subscription) {
+    while next_status(sub, Duration::from_secs(10)).await != Status::Up {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v5_probe_round_trips_at_qos_0_1_and_2_in_order_and_off_the_host_s_queue() {
+    for (qos, name) in [
+        (rumqttc::QoS::AtMostOnce, "probe-qos0"),
+        (rumqttc::QoS::AtLeastOnce, "probe-qos1"),
+        (rumqttc::QoS::ExactlyOnce, "probe-qos2"),
+    ] {
+        let broker = Broker::start();
+        let events = Events::new();
+        let mut statuses = events.register(ClientFilter::Any, EventKind::Status);
+        let mut trips = events.register(ClientFilter::Any, EventKind::RoundTrip);
+        let probe = ProbeOptions::new()
+            .with_interval(Duration::from_millis(50))
+            .with_timeout(Duration::from_secs(2))
+            .with_qos(qos);
+        let options = options(&broker, name)
+            .with_keep_alive(Duration::from_secs(1))
+            .with_probe(probe);
+        let mut connection = Connection::start(options, &events).unwrap();
+        let mut publishes = connection.take_publishes().unwrap();
+        wait_up(&mut statuses).await;
+
+        for expected_seq in 1..=20 {
+            let Event::RoundTrip(trip) = next(&mut trips, Duration::from_secs(5)).await.event
+            else {
+                unreachable!("only round trips are registered");
+            };
+            assert_eq!((trip.seq, trip.path), (expected_seq, None), "{name}");
+            let RoundTripOutcome::Received(rtt) = trip.outcome else {
+                panic!("{name}: {:?}", trip.outcome);
+            };
+            assert!(
+                rtt > Duration::ZERO && rtt < Duration::from_millis(500),
+                "{name}: {rtt:?}"
+            );
+        }
+        let counts = &events.round_trips()[0];
+        assert!(counts.sent >= 20, "{name}: {counts:?}");
+        assert_eq!(counts.count(RoundTripOutcome::Lost), 0, "{name}");
+        assert_eq!(counts.count(RoundTripOutcome::Duplicate), 0, "{name}");
+        assert!(
+            publishes.try_recv().is_err(),
+            "{name}: the probe's messages are not the host's publishes"
+        );
+        assert_eq!(connection.dropped_publishes(), 0, "{name}");
+        connection.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_v5_probe_whose_topic_the_acl_denies_is_lost_while_the_target_stays_up() {
+    let dir = TempDir::new("mqtt5-probe-acl");
+    // No rule for anonymous clients: every topic is denied them. Mosquitto
+    // 2.0.11 grants the SUBSCRIBE under an `acl_file` (on both versions)
+    // and denies at delivery, so every message is lost; the v5 SUBACK's
+    // refusal codes are mapped in `wire::v5` and tested there.
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "# nothing is allowed to anonymous clients\n").unwrap();
+    let broker = Broker::builder()
+        .extra_config(&format!("acl_file {}", acl.display()))
+        .start();
+    let events = Events::new();
+    let mut statuses = events.register(ClientFilter::Any, EventKind::Status);
+    let mut trips = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    let probe = ProbeOptions::new()
+        .with_interval(Duration::from_millis(50))
+        .with_timeout(Duration::from_millis(300));
+    let connection = Connection::start(
+        options(&broker, "probe-acl")
+            .with_keep_alive(Duration::from_secs(1))
+            .with_probe(probe),
+        &events,
+    )
+    .unwrap();
+    wait_up(&mut statuses).await;
+    for _ in 0..3 {
+        let Event::RoundTrip(trip) = next(&mut trips, Duration::from_secs(5)).await.event else {
+            unreachable!("only round trips are registered");
+        };
+        assert_eq!(trip.outcome, RoundTripOutcome::Lost);
+    }
+    assert_eq!(
+        events.status(connection.client_id().as_str()),
+        Some(Status::Up)
+    );
+    let counts = &events.round_trips()[0];
+    assert_eq!(
+        counts.count(RoundTripOutcome::Received(Duration::ZERO)),
+        0,
+        "{counts:?}"
+    );
+    assert!(counts.sent >= 3, "{counts:?}");
+    connection.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_between_a_v5_and_a_3_1_1_connection_carry_messages_both_ways() {
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut statuses = events.register(ClientFilter::Any, EventKind::Status);
+    let mut trips = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    let v5 = Connection::start(
+        options(&broker, "path-v5").with_keep_alive(Duration::from_secs(1)),
+        &events,
+    )
+    .unwrap();
+    let v311 = Connection::start(
+        ConnectionOptions::new(client_id("path-v311").as_str(), &broker.url())
+            .unwrap()
+            .with_keep_alive(Duration::from_secs(1)),
+        &events,
+    )
+    .unwrap();
+    wait_up(&mut statuses).await;
+    wait_up(&mut statuses).await;
+    let path = |name: &str| {
+        PathOptions::new(name)
+            .with_interval(Duration::from_millis(50))
+            .with_timeout(Duration::from_secs(2))
+    };
+    let _out = Path::start(path("v5->v311"), &v5, &v311, &events).unwrap();
+    let _back = Path::start(path("v311->v5"), &v311, &v5, &events).unwrap();
+
+    let mut received = std::collections::BTreeMap::<String, u64>::new();
+    // Both ways within 10 s: one way alone keeps the events coming.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.values().filter(|n| **n >= 10).count() < 2 {
+        assert!(Instant::now() < deadline, "not both ways: {received:?}");
+        let Event::RoundTrip(trip) = next(&mut trips, Duration::from_secs(5)).await.event else {
+            unreachable!("only round trips are registered");
+        };
+        let name = trip.path.as_deref().expect("only paths here").to_owned();
+        assert!(
+            matches!(trip.outcome, RoundTripOutcome::Received(_)),
+            "{name}: {trip:?}"
+        );
+        let seen = received.entry(name.clone()).or_default();
+        *seen += 1;
+        assert_eq!(trip.seq, *seen, "{name}: in sequence");
+    }
+    let counts = events.round_trips();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    for counts in counts {
+        assert!(counts.path.is_some(), "{counts:?}");
+        assert_eq!(counts.count(RoundTripOutcome::Lost), 0, "{counts:?}");
+        assert!(counts.sent >= 10, "{counts:?}");
+    }
+    v5.shutdown().await;
+    v311.shutdown().await;
 }

@@ -406,22 +406,15 @@ impl Driver {
                         self.turn = None;
                         self.keep_alive_in_force(server_keep_alive, now);
                     }
-                    let probe_message = match self.wire.pending_311() {
-                        Some(pending) => {
-                            if let Seen::ConnAck {
-                                session_present, ..
-                            } = seen
-                            {
-                                self.paths.connected(now, session_present, pending);
-                            }
-                            let probe_message = self.tracker.observe_in_at(&seen, now, pending);
-                            probe_message || self.paths.observe(&seen, now, pending)
-                        }
-                        None => {
-                            self.tracker.observe_at(seen.beat(), now);
-                            false
-                        }
-                    };
+                    let pending = self.wire.pending();
+                    if let Seen::ConnAck {
+                        session_present, ..
+                    } = seen
+                    {
+                        self.paths.connected(now, session_present, pending);
+                    }
+                    let probe_message = self.tracker.observe_in_at(&seen, now, pending)
+                        || self.paths.observe(&seen, now, pending);
                     if !probe_message {
                         self.on_event(seen, now, &mut connected_before);
                     }
@@ -448,25 +441,17 @@ impl Driver {
                 }
                 Step::Probe => {
                     let now = std::time::Instant::now();
-                    // An MQTT 5 connection has no probe (the options refuse one).
-                    if let Some(pending) = self.wire.pending_311() {
-                        self.tracker.probe_tick_at(now, pending);
-                    }
+                    self.tracker.probe_tick_at(now, self.wire.pending());
                     None
                 }
                 Step::PathTick => {
                     let now = std::time::Instant::now();
-                    if let Some(pending) = self.wire.pending_311() {
-                        self.paths.tick(now, pending);
-                    }
+                    self.paths.tick(now, self.wire.pending());
                     None
                 }
                 Step::PathControl(control) => {
                     let now = std::time::Instant::now();
-                    // `Path::start` refuses an MQTT 5 end.
-                    if let Some(pending) = self.wire.pending_311() {
-                        self.paths.control(control, now, pending);
-                    }
+                    self.paths.control(control, now, self.wire.pending());
                     None
                 }
                 Step::ConnectTimeout => {

@@ -515,13 +515,6 @@ impl ConnectionOptions {
         if let Some((key, problem)) = self.probe.as_ref().and_then(|p| p.problem(self.keep_alive)) {
             return Err(OptionsError::Probe { key, problem });
         }
-        if self.probe.is_some() && self.protocol == Protocol::V5 {
-            // The probe queues its requests on rumqttc's 3.1.1 loop.
-            return Err(OptionsError::Probe {
-                key: "protocol",
-                problem: "round-trip probes need protocol = \"3.1.1\" for now".to_owned(),
-            });
-        }
         if !self.broker.uses_tls() && !self.tls.is_default() {
             return Err(OptionsError::TlsOnPlainScheme(self.broker.scheme()));
         }

@@ -4,8 +4,9 @@
 //! reporting each outcome to the hub ([`Event::RoundTrip`]) and its
 //! counters. The message bookkeeping is [`RoundTrips`]'s (sans-I/O).
 //!
-//! It works on rumqttc's queue of pending requests (`EventLoop::pending`),
-//! which the event loop serves before anything the client handle sends and
+//! It works on rumqttc's queue of pending requests (`EventLoop::pending`, of
+//! either protocol version through [`Pending`]; the events it reads are the
+//! wire's [`Seen`]), which the event loop serves before anything the client handle sends and
 //! even when its in-flight window is full; it never waits, never touches the
 //! socket, and never delays a PINGREQ: a probe message is one small PUBLISH
 //! behind which a PINGREQ waits at most one write.
@@ -16,15 +17,14 @@
 //! event, so the first `Outgoing::Publish` after a probe message has left
 //! the queue is that message's write.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{Publish, QoS, Request, SubAck, Subscribe, SubscribeReasonCode};
+use rumqttc::{Publish, QoS, SubAck, SubscribeReasonCode};
 
 use super::probe::ProbeOptions;
 use super::round_trip::{RoundTrips, decode};
-use super::wire::Seen;
+use super::wire::{Pending, Seen};
 use crate::events::{ClientId, Event, Events, RoundTrip, RoundTripCounter, RoundTripOutcome};
 
 /// The probe of one connection.
@@ -95,7 +95,7 @@ impl Prober {
         client_id: &ClientId,
         now: Instant,
         session_present: bool,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) {
         // A client that was terminated and came back counts from zero.
         if self.counter.is_none() {
@@ -105,10 +105,7 @@ impl Prober {
             // rumqttc cleared its pending requests: the probe messages among
             // them will never be written.
             self.trips.discard_unwritten();
-            pending.push_back(Request::Subscribe(Subscribe::new(
-                self.topic.as_ref(),
-                self.qos,
-            )));
+            pending.push_subscribe(&self.topic, self.qos);
             self.subscription = Subscription::Pending;
         }
         self.next_due = Some(now + self.interval);
@@ -136,7 +133,7 @@ impl Prober {
         events: &Events,
         client_id: &ClientId,
         now: Instant,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) {
         self.expire(events, client_id, now);
         let Some(due) = self.next_due else { return };
@@ -153,7 +150,7 @@ impl Prober {
         if let Some((_, payload)) = self.trips.queue(now, SystemTime::now()) {
             let mut publish = Publish::new(self.topic.as_ref(), self.qos, payload);
             publish.retain = false;
-            pending.push_back(Request::Publish(publish));
+            pending.push_publish(publish);
         }
     }
 
@@ -166,7 +163,7 @@ impl Prober {
         client_id: &ClientId,
         event: &Seen,
         now: Instant,
-        pending: &VecDeque<Request>,
+        pending: &dyn Pending,
     ) -> bool {
         match event {
             Seen::PublishWritten => {
@@ -174,11 +171,8 @@ impl Prober {
                 false
             }
             &Seen::SubscribeWritten(pkid) => {
-                let ours = |request: &Request| {
-                    matches!(request, Request::Subscribe(s)
-                        if s.filters.iter().any(|f| *f.path == *self.topic))
-                };
-                if self.subscription == Subscription::Pending && !pending.iter().any(ours) {
+                if self.subscription == Subscription::Pending && !pending.has_subscribe(&self.topic)
+                {
                     self.subscription = Subscription::Written(pkid);
                 }
                 false
@@ -201,7 +195,7 @@ impl Prober {
 
     /// A PUBLISH was written: the oldest probe message no longer pending, if
     /// any, is the one (see the module's doc).
-    fn outgoing_publish(&mut self, now: Instant, pending: &VecDeque<Request>) {
+    fn outgoing_publish(&mut self, now: Instant, pending: &dyn Pending) {
         let Some(seq) = self.trips.unwritten().next() else {
             return;
         };
@@ -215,12 +209,9 @@ impl Prober {
         }
     }
 
-    fn still_pending(&self, seq: u64, pending: &VecDeque<Request>) -> bool {
-        pending.iter().any(|request| match request {
-            Request::Publish(publish) if *publish.topic == *self.topic => {
-                decode(&publish.payload).is_some_and(|(_, pending_seq)| pending_seq == seq)
-            }
-            _ => false,
+    fn still_pending(&self, seq: u64, pending: &dyn Pending) -> bool {
+        pending.has_publish(&self.topic, &|payload| {
+            decode(payload).is_some_and(|(_, pending_seq)| pending_seq == seq)
         })
     }
 
@@ -261,7 +252,9 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::Request;
     use rumqttc::{Event as MqttEvent, Outgoing, Packet};
+    use std::collections::VecDeque;
 
     /// The driver's view of a 3.1.1 event, as the probe and paths get it.
     fn seen(event: &MqttEvent) -> Seen {

@@ -3,17 +3,16 @@
 //! embedding service's own `EventLoop`. It owns the per-connection logging; it
 //! must never block (the hub's dispatch is synchronous and non-blocking).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rumqttc::{ConnectionError, Request};
+use rumqttc::ConnectionError;
 
 use super::error::OptionsError;
 use super::link::{Beat, Link, Observed, classify};
 use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
 use super::probe::ProbeOptions;
 use super::prober::Prober;
-use super::wire::{self, Seen};
+use super::wire::{self, Pending, Seen};
 use crate::events::{
     ClientId, ClientInfo, DroppedPublishCounter, Event, Events, FailureReason, Status,
 };
@@ -298,7 +297,7 @@ impl ConnectionTracker {
         self.probe_tick_at(Instant::now(), &mut eventloop.pending);
     }
 
-    pub(crate) fn probe_tick_at(&mut self, now: Instant, pending: &mut VecDeque<Request>) {
+    pub(crate) fn probe_tick_at(&mut self, now: Instant, pending: &mut dyn Pending) {
         if let Some(prober) = &mut self.prober {
             prober.tick(&self.events, &self.client_id, now, pending);
         }
@@ -322,7 +321,7 @@ impl ConnectionTracker {
         &mut self,
         seen: &Seen,
         now: Instant,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) -> bool {
         self.observe_at(seen.beat(), now);
         let Some(prober) = &mut self.prober else {
@@ -565,7 +564,9 @@ impl Drop for ConnectionTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::Request;
     use rumqttc::{ConnAck, ConnectReturnCode, Incoming, MqttOptions, Outgoing};
+    use std::collections::VecDeque;
 
     fn up(tracker: &mut ConnectionTracker, at: Instant) {
         let connack = ConnAck::new(ConnectReturnCode::Success, false);

@@ -13,10 +13,12 @@
 //! 3.1.1 loop turns it off at a zero keep-alive, the v5 loop cannot (see
 //! [`v5`]).
 
+mod pending;
 pub(crate) mod v311;
 pub(crate) mod v5;
 
-use std::collections::VecDeque;
+pub(crate) use pending::Pending;
+
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ClientError, MqttOptions, QoS, Transport};
@@ -264,13 +266,11 @@ impl Wire {
     }
 
     /// The queue of requests the next polls write ahead of the client
-    /// handle's, for round-trip probes and paths: MQTT 3.1.1 only for now
-    /// (`None` for MQTT 5, whose requests have other types; configuration
-    /// refuses a probe or path on an MQTT 5 target).
-    pub(crate) fn pending_311(&mut self) -> Option<&mut VecDeque<rumqttc::Request>> {
+    /// handle's: where round-trip probes and paths put theirs.
+    pub(crate) fn pending(&mut self) -> &mut dyn Pending {
         match self {
-            Wire::V311(eventloop) => Some(&mut eventloop.pending),
-            Wire::V5(_) => None,
+            Wire::V311(eventloop) => &mut eventloop.pending,
+            Wire::V5(eventloop) => &mut eventloop.pending,
         }
     }
 

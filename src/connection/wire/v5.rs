@@ -352,6 +352,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_v5_suback_reads_as_its_3_1_1_shape_every_refusal_a_failure() {
+        use rumqttc::SubscribeReasonCode as Code;
+        use rumqttc::v5::mqttbytes::v5::{SubAck, SubscribeReasonCode as Code5};
+        let suback = SubAck {
+            pkid: 9,
+            return_codes: vec![
+                Code5::Success(QoS5::AtLeastOnce),
+                Code5::NotAuthorized,
+                Code5::TopicFilterInvalid,
+                Code5::Success(QoS5::ExactlyOnce),
+            ],
+            properties: None,
+        };
+        let Seen::SubAck(shaped) = seen(Event::Incoming(Packet::SubAck(suback))) else {
+            panic!("not a SUBACK");
+        };
+        assert_eq!(shaped.pkid, 9);
+        assert_eq!(
+            shaped.return_codes,
+            [
+                Code::Success(QoS::AtLeastOnce),
+                Code::Failure,
+                Code::Failure,
+                Code::Success(QoS::ExactlyOnce),
+            ]
+        );
+        assert!(matches!(
+            seen(Event::Outgoing(Outgoing::Subscribe(4))),
+            Seen::SubscribeWritten(4)
+        ));
+        assert!(matches!(
+            seen(Event::Outgoing(Outgoing::Publish(0))),
+            Seen::PublishWritten
+        ));
+    }
+
+    #[test]
     fn the_connect_announces_the_configured_keep_alive_and_the_timer_is_out_of_reach() {
         for seconds in [1, 2, 5, 60, 65_535] {
             let keep_alive = Duration::from_secs(seconds);
