@@ -305,7 +305,7 @@ async fn the_landing_page_loads_its_script_and_style_from_the_binary_and_nothing
         (
             "/static/mqtt-pulse.js",
             "text/javascript; charset=utf-8",
-            "new EventSource(\"events\")",
+            "new EventSource(\"events?kind=status,ping_response\")",
         ),
         (
             "/static/mqtt-pulse.css",

@@ -730,3 +730,105 @@ async fn the_probe_round_trip_agrees_with_the_wire_as_the_ping_does() {
     );
     assert!(probe_off < Duration::from_millis(2), "{probe_off:?}");
 }
+
+/// Another client that may use the probe topic (the ACL lets it) publishes
+/// junk, 200 KiB, replays of a real probe message and a forged sequence
+/// number never sent: none is a success, a replay is a duplicate, and none
+/// reaches the host's publishes or its dropped count.
+#[tokio::test]
+async fn forged_and_replayed_messages_on_the_probe_topic_are_never_successes() {
+    use rumqttc::{AsyncClient, MqttOptions, Packet};
+
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    sub.register(ClientFilter::Any, EventKind::Status);
+    let id = client_id("forged");
+    let topic = format!("mqtt-pulse/probe/{id}");
+    // A long interval: the forgeries land between two real messages.
+    let probe = ProbeOptions::new()
+        .with_interval(Duration::from_millis(500))
+        .with_timeout(Duration::from_millis(400));
+    let options = ConnectionOptions::new(id.as_str(), &broker.url())
+        .unwrap()
+        .with_keep_alive(Duration::from_secs(1))
+        .with_probe(probe);
+    let connection = Connection::start(options, &events).unwrap();
+    wait_up(&mut sub).await;
+
+    // The attacker reads one real message off the topic.
+    let mut attacker_options = MqttOptions::new(client_id("attacker"), "127.0.0.1", broker.port());
+    attacker_options.set_max_packet_size(2 << 20, 2 << 20);
+    let (attacker, mut attacker_loop) = AsyncClient::new(attacker_options, 64);
+    attacker
+        .subscribe(topic.as_str(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let captured = timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(Packet::Publish(p))) = attacker_loop.poll().await {
+                break p.payload;
+            }
+        }
+    })
+    .await
+    .expect("a probe message on the topic");
+    let text = std::str::from_utf8(&captured).unwrap().to_owned();
+    let fields: Vec<&str> = text.split(' ').collect();
+    let forged_ahead = format!("{} {} {} {}", fields[0], fields[1], 1_000_000, fields[3]);
+    let mut forgeries: Vec<Vec<u8>> = vec![
+        b"hello".to_vec(),
+        Vec::new(),
+        // Large, but under the 256 KiB a connection accepts: a bigger one
+        // on any subscribed topic ends the connection (rumqttc's limit),
+        // which is why the probe topic should be mqtt-pulse's alone.
+        vec![0xff; 200 << 10],
+        forged_ahead.into_bytes(),
+    ];
+    forgeries.extend(std::iter::repeat_n(captured.to_vec(), 3));
+    for payload in forgeries {
+        attacker
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let attack = tokio::spawn(async move {
+        loop {
+            if attacker_loop.poll().await.is_err() {
+                return;
+            }
+        }
+    });
+
+    // The three replays are duplicates; the real messages go on.
+    let mut duplicates = 0;
+    let mut received_after = 0;
+    let started = Instant::now();
+    while duplicates < 3 || received_after < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{duplicates} duplicates, {:?}",
+            probe_counts(&events, &id)
+        );
+        match next(&mut sub, Duration::from_secs(5)).await.event {
+            Event::RoundTrip(trip) => match trip.outcome {
+                RoundTripOutcome::Duplicate => duplicates += 1,
+                RoundTripOutcome::Received(_) if duplicates == 3 => received_after += 1,
+                RoundTripOutcome::Received(_) => {}
+                other => panic!("{other:?} for message {}", trip.seq),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(duplicates, 3);
+    let counts = probe_counts(&events, &id);
+    assert_eq!(counts.count(RoundTripOutcome::Duplicate), 3, "{counts:?}");
+    assert!(
+        counts.count(RoundTripOutcome::Received(Duration::ZERO)) <= counts.sent,
+        "no success beyond what was sent: {counts:?}"
+    );
+    assert_eq!(connection.status(), Status::Up);
+    assert_eq!(connection.dropped_publishes(), 0);
+    attack.abort();
+    connection.shutdown().await;
+}

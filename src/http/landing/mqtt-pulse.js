@@ -317,7 +317,9 @@
 
   function connect() {
     if (source) { source.close(); }
-    source = new EventSource("events");
+    // Only the kinds this page shows: probes send as many round_trip events
+    // as there are pings.
+    source = new EventSource("events?kind=status,ping_response");
     source.addEventListener("open", function () { setLive("live", true); });
     source.addEventListener("status", onStatus);
     source.addEventListener("ping_response", onPing);
