@@ -10,7 +10,8 @@
 //! - `driver`: N `mqtt_pulse::connection::Connection`s reporting to a hub with a
 //!   wildcard subscriber for both kinds (what the daemon runs);
 //! - `raw`: the baseline, N bare rumqttc `EventLoop`s polled in a loop that does
-//!   nothing with the events.
+//!   nothing with the events;
+//! - `driver-v5`: the driver again, every connection MQTT 5 (`Protocol::V5`).
 //!
 //! Figures: time until all N are up, resident memory per connection (VmRSS growth
 //! / N), and CPU of this process at steady state (utime+stime over the steady
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use harness::{median, raise_fd_limit, rss_kib};
-use mqtt_pulse::connection::{Connection, ConnectionOptions};
+use mqtt_pulse::connection::{Connection, ConnectionOptions, Protocol};
 use mqtt_pulse::events::{ClientFilter, Event, EventKind, Events, Status};
 
 /// Connection scale benchmark: N monitored connections to one local mosquitto.
@@ -89,7 +90,8 @@ fn main() {
 }
 
 fn orchestrate(args: &Args) {
-    let mut results: Vec<(&str, Vec<Figures>)> = vec![("raw", vec![]), ("driver", vec![])];
+    let mut results: Vec<(&str, Vec<Figures>)> =
+        vec![("raw", vec![]), ("driver", vec![]), ("driver-v5", vec![])];
     for run in 1..=args.runs {
         for (mode, figures) in results.iter_mut() {
             let broker = harness::broker();
@@ -129,7 +131,10 @@ fn orchestrate(args: &Args) {
         args.steady.as_secs(),
         args.runs
     );
-    println!("| figure | raw rumqttc | mqtt-pulse driver | ratio |\n|---|---|---|---|");
+    println!(
+        "| figure | raw rumqttc | mqtt-pulse driver | ratio | driver, MQTT 5 | MQTT 5 ÷ 3.1.1 |\n\
+         |---|---|---|---|---|---|"
+    );
     let rows: [(&str, Pick); 4] = [
         ("time until all up (s)", |f| f.up_seconds),
         ("RSS per connection (KiB)", |f| f.kib_per_connection),
@@ -137,8 +142,12 @@ fn orchestrate(args: &Args) {
         ("ping responses in the window", |f| f.pings as f64),
     ];
     for (name, pick) in rows {
-        let (raw, driver) = (median_of(0, pick), median_of(1, pick));
-        println!("| {name} | {raw:.3} | {driver:.3} | {:.2}x |", driver / raw);
+        let (raw, driver, v5) = (median_of(0, pick), median_of(1, pick), median_of(2, pick));
+        println!(
+            "| {name} | {raw:.3} | {driver:.3} | {:.2}x | {v5:.3} | {:.2}x |",
+            driver / raw,
+            v5 / driver
+        );
     }
 }
 
@@ -152,16 +161,21 @@ fn measure(mode: &str, args: &Args) -> Figures {
         .unwrap();
     runtime.block_on(async {
         let url = format!("mqtt://127.0.0.1:{}", args.port);
+        let protocol = match mode {
+            "driver-v5" => Protocol::V5,
+            _ => Protocol::V311,
+        };
         let options = |i: usize| {
             ConnectionOptions::new(format!("scale-{mode}-{i}").as_str(), &url)
                 .unwrap()
                 .with_keep_alive(args.keep_alive)
                 .with_connect_timeout(Duration::from_secs(30))
+                .with_protocol(protocol)
         };
         let rss_before = rss_kib();
         let started = Instant::now();
         match mode {
-            "driver" => {
+            "driver" | "driver-v5" => {
                 let events = Events::new();
                 let mut watcher = events.subscribe_with_capacity(4 * args.connections + 1024);
                 watcher.register(ClientFilter::Any, EventKind::Status);

@@ -930,6 +930,7 @@ async fn publishes_and_subscribes_through_the_connection_across_a_reconnect() {
     );
     connection
         .client()
+        .expect("a 3.1.1 connection")
         .publish(topic.clone(), QoS::AtLeastOnce, false, "first")
         .await
         .unwrap();
@@ -967,6 +968,7 @@ async fn publishes_and_subscribes_through_the_connection_across_a_reconnect() {
     }
     connection
         .client()
+        .expect("a 3.1.1 connection")
         .publish(topic.clone(), QoS::AtLeastOnce, false, "second")
         .await
         .unwrap();

@@ -23,6 +23,7 @@ pub(super) const LAYER_KEYS: &[&str] = &[
     "ping_timeout",
     "backoff",
     "clean_session",
+    "protocol",
     "labels",
     "tls",
     "probe",

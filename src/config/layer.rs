@@ -17,7 +17,7 @@ use super::keys::{
 };
 use super::reader::{Place, Read, Span, TableReader, Value, in_file_order, key_text};
 use crate::connection::{
-    Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, ProbeOptions, TlsOptions,
+    Backoff, BrokerUrl, ClientCertificate, ConnectionOptions, ProbeOptions, Protocol, TlsOptions,
     check_keep_alive, label_name_problem, label_value_problem, probe_topic_problem,
 };
 
@@ -31,6 +31,7 @@ pub(super) struct Layer {
     backoff_initial: Option<Spanned<Duration>>,
     backoff_max: Option<Spanned<Duration>>,
     clean_session: Option<bool>,
+    protocol: Option<Protocol>,
     labels: BTreeMap<String, String>,
     pub(super) tls: Option<TlsLayer>,
     pub(super) probe: Option<ProbeLayer>,
@@ -63,6 +64,9 @@ impl Layer {
         }
         if let Some(clean_session) = self.clean_session {
             options = options.with_clean_session(clean_session);
+        }
+        if let Some(protocol) = self.protocol {
+            options = options.with_protocol(protocol);
         }
         if !self.labels.is_empty() {
             let mut labels = options.labels().clone();
@@ -231,6 +235,14 @@ impl TableReader<'_> {
             }
             "ping_timeout" => layer.ping_timeout = Some(self.positive_duration(key, place, value)?),
             "clean_session" => layer.clean_session = Some(self.boolean(key, place, value)?),
+            "protocol" => {
+                let name = self.string(key, place, value)?;
+                let Some(protocol) = Protocol::from_name(name) else {
+                    let reason = format!("must be \"3.1.1\" or \"5\", not {name:?}");
+                    return Err(self.bad_value(key, place, &value.span(), reason));
+                };
+                layer.protocol = Some(protocol);
+            }
             "backoff" => self.backoff_table(layer, value, place)?,
             "labels" => layer.labels = self.labels(value, place)?,
             "tls" => layer.tls = Some(self.tls(value, place)?),

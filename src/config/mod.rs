@@ -12,7 +12,8 @@
 //! # The file
 //!
 //! * `[defaults]` — `keep_alive`, `connect_timeout`, `ping_timeout`,
-//!   `backoff = { initial, max }`, `clean_session`, `labels` and `tls`, applied
+//!   `backoff = { initial, max }`, `clean_session`, `protocol` (`"3.1.1"`, the
+//!   default, or `"5"`), `labels` and `tls`, applied
 //!   to every target that does not set them; and `connect_concurrency` (a
 //!   whole number, 0 for unpaced), which only `[defaults]` has: the connect
 //!   handshakes in flight at once to one broker, over all its targets

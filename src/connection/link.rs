@@ -1,6 +1,7 @@
 //! The protocol bookkeeping of one MQTT connection, without I/O: which status
 //! it is in, whether a PINGREQ is outstanding and since when, and what each
-//! rumqttc event or error means for the events hub.
+//! event ([`Beat`], of either protocol version) or 3.1.1 rumqttc error means
+//! for the events hub (MQTT 5 errors: `wire::v5`).
 //!
 //! Design (after rumqttc's `state.rs`): methods take the time as an argument and
 //! only change state and return what to report; they never touch a socket, a
@@ -23,7 +24,35 @@ pub(crate) struct Link {
     up_since: Option<Instant>,
 }
 
-/// What an observed rumqttc event means for the hub.
+/// What the link needs to know of an event the event loop yielded, whatever
+/// the protocol version (`wire::Seen::beat` for the driver; the `From` for a
+/// host's own 3.1.1 loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// A CONNACK accepted the CONNECT (a refusing one is an error).
+    Accepted,
+    /// A PINGREQ was written.
+    PingWritten,
+    /// A PINGRESP was read.
+    PingAnswered,
+    /// Anything else.
+    Other,
+}
+
+impl From<&rumqttc::Event> for Beat {
+    fn from(event: &rumqttc::Event) -> Self {
+        match event {
+            // rumqttc turns a refused CONNACK into an error, so every ConnAck
+            // event is an accepted connection.
+            rumqttc::Event::Incoming(Packet::ConnAck(_)) => Beat::Accepted,
+            rumqttc::Event::Outgoing(Outgoing::PingReq) => Beat::PingWritten,
+            rumqttc::Event::Incoming(Packet::PingResp) => Beat::PingAnswered,
+            _ => Beat::Other,
+        }
+    }
+}
+
+/// What an observed event means for the hub.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Observed {
     /// The status changed to this.
@@ -49,26 +78,24 @@ impl Link {
     }
 
     /// Feeds one event `poll()` returned, stamped with the time it returned.
-    pub(crate) fn observe(&mut self, event: &rumqttc::Event, now: Instant) -> Observed {
-        match event {
-            // rumqttc turns a refused CONNACK into an error, so every ConnAck
-            // event is an accepted connection.
-            rumqttc::Event::Incoming(Packet::ConnAck(_)) => {
+    pub(crate) fn observe(&mut self, beat: Beat, now: Instant) -> Observed {
+        match beat {
+            Beat::Accepted => {
                 self.ping_sent_at = None;
                 self.up_since = Some(now);
                 self.change(Status::Up)
             }
-            rumqttc::Event::Outgoing(Outgoing::PingReq) => {
+            Beat::PingWritten => {
                 // A second PINGREQ before the first was answered keeps the
                 // older stamp: the round trip being measured is the oldest one.
                 self.ping_sent_at.get_or_insert(now);
                 Observed::Nothing
             }
-            rumqttc::Event::Incoming(Packet::PingResp) => match self.ping_sent_at.take() {
+            Beat::PingAnswered => match self.ping_sent_at.take() {
                 Some(sent) => Observed::PingResponse(now.saturating_duration_since(sent)),
                 None => Observed::Nothing, // unsolicited: nothing to measure
             },
-            _ => Observed::Nothing,
+            Beat::Other => Observed::Nothing,
         }
     }
 
@@ -174,7 +201,7 @@ pub(crate) fn classify(error: &ConnectionError) -> Option<FailureReason> {
     })
 }
 
-fn classify_io(error: &io::Error) -> FailureReason {
+pub(crate) fn classify_io(error: &io::Error) -> FailureReason {
     match error.kind() {
         io::ErrorKind::ConnectionRefused => FailureReason::ConnectionRefused,
         io::ErrorKind::TimedOut => FailureReason::Timeout,
@@ -217,7 +244,7 @@ mod tests {
     fn up_since_t0() -> (Link, Instant) {
         let mut link = Link::new();
         let t0 = Instant::now();
-        link.observe(&connack(), t0);
+        link.observe(Beat::from(&connack()), t0);
         (link, t0)
     }
 
@@ -227,7 +254,7 @@ mod tests {
         assert_eq!(link.status(), Status::Down);
         let t0 = Instant::now();
         assert_eq!(
-            link.observe(&connack(), t0),
+            link.observe(Beat::from(&connack()), t0),
             Observed::StatusChanged(Status::Up)
         );
         assert_eq!(link.status(), Status::Up);
@@ -236,7 +263,7 @@ mod tests {
     #[test]
     fn reports_a_status_only_when_it_changes() {
         let (mut link, t0) = up_since_t0();
-        assert_eq!(link.observe(&connack(), t0), Observed::Nothing);
+        assert_eq!(link.observe(Beat::from(&connack()), t0), Observed::Nothing);
         assert_eq!(link.lost(), Some(Status::Down));
         assert_eq!(
             link.lost(),
@@ -255,9 +282,12 @@ mod tests {
     #[test]
     fn measures_the_round_trip_from_pingreq_to_pingresp() {
         let (mut link, t0) = up_since_t0();
-        assert_eq!(link.observe(&PINGREQ, t0 + ms(1000)), Observed::Nothing);
         assert_eq!(
-            link.observe(&PINGRESP, t0 + ms(1003)),
+            link.observe(Beat::from(&PINGREQ), t0 + ms(1000)),
+            Observed::Nothing
+        );
+        assert_eq!(
+            link.observe(Beat::from(&PINGRESP), t0 + ms(1003)),
             Observed::PingResponse(ms(3))
         );
     }
@@ -265,11 +295,14 @@ mod tests {
     #[test]
     fn ignores_a_pingresp_with_no_outstanding_pingreq() {
         let (mut link, t0) = up_since_t0();
-        assert_eq!(link.observe(&PINGRESP, t0 + ms(5)), Observed::Nothing);
-        link.observe(&PINGREQ, t0 + ms(10));
-        link.observe(&PINGRESP, t0 + ms(11));
         assert_eq!(
-            link.observe(&PINGRESP, t0 + ms(12)),
+            link.observe(Beat::from(&PINGRESP), t0 + ms(5)),
+            Observed::Nothing
+        );
+        link.observe(Beat::from(&PINGREQ), t0 + ms(10));
+        link.observe(Beat::from(&PINGRESP), t0 + ms(11));
+        assert_eq!(
+            link.observe(Beat::from(&PINGRESP), t0 + ms(12)),
             Observed::Nothing,
             "one PINGREQ is answered once"
         );
@@ -278,11 +311,11 @@ mod tests {
     #[test]
     fn keeps_the_oldest_outstanding_pingreq() {
         let (mut link, t0) = up_since_t0();
-        link.observe(&PINGREQ, t0 + ms(100));
-        link.observe(&PINGREQ, t0 + ms(200));
+        link.observe(Beat::from(&PINGREQ), t0 + ms(100));
+        link.observe(Beat::from(&PINGREQ), t0 + ms(200));
         assert_eq!(link.ping_deadline(ms(50)), Some(t0 + ms(150)));
         assert_eq!(
-            link.observe(&PINGRESP, t0 + ms(210)),
+            link.observe(Beat::from(&PINGRESP), t0 + ms(210)),
             Observed::PingResponse(ms(110))
         );
     }
@@ -290,13 +323,13 @@ mod tests {
     #[test]
     fn a_loss_clears_the_outstanding_ping() {
         let (mut link, t0) = up_since_t0();
-        link.observe(&PINGREQ, t0 + ms(100));
+        link.observe(Beat::from(&PINGREQ), t0 + ms(100));
         assert_eq!(link.ping_deadline(ms(500)), Some(t0 + ms(600)));
         link.lost();
         assert_eq!(link.ping_deadline(ms(500)), None);
-        link.observe(&connack(), t0 + ms(700));
+        link.observe(Beat::from(&connack()), t0 + ms(700));
         assert_eq!(
-            link.observe(&PINGRESP, t0 + ms(710)),
+            link.observe(Beat::from(&PINGRESP), t0 + ms(710)),
             Observed::Nothing,
             "a reply from the old connection's ping is not measured"
         );
@@ -306,8 +339,8 @@ mod tests {
     fn a_connack_clears_a_stale_ping() {
         let mut link = Link::new();
         let t0 = Instant::now();
-        link.observe(&PINGREQ, t0);
-        link.observe(&connack(), t0 + ms(5));
+        link.observe(Beat::from(&PINGREQ), t0);
+        link.observe(Beat::from(&connack()), t0 + ms(5));
         assert_eq!(link.ping_deadline(ms(1)), None);
     }
 
@@ -321,7 +354,7 @@ mod tests {
             R::ClosedByBroker,
             "never up"
         );
-        link.observe(&connack(), t0);
+        link.observe(Beat::from(&connack()), t0);
         assert_eq!(
             link.refine(R::ClosedByBroker, t0 + ms(5)),
             R::ClosedAfterConnect
@@ -341,7 +374,7 @@ mod tests {
     #[test]
     fn shutdown_goes_terminating_then_terminated_once_each() {
         let mut link = Link::new();
-        link.observe(&connack(), Instant::now());
+        link.observe(Beat::from(&connack()), Instant::now());
         assert_eq!(link.terminating(), Some(Status::Terminating));
         assert_eq!(link.terminating(), None);
         assert_eq!(link.lost(), None, "a loss while terminating is not Down");

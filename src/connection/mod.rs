@@ -1,5 +1,6 @@
-//! The connection driver: one tokio task per monitored MQTT 3.1.1 connection,
-//! built on rumqttc, reporting `Status` and `PingResponse` events to the hub.
+//! The connection driver: one tokio task per monitored MQTT connection (3.1.1
+//! or 5, on rumqttc's client for each: the `wire` module), reporting `Status`
+//! and `PingResponse` events to the hub.
 //!
 //! It owns the socket, the timers (connect timeout, ping deadline, reconnect
 //! backoff) and the shutdown sequence; the protocol bookkeeping lives in the
@@ -39,11 +40,13 @@ mod path;
 mod path_options;
 mod probe;
 mod prober;
+mod protocol;
 mod publishes;
 mod round_trip;
 mod streak;
 mod tls;
 mod tracker;
+mod wire;
 
 pub use backoff::Backoff;
 // What the config file (feature `daemon`) builds its options from.
@@ -69,18 +72,22 @@ pub use path_options::{DEFAULT_PATH_TOPIC, PathOptions};
 #[cfg(feature = "daemon")]
 pub(crate) use probe::topic_problem as probe_topic_problem;
 pub use probe::{DEFAULT_PROBE_TOPIC, MAX_PROBES_PER_TIMEOUT, MIN_PROBE_INTERVAL, ProbeOptions};
+pub use protocol::Protocol;
 pub use publishes::{
     DEFAULT_PUBLISH_BYTES, DEFAULT_PUBLISH_CAPACITY, Publishes, TryRecvPublishError,
 };
 pub use tls::{ClientCertificate, TlsOptions};
 pub use tracker::ConnectionTracker;
+// What the daemon prepares a connection from (its files read).
+#[cfg(feature = "daemon")]
+pub(crate) use wire::Settings;
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ClientError, EventLoop, Outgoing, Packet, PingReq, QoS, Request};
+use rumqttc::{AsyncClient, ClientError, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -92,13 +99,11 @@ use keep_alive::PingSchedule;
 use path::{PathControl, PathEnds};
 use publishes::{Handoff, PublishSink};
 use streak::{Notice, Streak};
+use wire::{Client, Seen, Wire};
 
 /// How long a shutdown waits for the DISCONNECT packet to be written before
 /// closing the socket anyway.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Room in rumqttc's request channel between the handle and the task.
-const REQUEST_CAPACITY: usize = 64;
 
 /// A running, monitored MQTT connection: the handle of its task.
 ///
@@ -127,7 +132,7 @@ const REQUEST_CAPACITY: usize = 64;
 #[derive(Debug)]
 pub struct Connection {
     client_id: ClientId,
-    client: AsyncClient,
+    client: Client,
     events: Events,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -172,22 +177,13 @@ impl Connection {
     /// file: a reload reads everything before it stops anything.
     pub(crate) fn start_prepared(
         options: ConnectionOptions,
-        mut mqtt_options: rumqttc::MqttOptions,
+        mqtt_options: wire::Settings,
         events: &Events,
     ) -> Result<Self, OptionsError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OptionsError::NoRuntime)?;
-        mqtt_options.set_request_channel_capacity(REQUEST_CAPACITY);
-        let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
-        // rumqttc preallocates room for 100 buffered events (14 KiB) per
-        // connection; a probe rarely buffers more than a few, and the queue
-        // grows on demand. This halves the memory of a connection at 10k scale.
-        eventloop.state.events = std::collections::VecDeque::new();
         // Our own connect timeout is sub-second capable; rumqttc's (whole
         // seconds) is only a backstop.
-        let mut network = eventloop.network_options();
-        network.set_connection_timeout(options.connect_timeout.as_secs() + 1);
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
+        let (client, wire) = wire::open(mqtt_options, options.connect_timeout);
 
         let tracker = ConnectionTracker::from_options(events, &options);
         let (publish_handoff, publish_sink) =
@@ -200,7 +196,7 @@ impl Connection {
         let (paths, path_controls) = mpsc::unbounded_channel();
         let keep_alive = options.keep_alive();
         let driver = Driver {
-            eventloop,
+            wire,
             tracker,
             client: client.clone(),
             publishes: publish_sink,
@@ -260,16 +256,30 @@ impl Connection {
             .unwrap_or(Status::Terminated)
     }
 
-    /// The rumqttc client of this connection, to publish through it.
-    pub fn client(&self) -> &AsyncClient {
-        &self.client
+    /// The rumqttc client of this connection, to publish through it: `None`
+    /// for an MQTT 5 connection (see [`client_v5`](Self::client_v5)).
+    pub fn client(&self) -> Option<&AsyncClient> {
+        match &self.client {
+            Client::V311(client) => Some(client),
+            Client::V5(_) => None,
+        }
+    }
+
+    /// The rumqttc MQTT 5 client of this connection, to publish through it:
+    /// `None` for an MQTT 3.1.1 connection (see [`client`](Self::client)).
+    pub fn client_v5(&self) -> Option<&rumqttc::v5::AsyncClient> {
+        match &self.client {
+            Client::V5(client) => Some(client),
+            Client::V311(_) => None,
+        }
     }
 
     /// Subscribes to `topic`; the subscription is renewed after each reconnect
     /// in which the broker did not keep the session.
     ///
     /// # Errors
-    /// [`ClientError`] if the connection's task has ended.
+    /// [`ClientError`] if the connection's task has ended (for an MQTT 5
+    /// connection it carries the 3.1.1 form of the subscribe request).
     pub async fn subscribe(&self, topic: impl Into<String>, qos: QoS) -> Result<(), ClientError> {
         let topic = topic.into();
         self.client.subscribe(topic.clone(), qos).await?;
@@ -317,11 +327,24 @@ impl Drop for Connection {
     }
 }
 
+/// The keep-alive the driver pings by, with `asked` in the CONNECT and
+/// `in_force` after the CONNACK: the broker's when it is shorter (MQTT 5's
+/// Server Keep Alive must be obeyed), ours when the broker's is longer or
+/// zero (none enforced) — PINGREQ may be sent at any time, and a monitor
+/// that stopped pinging would stop measuring and notice a dead broker late.
+fn pinging_keep_alive(asked: Duration, in_force: Duration) -> Duration {
+    if in_force.is_zero() {
+        asked
+    } else {
+        in_force.min(asked)
+    }
+}
+
 /// The task's state: the event loop and everything that reacts to it.
 struct Driver {
-    eventloop: EventLoop,
+    wire: Wire,
     tracker: ConnectionTracker,
-    client: AsyncClient,
+    client: Client,
     publishes: PublishSink,
     subscriptions: Arc<Subscriptions>,
     delays: Delays,
@@ -353,7 +376,7 @@ enum Step {
     /// A path starts or stops on this connection.
     PathControl(PathControl),
     ConnectTimeout,
-    Polled(Result<rumqttc::Event, rumqttc::ConnectionError>),
+    Polled(Result<Seen, wire::Failure>),
 }
 
 impl Driver {
@@ -370,32 +393,37 @@ impl Driver {
             }
             let failure = match step {
                 Step::Shutdown => break,
-                Step::Polled(Ok(event)) => {
-                    if matches!(event, rumqttc::Event::Incoming(Packet::ConnAck(_))) {
+                Step::Polled(Ok(seen)) => {
+                    let now = std::time::Instant::now();
+                    if let Seen::ConnAck {
+                        server_keep_alive, ..
+                    } = seen
+                    {
                         // The handshake is done: the next connection in line
                         // may start. Before the `Up`, so that whoever sees it
-                        // finds the turn given back.
+                        // finds the turn given back (and the keep-alive in
+                        // force in the hub).
                         self.turn = None;
+                        self.keep_alive_in_force(server_keep_alive, now);
                     }
-                    let now = std::time::Instant::now();
-                    if let rumqttc::Event::Incoming(Packet::ConnAck(connack)) = &event {
-                        let pending = &mut self.eventloop.pending;
-                        self.paths.connected(now, connack.session_present, pending);
+                    let pending = self.wire.pending();
+                    if let Seen::ConnAck {
+                        session_present, ..
+                    } = seen
+                    {
+                        self.paths.connected(now, session_present, pending);
                     }
-                    let probe_message =
-                        self.tracker
-                            .observe_in_at(&event, now, &mut self.eventloop.pending);
-                    let path_message =
-                        !probe_message && self.paths.observe(&event, now, &self.eventloop.pending);
-                    if !probe_message && !path_message {
-                        self.on_event(event, now, &mut connected_before);
+                    let probe_message = self.tracker.observe_in_at(&seen, now, pending)
+                        || self.paths.observe(&seen, now, pending);
+                    if !probe_message {
+                        self.on_event(seen, now, &mut connected_before);
                     }
                     None
                 }
-                Step::Polled(Err(error)) => self
-                    .tracker
-                    .observe_error(&error)
-                    .map(|reason| (reason, error.to_string())),
+                Step::Polled(Err(failure)) => failure.reason.map(|reason| {
+                    let reason = self.tracker.observe_failure(reason, &failure.detail);
+                    (reason, failure.detail)
+                }),
                 Step::PingTimeout => {
                     let limit = self.options.ping_timeout();
                     self.tracker.ping_timed_out();
@@ -405,26 +433,25 @@ impl Driver {
                     ))
                 }
                 Step::PingDue => {
-                    // Written by the next poll, which yields Outgoing(PingReq)
+                    // Written by the next poll, which yields Seen::PingReq
                     // once it is flushed: the round trip starts there.
-                    self.eventloop.pending.push_back(Request::PingReq(PingReq));
+                    self.wire.request_ping();
                     self.pings.requested();
                     None
                 }
                 Step::Probe => {
                     let now = std::time::Instant::now();
-                    self.tracker.probe_tick_at(now, &mut self.eventloop.pending);
+                    self.tracker.probe_tick_at(now, self.wire.pending());
                     None
                 }
                 Step::PathTick => {
                     let now = std::time::Instant::now();
-                    self.paths.tick(now, &mut self.eventloop.pending);
+                    self.paths.tick(now, self.wire.pending());
                     None
                 }
                 Step::PathControl(control) => {
                     let now = std::time::Instant::now();
-                    self.paths
-                        .control(control, now, &mut self.eventloop.pending);
+                    self.paths.control(control, now, self.wire.pending());
                     None
                 }
                 Step::ConnectTimeout => {
@@ -467,8 +494,7 @@ impl Driver {
             }
             // The CONNECT announces the keep-alive (rumqttc's timer was
             // turned off while connected, see `on_event`).
-            let keep_alive = self.options.keep_alive();
-            self.eventloop.mqtt_options.set_keep_alive(keep_alive);
+            self.wire.announce_keep_alive(self.options.keep_alive());
         }
         let ping_deadline = self.tracker.ping_deadline().map(Instant::from_std);
         let ping_due = self.pings.due().map(Instant::from_std);
@@ -477,13 +503,20 @@ impl Driver {
         // Until the broker accepts CONNECT, the whole attempt is bounded by the
         // connect timeout; once up, the ping deadline watches the link.
         let connect_timeout = (!up).then(|| self.options.connect_timeout());
-        let eventloop = &mut self.eventloop;
+        let wire = &mut self.wire;
         let poll = async move {
             match connect_timeout {
-                Some(limit) => timeout(limit, eventloop.poll())
-                    .await
-                    .map_or(Step::ConnectTimeout, Step::Polled),
-                None => Step::Polled(eventloop.poll().await),
+                Some(limit) => match timeout(limit, wire.poll()).await {
+                    Err(_) => Step::ConnectTimeout,
+                    // A handshake that failed may deserve a second look
+                    // (an MQTT 5 CONNECT to a 3.1.1 broker), within its own
+                    // connect timeout; shutdown still cancels it.
+                    Ok(Err(failure)) => {
+                        Step::Polled(Err(wire.second_opinion(failure, limit).await))
+                    }
+                    Ok(polled) => Step::Polled(polled),
+                },
+                None => Step::Polled(wire.poll().await),
             }
         };
         tokio::select! {
@@ -527,7 +560,7 @@ impl Driver {
         self.paths.lost();
         self.note_failure(reason, was_up, detail);
         // Drop the socket (if any) so the next poll reconnects from scratch.
-        self.eventloop.clean();
+        self.wire.clean();
         let delay = self.delays.next_delay();
         tokio::select! {
             biased;
@@ -535,7 +568,7 @@ impl Driver {
             _ = sleep(delay) => {}
         }
         // Rotated secrets and certificates count from the next attempt.
-        let files = self.options.reread_files(&mut self.eventloop.mqtt_options);
+        let files = self.options.reread_files(self.wire.settings_mut());
         let reread = tokio::select! {
             biased;
             _ = shutdown => return ControlFlow::Break(()),
@@ -580,18 +613,39 @@ impl Driver {
         }
     }
 
-    fn on_event(
+    /// The broker accepted the CONNECT at `now`, imposing `server_keep_alive`
+    /// (MQTT 5) or not: the hub records the keep-alive in force, and the ping
+    /// schedule and deadline follow `pinging_keep_alive`.
+    fn keep_alive_in_force(
         &mut self,
-        event: rumqttc::Event,
+        server_keep_alive: Option<Duration>,
         now: std::time::Instant,
-        connected_before: &mut bool,
     ) {
-        match event {
-            rumqttc::Event::Incoming(Packet::ConnAck(connack)) => {
+        let asked = self.options.keep_alive();
+        let in_force = server_keep_alive.unwrap_or(asked);
+        if in_force != asked {
+            tracing::info!(
+                client_id = %self.tracker.client_id(), broker = %self.broker,
+                asked = ?asked, imposed = ?in_force,
+                "the broker imposes its own keep-alive (MQTT 5 Server Keep Alive)"
+            );
+        }
+        let pinging = pinging_keep_alive(asked, in_force);
+        self.pings = PingSchedule::new(pinging);
+        self.pings.connected(now);
+        let ping_timeout = self.options.ping_timeout_for(pinging);
+        self.tracker.keep_alive_in_force(in_force, ping_timeout);
+    }
+
+    fn on_event(&mut self, seen: Seen, now: std::time::Instant, connected_before: &mut bool) {
+        match seen {
+            Seen::ConnAck {
+                session_present, ..
+            } => {
                 // From now on the driver sends the PINGREQs, early enough
-                // (keep_alive.rs); zero turns rumqttc's own timer off.
-                self.eventloop.mqtt_options.set_keep_alive(Duration::ZERO);
-                self.pings.connected(now);
+                // (keep_alive.rs; the schedule started in
+                // `keep_alive_in_force`): rumqttc's own timer goes quiet.
+                self.wire.connected();
                 if let Some((failures, since)) = self.streak.connected(now) {
                     tracing::info!(
                         client_id = %self.tracker.client_id(), broker = %self.broker,
@@ -599,13 +653,13 @@ impl Driver {
                         "connected after failed attempts"
                     );
                 }
-                if *connected_before && !connack.session_present {
+                if *connected_before && !session_present {
                     self.resubscribe();
                 }
                 *connected_before = true;
             }
-            rumqttc::Event::Outgoing(Outgoing::PingReq) => self.pings.ping_written(now),
-            rumqttc::Event::Incoming(Packet::Publish(publish)) => self.forward(publish),
+            Seen::PingReq => self.pings.ping_written(now),
+            Seen::Publish(publish) => self.forward(publish),
             _ => {}
         }
     }
@@ -627,10 +681,7 @@ impl Driver {
         if topics.is_empty() {
             return;
         }
-        let filters = topics
-            .into_iter()
-            .map(|(topic, qos)| rumqttc::SubscribeFilter::new(topic, qos));
-        if let Err(error) = self.client.try_subscribe_many(filters) {
+        if let Err(error) = self.client.try_subscribe_many(topics) {
             tracing::warn!(client_id = %self.tracker.client_id(), %error, "could not renew subscriptions");
         }
     }
@@ -639,11 +690,11 @@ impl Driver {
         let was_up = self.tracker.status() == Status::Up;
         self.tracker.terminating();
         self.paths.lost();
-        if was_up && self.client.try_disconnect().is_ok() {
+        if was_up && self.client.try_disconnect() {
             let flushed = timeout(DISCONNECT_TIMEOUT, async {
                 loop {
-                    match self.eventloop.poll().await {
-                        Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    match self.wire.poll().await {
+                        Ok(Seen::Disconnect) | Err(_) => break,
                         Ok(_) => {}
                     }
                 }
@@ -655,7 +706,29 @@ impl Driver {
         }
         // Closing the socket before reporting Terminated: a subscriber that sees
         // Terminated may rely on the connection being gone.
-        drop(self.eventloop);
+        drop(self.wire);
         self.tracker.terminated();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_driver_pings_within_a_shorter_server_keep_alive_and_keeps_its_own_otherwise() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            pinging_keep_alive(s(30), s(10)),
+            s(10),
+            "the broker's, shorter"
+        );
+        assert_eq!(pinging_keep_alive(s(5), s(5)), s(5));
+        assert_eq!(pinging_keep_alive(s(5), s(600)), s(5), "ours, shorter");
+        assert_eq!(
+            pinging_keep_alive(s(5), Duration::ZERO),
+            s(5),
+            "none enforced"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! What a connection is made from, validated into rumqttc's `MqttOptions`.
+//! What a connection is made from, validated into rumqttc's `MqttOptions`
+//! (3.1.1's or MQTT 5's, by [`Protocol`]).
 //! Everything that can be wrong with the input is an [`OptionsError`] here,
 //! before any task starts; nothing in this file may panic on a bad value or put a
 //! password into an error or a `Debug` string.
@@ -24,8 +25,13 @@ use super::files::on_a_thread;
 use super::files::{off_the_runtime, read_password};
 use super::labels::{label_name_problem, label_value_problem};
 use super::probe::ProbeOptions;
+use super::protocol::Protocol;
 use super::tls::TlsOptions;
+use super::wire::{self, Settings, SettingsMut};
 use crate::events::{ClientId, ClientInfo};
+
+/// The largest packet a connection sends or accepts: 256 KiB.
+const MAX_PACKET_SIZE: usize = 256 * 1024;
 
 /// The keep-alive of a connection that sets none.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -69,6 +75,7 @@ pub struct ConnectionOptions {
     connect_concurrency: usize,
     labels: BTreeMap<String, String>,
     probe: Option<ProbeOptions>,
+    protocol: Protocol,
     /// Where the TLS verifier of every configuration built from these
     /// options (or a clone) records the chain's expiry, for the driver to
     /// take: runtime state, equal whatever it holds (see [`ChainExpiry`]).
@@ -163,8 +170,29 @@ impl ConnectionOptions {
             connect_concurrency: super::DEFAULT_CONNECT_CONCURRENCY,
             labels: BTreeMap::new(),
             probe: None,
+            protocol: Protocol::default(),
             chain_expiry: ChainExpiry::default(),
         }
+    }
+
+    /// Sets the MQTT protocol version: [`Protocol::V5`] for MQTT 5, whose
+    /// reason codes say why a broker refused or dropped the connection
+    /// (`session_taken_over`, `server_shutting_down`, …) and whose broker may
+    /// impose its own keep-alive (Server Keep Alive), which the connection
+    /// then pings within. Defaults to [`Protocol::V311`].
+    ///
+    /// ```
+    /// use mqtt_pulse::connection::{ConnectionOptions, Protocol};
+    ///
+    /// let options = ConnectionOptions::new("probe", "mqtt://127.0.0.1:1883")?
+    ///     .with_protocol(Protocol::V5);
+    /// assert_eq!(options.protocol(), Protocol::V5);
+    /// # Ok::<(), mqtt_pulse::connection::OptionsError>(())
+    /// ```
+    #[must_use]
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Sets how often the connection pings the broker: whole seconds, 1 to
@@ -342,6 +370,18 @@ impl ConnectionOptions {
             .unwrap_or_else(|| default_ping_timeout(self.keep_alive))
     }
 
+    /// The ping timeout in force once the broker accepted `keep_alive`
+    /// (which an MQTT 5 broker may impose): explicit, or half of it.
+    pub(crate) fn ping_timeout_for(&self, keep_alive: Duration) -> Duration {
+        self.ping_timeout
+            .unwrap_or_else(|| default_ping_timeout(keep_alive))
+    }
+
+    /// The MQTT protocol version.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     /// How long the TCP, TLS and MQTT handshakes together may take.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
@@ -408,7 +448,7 @@ impl ConnectionOptions {
     }
 
     /// Validates everything and reads the files: the rumqttc options to connect with.
-    pub(crate) fn to_mqtt_options(&self) -> Result<MqttOptions, OptionsError> {
+    pub(crate) fn to_mqtt_options(&self) -> Result<Settings, OptionsError> {
         self.check()?;
         let material = self.read_files()?;
         Ok(self.assemble(material))
@@ -418,7 +458,7 @@ impl ConnectionOptions {
     /// blocking thread within [`READ_TIMEOUT`](super::files::READ_TIMEOUT):
     /// what async code (a reload, the daemon's start) prepares a connection with.
     #[cfg(feature = "daemon")]
-    pub(crate) async fn prepare(&self) -> Result<MqttOptions, OptionsError> {
+    pub(crate) async fn prepare(&self) -> Result<Settings, OptionsError> {
         self.check()?;
         let options = self.clone();
         let material = off_the_runtime(move || options.read_files()).await?;
@@ -429,7 +469,7 @@ impl ConnectionOptions {
     /// thread of its own within [`READ_TIMEOUT`](super::files::READ_TIMEOUT),
     /// for code without a runtime.
     #[cfg(feature = "daemon")]
-    pub(crate) fn prepare_blocking(&self) -> Result<MqttOptions, OptionsError> {
+    pub(crate) fn prepare_blocking(&self) -> Result<Settings, OptionsError> {
         self.check()?;
         let options = self.clone();
         let material = on_a_thread(move || options.read_files())?;
@@ -444,7 +484,7 @@ impl ConnectionOptions {
     ///
     /// # Errors
     /// What reading or parsing a file reported (never the password itself).
-    pub(crate) async fn reread_files(&self, mqtt: &mut MqttOptions) -> Result<(), OptionsError> {
+    pub(crate) async fn reread_files(&self, mqtt: SettingsMut<'_>) -> Result<(), OptionsError> {
         let tls_files = self.broker.uses_tls() && self.tls.names_files();
         if self.password_file().is_none() && !tls_files {
             return Ok(());
@@ -502,7 +542,7 @@ impl ConnectionOptions {
     }
 
     /// The rumqttc options of checked settings and read files.
-    fn assemble(&self, material: Material) -> MqttOptions {
+    fn assemble(&self, material: Material) -> Settings {
         let BrokerUrl {
             url,
             scheme,
@@ -514,17 +554,31 @@ impl ConnectionOptions {
             Scheme::Ws | Scheme::Wss => url.to_string(),
             Scheme::Mqtt | Scheme::Mqtts => host.clone(),
         };
-        let mut options = MqttOptions::new(self.client_id.as_str(), broker_addr, *port);
-        options.set_keep_alive(self.keep_alive);
-        options.set_clean_session(self.clean_session);
-        options.set_inflight(self.max_inflight);
-        options.set_max_packet_size(256 * 1024, 256 * 1024);
-        self.apply_material(&mut options, material);
-        options
+        let mut settings = match self.protocol {
+            Protocol::V311 => {
+                let mut options = MqttOptions::new(self.client_id.as_str(), broker_addr, *port);
+                options.set_keep_alive(self.keep_alive);
+                options.set_clean_session(self.clean_session);
+                options.set_inflight(self.max_inflight);
+                options.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+                Settings::V311(Box::new(options))
+            }
+            Protocol::V5 => Settings::V5(Box::new(wire::v5::options(
+                self.client_id.as_str(),
+                broker_addr,
+                *port,
+                self.keep_alive,
+                self.clean_session,
+                self.max_inflight,
+                MAX_PACKET_SIZE as u32,
+            ))),
+        };
+        self.apply_material(settings.as_mut(), material);
+        settings
     }
 
     /// Puts the transport and the credentials into `options`.
-    fn apply_material(&self, options: &mut MqttOptions, material: Material) {
+    fn apply_material(&self, options: SettingsMut<'_>, material: Material) {
         let transport = match (self.broker.scheme, material.tls) {
             (Scheme::Mqtts, Some(tls)) => Transport::Tls(TlsConfiguration::Rustls(tls)),
             #[cfg(feature = "websocket")]
@@ -535,11 +589,11 @@ impl ConnectionOptions {
             // built a TLS configuration for every TLS scheme.
             _ => Transport::Tcp,
         };
-        options.set_transport(transport);
-        if let Some(username) = &self.username {
-            let password = material.password.unwrap_or_default();
-            options.set_credentials(username.clone(), password);
-        }
+        let login = self
+            .username
+            .as_ref()
+            .map(|username| (username.clone(), material.password.unwrap_or_default()));
+        options.set_transport_and_login(transport, login);
     }
 }
 
@@ -565,6 +619,7 @@ impl fmt::Debug for ConnectionOptions {
             .field("connect_concurrency", &self.connect_concurrency)
             .field("labels", &self.labels)
             .field("probe", &self.probe)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -634,8 +689,8 @@ mod tests {
     #[test]
     fn credentials_from_the_url_are_decoded_and_kept_out_of_debug() {
         let options = ConnectionOptions::new("c", "mqtt://probe:p%40ss@h:1883").unwrap();
-        let login = options.to_mqtt_options().unwrap().credentials();
-        assert_eq!(login, Some(rumqttc::Login::new("probe", "p@ss")));
+        let login = options.to_mqtt_options().unwrap().login();
+        assert_eq!(login, Some(("probe".into(), "p@ss".into())));
         let debug = format!("{options:?}");
         for secret in ["p%40ss", "p@ss"] {
             assert!(!debug.contains(secret), "{debug}");
@@ -652,10 +707,7 @@ mod tests {
             .to_mqtt_options()
             .unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(
-            mqtt.credentials(),
-            Some(rumqttc::Login::new("probe", "hunter2"))
-        );
+        assert_eq!(mqtt.login(), Some(("probe".into(), "hunter2".into())));
     }
 
     #[test]

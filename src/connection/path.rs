@@ -20,19 +20,16 @@
 //! counted lost if it does not arrive within the timeout (it was sent and
 //! did not cross); at most `timeout / interval` messages per outage.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{
-    Event as MqttEvent, Outgoing, Packet, Publish, QoS, Request, Subscribe, SubscribeReasonCode,
-    Unsubscribe,
-};
+use rumqttc::{Publish, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
 use super::path_options::PathOptions;
 use super::round_trip::{RoundTrips, decode};
+use super::wire::{Pending, Seen};
 use super::{Connection, OptionsError};
 use crate::events::{ClientId, Event, Events, RoundTrip, RoundTripCounter, RoundTripOutcome};
 use crate::sync::lock;
@@ -220,7 +217,7 @@ impl Sender {
         }
     }
 
-    fn tick(&mut self, now: Instant, pending: &mut VecDeque<Request>) {
+    fn tick(&mut self, now: Instant, pending: &mut dyn Pending) {
         let shared = &self.shared;
         let mut trips = lock(&shared.trips);
         shared.expire(&mut trips, now);
@@ -241,24 +238,21 @@ impl Sender {
         if let Some((_, payload)) = trips.queue(now, SystemTime::now()) {
             let mut publish = Publish::new(shared.topic.as_ref(), shared.qos, payload);
             publish.retain = false;
-            pending.push_back(Request::Publish(publish));
+            pending.push_publish(publish);
         }
     }
 
     /// A PUBLISH was written: the oldest of this path's messages no longer
     /// pending, if any, is the one (rumqttc writes one pending request per
     /// poll and says so; see the probe's `prober` module).
-    fn outgoing_publish(&self, now: Instant, pending: &VecDeque<Request>) {
+    fn outgoing_publish(&self, now: Instant, pending: &dyn Pending) {
         let shared = &self.shared;
         let mut trips = lock(&shared.trips);
         let Some(seq) = trips.unwritten().next() else {
             return;
         };
-        let still_pending = pending.iter().any(|request| match request {
-            Request::Publish(publish) if *publish.topic == *shared.topic => {
-                decode(&publish.payload).is_some_and(|(_, pending_seq)| pending_seq == seq)
-            }
-            _ => false,
+        let still_pending = pending.has_publish(&shared.topic, &|payload| {
+            decode(payload).is_some_and(|(_, pending_seq)| pending_seq == seq)
         });
         if !still_pending && trips.written(seq, now) {
             shared.counter.sent();
@@ -289,21 +283,15 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn subscribe(&mut self, pending: &mut VecDeque<Request>) {
+    fn subscribe(&mut self, pending: &mut dyn Pending) {
         let shared = &self.shared;
-        pending.push_back(Request::Subscribe(Subscribe::new(
-            shared.topic.as_ref(),
-            shared.qos,
-        )));
+        pending.push_subscribe(&shared.topic, shared.qos);
         self.subscription = Subscription::Queued;
         shared.receiving.store(false, Ordering::Release);
     }
 
-    fn still_pending(&self, pending: &VecDeque<Request>) -> bool {
-        pending.iter().any(|request| {
-            matches!(request, Request::Subscribe(subscribe)
-                if subscribe.filters.iter().any(|f| *f.path == *self.shared.topic))
-        })
+    fn still_pending(&self, pending: &dyn Pending) -> bool {
+        pending.has_subscribe(&self.shared.topic)
     }
 
     fn set(&mut self, subscription: Subscription) {
@@ -348,7 +336,7 @@ impl PathEnds {
         &mut self,
         control: PathControl,
         now: Instant,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) {
         match control {
             PathControl::Send(shared) => {
@@ -374,9 +362,7 @@ impl PathEnds {
                     .iter()
                     .any(|r| r.shared.topic == shared.topic);
                 if before != self.receivers.len() && self.up_since.is_some() && !still_used {
-                    pending.push_back(Request::Unsubscribe(Unsubscribe::new(
-                        shared.topic.as_ref(),
-                    )));
+                    pending.push_unsubscribe(&shared.topic);
                 }
             }
         }
@@ -387,7 +373,7 @@ impl PathEnds {
         &mut self,
         now: Instant,
         session_present: bool,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) {
         self.up_since = Some(now);
         for sender in &mut self.senders {
@@ -431,7 +417,7 @@ impl PathEnds {
     }
 
     /// Counts what timed out and queues what is due.
-    pub(crate) fn tick(&mut self, now: Instant, pending: &mut VecDeque<Request>) {
+    pub(crate) fn tick(&mut self, now: Instant, pending: &mut dyn Pending) {
         for sender in &mut self.senders {
             sender.tick(now, pending);
         }
@@ -439,20 +425,15 @@ impl PathEnds {
 
     /// Feeds one event `poll()` returned at `now`; `true` when it was an
     /// incoming message of a path, which is the path's alone.
-    pub(crate) fn observe(
-        &mut self,
-        event: &MqttEvent,
-        now: Instant,
-        pending: &VecDeque<Request>,
-    ) -> bool {
+    pub(crate) fn observe(&mut self, event: &Seen, now: Instant, pending: &dyn Pending) -> bool {
         match event {
-            MqttEvent::Outgoing(Outgoing::Publish(_)) => {
+            Seen::PublishWritten => {
                 for sender in &self.senders {
                     sender.outgoing_publish(now, pending);
                 }
                 false
             }
-            MqttEvent::Outgoing(Outgoing::Subscribe(pkid)) => {
+            Seen::SubscribeWritten(pkid) => {
                 for receiver in &mut self.receivers {
                     if receiver.subscription == Subscription::Queued
                         && !receiver.still_pending(pending)
@@ -464,7 +445,7 @@ impl PathEnds {
                 }
                 false
             }
-            MqttEvent::Incoming(Packet::SubAck(suback)) => {
+            Seen::SubAck(suback) => {
                 for receiver in &mut self.receivers {
                     if receiver.subscription == Subscription::Written(suback.pkid) {
                         let granted = suback
@@ -485,7 +466,7 @@ impl PathEnds {
                 }
                 false
             }
-            MqttEvent::Incoming(Packet::Publish(publish)) => {
+            Seen::Publish(publish) => {
                 // Every message on a path's topic is the path's, whoever sent
                 // it (another instance, an earlier run): counted when it is
                 // this run's, never handed to the host as its own.
@@ -508,6 +489,14 @@ impl PathEnds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::Request;
+    use rumqttc::{Event as MqttEvent, Outgoing, Packet};
+    use std::collections::VecDeque;
+
+    /// The driver's view of a 3.1.1 event, as the probe and paths get it.
+    fn seen(event: &MqttEvent) -> Seen {
+        crate::connection::wire::v311::seen(event.clone())
+    }
     use crate::events::{ClientFilter, EventKind};
     use rumqttc::SubAck;
 
@@ -553,13 +542,13 @@ mod tests {
         );
         to_pending.pop_front();
         assert!(!to.observe(
-            &MqttEvent::Outgoing(Outgoing::Subscribe(7)),
+            &seen(&MqttEvent::Outgoing(Outgoing::Subscribe(7))),
             t0,
             &to_pending
         ));
         let suback = SubAck::new(7, vec![code]);
         assert!(!to.observe(
-            &MqttEvent::Incoming(Packet::SubAck(suback)),
+            &seen(&MqttEvent::Incoming(Packet::SubAck(suback))),
             t0,
             &to_pending
         ));
@@ -571,7 +560,11 @@ mod tests {
         let Request::Publish(publish) = pending.pop_front()? else {
             return None;
         };
-        from.observe(&MqttEvent::Outgoing(Outgoing::Publish(0)), at, pending);
+        from.observe(
+            &seen(&MqttEvent::Outgoing(Outgoing::Publish(0))),
+            at,
+            pending,
+        );
         Some(publish)
     }
 
@@ -590,7 +583,7 @@ mod tests {
         assert_eq!(publish.topic, "mqtt-pulse/path/a/b");
         let read = MqttEvent::Incoming(Packet::Publish(publish));
         assert!(
-            to.observe(&read, t0 + ms(105), &VecDeque::new()),
+            to.observe(&seen(&read), t0 + ms(105), &VecDeque::<Request>::new()),
             "the path's, not the host's"
         );
 
@@ -608,7 +601,7 @@ mod tests {
         assert_eq!((counts.sent, counts.outcomes), (1, [1, 0, 0, 0, 0]));
         assert_eq!(counts.to.as_ref().map(ClientId::as_str), Some("b"));
         // The same message again: a duplicate, never a second success.
-        assert!(to.observe(&read, t0 + ms(106), &VecDeque::new()));
+        assert!(to.observe(&seen(&read), t0 + ms(106), &VecDeque::<Request>::new()));
         assert_eq!(events.round_trips()[0].outcomes, [1, 0, 0, 0, 1]);
     }
 
@@ -651,11 +644,14 @@ mod tests {
         for payload in ["mqtt-pulse/1 00000000000000aa 1 1764601200000000", "hello"] {
             let foreign = Publish::new("mqtt-pulse/path/a/b", QoS::AtMostOnce, payload);
             let event = MqttEvent::Incoming(Packet::Publish(foreign));
-            assert!(to.observe(&event, t0, &VecDeque::new()));
+            assert!(to.observe(&seen(&event), t0, &VecDeque::<Request>::new()));
         }
         let other = Publish::new("host/topic", QoS::AtMostOnce, "x");
         let event = MqttEvent::Incoming(Packet::Publish(other));
-        assert!(!to.observe(&event, t0, &VecDeque::new()), "the host's own");
+        assert!(
+            !to.observe(&seen(&event), t0, &VecDeque::<Request>::new()),
+            "the host's own"
+        );
         assert_eq!(events.round_trips()[0].outcomes, [0; 5]);
     }
 

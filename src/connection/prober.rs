@@ -4,8 +4,9 @@
 //! reporting each outcome to the hub ([`Event::RoundTrip`]) and its
 //! counters. The message bookkeeping is [`RoundTrips`]'s (sans-I/O).
 //!
-//! It works on rumqttc's queue of pending requests (`EventLoop::pending`),
-//! which the event loop serves before anything the client handle sends and
+//! It works on rumqttc's queue of pending requests (`EventLoop::pending`, of
+//! either protocol version through [`Pending`]; the events it reads are the
+//! wire's [`Seen`]), which the event loop serves before anything the client handle sends and
 //! even when its in-flight window is full; it never waits, never touches the
 //! socket, and never delays a PINGREQ: a probe message is one small PUBLISH
 //! behind which a PINGREQ waits at most one write.
@@ -16,17 +17,14 @@
 //! event, so the first `Outgoing::Publish` after a probe message has left
 //! the queue is that message's write.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{
-    Event as MqttEvent, Outgoing, Packet, Publish, QoS, Request, SubAck, Subscribe,
-    SubscribeReasonCode,
-};
+use rumqttc::{Publish, QoS, SubAck, SubscribeReasonCode};
 
 use super::probe::ProbeOptions;
 use super::round_trip::{RoundTrips, decode};
+use super::wire::{Pending, Seen};
 use crate::events::{ClientId, Event, Events, RoundTrip, RoundTripCounter, RoundTripOutcome};
 
 /// The probe of one connection.
@@ -97,7 +95,7 @@ impl Prober {
         client_id: &ClientId,
         now: Instant,
         session_present: bool,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) {
         // A client that was terminated and came back counts from zero.
         if self.counter.is_none() {
@@ -107,10 +105,7 @@ impl Prober {
             // rumqttc cleared its pending requests: the probe messages among
             // them will never be written.
             self.trips.discard_unwritten();
-            pending.push_back(Request::Subscribe(Subscribe::new(
-                self.topic.as_ref(),
-                self.qos,
-            )));
+            pending.push_subscribe(&self.topic, self.qos);
             self.subscription = Subscription::Pending;
         }
         self.next_due = Some(now + self.interval);
@@ -138,7 +133,7 @@ impl Prober {
         events: &Events,
         client_id: &ClientId,
         now: Instant,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) {
         self.expire(events, client_id, now);
         let Some(due) = self.next_due else { return };
@@ -155,7 +150,7 @@ impl Prober {
         if let Some((_, payload)) = self.trips.queue(now, SystemTime::now()) {
             let mut publish = Publish::new(self.topic.as_ref(), self.qos, payload);
             publish.retain = false;
-            pending.push_back(Request::Publish(publish));
+            pending.push_publish(publish);
         }
     }
 
@@ -166,33 +161,28 @@ impl Prober {
         &mut self,
         events: &Events,
         client_id: &ClientId,
-        event: &MqttEvent,
+        event: &Seen,
         now: Instant,
-        pending: &VecDeque<Request>,
+        pending: &dyn Pending,
     ) -> bool {
         match event {
-            MqttEvent::Outgoing(Outgoing::Publish(_)) => {
+            Seen::PublishWritten => {
                 self.outgoing_publish(now, pending);
                 false
             }
-            &MqttEvent::Outgoing(Outgoing::Subscribe(pkid)) => {
-                let ours = |request: &Request| {
-                    matches!(request, Request::Subscribe(s)
-                        if s.filters.iter().any(|f| *f.path == *self.topic))
-                };
-                if self.subscription == Subscription::Pending && !pending.iter().any(ours) {
+            &Seen::SubscribeWritten(pkid) => {
+                if self.subscription == Subscription::Pending && !pending.has_subscribe(&self.topic)
+                {
                     self.subscription = Subscription::Written(pkid);
                 }
                 false
             }
-            MqttEvent::Incoming(Packet::SubAck(ack))
-                if self.subscription == Subscription::Written(ack.pkid) =>
-            {
+            Seen::SubAck(ack) if self.subscription == Subscription::Written(ack.pkid) => {
                 self.subscription = Subscription::None;
                 self.subscribed(client_id, ack);
                 false
             }
-            MqttEvent::Incoming(Packet::Publish(publish)) if *publish.topic == *self.topic => {
+            Seen::Publish(publish) if *publish.topic == *self.topic => {
                 self.expire(events, client_id, now);
                 if let Some((seq, outcome)) = self.trips.arrived(&publish.payload, now) {
                     self.report(events, client_id, seq, outcome);
@@ -205,7 +195,7 @@ impl Prober {
 
     /// A PUBLISH was written: the oldest probe message no longer pending, if
     /// any, is the one (see the module's doc).
-    fn outgoing_publish(&mut self, now: Instant, pending: &VecDeque<Request>) {
+    fn outgoing_publish(&mut self, now: Instant, pending: &dyn Pending) {
         let Some(seq) = self.trips.unwritten().next() else {
             return;
         };
@@ -219,12 +209,9 @@ impl Prober {
         }
     }
 
-    fn still_pending(&self, seq: u64, pending: &VecDeque<Request>) -> bool {
-        pending.iter().any(|request| match request {
-            Request::Publish(publish) if *publish.topic == *self.topic => {
-                decode(&publish.payload).is_some_and(|(_, pending_seq)| pending_seq == seq)
-            }
-            _ => false,
+    fn still_pending(&self, seq: u64, pending: &dyn Pending) -> bool {
+        pending.has_publish(&self.topic, &|payload| {
+            decode(payload).is_some_and(|(_, pending_seq)| pending_seq == seq)
         })
     }
 
@@ -265,6 +252,14 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::Request;
+    use rumqttc::{Event as MqttEvent, Outgoing, Packet};
+    use std::collections::VecDeque;
+
+    /// The driver's view of a 3.1.1 event, as the probe and paths get it.
+    fn seen(event: &MqttEvent) -> Seen {
+        crate::connection::wire::v311::seen(event.clone())
+    }
     use crate::events::{ClientFilter, EventKind};
 
     fn ms(n: u64) -> Duration {
@@ -338,12 +333,12 @@ mod tests {
         let mut message = None;
         for at in [101, 102, 103] {
             let (event, publish) = write_next(&mut pending);
-            assert!(!probe.observe(&events, &client, &event, t0 + ms(at), &pending));
+            assert!(!probe.observe(&events, &client, &seen(&event), t0 + ms(at), &pending));
             message = publish.or(message);
         }
         let message = message.unwrap();
         let back = MqttEvent::Incoming(Packet::Publish(message.clone()));
-        assert!(probe.observe(&events, &client, &back, t0 + ms(110), &pending));
+        assert!(probe.observe(&events, &client, &seen(&back), t0 + ms(110), &pending));
 
         let received = subscription.try_recv().unwrap();
         assert_eq!(
@@ -354,7 +349,7 @@ mod tests {
         let counts = &events.round_trips()[0];
         assert_eq!((counts.sent, counts.outcomes), (1, [1, 0, 0, 0, 0]));
 
-        assert!(probe.observe(&events, &client, &back, t0 + ms(111), &pending));
+        assert!(probe.observe(&events, &client, &seen(&back), t0 + ms(111), &pending));
         assert_eq!(
             subscription.try_recv().unwrap().event,
             Event::RoundTrip(RoundTrip::probe(1, RoundTripOutcome::Duplicate))
@@ -378,10 +373,10 @@ mod tests {
         )));
         probe.tick(&events, &client, t0 + ms(100), &mut pending);
         let (event, _) = write_next(&mut pending);
-        probe.observe(&events, &client, &event, t0 + ms(101), &pending);
+        probe.observe(&events, &client, &seen(&event), t0 + ms(101), &pending);
         assert_eq!(events.round_trips()[0].sent, 0);
         let (event, _) = write_next(&mut pending);
-        probe.observe(&events, &client, &event, t0 + ms(102), &pending);
+        probe.observe(&events, &client, &seen(&event), t0 + ms(102), &pending);
         assert_eq!(events.round_trips()[0].sent, 1);
     }
 
@@ -395,7 +390,7 @@ mod tests {
         probe.connected(&events, &client, t0, true, &mut pending);
         probe.tick(&events, &client, t0 + ms(100), &mut pending);
         let (event, _) = write_next(&mut pending);
-        probe.observe(&events, &client, &event, t0 + ms(100), &pending);
+        probe.observe(&events, &client, &seen(&event), t0 + ms(100), &pending);
         probe.lost();
         assert_eq!(probe.wakeup(), Some(t0 + ms(350)), "only the timeout");
         probe.tick(&events, &client, t0 + ms(350), &mut pending);
@@ -405,7 +400,7 @@ mod tests {
 
         let foreign = Publish::new("mqtt-pulse/probe/c", QoS::AtLeastOnce, "hello");
         let event = MqttEvent::Incoming(Packet::Publish(foreign));
-        assert!(probe.observe(&events, &client, &event, t0 + ms(400), &pending));
+        assert!(probe.observe(&events, &client, &seen(&event), t0 + ms(400), &pending));
         assert_eq!(events.round_trips()[0].outcomes, [0, 0, 1, 0, 0]);
     }
 }

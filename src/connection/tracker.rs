@@ -3,16 +3,16 @@
 //! embedding service's own `EventLoop`. It owns the per-connection logging; it
 //! must never block (the hub's dispatch is synchronous and non-blocking).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rumqttc::{ConnectionError, Packet, Request};
+use rumqttc::ConnectionError;
 
 use super::error::OptionsError;
-use super::link::{Link, Observed, classify};
+use super::link::{Beat, Link, Observed, classify};
 use super::options::{ConnectionOptions, broker_label, default_ping_timeout};
 use super::probe::ProbeOptions;
 use super::prober::Prober;
+use super::wire::{self, Pending, Seen};
 use crate::events::{
     ClientId, ClientInfo, DroppedPublishCounter, Event, Events, FailureReason, Status,
 };
@@ -126,13 +126,17 @@ pub struct ConnectionTracker {
     link: Link,
     /// How long a PINGREQ may go unanswered; `None` without keep-alive.
     ping_timeout: Option<Duration>,
+    /// The keep-alive the CONNECT asks for (a probe's default interval;
+    /// for a host's own MQTT 5 loop, the one in force without a Server Keep
+    /// Alive), and whether the ping timeout was set rather than derived from the
+    /// keep-alive (a derived one follows a Server Keep Alive).
+    asked_keep_alive: Duration,
+    ping_timeout_set: bool,
     /// The client's counter in the hub, taken at the first drop so a
     /// connection that never drops one adds no entry, and every later drop
     /// is an atomic add instead of a hub-wide lock. Given up when the
     /// client is terminated: the hub forgets that count then.
     dropped_publishes: Option<DroppedPublishCounter>,
-    /// The keep-alive the connection announces: the probe's default interval.
-    keep_alive: Duration,
     /// The round-trip probe, when one is set up.
     prober: Option<Prober>,
 }
@@ -153,7 +157,66 @@ impl ConnectionTracker {
             ClientInfo::new(broker_label(&host, port)),
         );
         tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
-        tracker.keep_alive = keep_alive;
+        tracker.asked_keep_alive = keep_alive;
+        events.record_keep_alive(&tracker.client_id, keep_alive);
+        tracker
+    }
+
+    /// [`from_mqtt_options`](Self::from_mqtt_options) for a host's own
+    /// MQTT 5 loop (`rumqttc::v5`): feed it with
+    /// [`observe_v5`](Self::observe_v5) and
+    /// [`observe_error_v5`](Self::observe_error_v5). A Server Keep Alive in
+    /// a CONNACK becomes the keep-alive the hub shows
+    /// (`mqtt_client_keep_alive_seconds`) and, unless
+    /// [`with_ping_timeout`](Self::with_ping_timeout) set one, halves into
+    /// the ping deadline, as rumqttc's v5 loop then pings by it too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mqtt_pulse::events::FailureReason;
+    /// use mqtt_pulse::{ConnectionTracker, Events, Status};
+    /// use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet};
+    /// use rumqttc::v5::{ConnectionError, Event, MqttOptions};
+    ///
+    /// let events = Events::new();
+    /// let options = MqttOptions::new("my-service", "127.0.0.1", 1883);
+    /// let mut tracker = ConnectionTracker::from_mqtt5_options(&events, &options);
+    /// assert_eq!(events.clients()[0].keep_alive, Some(Duration::from_secs(60)));
+    ///
+    /// // In the service's own loop: `let event = eventloop.poll().await?;`
+    /// # let properties = rumqttc::v5::mqttbytes::v5::ConnAckProperties {
+    /// #     session_expiry_interval: None, receive_max: None, max_qos: None,
+    /// #     retain_available: None, max_packet_size: None, assigned_client_identifier: None,
+    /// #     topic_alias_max: None, reason_string: None, user_properties: Vec::new(),
+    /// #     wildcard_subscription_available: None, subscription_identifiers_available: None,
+    /// #     shared_subscription_available: None, response_information: None,
+    /// #     server_reference: None, authentication_method: None, authentication_data: None,
+    /// #     server_keep_alive: Some(20), // the broker's Server Keep Alive
+    /// # };
+    /// let connack = ConnAck {
+    ///     session_present: false,
+    ///     code: ConnectReturnCode::Success,
+    ///     properties: Some(properties), // with a Server Keep Alive of 20 s
+    /// };
+    /// tracker.observe_v5(&Event::Incoming(Packet::ConnAck(connack)));
+    /// assert_eq!(events.status("my-service"), Some(Status::Up));
+    /// assert_eq!(events.clients()[0].keep_alive, Some(Duration::from_secs(20)));
+    ///
+    /// let refused = ConnectionError::ConnectionRefused(ConnectReturnCode::Banned);
+    /// assert_eq!(tracker.observe_error_v5(&refused), Some(FailureReason::Banned));
+    /// assert_eq!(events.status("my-service"), Some(Status::Down));
+    /// ```
+    pub fn from_mqtt5_options(events: &Events, options: &rumqttc::v5::MqttOptions) -> Self {
+        let (host, port) = options.broker_address();
+        let keep_alive = options.keep_alive();
+        let mut tracker = Self::with_info(
+            events,
+            options.client_id(),
+            ClientInfo::new(broker_label(&host, port)),
+        );
+        tracker.ping_timeout = (!keep_alive.is_zero()).then(|| default_ping_timeout(keep_alive));
+        tracker.asked_keep_alive = keep_alive;
+        events.record_keep_alive(&tracker.client_id, keep_alive);
         tracker
     }
 
@@ -164,6 +227,7 @@ impl ConnectionTracker {
     #[must_use]
     pub fn with_ping_timeout(mut self, timeout: Duration) -> Self {
         self.ping_timeout = Some(timeout);
+        self.ping_timeout_set = true;
         self
     }
 
@@ -172,14 +236,15 @@ impl ConnectionTracker {
         let mut tracker =
             Self::with_info(events, options.client_id().clone(), options.client_info());
         tracker.ping_timeout = Some(options.ping_timeout());
-        tracker.keep_alive = options.keep_alive();
+        tracker.asked_keep_alive = options.keep_alive();
+        events.record_keep_alive(&tracker.client_id, options.keep_alive());
         if let Some(probe) = options.probe() {
             // `Connection::start` checked it with the rest of the options.
             tracker.prober = Some(Prober::new(
                 events,
                 &tracker.client_id,
                 probe,
-                tracker.keep_alive,
+                tracker.asked_keep_alive,
             ));
         }
         tracker
@@ -197,10 +262,10 @@ impl ConnectionTracker {
     /// [`OptionsError::Probe`] when a setting cannot be used (a topic with
     /// wildcards, say).
     pub fn with_probe(mut self, probe: &ProbeOptions) -> Result<Self, OptionsError> {
-        let keep_alive = if self.keep_alive.is_zero() {
+        let keep_alive = if self.asked_keep_alive.is_zero() {
             super::DEFAULT_KEEP_ALIVE
         } else {
-            self.keep_alive
+            self.asked_keep_alive
         };
         if let Some((key, problem)) = probe.problem(keep_alive) {
             return Err(OptionsError::Probe { key, problem });
@@ -232,7 +297,7 @@ impl ConnectionTracker {
         self.probe_tick_at(Instant::now(), &mut eventloop.pending);
     }
 
-    pub(crate) fn probe_tick_at(&mut self, now: Instant, pending: &mut VecDeque<Request>) {
+    pub(crate) fn probe_tick_at(&mut self, now: Instant, pending: &mut dyn Pending) {
         if let Some(prober) = &mut self.prober {
             prober.tick(&self.events, &self.client_id, now, pending);
         }
@@ -248,30 +313,37 @@ impl ConnectionTracker {
         event: &rumqttc::Event,
         eventloop: &mut rumqttc::EventLoop,
     ) -> bool {
-        self.observe_in_at(event, Instant::now(), &mut eventloop.pending)
+        let seen = wire::v311::seen(event.clone());
+        self.observe_in_at(&seen, Instant::now(), &mut eventloop.pending)
     }
 
     pub(crate) fn observe_in_at(
         &mut self,
-        event: &rumqttc::Event,
+        seen: &Seen,
         now: Instant,
-        pending: &mut VecDeque<Request>,
+        pending: &mut dyn Pending,
     ) -> bool {
-        self.observe_at(event, now);
+        self.observe_at(seen.beat(), now);
         let Some(prober) = &mut self.prober else {
             return false;
         };
-        if let rumqttc::Event::Incoming(Packet::ConnAck(connack)) = event {
-            prober.connected(
-                &self.events,
-                &self.client_id,
-                now,
-                connack.session_present,
-                pending,
-            );
+        if let &Seen::ConnAck {
+            session_present, ..
+        } = seen
+        {
+            prober.connected(&self.events, &self.client_id, now, session_present, pending);
             return false;
         }
-        prober.observe(&self.events, &self.client_id, event, now, pending)
+        prober.observe(&self.events, &self.client_id, seen, now, pending)
+    }
+
+    /// The broker accepted a CONNECT with `keep_alive` in force (the one
+    /// asked for, or an MQTT 5 Server Keep Alive) and a PINGREQ may go
+    /// unanswered for `ping_timeout`: the hub's record of the keep-alive
+    /// (`mqtt_client_keep_alive_seconds`) and the ping deadline follow.
+    pub(crate) fn keep_alive_in_force(&mut self, keep_alive: Duration, ping_timeout: Duration) {
+        self.ping_timeout = Some(ping_timeout);
+        self.events.record_keep_alive(&self.client_id, keep_alive);
     }
 
     fn with_info(events: &Events, client_id: impl Into<ClientId>, info: ClientInfo) -> Self {
@@ -284,8 +356,9 @@ impl ConnectionTracker {
             broker,
             link: Link::new(),
             ping_timeout: None,
+            asked_keep_alive: Duration::ZERO,
+            ping_timeout_set: false,
             dropped_publishes: None,
-            keep_alive: Duration::ZERO,
             prober: None,
         }
     }
@@ -303,11 +376,11 @@ impl ConnectionTracker {
     /// Feeds one event as `poll()` returned it. Call it as soon as `poll()`
     /// returns: the ping round trip is measured between these calls.
     pub fn observe(&mut self, event: &rumqttc::Event) {
-        self.observe_at(event, Instant::now());
+        self.observe_at(Beat::from(event), Instant::now());
     }
 
-    pub(crate) fn observe_at(&mut self, event: &rumqttc::Event, now: Instant) {
-        match self.link.observe(event, now) {
+    pub(crate) fn observe_at(&mut self, beat: Beat, now: Instant) {
+        match self.link.observe(beat, now) {
             Observed::StatusChanged(status) => self.report(status, None),
             Observed::PingResponse(rtt) => {
                 self.events
@@ -317,13 +390,49 @@ impl ConnectionTracker {
         }
     }
 
+    /// [`observe`](Self::observe) for an event of a host's own MQTT 5 loop
+    /// (see [`from_mqtt5_options`](Self::from_mqtt5_options)).
+    pub fn observe_v5(&mut self, event: &rumqttc::v5::Event) {
+        let now = Instant::now();
+        if let Some(server_keep_alive) = wire::v5::accepted_keep_alive(event) {
+            let in_force = server_keep_alive.unwrap_or(self.asked_keep_alive);
+            self.events.record_keep_alive(&self.client_id, in_force);
+            if !self.ping_timeout_set {
+                self.ping_timeout = (!in_force.is_zero()).then(|| default_ping_timeout(in_force));
+            }
+        }
+        self.observe_at(wire::v5::beat(event), now);
+    }
+
+    /// [`observe_error`](Self::observe_error) for an error of a host's own
+    /// MQTT 5 loop: the reason codes of a refusing CONNACK and of the
+    /// broker's DISCONNECT become the reason (`bad_credentials`,
+    /// `session_taken_over`, …).
+    pub fn observe_error_v5(
+        &mut self,
+        error: &rumqttc::v5::ConnectionError,
+    ) -> Option<FailureReason> {
+        Some(self.observe_failure(wire::v5::classify(error)?, error))
+    }
+
     /// Feeds one error `poll()` returned: counts it by reason and reports Down
     /// if the connection was up. Returns the reason, or `None` for an error that
     /// is not a connection failure.
     pub fn observe_error(&mut self, error: &ConnectionError) -> Option<FailureReason> {
-        let reason = self.link.refine(classify(error)?, Instant::now());
-        self.failed(reason, error);
-        Some(reason)
+        Some(self.observe_failure(classify(error)?, error))
+    }
+
+    /// Counts a failure already classified (by either protocol version's
+    /// rules) and reports Down if the connection was up; returns the reason
+    /// counted (`closed_after_connect` for a close soon after CONNACK).
+    pub(crate) fn observe_failure(
+        &mut self,
+        reason: FailureReason,
+        detail: &dyn std::fmt::Display,
+    ) -> FailureReason {
+        let reason = self.link.refine(reason, Instant::now());
+        self.failed(reason, detail);
+        reason
     }
 
     /// Until when the outstanding PINGREQ may go unanswered: the time it was
@@ -455,11 +564,14 @@ impl Drop for ConnectionTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::Request;
     use rumqttc::{ConnAck, ConnectReturnCode, Incoming, MqttOptions, Outgoing};
+    use std::collections::VecDeque;
 
     fn up(tracker: &mut ConnectionTracker, at: Instant) {
         let connack = ConnAck::new(ConnectReturnCode::Success, false);
-        tracker.observe_at(&rumqttc::Event::Incoming(Incoming::ConnAck(connack)), at);
+        let event = rumqttc::Event::Incoming(Incoming::ConnAck(connack));
+        tracker.observe_at(Beat::from(&event), at);
     }
 
     #[test]
@@ -489,7 +601,7 @@ mod tests {
         up(&mut tracker, t0);
         assert_eq!(tracker.ping_deadline(), None, "no PINGREQ outstanding");
 
-        tracker.observe_at(&rumqttc::Event::Outgoing(Outgoing::PingReq), t0);
+        tracker.observe_at(Beat::from(&rumqttc::Event::Outgoing(Outgoing::PingReq)), t0);
         assert_eq!(tracker.ping_deadline(), Some(t0 + Duration::from_secs(2)));
         assert!(!tracker.check_ping(t0 + Duration::from_millis(1999)));
         assert_eq!(tracker.status(), Status::Up);
@@ -510,13 +622,13 @@ mod tests {
             .with_ping_timeout(Duration::from_millis(100));
         let t0 = Instant::now();
         up(&mut tracker, t0);
-        tracker.observe_at(&rumqttc::Event::Outgoing(Outgoing::PingReq), t0);
+        tracker.observe_at(Beat::from(&rumqttc::Event::Outgoing(Outgoing::PingReq)), t0);
         assert_eq!(
             tracker.ping_deadline(),
             Some(t0 + Duration::from_millis(100))
         );
         tracker.observe_at(
-            &rumqttc::Event::Incoming(Incoming::PingResp),
+            Beat::from(&rumqttc::Event::Incoming(Incoming::PingResp)),
             t0 + Duration::from_millis(1),
         );
         assert_eq!(tracker.ping_deadline(), None);
@@ -548,12 +660,12 @@ mod tests {
             )))
         };
         let t0 = Instant::now();
-        assert!(!tracker.observe_in_at(&connack(false), t0, &mut pending));
+        assert!(!tracker.observe_in_at(&wire::v311::seen(connack(false)), t0, &mut pending));
         assert!(matches!(pending.front(), Some(Request::Subscribe(_))));
         tracker.terminated();
         assert_eq!(events.round_trips(), vec![]);
         assert_eq!(tracker.probe_wakeup(), None, "nothing more to publish");
-        tracker.observe_in_at(&connack(false), t0, &mut pending);
+        tracker.observe_in_at(&wire::v311::seen(connack(false)), t0, &mut pending);
         let counts = events.round_trips();
         assert_eq!((counts.len(), counts[0].sent), (1, 0));
     }

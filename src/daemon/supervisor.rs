@@ -19,14 +19,13 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use prometheus::{Gauge, IntGauge, Opts, Registry};
-use rumqttc::MqttOptions;
 use tokio::task::JoinSet;
 
 use super::DaemonError;
 use super::readiness::Attempted;
 use super::shard::Shard;
 use crate::config::{Config, MAX_TARGETS, PathConfig, TargetConfig, diff, diff_paths};
-use crate::connection::{Connection, ConnectionOptions, Path, READ_TIMEOUT};
+use crate::connection::{Connection, ConnectionOptions, Path, READ_TIMEOUT, Settings};
 use crate::events::Events;
 use crate::http::WebConfig;
 
@@ -382,7 +381,7 @@ fn names(targets: &[&TargetConfig]) -> Vec<String> {
 struct Prepared {
     name: String,
     options: ConnectionOptions,
-    mqtt_options: MqttOptions,
+    mqtt_options: Settings,
 }
 
 /// Reads the files of `targets` (concurrently, each off the runtime within

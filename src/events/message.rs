@@ -340,33 +340,88 @@ pub enum FailureReason {
     Timeout,
     /// The TLS handshake failed (unknown CA, bad certificate, wrong name…).
     Tls,
-    /// The broker refused the CONNECT: bad user name or password (CONNACK 4).
+    /// The broker refused the CONNECT: bad user name or password (CONNACK 4;
+    /// MQTT 5: 0x86).
     BadCredentials,
-    /// The broker refused the CONNECT: not authorised (CONNACK 5).
+    /// The broker refused the CONNECT: not authorised (CONNACK 5; MQTT 5:
+    /// 0x87, also as a DISCONNECT).
     NotAuthorized,
-    /// The broker refused the CONNECT: client identifier rejected (CONNACK 2).
+    /// The broker refused the CONNECT: client identifier rejected (CONNACK 2;
+    /// MQTT 5: 0x85).
     IdentifierRejected,
-    /// The broker refused the CONNECT: unacceptable protocol version (CONNACK 1).
+    /// The broker refused the CONNECT: unacceptable protocol version (CONNACK 1;
+    /// MQTT 5: 0x84), or it does not speak MQTT 5 to a target set to `5`.
     ProtocolVersion,
-    /// The broker refused the CONNECT: server unavailable (CONNACK 3).
+    /// The broker refused the CONNECT: server unavailable (CONNACK 3; MQTT 5: 0x88).
     ServerUnavailable,
     /// No PINGRESP arrived in time for an outstanding PINGREQ.
     PingTimeout,
-    /// The broker closed the connection.
+    /// The broker closed the connection (MQTT 5: also a DISCONNECT with 0x00,
+    /// normal disconnection).
     ClosedByBroker,
     /// The broker closed the connection soon after accepting it (before it had
     /// been up for the stable period): typically another client with the same
     /// client id, an ACL or policy kick, or a load balancer's idle cut.
     ClosedAfterConnect,
-    /// The broker sent something that is not valid MQTT 3.1.1 at that point.
+    /// The broker sent something that is not valid MQTT at that point, or
+    /// (MQTT 5) said that we did: malformed packet, protocol error, a
+    /// topic, QoS or retain flag it does not accept.
     Protocol,
     /// Any other socket or name-resolution error.
     Io,
+    // The reasons below come from MQTT 5 reason codes, in a CONNACK that
+    // refuses the CONNECT or in a DISCONNECT the broker sends; a code that
+    // means what a 3.1.1 return code means maps to the reason above (say
+    // 0x86 to `BadCredentials`), see the README's table.
+    /// MQTT 5: the broker refused or dropped the connection without saying
+    /// why (reason code 0x80, unspecified error).
+    UnspecifiedError,
+    /// MQTT 5: a broker-specific refusal or drop (0x83, implementation
+    /// specific error); the broker's log says more.
+    ImplementationSpecificError,
+    /// MQTT 5: the broker is busy, try later (0x89, server busy).
+    ServerBusy,
+    /// MQTT 5: the broker has banned this client (CONNACK 0x8A, banned).
+    Banned,
+    /// MQTT 5: the broker does not support the authentication method
+    /// (CONNACK 0x8C, bad authentication method).
+    BadAuthenticationMethod,
+    /// MQTT 5: a packet was larger than the broker accepts (0x95, packet too large).
+    PacketTooLarge,
+    /// MQTT 5: an administrative or per-client quota was exceeded (0x97, quota exceeded).
+    QuotaExceeded,
+    /// MQTT 5: the broker asks the client to use another server, for now
+    /// (0x9C, use another server).
+    UseAnotherServer,
+    /// MQTT 5: the broker asks the client to use another server, for good
+    /// (0x9D, server moved).
+    ServerMoved,
+    /// MQTT 5: the client connects too often (0x9F, connection rate exceeded).
+    ConnectionRateExceeded,
+    /// MQTT 5: the broker sent DISCONNECT because it is shutting down
+    /// (0x8B, server shutting down).
+    ServerShuttingDown,
+    /// MQTT 5: the broker sent DISCONNECT because it heard nothing within
+    /// 1.5 keep-alives (0x8D, keep alive timeout).
+    KeepAliveTimeout,
+    /// MQTT 5: the broker sent DISCONNECT because another connection took
+    /// this client id (0x8E, session taken over): two monitors, or a replica,
+    /// configured with the same client id.
+    SessionTakenOver,
+    /// MQTT 5: the broker sent DISCONNECT on an operator's or a policy's
+    /// order (0x98, administrative action).
+    AdministrativeAction,
+    /// MQTT 5: the broker sent DISCONNECT because the client published too
+    /// fast (0x96, message rate too high).
+    MessageRateTooHigh,
+    /// MQTT 5: the broker sent DISCONNECT because the connection reached its
+    /// longest allowed duration (0xA0, maximum connect time).
+    MaximumConnectTime,
 }
 
 impl FailureReason {
     /// Every reason, in declaration order.
-    pub const ALL: [FailureReason; 13] = [
+    pub const ALL: [FailureReason; 29] = [
         FailureReason::ConnectionRefused,
         FailureReason::Timeout,
         FailureReason::Tls,
@@ -380,6 +435,22 @@ impl FailureReason {
         FailureReason::ClosedAfterConnect,
         FailureReason::Protocol,
         FailureReason::Io,
+        FailureReason::UnspecifiedError,
+        FailureReason::ImplementationSpecificError,
+        FailureReason::ServerBusy,
+        FailureReason::Banned,
+        FailureReason::BadAuthenticationMethod,
+        FailureReason::PacketTooLarge,
+        FailureReason::QuotaExceeded,
+        FailureReason::UseAnotherServer,
+        FailureReason::ServerMoved,
+        FailureReason::ConnectionRateExceeded,
+        FailureReason::ServerShuttingDown,
+        FailureReason::KeepAliveTimeout,
+        FailureReason::SessionTakenOver,
+        FailureReason::AdministrativeAction,
+        FailureReason::MessageRateTooHigh,
+        FailureReason::MaximumConnectTime,
     ];
 
     /// The snake_case label value (`bad_credentials`, `ping_timeout`, …).
@@ -398,6 +469,22 @@ impl FailureReason {
             FailureReason::ClosedAfterConnect => "closed_after_connect",
             FailureReason::Protocol => "protocol",
             FailureReason::Io => "io",
+            FailureReason::UnspecifiedError => "unspecified_error",
+            FailureReason::ImplementationSpecificError => "implementation_specific_error",
+            FailureReason::ServerBusy => "server_busy",
+            FailureReason::Banned => "banned",
+            FailureReason::BadAuthenticationMethod => "bad_authentication_method",
+            FailureReason::PacketTooLarge => "packet_too_large",
+            FailureReason::QuotaExceeded => "quota_exceeded",
+            FailureReason::UseAnotherServer => "use_another_server",
+            FailureReason::ServerMoved => "server_moved",
+            FailureReason::ConnectionRateExceeded => "connection_rate_exceeded",
+            FailureReason::ServerShuttingDown => "server_shutting_down",
+            FailureReason::KeepAliveTimeout => "keep_alive_timeout",
+            FailureReason::SessionTakenOver => "session_taken_over",
+            FailureReason::AdministrativeAction => "administrative_action",
+            FailureReason::MessageRateTooHigh => "message_rate_too_high",
+            FailureReason::MaximumConnectTime => "maximum_connect_time",
         }
     }
 }

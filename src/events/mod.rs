@@ -38,7 +38,9 @@
 //!   connection dropped ([`Events::count_dropped_publish`], or lock-free
 //!   through a [`DroppedPublishCounter`]; [`Events::dropped_publishes`]), and, for a TLS connection, when the
 //!   broker certificate chain it verified last expires
-//!   ([`Events::record_tls_cert_expiry`], [`Events::tls_cert_expiries`]). A
+//!   ([`Events::record_tls_cert_expiry`], [`Events::tls_cert_expiries`]), and
+//!   the keep-alive in force on its connection ([`Events::record_keep_alive`],
+//!   [`ClientState::keep_alive`]: an MQTT 5 broker may impose its own). A
 //!   client whose status becomes [`Status::Terminated`] is forgotten, its
 //!   counts and expiry with it.
 //! * **Round trips.** [`Event::RoundTrip`] (kind [`EventKind::RoundTrip`])
@@ -160,6 +162,11 @@ pub struct ClientState {
     pub reason: Option<FailureReason>,
     /// What its connection told the hub about itself.
     pub info: ClientInfo,
+    /// The keep-alive in force on its connection
+    /// ([`Events::record_keep_alive`]): the one its CONNECT asks for, or,
+    /// after an MQTT 5 broker imposed its Server Keep Alive in the last
+    /// CONNACK, the broker's. `None` if its connection never said.
+    pub keep_alive: Option<std::time::Duration>,
 }
 
 /// Static facts about a client's connection, given to [`Events::announce`].
@@ -359,7 +366,31 @@ impl Events {
                 since: SystemTime::now(),
                 reason: None,
                 info,
+                keep_alive: None,
             });
+    }
+
+    /// Records the keep-alive in force on `client_id`'s connection: the one
+    /// its CONNECT asks for, then, at each CONNACK, the one the broker
+    /// accepted or imposed (MQTT 5 Server Keep Alive); zero when keep-alive
+    /// is off. Read in [`ClientState::keep_alive`]; like a count, never an
+    /// event. A client the hub does not know (never announced, or
+    /// terminated) is left unknown.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mqtt_pulse::events::{ClientId, ClientInfo, Events};
+    ///
+    /// let events = Events::new();
+    /// let plant = ClientId::from("plant-a");
+    /// events.announce(&plant, ClientInfo::new("broker:1883"));
+    /// events.record_keep_alive(&plant, Duration::from_secs(2));
+    /// assert_eq!(events.clients()[0].keep_alive, Some(Duration::from_secs(2)));
+    /// ```
+    pub fn record_keep_alive(&self, client_id: &ClientId, keep_alive: std::time::Duration) {
+        if let Some(state) = lock(&self.hub.statuses).get_mut(client_id.as_str()) {
+            state.keep_alive = Some(keep_alive);
+        }
     }
 
     /// The last status dispatched for `client_id`, if the hub knows the client.
@@ -624,6 +655,7 @@ impl Hub {
                 since,
                 reason: None,
                 info: ClientInfo::default(),
+                keep_alive: None,
             });
         // Only a client that is down has a reason to be; a failure counted
         // while it was up is the reason of the `Down` that follows.

@@ -19,6 +19,7 @@
 //! | `mqtt_client_connect_failures_total` | counter | client_id, broker, reason | [`Events::failures`](crate::events::Events::failures) |
 //! | `mqtt_client_publishes_dropped_total` | counter, once non-zero | client_id, broker | [`Events::dropped_publishes`](crate::events::Events::dropped_publishes), counted by each connection's task: the exporter reads the hub, never connection handles, so a connection it did not start is exported the same way |
 //! | `mqtt_client_tls_cert_expiry_timestamp_seconds` | gauge, once a TLS connection verified a chain | client_id, broker | [`Events::tls_cert_expiries`](crate::events::Events::tls_cert_expiries): the earliest `notAfter` of the chain the broker presented at the client's last verified handshake (blackbox_exporter's `probe_ssl_earliest_cert_expiry`) |
+//! | `mqtt_client_keep_alive_seconds` | gauge, once the connection said | client_id, broker | [`ClientState::keep_alive`](crate::events::ClientState::keep_alive): the keep-alive the CONNECT asks for, then the one in force after each CONNACK (an MQTT 5 broker's Server Keep Alive replaces ours) |
 //! | `mqtt_pulse_events_dispatched_total` | counter | type | [`Events::stats`](crate::events::Events::stats) |
 //! | `mqtt_pulse_events_dropped_total` | counter | type | [`Events::stats`](crate::events::Events::stats) |
 //! | `mqtt_pulse_build_info` | gauge 1 | version, revision, rustversion | the build |

@@ -276,6 +276,7 @@ mod tests {
                 since: UNIX_EPOCH,
                 reason,
                 info: ClientInfo::new("broker:1883"),
+                keep_alive: None,
             },
             last_ping_rtt: None,
         };

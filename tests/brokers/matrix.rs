@@ -3,16 +3,14 @@
 //! runs assert ([`super::run`], [`super::wire`]) and what docs/brokers.md
 //! shows ([`table`]): the page cannot claim a cell no test checks.
 //!
-//! Adding MQTT 5 takes this file alone: a `Version::V5` in [`Version`] and
-//! [`VERSIONS`], then the arms the compiler asks for — its `apply`
-//! (`options.with_protocol(Protocol::V5)`), `label` and tag, and its
-//! expectations in [`expected`], with [`Expected::refused`] for a broker
-//! that does not speak it. The runner and the page follow; regenerate the
-//! page's tables (see [`super::docs`]).
+//! Each version is a `Version` with its `apply`, `label`, tag and
+//! expectations in [`expected`] ([`Expected::refused`] for a broker that
+//! does not speak it); the runner and the page follow. Regenerate the
+//! page's tables after a change (see [`super::docs`]).
 
 use std::fmt;
 
-use mqtt_pulse::connection::ConnectionOptions;
+use mqtt_pulse::connection::{ConnectionOptions, Protocol};
 use mqtt_pulse::events::FailureReason;
 
 use super::wire::Answer;
@@ -87,15 +85,17 @@ impl Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Version {
     V3_1_1,
+    V5,
 }
 
 /// Every version each broker is run with.
-pub const VERSIONS: [Version; 1] = [Version::V3_1_1];
+pub const VERSIONS: [Version; 2] = [Version::V3_1_1, Version::V5];
 
 impl Version {
     pub fn label(self) -> &'static str {
         match self {
             Version::V3_1_1 => "3.1.1",
+            Version::V5 => "5",
         }
     }
 
@@ -103,6 +103,7 @@ impl Version {
     pub fn apply(self, options: ConnectionOptions) -> ConnectionOptions {
         match self {
             Version::V3_1_1 => options,
+            Version::V5 => options.with_protocol(Protocol::V5),
         }
     }
 }
@@ -137,6 +138,7 @@ impl Cell {
         };
         let version = match self.version {
             Version::V3_1_1 => "311",
+            Version::V5 => "5",
         };
         let transport = match self.transport {
             Transport::Tcp => "tcp",
@@ -194,8 +196,9 @@ pub fn expected(cell: Cell) -> Expected {
     let killed = FailureReason::ClosedAfterConnect;
     match (cell.broker, cell.version) {
         // Mosquitto 2 answers a bad user name or password with CONNACK 5
-        // "not authorised", on every listener.
-        (Broker::Mosquitto, Version::V3_1_1) => Expected {
+        // "not authorised", on every listener; Mosquitto 2.0.11 says the
+        // same in MQTT 5 (0x87, not 0x86 "bad user name or password").
+        (Broker::Mosquitto, _) => Expected {
             refused: None,
             killed,
             wrong_password: FailureReason::NotAuthorized,
@@ -217,6 +220,16 @@ pub fn expected(cell: Cell) -> Expected {
             no_client_certificate: None,
             cert_expiry,
         },
+        // RabbitMQ 3.10 speaks MQTT 3.1.1 only: it closes a v5 CONNECT and
+        // answers the 3.1.1 one the client then tries.
+        (Broker::RabbitMq, Version::V5) => Expected {
+            refused: Some(FailureReason::ProtocolVersion),
+            killed,
+            wrong_password: FailureReason::ProtocolVersion,
+            wrong_ca: None,
+            no_client_certificate: None,
+            cert_expiry: false,
+        },
         // rumqttd closes the connection without a CONNACK.
         (Broker::Rumqttd, Version::V3_1_1) => Expected {
             refused: None,
@@ -225,6 +238,17 @@ pub fn expected(cell: Cell) -> Expected {
             wrong_ca: tls,
             no_client_certificate: None,
             cert_expiry,
+        },
+        // rumqttd serves MQTT 5 on `[v5.NAME]` listeners only; the example
+        // broker opens `[v4.NAME]` and `[ws.NAME]` ones, which close a v5
+        // CONNECT.
+        (Broker::Rumqttd, Version::V5) => Expected {
+            refused: Some(FailureReason::ProtocolVersion),
+            killed,
+            wrong_password: FailureReason::ProtocolVersion,
+            wrong_ca: None,
+            no_client_certificate: None,
+            cert_expiry: false,
         },
     }
 }

@@ -128,6 +128,10 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-keep-alive-fraction.toml:2:14: bad `keep_alive` in [defaults]: must be whole seconds from 1s to 65535s, not 1s 500ms",
     ),
     (
+        "bad-protocol.toml",
+        "tests/testdata/bad-protocol.toml:7:12: bad `protocol` in [[target]] \"plant-a\": must be \"3.1.1\" or \"5\", not \"5.0\"",
+    ),
+    (
         "bad-keep-alive-range.toml",
         "tests/testdata/bad-keep-alive-range.toml:4:14: bad `keep_alive` in [[target]] \"plant-a\": must be whole seconds from 1s to 65535s, not 20h",
     ),

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mqtt_pulse::config::{Config, ConfigError, Location};
-use mqtt_pulse::connection::{Backoff, ClientCertificate, DEFAULT_CONNECT_CONCURRENCY, TlsOptions};
+use mqtt_pulse::connection::{
+    Backoff, ClientCertificate, DEFAULT_CONNECT_CONCURRENCY, Protocol, TlsOptions,
+};
 use mqtt_pulse::exporter::otlp::OtlpProtocol;
 
 use crate::{ms, secs, testdata};
@@ -347,6 +349,22 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
     ] {
         assert!(text.contains(key), "the example does not show {key}");
     }
+}
+
+#[test]
+fn protocol_defaults_to_311_and_a_target_overrides_defaults() {
+    let text = "[defaults]\nprotocol = \"5\"\n\n[[target]]\nname = \"five\"\nurl = \"mqtt://h\"\n\n\
+                [[target]]\nname = \"old\"\nurl = \"mqtt://h\"\nprotocol = \"3.1.1\"\n";
+    let config = Config::parse(text, Path::new("x.toml")).unwrap();
+    let protocol = |name| config.target(name).unwrap().options().protocol();
+    assert_eq!(protocol("five"), Protocol::V5);
+    assert_eq!(protocol("old"), Protocol::V311);
+    let plain = Config::parse(
+        "[[target]]\nname = \"a\"\nurl = \"mqtt://h\"\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    assert_eq!(plain.targets()[0].options().protocol(), Protocol::V311);
 }
 
 #[test]

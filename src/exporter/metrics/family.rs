@@ -9,6 +9,7 @@ use prometheus::proto::MetricType;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Family {
     ConnectFailures,
+    KeepAlive,
     LastStatusChange,
     PingRtt,
     PublishesDropped,
@@ -29,8 +30,9 @@ pub(super) enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 18] = [
+    pub const ALL: [Family; 19] = [
         Family::ConnectFailures,
+        Family::KeepAlive,
         Family::LastStatusChange,
         Family::PingRtt,
         Family::PublishesDropped,
@@ -53,6 +55,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::ConnectFailures => "mqtt_client_connect_failures_total",
+            Family::KeepAlive => "mqtt_client_keep_alive_seconds",
             Family::LastStatusChange => "mqtt_client_last_status_change_timestamp_seconds",
             Family::PingRtt => "mqtt_client_ping_rtt_seconds",
             Family::PublishesDropped => "mqtt_client_publishes_dropped_total",
@@ -77,6 +80,11 @@ impl Family {
         match self {
             Family::ConnectFailures => {
                 "Failed MQTT connection attempts and lost connections of the client, by reason."
+            }
+            Family::KeepAlive => {
+                "The MQTT keep-alive in force on the client's connection, in seconds: the one \
+                 its CONNECT asks for, or the broker's Server Keep Alive when an MQTT 5 broker \
+                 imposed one in the last CONNACK. The client pings within it."
             }
             Family::LastStatusChange => {
                 "Unix time in seconds at which the client's current connection status began \
@@ -156,7 +164,8 @@ impl Family {
             | Family::StatusChanges
             | Family::EventsDispatched
             | Family::EventsDropped => MetricType::COUNTER,
-            Family::LastStatusChange
+            Family::KeepAlive
+            | Family::LastStatusChange
             | Family::RoundTripLastSuccess
             | Family::PathLastSuccess
             | Family::TlsCertExpiry
@@ -180,7 +189,8 @@ impl Family {
     pub fn label_names(self) -> &'static [&'static str] {
         match self {
             Family::ConnectFailures => &["client_id", "broker", "reason"],
-            Family::LastStatusChange
+            Family::KeepAlive
+            | Family::LastStatusChange
             | Family::PingRtt
             | Family::PublishesDropped
             | Family::RoundTripLastSuccess

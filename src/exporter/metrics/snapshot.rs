@@ -375,6 +375,14 @@ impl FleetSnapshot {
                     text::push_f64_line(out, seconds);
                 }
             }
+            Family::KeepAlive => {
+                for (index, row) in self.clients.iter().enumerate() {
+                    if let Some(keep_alive) = row.state.keep_alive {
+                        text::push_series(out, name, "", labels.get(index), "");
+                        text::push_u64_line(out, keep_alive.as_secs());
+                    }
+                }
+            }
             Family::RoundTripLastSuccess => {
                 for (client, counts) in &self.round_trips {
                     if let Some(at) = counts.last_success {
@@ -532,6 +540,13 @@ impl FleetSnapshot {
                     metrics.push(gauge(client_labels(&self.clients[client]), seconds));
                 }
             }
+            Family::KeepAlive => {
+                for row in &self.clients {
+                    if let Some(keep_alive) = row.state.keep_alive {
+                        metrics.push(gauge(client_labels(row), keep_alive.as_secs() as f64));
+                    }
+                }
+            }
             Family::RoundTripLastSuccess => {
                 for (client, counts) in &self.round_trips {
                     if let Some(at) = counts.last_success {
@@ -659,6 +674,10 @@ impl FleetSnapshot {
             Family::ConnectFailures => self.failures.is_empty(),
             Family::PublishesDropped => self.dropped_publishes.is_empty(),
             Family::TlsCertExpiry => self.tls_cert_expiries.is_empty(),
+            Family::KeepAlive => self
+                .clients
+                .iter()
+                .all(|row| row.state.keep_alive.is_none()),
             Family::RoundTripLastSuccess => self
                 .round_trips
                 .iter()
@@ -940,6 +959,7 @@ mod tests {
             since: UNIX_EPOCH + Duration::from_millis(1_500),
             reason: None,
             info: ClientInfo::new(broker),
+            keep_alive: None,
         }
     }
 

@@ -26,7 +26,8 @@
 //! Prometheus exporter's `mqtt_client_roundtrip_*`). Beside them only the
 //! first three, the design's OTLP names: the hub's other per-client data
 //! — failure and dropped-publish counts, the last status change, the TLS
-//! chain expiry (`mqtt_client_tls_cert_expiry_timestamp_seconds`) — is on
+//! chain expiry (`mqtt_client_tls_cert_expiry_timestamp_seconds`), the
+//! keep-alive in force (`mqtt_client_keep_alive_seconds`) — is on
 //! `/metrics` only, until OTLP users ask for them together.
 //!
 //! `server.address` and `server.port` are split from the hub's `broker`
