@@ -556,6 +556,112 @@ async fn a_service_with_its_own_event_loop_probes_through_its_tracker() {
     );
 }
 
+/// The same for a service that polls its own `rumqttc::v5` event loop
+/// (`observe_in_v5`, `probe_tick_v5` at `probe_wakeup`): the probe's
+/// SUBSCRIBE and PUBLISHes go into the v5 loop's pending requests, round trips
+/// reach the hub with a loopback RTT, and the service's own messages on
+/// another topic arrive whole and in order while no probe message reaches it.
+#[tokio::test]
+async fn a_service_with_its_own_v5_event_loop_probes_through_its_tracker() {
+    use mqtt_pulse::ConnectionTracker;
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, MqttOptions};
+
+    let broker = Broker::start();
+    let events = Events::new();
+    let mut sub = events.register(ClientFilter::Any, EventKind::RoundTrip);
+    let id = client_id("embedded-v5");
+    let mut options = MqttOptions::new(id.as_str(), "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let probe = ProbeOptions::new()
+        .with_interval(Duration::from_millis(50))
+        .with_qos(QoS::AtLeastOnce);
+    let mut tracker = ConnectionTracker::from_mqtt5_options(&events, &options)
+        .with_probe(&probe)
+        .unwrap();
+    let probe_topic = format!("mqtt-pulse/probe/{id}");
+    assert_eq!(tracker.probe_topic(), Some(probe_topic.as_str()));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    client
+        .subscribe("service/in", QoS5::AtLeastOnce)
+        .await
+        .unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let service = tokio::spawn(async move {
+        loop {
+            let wakeup = tracker.probe_wakeup();
+            tokio::select! {
+                polled = eventloop.poll() => match polled {
+                    Ok(event) => {
+                        let probe_message = tracker.observe_in_v5(&event, &mut eventloop);
+                        if let (false, rumqttc::v5::Event::Incoming(Packet::Publish(publish))) =
+                            (probe_message, event)
+                        {
+                            let _ = seen_tx.send(publish);
+                        }
+                    }
+                    Err(error) => {
+                        tracker.observe_error_v5(&error);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = tokio::time::sleep_until(wakeup.unwrap_or_else(std::time::Instant::now).into()),
+                    if wakeup.is_some() => tracker.probe_tick_v5(&mut eventloop),
+            }
+        }
+    });
+
+    // The service's own QoS 1 messages, interleaved with the probe's.
+    for i in 0..10 {
+        client
+            .publish("service/in", QoS5::AtLeastOnce, false, format!("hello-{i}"))
+            .await
+            .unwrap();
+        let trip = loop {
+            if let Event::RoundTrip(trip) = next(&mut sub, Duration::from_secs(5)).await.event {
+                break trip;
+            }
+        };
+        let RoundTripOutcome::Received(rtt) = trip.outcome else {
+            panic!("{trip:?}")
+        };
+        assert!(rtt < Duration::from_millis(100), "{rtt:?}");
+    }
+    let counts = probe_counts(&events, &id);
+    assert_eq!(counts.count(RoundTripOutcome::Lost), 0, "{counts:?}");
+
+    // Every one of the service's messages reaches it, as sent; nothing else.
+    let mut received = Vec::new();
+    while received.len() < 10 {
+        let publish = timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("the service's own messages arrive")
+            .expect("the service loop is running");
+        received.push(publish);
+    }
+    service.abort();
+    while let Ok(publish) = seen.try_recv() {
+        received.push(publish);
+    }
+    let received: Vec<(String, String)> = received
+        .iter()
+        .map(|publish| {
+            (
+                String::from_utf8_lossy(&publish.topic).into_owned(),
+                String::from_utf8_lossy(&publish.payload).into_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = (0..10)
+        .map(|i| ("service/in".to_owned(), format!("hello-{i}")))
+        .collect();
+    assert_eq!(
+        received, expected,
+        "the service saw its own messages, whole and in order, and no probe message"
+    );
+}
+
 /// What a relay between the client and the broker saw: when each probe
 /// message (by sequence number) passed towards the broker and back, and the
 /// PINGREQ → PINGRESP pairs, on its own clock.

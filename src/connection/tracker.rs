@@ -90,6 +90,9 @@ use crate::events::{
 /// the tracker puts the probe's SUBSCRIBE and PUBLISHes in the event loop's
 /// pending requests, stamps them written and read from the events, and says
 /// which incoming publishes are the probe's, so the host never handles one.
+/// A host's own MQTT 5 loop does the same with
+/// [`observe_in_v5`](Self::observe_in_v5) and
+/// [`probe_tick_v5`](Self::probe_tick_v5).
 ///
 /// ```no_run
 /// # use mqtt_pulse::{ConnectionTracker, Events};
@@ -254,7 +257,10 @@ impl ConnectionTracker {
     /// its own `EventLoop`: feed events through
     /// [`observe_in`](Self::observe_in) instead of
     /// [`observe`](Self::observe), and call [`probe_tick`](Self::probe_tick)
-    /// at [`probe_wakeup`](Self::probe_wakeup). The probe's interval and
+    /// at [`probe_wakeup`](Self::probe_wakeup) — for an MQTT 5 loop,
+    /// [`observe_in_v5`](Self::observe_in_v5) instead of
+    /// [`observe_v5`](Self::observe_v5) and
+    /// [`probe_tick_v5`](Self::probe_tick_v5). The probe's interval and
     /// timeout default to the keep-alive of the options the tracker was
     /// built from.
     ///
@@ -394,6 +400,14 @@ impl ConnectionTracker {
     /// (see [`from_mqtt5_options`](Self::from_mqtt5_options)).
     pub fn observe_v5(&mut self, event: &rumqttc::v5::Event) {
         let now = Instant::now();
+        self.accepted_v5(event);
+        self.observe_at(wire::v5::beat(event), now);
+    }
+
+    /// For a CONNACK of a host's own MQTT 5 loop: the keep-alive in force
+    /// (the Server Keep Alive, if the broker sent one) into the hub's record
+    /// and, unless one was set, the ping deadline.
+    fn accepted_v5(&mut self, event: &rumqttc::v5::Event) {
         if let Some(server_keep_alive) = wire::v5::accepted_keep_alive(event) {
             let in_force = server_keep_alive.unwrap_or(self.asked_keep_alive);
             self.events.record_keep_alive(&self.client_id, in_force);
@@ -401,7 +415,56 @@ impl ConnectionTracker {
                 self.ping_timeout = (!in_force.is_zero()).then(|| default_ping_timeout(in_force));
             }
         }
-        self.observe_at(wire::v5::beat(event), now);
+    }
+
+    /// [`observe_in`](Self::observe_in) for a host's own MQTT 5 loop (see
+    /// [`from_mqtt5_options`](Self::from_mqtt5_options)): also what
+    /// [`observe_v5`](Self::observe_v5) does with a Server Keep Alive. The
+    /// probe's requests carry no MQTT 5 properties. `true` when the event is
+    /// an incoming probe message, not one for the host to handle.
+    ///
+    /// ```no_run
+    /// # use mqtt_pulse::{ConnectionTracker, Events};
+    /// # use mqtt_pulse::connection::ProbeOptions;
+    /// # async fn demo(events: Events, options: rumqttc::v5::MqttOptions) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tracker = ConnectionTracker::from_mqtt5_options(&events, &options)
+    ///     .with_probe(&ProbeOptions::new())?;
+    /// let (_client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 16);
+    /// loop {
+    ///     let wakeup = tracker.probe_wakeup();
+    ///     tokio::select! {
+    ///         polled = eventloop.poll() => match polled {
+    ///             Ok(event) => {
+    ///                 if !tracker.observe_in_v5(&event, &mut eventloop) {
+    ///                     // the service's own handling of `event`
+    ///                 }
+    ///             }
+    ///             Err(error) => {
+    ///                 tracker.observe_error_v5(&error);
+    ///                 tokio::time::sleep(std::time::Duration::from_secs(1)).await; // your backoff
+    ///             }
+    ///         },
+    ///         _ = tokio::time::sleep_until(wakeup.unwrap_or_else(std::time::Instant::now).into()),
+    ///             if wakeup.is_some() => tracker.probe_tick_v5(&mut eventloop),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn observe_in_v5(
+        &mut self,
+        event: &rumqttc::v5::Event,
+        eventloop: &mut rumqttc::v5::EventLoop,
+    ) -> bool {
+        let now = Instant::now();
+        self.accepted_v5(event);
+        let seen = wire::v5::seen(event.clone());
+        self.observe_in_at(&seen, now, &mut eventloop.pending)
+    }
+
+    /// [`probe_tick`](Self::probe_tick) for a host's own MQTT 5 loop: the
+    /// next probe message, if due, goes into its pending requests.
+    pub fn probe_tick_v5(&mut self, eventloop: &mut rumqttc::v5::EventLoop) {
+        self.probe_tick_at(Instant::now(), &mut eventloop.pending);
     }
 
     /// [`observe_error`](Self::observe_error) for an error of a host's own

@@ -109,7 +109,7 @@ fn qos_311(qos: QoS5) -> QoS {
     }
 }
 
-pub(super) fn seen(event: Event) -> Seen {
+pub(crate) fn seen(event: Event) -> Seen {
     match event {
         Event::Incoming(Packet::ConnAck(connack)) => Seen::ConnAck {
             session_present: connack.session_present,
