@@ -699,6 +699,55 @@ mod tests {
         assert_eq!(tracker.status(), Status::Up);
     }
 
+    /// A host's own v5 loop with a probe: the CONNACK's Server Keep Alive
+    /// is in force as with `observe_v5`, and the probe's SUBSCRIBE goes into
+    /// that loop's own pending requests, in its v5 shape (the PUBLISHes that
+    /// `probe_tick_v5` queues: tests/probe.rs, against a real broker).
+    #[test]
+    fn observe_in_v5_keeps_the_server_keep_alive_and_queues_the_probe_in_the_v5_loop() {
+        use rumqttc::v5::mqttbytes::v5::{
+            ConnAck as ConnAck5, ConnAckProperties, ConnectReturnCode as Code5, Packet,
+        };
+        let events = Events::new();
+        let options = rumqttc::v5::MqttOptions::new("a", "127.0.0.1", 1883);
+        let mut tracker = ConnectionTracker::from_mqtt5_options(&events, &options)
+            .with_probe(&ProbeOptions::new())
+            .unwrap();
+        let mut eventloop = rumqttc::v5::EventLoop::new(options, 4);
+        let properties = ConnAckProperties {
+            session_expiry_interval: None,
+            receive_max: None,
+            max_qos: None,
+            retain_available: None,
+            max_packet_size: None,
+            assigned_client_identifier: None,
+            topic_alias_max: None,
+            reason_string: None,
+            user_properties: Vec::new(),
+            wildcard_subscription_available: None,
+            subscription_identifiers_available: None,
+            shared_subscription_available: None,
+            response_information: None,
+            server_reference: None,
+            authentication_method: None,
+            authentication_data: None,
+            server_keep_alive: Some(8),
+        };
+        let connack = rumqttc::v5::Event::Incoming(Packet::ConnAck(ConnAck5 {
+            session_present: false,
+            code: Code5::Success,
+            properties: Some(properties),
+        }));
+        assert!(!tracker.observe_in_v5(&connack, &mut eventloop));
+        assert_eq!(tracker.status(), Status::Up);
+        assert_eq!(events.clients()[0].keep_alive, Some(Duration::from_secs(8)));
+        assert_eq!(tracker.ping_timeout, Some(Duration::from_secs(4)));
+        assert!(
+            matches!(&eventloop.pending.front(), Some(rumqttc::v5::Request::Subscribe(s))
+            if s.filters[0].path == "mqtt-pulse/probe/a")
+        );
+    }
+
     #[test]
     fn a_probe_counts_from_zero_in_the_hub_and_again_after_a_comeback() {
         let events = Events::new();
