@@ -1,4 +1,4 @@
-//! mqtt-pulse: an MQTT 3.1.1 client-health monitor.
+//! mqtt-pulse: an MQTT 3.1.1 and MQTT 5 client-health monitor.
 //!
 //! Connections report their status and keep-alive round trips to an events hub
 //! modelled on Elixir's `Tortoise311.Events`; subscribers — the Prometheus and
