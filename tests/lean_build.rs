@@ -93,7 +93,10 @@ fn an_embedder_without_default_features_gets_no_rustls_crypto_provider_from_us()
     let output = Command::new(env!("CARGO"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["tree", "--offline", "--locked", "-e", "features"])
-        .args(["--no-default-features", "-i", "rustls"])
+        // The rustls our library links (0.23); rumqttd, a dev-dependency of
+        // the broker matrix, brings a 0.22 of its own, which makes a bare
+        // `-i rustls` ambiguous.
+        .args(["--no-default-features", "-i", "rustls@0.23"])
         .output()
         .expect("cargo runs");
     assert!(
