@@ -42,7 +42,7 @@ pub(super) struct Layer {
 #[derive(Default)]
 pub(super) struct ProbeLayer {
     enabled: Option<bool>,
-    topic: Option<String>,
+    topic: Option<Spanned<String>>,
     interval: Option<Spanned<Duration>>,
     qos: Option<rumqttc::QoS>,
     timeout: Option<Spanned<Duration>>,
@@ -363,7 +363,7 @@ impl TableReader<'_> {
                     if let Some(reason) = probe_topic_problem(topic) {
                         return Err(self.bad_value(name, &inner, &value.span(), reason));
                     }
-                    probe.topic = Some(topic.to_owned());
+                    probe.topic = Some(Spanned::new(value.span(), topic.to_owned()));
                 }
                 "interval" | "timeout" => {
                     let duration = self.positive_duration(name, &inner, value)?;
@@ -396,7 +396,7 @@ impl TableReader<'_> {
         options: ConnectionOptions,
         own: Option<&ProbeLayer>,
         defaults: Option<&ProbeLayer>,
-        place: &Place,
+        (place, target): (&Place, &Span),
     ) -> Result<ConnectionOptions, ConfigError> {
         if own.is_none() && defaults.is_none() {
             return Ok(options);
@@ -412,8 +412,9 @@ impl TableReader<'_> {
             return Ok(options);
         }
         let mut probe = ProbeOptions::new();
-        if let Some(topic) = pick(own, defaults, |p| p.topic.clone()) {
-            probe = probe.with_topic(topic);
+        let topic = pick(own, defaults, |p| p.topic.clone());
+        if let Some(topic) = &topic {
+            probe = probe.with_topic(topic.get_ref().clone());
         }
         let interval = pick(own, defaults, |p| p.interval.clone());
         if let Some(interval) = &interval {
@@ -426,16 +427,19 @@ impl TableReader<'_> {
         if let Some(qos) = pick(own, defaults, |p| p.qos) {
             probe = probe.with_qos(qos);
         }
-        if let Some((key, reason)) = probe.problem(options.keep_alive()) {
+        let client_id = options.client_id().as_str();
+        if let Some((key, reason)) = probe.problem_for(options.keep_alive(), client_id) {
             let inner = place.nested("probe");
             let span = match key {
                 "interval" => interval.map(|d| d.span()),
                 "timeout" => timeout.map(|d| d.span()).or(interval.map(|d| d.span())),
+                "topic" => topic.map(|t| t.span()),
                 _ => None,
             };
-            // Every problem but the topic's (checked as it is read) comes
-            // from a duration written in one of the tables.
-            let span = span.unwrap_or_default();
+            // Every problem comes from a duration written in one of the
+            // tables, or from the topic as the client id expands it: at the
+            // topic if written, else at the target (its id made it wrong).
+            let span = span.unwrap_or_else(|| target.clone());
             return Err(self.bad_value(key, &inner, &span, reason));
         }
         Ok(options.with_probe(probe))

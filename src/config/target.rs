@@ -124,7 +124,7 @@ impl TableReader<'_> {
             options,
             layer.probe.as_ref(),
             inherited.probe.as_ref(),
-            &place,
+            (&place, &header),
         )?;
         Ok(TargetConfig {
             name: name.into_inner(),

@@ -512,7 +512,12 @@ impl ConnectionOptions {
                 });
             }
         }
-        if let Some((key, problem)) = self.probe.as_ref().and_then(|p| p.problem(self.keep_alive)) {
+        let client_id = self.client_id.as_str();
+        if let Some((key, problem)) = self
+            .probe
+            .as_ref()
+            .and_then(|p| p.problem_for(self.keep_alive, client_id))
+        {
             return Err(OptionsError::Probe { key, problem });
         }
         if !self.broker.uses_tls() && !self.tls.is_default() {

@@ -170,6 +170,24 @@ impl ProbeOptions {
     }
 }
 
+impl ProbeOptions {
+    /// [`problem`](Self::problem) for the probe of the client `client_id`:
+    /// also the topic it expands to (a client id may hold a `+` or `#`,
+    /// which would make the topic a filter no one can publish to).
+    pub(crate) fn problem_for(
+        &self,
+        keep_alive: Duration,
+        client_id: &str,
+    ) -> Option<(&'static str, String)> {
+        if let Some(problem) = self.problem(keep_alive) {
+            return Some(problem);
+        }
+        let topic = self.topic_for(client_id);
+        topic_problem(&topic)
+            .map(|problem| ("topic", format!("expands to {topic:?}, which {problem}")))
+    }
+}
+
 /// Why `topic` cannot be a probe topic (MQTT 3.1.1 §4.7: a topic name a
 /// client publishes to), or `None`.
 pub(crate) fn topic_problem(topic: &str) -> Option<String> {
@@ -195,6 +213,24 @@ mod tests {
     use super::*;
 
     const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_client_id_that_makes_the_topic_a_filter_is_a_problem_of_the_topic() {
+        let probe = ProbeOptions::new();
+        assert_eq!(probe.problem_for(KEEP_ALIVE, "plant-a"), None);
+        let (key, problem) = probe.problem_for(KEEP_ALIVE, "plant#a").unwrap();
+        assert_eq!(key, "topic");
+        assert!(
+            problem.starts_with("expands to \"mqtt-pulse/probe/plant#a\""),
+            "{problem}"
+        );
+        let written = ProbeOptions::new().with_topic("fixed/topic");
+        assert_eq!(
+            written.problem_for(KEEP_ALIVE, "plant+a"),
+            None,
+            "no {{client_id}} in it"
+        );
+    }
 
     #[test]
     fn the_defaults_follow_the_keep_alive() {

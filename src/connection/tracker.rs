@@ -273,7 +273,7 @@ impl ConnectionTracker {
         } else {
             self.asked_keep_alive
         };
-        if let Some((key, problem)) = probe.problem(keep_alive) {
+        if let Some((key, problem)) = probe.problem_for(keep_alive, self.client_id.as_str()) {
             return Err(OptionsError::Probe { key, problem });
         }
         self.prober = Some(Prober::new(

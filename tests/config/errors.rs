@@ -319,6 +319,14 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "bad-path-client-id-wildcard.toml",
         "tests/testdata/bad-path-client-id-wildcard.toml:10:1: bad `topic` in [[path]] \"plant-a->plant-b\": expands to \"mqtt-pulse/path/plant#a/mqtt-pulse-plant-b\", which must not contain the wildcards `+` or `#`: the path publishes to it",
     ),
+    (
+        "bad-probe-client-id-wildcard.toml",
+        "tests/testdata/bad-probe-client-id-wildcard.toml:6:9: bad `topic` in `probe` of [[target]] \"plant-a\": expands to \"health/plant+a\", which must not contain the wildcards `+` or `#`: the probe publishes to it",
+    ),
+    (
+        "bad-probe-default-topic-client-id.toml",
+        "tests/testdata/bad-probe-default-topic-client-id.toml:4:1: bad `topic` in `probe` of [[target]] \"plant-a\": expands to \"mqtt-pulse/probe/plant+a\", which must not contain the wildcards `+` or `#`: the probe publishes to it",
+    ),
 ];
 
 #[test]
