@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
-use super::probe::{MAX_PROBES_PER_TIMEOUT, MIN_PROBE_INTERVAL, topic_problem};
+use super::probe::{timing_problem, topic_problem};
 
 /// The topic a path uses unless told otherwise; `{from}` and `{to}` are the
 /// client ids of the connection that publishes and the one that receives.
@@ -144,7 +144,7 @@ impl PathOptions {
         if let Some(problem) = topic_problem(&self.topic) {
             return Some(("topic", problem.replace("the probe", "the path")));
         }
-        self.limits_problem(keep_alive)
+        timing_problem(self.interval(keep_alive), self.timeout(keep_alive))
     }
 
     /// [`problem`](Self::problem) for the path between the clients `from`
@@ -164,26 +164,5 @@ impl PathOptions {
             let problem = problem.replace("the probe", "the path");
             ("topic", format!("expands to {topic:?}, which {problem}"))
         })
-    }
-
-    fn limits_problem(&self, keep_alive: Duration) -> Option<(&'static str, String)> {
-        let interval = self.interval(keep_alive);
-        if interval < MIN_PROBE_INTERVAL {
-            return Some((
-                "interval",
-                format!("must be at least {MIN_PROBE_INTERVAL:?}"),
-            ));
-        }
-        let timeout = self.timeout(keep_alive);
-        if timeout > interval * MAX_PROBES_PER_TIMEOUT {
-            return Some((
-                "timeout",
-                format!(
-                    "must be at most {MAX_PROBES_PER_TIMEOUT} intervals ({:?})",
-                    interval * MAX_PROBES_PER_TIMEOUT
-                ),
-            ));
-        }
-        None
     }
 }

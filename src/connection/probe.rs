@@ -146,28 +146,40 @@ impl ProbeOptions {
         if let Some(problem) = topic_problem(&self.topic) {
             return Some(("topic", problem));
         }
-        let interval = self.interval(keep_alive);
-        if interval < MIN_PROBE_INTERVAL {
-            return Some((
-                "interval",
-                format!("must be at least {MIN_PROBE_INTERVAL:?}"),
-            ));
-        }
         let timeout = self.timeout(keep_alive);
-        if timeout.is_zero() {
-            return Some(("timeout", "must be longer than zero".to_owned()));
-        }
-        if timeout > interval * MAX_PROBES_PER_TIMEOUT {
-            return Some((
-                "timeout",
-                format!(
-                    "must be at most {MAX_PROBES_PER_TIMEOUT} intervals ({:?})",
-                    interval * MAX_PROBES_PER_TIMEOUT
-                ),
-            ));
-        }
-        None
+        timing_problem(self.interval(keep_alive), timeout).or_else(|| {
+            // A zero timeout is never above the interval bound, so checking
+            // it after the shared rules reports what it reported before.
+            timeout
+                .is_zero()
+                .then(|| ("timeout", "must be longer than zero".to_owned()))
+        })
     }
+}
+
+/// The timing rules a probe and a path share: an interval of at least
+/// [`MIN_PROBE_INTERVAL`], and a timeout of at most
+/// [`MAX_PROBES_PER_TIMEOUT`] intervals (the window of messages in flight).
+pub(crate) fn timing_problem(
+    interval: Duration,
+    timeout: Duration,
+) -> Option<(&'static str, String)> {
+    if interval < MIN_PROBE_INTERVAL {
+        return Some((
+            "interval",
+            format!("must be at least {MIN_PROBE_INTERVAL:?}"),
+        ));
+    }
+    if timeout > interval * MAX_PROBES_PER_TIMEOUT {
+        return Some((
+            "timeout",
+            format!(
+                "must be at most {MAX_PROBES_PER_TIMEOUT} intervals ({:?})",
+                interval * MAX_PROBES_PER_TIMEOUT
+            ),
+        ));
+    }
+    None
 }
 
 impl ProbeOptions {
