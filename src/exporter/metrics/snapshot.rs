@@ -48,6 +48,8 @@ pub(super) struct Layout {
     /// Whether the protobuf exposition's round-trip histograms carry their
     /// classic buckets beside the native ones.
     pub protobuf_classic_buckets: bool,
+    /// The schema of the protobuf exposition's native histograms.
+    pub native_schema: i32,
 }
 
 impl Layout {
@@ -74,6 +76,7 @@ impl Layout {
             }
             text::push_label_pair(&mut build_info_pairs, name, value);
         }
+        let native_schema = super::native::schema_for(&bounds);
         Self {
             bounds,
             le_pairs,
@@ -82,6 +85,7 @@ impl Layout {
             build_info,
             build_info_pairs,
             protobuf_classic_buckets: false,
+            native_schema,
         }
     }
 }
@@ -756,7 +760,7 @@ impl FleetSnapshot {
                             native: &empty,
                         },
                     };
-                    metrics.push(histogram_metric(client_labels(row), &parts, bounds));
+                    metrics.push(histogram_metric(client_labels(row), &parts, bounds, layout.native_schema));
                 }
             }
             Family::RoundTripRtt => {
@@ -776,7 +780,7 @@ impl FleetSnapshot {
                             native: &empty,
                         },
                     };
-                    metrics.push(histogram_metric(client_labels(row), &parts, bounds));
+                    metrics.push(histogram_metric(client_labels(row), &parts, bounds, layout.native_schema));
                 }
             }
             Family::PathLatency => {
@@ -801,7 +805,7 @@ impl FleetSnapshot {
                         label("from", counts.client_id.as_str()),
                         label("to", counts.to.as_ref().map_or("", ClientId::as_str)),
                     ];
-                    metrics.push(histogram_metric(labels, &parts, bounds));
+                    metrics.push(histogram_metric(labels, &parts, bounds, layout.native_schema));
                 }
             }
             _ => unreachable!("only histogram families get here"),
