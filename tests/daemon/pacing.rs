@@ -7,7 +7,7 @@
 use std::fs;
 
 use crate::support::daemon::Daemon;
-use crate::support::http::ready;
+use crate::support::http::fetch;
 use crate::support::metrics::Metrics;
 use crate::support::prometheus::promtool_problems;
 use crate::support::{Broker, TempDir};
@@ -52,7 +52,10 @@ fn the_pacing_gauges_count_targets_queued_at_a_paused_broker_and_drain_when_it_a
         ),
     )
     .unwrap();
-    let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], ready);
+    // Healthy, not ready: /-/ready waits for every target's first attempt,
+    // which the queued ones cannot make while the broker is stopped.
+    let healthy = |port| fetch(port, "GET", "/-/healthy").is_ok_and(|r| r.status == 200);
+    let daemon = Daemon::start(&dir, &["--config.file", config.to_str().unwrap()], healthy);
     let address = broker.addr();
 
     let queued = daemon.wait_for_metrics("N − 1 targets waiting, 1 in flight", |m| {

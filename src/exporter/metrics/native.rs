@@ -343,7 +343,13 @@ mod tests {
         for schema in MIN_SCHEMA..=MAX_SCHEMA {
             let (_, deltas) = buckets.spans_and_deltas(schema);
             let mut count = 0;
-            let total: i64 = deltas.iter().map(|d| { count += d; count }).sum();
+            let total: i64 = deltas
+                .iter()
+                .map(|d| {
+                    count += d;
+                    count
+                })
+                .sum();
             assert_eq!(total, 6, "schema {schema}");
         }
     }
