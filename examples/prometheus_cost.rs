@@ -15,8 +15,13 @@
 //! time, on the same machine, so they share the load. After a warm-up of
 //! `--warmup` (all targets up, both servers scraped), it reads each
 //! server's `prometheus_tsdb_head_series`, and over the `--window` its CPU
-//! (utime + stime from /proc, as % of one core) and its RSS (VmRSS at the
-//! end, and the peak VmHWM). It also fetches one page of each format to
+//! (utime + stime from /proc, as % of one core), its RSS (VmRSS at the
+//! end, the peak VmHWM, and the mean of a sample every scrape interval) and
+//! its Go heap in use (`go_memstats_heap_inuse_bytes` from its own
+//! `/metrics`: at the end, and the mean and highest of the same samples —
+//! RSS follows the heap's peaks between collections, the heap in use what
+//! is live). `--native-schema` sets the daemon's `rtt_native_schema`
+//! (default: the daemon's own). It also fetches one page of each format to
 //! report bytes per target, plain and gzipped. The orchestration is not
 //! timed: a debug build of this example is fine; the daemon must be a
 //! release build.
@@ -50,6 +55,10 @@ struct Args {
     /// Measuring window.
     #[arg(long, default_value = "600", value_parser = harness::seconds)]
     window: Duration,
+    /// The daemon's `[defaults] rtt_native_schema` (-4 to 3); unset, its
+    /// default.
+    #[arg(long, allow_hyphen_values = true)]
+    native_schema: Option<i32>,
     /// The daemon binary (a release build).
     #[arg(long, default_value = "target/release/mqtt-pulse")]
     daemon: PathBuf,
@@ -66,6 +75,9 @@ fn main() {
     let dir = TempDir::new("prometheus-cost");
 
     let mut config = String::from("[defaults]\nkeep_alive = \"5s\"\n");
+    if let Some(schema) = args.native_schema {
+        config.push_str(&format!("rtt_native_schema = {schema}\n"));
+    }
     for i in 0..args.targets {
         config.push_str(&format!(
             "\n[[target]]\nname = \"t{i:05}\"\nurl = \"mqtt://127.0.0.1:{}\"\n",
@@ -134,7 +146,18 @@ fn main() {
     let daemon_cpu_before = cpu_ticks(daemon_pid);
     let load_before = load_average();
     let window_start = Instant::now();
-    std::thread::sleep(args.window);
+    // Per server: (RSS KiB, heap in use bytes) once a scrape interval.
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
+    while window_start.elapsed() < args.window {
+        let left = args.window.saturating_sub(window_start.elapsed());
+        std::thread::sleep(left.min(args.interval));
+        for (i, (_, server)) in servers.iter().enumerate() {
+            samples[i].push((
+                rss_kib(pids[i]).0,
+                self_metric(server, "go_memstats_heap_inuse_bytes"),
+            ));
+        }
+    }
     let window = window_start.elapsed().as_secs_f64();
     let load_after = load_average();
     let ticks_per_second = 100.0; // USER_HZ on Linux
@@ -154,22 +177,32 @@ fn main() {
         percent(daemon_cpu_before, cpu_ticks(daemon_pid))
     );
     println!(
-        "\n| Prometheus | head series | series/target | RSS end (MiB) | RSS peak (MiB) | CPU (% of a core) | page bytes/target (gzip) |"
+        "\n| Prometheus | head series | series/target | RSS end (MiB) | RSS peak (MiB) | RSS mean (MiB) | heap in use end (MiB) | heap in use mean, max (MiB) | CPU (% of a core) | page bytes/target (gzip) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    const MIB: f64 = 1024.0 * 1024.0;
     for (i, (name, server)) in servers.iter().enumerate() {
         let head = self_metric(server, "prometheus_tsdb_head_series");
         let (rss, peak) = rss_kib(pids[i]);
+        let heap = self_metric(server, "go_memstats_heap_inuse_bytes");
+        let taken = samples[i].len().max(1) as f64;
+        let rss_mean = samples[i].iter().map(|s| s.0).sum::<f64>() / taken;
+        let heap_mean = samples[i].iter().map(|s| s.1).sum::<f64>() / taken;
+        let heap_max = samples[i].iter().map(|s| s.1).fold(heap, f64::max);
         let (bytes, gzip) = if *name == "native" {
             (proto, proto_gzip)
         } else {
             (text, text_gzip)
         };
         println!(
-            "| {name} | {head:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} ({:.0}) |",
+            "| {name} | {head:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}, {:.0} | {:.1} | {:.0} ({:.0}) |",
             head / n,
             rss / 1024.0,
             peak / 1024.0,
+            rss_mean / 1024.0,
+            heap / MIB,
+            heap_mean / MIB,
+            heap_max / MIB,
             percent(cpu_before[i], cpu_ticks(pids[i])),
             bytes as f64 / n,
             gzip as f64 / n,

@@ -37,8 +37,17 @@ fn round_trips() -> impl Iterator<Item = Duration> {
 /// An exporter on a hub whose client `plant-a` is up and saw
 /// [`round_trips`] as pings and as probe round trips.
 fn exporter() -> (Events, MetricsHandle) {
+    exporter_with(None)
+}
+
+/// [`exporter`], its native histograms at `schema` if given.
+fn exporter_with(schema: Option<i32>) -> (Events, MetricsHandle) {
     let events = Events::new();
-    let handle = MetricsBuilder::new(&events).install().unwrap();
+    let mut builder = MetricsBuilder::new(&events);
+    if let Some(schema) = schema {
+        builder = builder.with_native_schema(schema);
+    }
+    let handle = builder.install().unwrap();
     let plant = ClientId::from("plant-a");
     events.announce(&plant, ClientInfo::new("127.0.0.1:1883"));
     events.dispatch(&plant, Event::Status(Status::Up));
@@ -55,7 +64,30 @@ fn exporter() -> (Events, MetricsHandle) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_prometheus_stores_one_sparse_histogram_whose_quantiles_match_the_classic_one() {
-    let (_events, handle) = exporter();
+    // The default schema: 0 for the default classic layout.
+    quantiles_agree(None, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_finest_schema_the_quantiles_are_within_nine_percent() {
+    quantiles_agree(Some(3), 3).await;
+}
+
+/// A native and a classic Prometheus scrape an exporter whose native
+/// histograms are at `schema` (the builder's default if `None`), which the
+/// page must say is `expected`; their quantiles agree with the truth and
+/// with each other within the resolution of the buckets.
+async fn quantiles_agree(schema: Option<i32>, expected: i32) {
+    let (_events, handle) = exporter_with(schema);
+    let page = decode_page(&handle.render_protobuf()).unwrap();
+    let ping = page
+        .iter()
+        .find(|f| f.name == "mqtt_client_ping_rtt_seconds")
+        .unwrap();
+    assert_eq!(ping.metric[0].histogram.as_ref().unwrap().schema, expected);
+    // A bucket of schema s is 2^(2^-s) times wider at its top than at its
+    // bottom: 2 at schema 0, 2^(1/8) ≈ 1.0905 at 3.
+    let factor = 2f64.powf(2f64.powi(-expected));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -104,13 +136,19 @@ async fn a_native_prometheus_stores_one_sparse_histogram_whose_quantiles_match_t
                 let classic_q = classic
                     .value(&format!("histogram_quantile({q}, {family}_bucket)"))
                     .unwrap();
-                // Schema 3: a bucket is 2^(1/8) ≈ 1.0905 times wider at its top.
+                // Prometheus estimates within the bucket the true quantile
+                // lies in: off by less than that bucket's width, at most
+                // (factor − 1) × the truth.
                 assert!(
-                    (native_q - truth).abs() <= truth * 0.0905,
+                    (native_q - truth).abs() <= truth * (factor - 1.0),
                     "{family} p{q}: native {native_q}, true {truth}"
                 );
-                // And within one classic bucket of the classic estimate: the
-                // width of the bucket that estimate lies in.
+                // And near the classic estimate: each lies in its own bucket
+                // around the truth, so they differ by at most the classic
+                // bucket's width plus the native one's. (p99 at schema 0:
+                // the truth 9.9 ms, classic 9.9 ms in (5, 10], native
+                // 15.3 ms in (7.8, 15.6] — the data stop at 10 ms, the
+                // bucket does not.)
                 let bounds = mqtt_pulse::exporter::DEFAULT_RTT_BUCKETS;
                 let upper = bounds.iter().copied().find(|&b| b >= classic_q).unwrap();
                 let lower = bounds
@@ -120,7 +158,7 @@ async fn a_native_prometheus_stores_one_sparse_histogram_whose_quantiles_match_t
                     .find(|&b| b < upper)
                     .unwrap_or(0.0);
                 assert!(
-                    (native_q - classic_q).abs() <= upper - lower,
+                    (native_q - classic_q).abs() <= upper - lower + truth * (factor - 1.0),
                     "{family} p{q}: native {native_q}, classic {classic_q} in ({lower}, {upper}]"
                 );
             }
@@ -195,7 +233,9 @@ async fn the_protobuf_page_decodes_to_the_families_and_counts_of_the_text_page()
         let family = families.iter().find(|f| f.name == name).unwrap();
         let histogram = family.metric[0].histogram.as_ref().unwrap();
         assert_eq!(histogram.sample_count, 1000);
-        assert_eq!(histogram.schema, 3);
+        // The default classic layout steps by 2 and 2.5: schema 0, buckets
+        // that double.
+        assert_eq!(histogram.schema, 0);
         // The native buckets hold every observation: the running sum of the
         // deltas is each bucket's count.
         let mut count = 0i64;
@@ -208,12 +248,13 @@ async fn the_protobuf_page_decodes_to_the_families_and_counts_of_the_text_page()
             })
             .sum();
         assert_eq!(total, 1000);
-        // 10 µs to 10 ms is 10 powers of two, at most 80 buckets; the lowest
-        // round trips (10, 20, 30 µs) are buckets apart, in spans of their own.
+        // 10 µs to 10 ms is 10 powers of two: 11 buckets at schema 0, from
+        // (2^-17, 2^-16] to (2^-7, 2^-6], every one of them filled.
         let lengths: u32 = histogram.positive_span.iter().map(|s| s.length).sum();
         assert_eq!(lengths as usize, histogram.positive_delta.len());
-        assert!(histogram.positive_delta.len() <= 81, "{histogram:?}");
-        assert!(histogram.positive_span.len() > 1);
+        assert_eq!(histogram.positive_delta.len(), 11, "{histogram:?}");
+        assert_eq!(histogram.positive_span.len(), 1);
+        assert_eq!(histogram.positive_span[0].offset, -16);
         // Native only: Prometheus would decode and drop classic buckets.
         assert!(histogram.bucket.is_empty());
     }
@@ -244,6 +285,7 @@ async fn classic_buckets_ride_along_in_protobuf_when_the_builder_asks() {
         .map(|b| (b.upper_bound, b.cumulative_count))
         .collect();
     assert_eq!(classic, vec![(0.001, 100), (0.01, 1000)]);
-    assert_eq!(histogram.schema, 3);
+    // One step of 10: the coarsest schema no wider is -1 (buckets of 4×).
+    assert_eq!(histogram.schema, -1);
     assert!(!histogram.positive_delta.is_empty());
 }

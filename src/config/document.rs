@@ -15,6 +15,7 @@ pub(super) struct Parsed {
     pub(super) paths: Vec<PathConfig>,
     pub(super) otlp: Option<OtlpConfig>,
     pub(super) rtt_buckets: Option<Vec<f64>>,
+    pub(super) rtt_native_schema: Option<i32>,
     pub(super) warnings: Vec<String>,
 }
 
@@ -43,6 +44,7 @@ pub(super) fn document(text: &str, origin: &Path) -> Result<Parsed, ConfigError>
         paths,
         otlp,
         rtt_buckets: defaults.rtt_buckets,
+        rtt_native_schema: defaults.rtt_native_schema,
         warnings: reader.into_warnings(),
     })
 }

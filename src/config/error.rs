@@ -132,7 +132,7 @@ pub enum Problem {
         key: String,
     },
     /// A key of every target together (`connect_concurrency`,
-    /// `rtt_buckets`) written in a `[[target]]`.
+    /// `rtt_buckets`, `rtt_native_schema`) written in a `[[target]]`.
     #[error("`{key}` cannot be set {place}; set it in [defaults]: {why}")]
     OnlyADefault {
         /// The key.

@@ -30,7 +30,8 @@ pub(super) const LAYER_KEYS: &[&str] = &[
 ];
 /// Keys `[defaults]` has and `[[target]]` has not: settings of every target
 /// of a broker together.
-pub(super) const DEFAULTS_ONLY_KEYS: &[&str] = &["connect_concurrency", "rtt_buckets"];
+pub(super) const DEFAULTS_ONLY_KEYS: &[&str] =
+    &["connect_concurrency", "rtt_buckets", "rtt_native_schema"];
 /// Keys of `[[target]]` that `[defaults]` has as a template: `client_id`,
 /// expanded for each target that sets none.
 pub(super) const DEFAULTS_TEMPLATE_KEYS: &[&str] = &["client_id"];

@@ -103,6 +103,9 @@ pub(super) struct Defaults {
     /// `rtt_buckets`: the exporter's classic histogram bounds, a setting of
     /// the process, hence of `[defaults]` only.
     pub(super) rtt_buckets: Option<Vec<f64>>,
+    /// `rtt_native_schema`: the resolution of the exporter's native
+    /// histograms, a setting of the process like `rtt_buckets`.
+    pub(super) rtt_native_schema: Option<i32>,
 }
 
 impl Defaults {
@@ -113,6 +116,7 @@ impl Defaults {
             connect_concurrency: None,
             client_id: None,
             rtt_buckets: None,
+            rtt_native_schema: None,
         }
     }
 
@@ -133,6 +137,7 @@ impl TableReader<'_> {
         let mut connect_concurrency = None;
         let mut client_id = None;
         let mut rtt_buckets = None;
+        let mut rtt_native_schema = None;
         for (key, value) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             if self.layer_entry(&mut layer, name, value, &place)? {
@@ -151,6 +156,10 @@ impl TableReader<'_> {
                 rtt_buckets = Some(self.rtt_buckets(name, &place, value)?);
                 continue;
             }
+            if name == "rtt_native_schema" {
+                rtt_native_schema = Some(self.rtt_native_schema(name, &place, value)?);
+                continue;
+            }
             if TARGET_ONLY_KEYS.contains(&name) {
                 let problem = Problem::NotADefault {
                     key: name.to_owned(),
@@ -167,7 +176,30 @@ impl TableReader<'_> {
             connect_concurrency,
             client_id,
             rtt_buckets,
+            rtt_native_schema,
         })
+    }
+
+    /// `rtt_native_schema`: an integer from −4 to 3, checked by the
+    /// exporter's rule.
+    fn rtt_native_schema(&self, key: &str, place: &Place, value: &Value<'_>) -> Read<i32> {
+        const EXPECTED: &str = "an integer from -4 (coarsest) to 3 (finest)";
+        let DeValue::Integer(number) = value.get_ref() else {
+            return Err(self.wrong_type(key, place, value, EXPECTED));
+        };
+        let schema = i64::from_str_radix(number.as_str(), number.radix()).ok();
+        let problem = match schema.map(i32::try_from) {
+            Some(Ok(schema)) => match crate::exporter::metrics::native_schema_problem(schema) {
+                None => return Ok(schema),
+                Some(problem) => problem,
+            },
+            _ => "out of range",
+        };
+        let reason = format!(
+            "{problem}: must be {EXPECTED}; a bucket of schema s spans a factor of 2^(2^-s) \
+             (0: 2, 1: 1.41, 2: 1.19, 3: 1.09)"
+        );
+        Err(self.bad_value(key, place, &value.span(), reason))
     }
 
     /// `rtt_buckets`: a list of seconds, checked by the exporter's rule; the

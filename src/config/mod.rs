@@ -22,8 +22,11 @@
 //!   recipe for replicas and shards: `"mqtt-pulse-{hostname}-{name}"`); and `rtt_buckets`, the
 //!   upper bounds in seconds of the classic round-trip histogram buckets
 //!   (1 to 64, finite, positive, strictly increasing; default
-//!   [`DEFAULT_RTT_BUCKETS`](crate::exporter::DEFAULT_RTT_BUCKETS); read at
-//!   start, a reload warns that a change waits for a restart). `labels` merge key by key (the
+//!   [`DEFAULT_RTT_BUCKETS`](crate::exporter::DEFAULT_RTT_BUCKETS)) and
+//!   `rtt_native_schema`, the resolution of the native histograms a
+//!   Prometheus asking for protobuf gets (−4 to 3; default: the coarsest no
+//!   wider than `rtt_buckets`' narrowest step, 0 for the default layout); both
+//!   read at start, a reload warns that a change waits for a restart. `labels` merge key by key (the
 //!   target's value wins); `backoff` merges key by key; `[defaults.tls]` applies
 //!   only to `mqtts://` and `wss://` targets, key by key, except that
 //!   `cert_file` and `key_file` are taken as a pair from the target if it sets
@@ -175,6 +178,7 @@ pub struct Config {
     paths: Vec<PathConfig>,
     otlp: Option<OtlpConfig>,
     rtt_buckets: Option<Vec<f64>>,
+    rtt_native_schema: Option<i32>,
     warnings: Vec<String>,
 }
 
@@ -231,6 +235,7 @@ impl Config {
             paths: parsed.paths,
             otlp: parsed.otlp,
             rtt_buckets: parsed.rtt_buckets,
+            rtt_native_schema: parsed.rtt_native_schema,
             warnings: parsed.warnings,
         })
     }
@@ -249,6 +254,7 @@ impl Config {
             paths: Vec::new(),
             otlp: None,
             rtt_buckets: None,
+            rtt_native_schema: None,
             warnings: Vec::new(),
         }
     }
@@ -343,6 +349,15 @@ impl Config {
     /// Already checked by the exporter's rule.
     pub fn rtt_buckets(&self) -> Option<&[f64]> {
         self.rtt_buckets.as_deref()
+    }
+
+    /// `[defaults] rtt_native_schema`: the schema (−4 to 3) of the native
+    /// histograms a Prometheus asking for protobuf gets; `None` for the
+    /// exporter's default, derived from the classic buckets
+    /// ([`MetricsBuilder::with_native_schema`](crate::exporter::metrics::MetricsBuilder::with_native_schema)).
+    /// Already checked by the exporter's rule.
+    pub fn rtt_native_schema(&self) -> Option<i32> {
+        self.rtt_native_schema
     }
 
     /// Things that work but should be changed (an inline password, TLS

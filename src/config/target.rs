@@ -216,7 +216,7 @@ impl TableReader<'_> {
                     let problem = Problem::OnlyADefault {
                         key: key_name.to_owned(),
                         place: place.phrase(),
-                        why: if key_name == "rtt_buckets" {
+                        why: if key_name.starts_with("rtt_") {
                             "every target's histograms share one bucket layout"
                         } else {
                             "it paces all the targets of a broker together"

@@ -19,11 +19,18 @@
 //! hold its registry lock across an `.await`, and never count the wait for
 //! a permit as part of the connect timeout: the driver waits for the permit
 //! first (cancellable by shutdown) and only then starts the timed attempt.
+//!
+//! It also owns the two gauges that show the pools on a Prometheus registry
+//! ([`register_metrics`]), per broker address — never per connection: a
+//! thousand targets on one broker are one series each.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::sync::Semaphore;
 
 use crate::sync::lock;
@@ -87,9 +94,9 @@ pub(crate) struct Permit {
     pool: Arc<Pool>,
 }
 
-type Registry = HashMap<(String, usize), Weak<Pool>>;
+type Pools = HashMap<(String, usize), Weak<Pool>>;
 
-static POOLS: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+static POOLS: LazyLock<Mutex<Pools>> = LazyLock::new(Mutex::default);
 
 /// The pool shared by the connections to `broker` with this `limit`; `None`
 /// for limit 0 (unpaced).
@@ -149,6 +156,120 @@ impl Pool {
             started: self.started.load(Ordering::Relaxed),
         }
     }
+}
+
+/// `mqtt_pulse_connect_pacing_waiting`: the gauge of connections waiting for
+/// a turn, per broker.
+pub const WAITING_METRIC: &str = "mqtt_pulse_connect_pacing_waiting";
+
+/// `mqtt_pulse_connect_pacing_in_flight`: the gauge of handshakes in flight,
+/// per broker.
+pub const IN_FLIGHT_METRIC: &str = "mqtt_pulse_connect_pacing_in_flight";
+
+/// Registers on `registry` the gauges of this process's connect pacing, read
+/// at each scrape from the pools alive then, labelled `broker` (the
+/// `host:port` the clients' `mqtt_client_*` series carry):
+///
+/// * [`WAITING_METRIC`] — connections waiting for their turn to start a
+///   handshake. Non-zero for long means the broker answers slowly or not at
+///   all (each turn lasts until CONNACK or the connect timeout).
+/// * [`IN_FLIGHT_METRIC`] — handshakes in flight (TCP connect, TLS,
+///   CONNECT through CONNACK), at most the broker's limit.
+///
+/// A broker has series while a paced connection to it exists; unpaced
+/// connections (a limit of 0) are in no pool and show in neither. Pools of
+/// one broker with different limits (connections started with different
+/// options) are summed.
+///
+/// ```
+/// let registry = prometheus::Registry::new();
+/// mqtt_pulse::connection::pacing::register_metrics(&registry)?;
+/// # Ok::<(), prometheus::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// The registry's, if it already has metrics of these names.
+pub fn register_metrics(registry: &Registry) -> prometheus::Result<()> {
+    registry.register(Box::new(PacingCollector::new()?))
+}
+
+/// Reads every live pool at collection time (a gauge set on each change would
+/// put a registry's lock on the connect path).
+struct PacingCollector {
+    descs: Vec<Desc>,
+}
+
+impl PacingCollector {
+    fn new() -> prometheus::Result<Self> {
+        let descs = Self::gauges()?
+            .iter()
+            .flat_map(|gauge| gauge.desc().into_iter().cloned())
+            .collect();
+        Ok(Self { descs })
+    }
+
+    /// Fresh gauges, so two scrapes at once never see each other's values.
+    fn gauges() -> prometheus::Result<[IntGaugeVec; 2]> {
+        let waiting = IntGaugeVec::new(
+            Opts::new(
+                WAITING_METRIC,
+                "Connection attempts to the broker waiting for a turn to start their \
+                 connect handshake (connect pacing: connect_concurrency handshakes in \
+                 flight at once per broker).",
+            ),
+            &["broker"],
+        )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                IN_FLIGHT_METRIC,
+                "Connect handshakes to the broker in flight (TCP connect, TLS, CONNECT \
+                 through CONNACK), at most connect_concurrency.",
+            ),
+            &["broker"],
+        )?;
+        Ok([waiting, in_flight])
+    }
+}
+
+impl Collector for PacingCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok([waiting, in_flight]) = Self::gauges() else {
+            return Vec::new();
+        };
+        for (broker, (queued, running)) in per_broker() {
+            waiting
+                .with_label_values(&[broker.as_str()])
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
+            in_flight
+                .with_label_values(&[broker.as_str()])
+                .set(i64::try_from(running).unwrap_or(i64::MAX));
+        }
+        let mut families = waiting.collect();
+        families.extend(in_flight.collect());
+        families
+    }
+}
+
+/// (waiting, in flight) of every live pool, summed per broker address.
+fn per_broker() -> BTreeMap<String, (usize, usize)> {
+    // Counts read under the registry lock (it is never held across an await,
+    // and they are atomics); the pools stay alive while it is held.
+    let pools = lock(&POOLS);
+    let mut brokers: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for ((broker, _limit), pool) in pools.iter() {
+        if let Some(pool) = pool.upgrade() {
+            let stats = pool.stats();
+            let entry = brokers.entry(broker.clone()).or_default();
+            entry.0 += stats.waiting;
+            entry.1 += stats.in_flight;
+        }
+    }
+    brokers
 }
 
 impl Drop for Permit {

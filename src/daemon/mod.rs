@@ -211,7 +211,14 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     if let Some(bounds) = config.rtt_buckets() {
         metrics = metrics.with_buckets(bounds);
     }
+    if let Some(schema) = config.rtt_native_schema() {
+        metrics = metrics.with_native_schema(schema);
+    }
     let handle = metrics.install()?;
+    if let Err(error) = crate::connection::pacing::register_metrics(&registry) {
+        // The registry is ours and holds no such name; never expected.
+        tracing::warn!(%error, "not exporting the connect pacing gauges");
+    }
     // Only with a web config file: without one no request is ever refused,
     // and a reload can add basic auth only to a file that exists.
     if cli.web_config_file.is_some()

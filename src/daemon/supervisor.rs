@@ -189,10 +189,12 @@ impl Supervisor {
             tracing::warn!("{warning}");
         }
         warn_of_shared_client_ids(shard, &config);
-        if self.config.rtt_buckets() != config.rtt_buckets() {
+        if self.config.rtt_buckets() != config.rtt_buckets()
+            || self.config.rtt_native_schema() != config.rtt_native_schema()
+        {
             tracing::warn!(
-                "[defaults] rtt_buckets changed; the histograms keep their running buckets \
-                 until mqtt-pulse is restarted"
+                "[defaults] rtt_buckets or rtt_native_schema changed; the histograms keep \
+                 their running buckets until mqtt-pulse is restarted"
             );
         }
         if self.config.otlp() != config.otlp() {

@@ -106,4 +106,7 @@ mod text;
 
 pub use self::builder::{BuildError, MetricsBuilder};
 pub use self::handle::{ClientSummary, MetricsHandle};
+#[cfg(feature = "daemon")]
+pub(crate) use self::native::schema_problem as native_schema_problem;
+pub use self::native::{MAX_SCHEMA as MAX_NATIVE_SCHEMA, MIN_SCHEMA as MIN_NATIVE_SCHEMA};
 pub(crate) use self::scrape_stats::ScrapeStats;

@@ -104,6 +104,18 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "tests/testdata/bad-rtt-buckets-in-target.toml:4:1: `rtt_buckets` cannot be set in [[target]] \"plant-a\"; set it in [defaults]: every target's histograms share one bucket layout",
     ),
     (
+        "bad-rtt-native-schema.toml",
+        "tests/testdata/bad-rtt-native-schema.toml:2:21: bad `rtt_native_schema` in [defaults]: finer than the schema round trips are counted at (3): must be an integer from -4 (coarsest) to 3 (finest); a bucket of schema s spans a factor of 2^(2^-s) (0: 2, 1: 1.41, 2: 1.19, 3: 1.09)",
+    ),
+    (
+        "bad-rtt-native-schema-type.toml",
+        "tests/testdata/bad-rtt-native-schema-type.toml:2:21: wrong type for `rtt_native_schema` in [defaults]: expected an integer from -4 (coarsest) to 3 (finest), found a float",
+    ),
+    (
+        "bad-rtt-native-schema-in-target.toml",
+        "tests/testdata/bad-rtt-native-schema-in-target.toml:4:1: `rtt_native_schema` cannot be set in [[target]] \"plant-a\"; set it in [defaults]: every target's histograms share one bucket layout",
+    ),
+    (
         "bad-rtt-buckets-too-many.toml",
         "tests/testdata/bad-rtt-buckets-too-many.toml:2:458: bad `rtt_buckets` in [defaults]: more than 64 bounds: give 1 to 64 finite, positive upper bounds in seconds, strictly increasing (+Inf is always added)",
     ),

@@ -336,6 +336,7 @@ fn the_example_file_loads_as_shipped_and_shows_every_key() {
         "clean_session =",
         "connect_concurrency =",
         "rtt_buckets =",
+        "rtt_native_schema =",
         "labels =",
         "ca_file =",
         "cert_file =",
@@ -458,4 +459,20 @@ fn rtt_buckets_in_defaults_are_read_as_seconds_integers_too() {
     .unwrap();
     assert_eq!(config.rtt_buckets(), Some(&[0.0005, 0.002, 1.0, 5.0][..]));
     assert_eq!(Config::default_local().rtt_buckets(), None);
+}
+
+#[test]
+fn rtt_native_schema_in_defaults_is_read_from_minus_four_to_three() {
+    for schema in [-4, 0, 3] {
+        let config = Config::parse(
+            &format!(
+                "[defaults]\nrtt_native_schema = {schema}\n\n\
+                 [[target]]\nname = \"a\"\nurl = \"mqtt://127.0.0.1:1883\"\n"
+            ),
+            Path::new("schema.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.rtt_native_schema(), Some(schema));
+    }
+    assert_eq!(Config::default_local().rtt_native_schema(), None);
 }

@@ -17,6 +17,7 @@ mod support;
 mod files;
 mod newcomer;
 mod oneshot;
+mod pacing;
 mod protocol;
 mod reload;
 mod replicas;

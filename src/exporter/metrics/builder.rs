@@ -9,6 +9,7 @@ use prometheus::Registry;
 use super::collector::{ExporterState, HubCollector};
 use super::family::Family;
 use super::handle::MetricsHandle;
+use super::native;
 use super::snapshot::BuildInfo;
 use crate::events::Events;
 use crate::exporter::consume;
@@ -40,6 +41,16 @@ pub enum BuildError {
          bounds in seconds, strictly increasing, without +Inf (it is always added)"
     )]
     InvalidBuckets(&'static str),
+    /// The schema given to [`MetricsBuilder::with_native_schema`] is outside
+    /// [`MIN_NATIVE_SCHEMA`](super::MIN_NATIVE_SCHEMA) to
+    /// [`MAX_NATIVE_SCHEMA`](super::MAX_NATIVE_SCHEMA).
+    #[error("invalid native histogram schema {schema}: {problem}; give -4 to 3")]
+    InvalidNativeSchema {
+        /// The schema given.
+        schema: i32,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The registry already holds metrics with the names the exporter needs.
     #[error(
         "cannot register the {what} on this registry, it already has metrics of the same \
@@ -75,6 +86,7 @@ pub struct MetricsBuilder {
     buckets: Vec<f64>,
     subscription_capacity: usize,
     protobuf_classic_buckets: bool,
+    native_schema: Option<i32>,
 }
 
 impl MetricsBuilder {
@@ -87,6 +99,7 @@ impl MetricsBuilder {
             buckets: DEFAULT_RTT_BUCKETS.to_vec(),
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
             protobuf_classic_buckets: false,
+            native_schema: None,
         }
     }
 
@@ -118,9 +131,9 @@ impl MetricsBuilder {
     /// [`MAX_RTT_BUCKETS`](crate::exporter::MAX_RTT_BUCKETS), finite,
     /// positive, strictly increasing; the `+Inf` bucket is always added.
     /// Checked by [`build`](Self::build). Each bound is a series per client in
-    /// the text exposition; the native histograms of the protobuf exposition
-    /// do not depend on them (their resolution is fixed: schema 3, buckets
-    /// about 9% wide).
+    /// the text exposition. Unless [`with_native_schema`](Self::with_native_schema)
+    /// sets it, the resolution of the protobuf exposition's native histograms
+    /// follows them (the coarsest schema no wider than their narrowest step).
     ///
     /// Defaults to [`DEFAULT_RTT_BUCKETS`].
     pub fn with_buckets(mut self, bounds: &[f64]) -> Self {
@@ -140,6 +153,25 @@ impl MetricsBuilder {
     /// Defaults to `false`.
     pub fn with_protobuf_classic_buckets(mut self, enabled: bool) -> Self {
         self.protobuf_classic_buckets = enabled;
+        self
+    }
+
+    /// The schema of the native histograms of the protobuf exposition, from
+    /// [`MIN_NATIVE_SCHEMA`](super::MIN_NATIVE_SCHEMA) (−4: a bucket spans a
+    /// factor of 2^16) to [`MAX_NATIVE_SCHEMA`](super::MAX_NATIVE_SCHEMA)
+    /// (3: a factor of 2^(1/8), about 9%); a bucket of schema s spans a
+    /// factor of 2^(2^−s) (0: 2; 1: 1.41; 2: 1.19). Checked by
+    /// [`build`](Self::build). A finer schema resolves round trips more
+    /// closely and costs the Prometheus that stores them more: each bucket is
+    /// kept with each sample (BENCHMARKS.md, Cost to Prometheus).
+    ///
+    /// Defaults to the coarsest schema whose buckets are no wider than the
+    /// narrowest step between two consecutive classic bounds
+    /// ([`with_buckets`](Self::with_buckets)), so the native histogram
+    /// resolves whatever the classic one does: 0 for [`DEFAULT_RTT_BUCKETS`]
+    /// (steps of 2 and 2.5), at most 3.
+    pub fn with_native_schema(mut self, schema: i32) -> Self {
+        self.native_schema = Some(schema);
         self
     }
 
@@ -168,6 +200,13 @@ impl MetricsBuilder {
         self,
     ) -> Result<(MetricsHandle, impl Future<Output = ()> + Send + 'static), BuildError> {
         let bounds = checked_bounds(&self.buckets)?;
+        let native_schema = match self.native_schema {
+            Some(schema) => match native::schema_problem(schema) {
+                Some(problem) => return Err(BuildError::InvalidNativeSchema { schema, problem }),
+                None => schema,
+            },
+            None => native::schema_for(&bounds),
+        };
         let registry = self.registry.unwrap_or_default();
         let subscription = consume::subscribe_to_all(&self.events, self.subscription_capacity);
         let (state, consumer) = ExporterState::start(
@@ -176,6 +215,7 @@ impl MetricsBuilder {
             bounds,
             BUILD_INFO,
             self.protobuf_classic_buckets,
+            native_schema,
         );
 
         let process_metrics = self.process_metrics && register_process_metrics(&registry)?;

@@ -46,10 +46,12 @@ impl ExporterState {
         bounds: Arc<[f64]>,
         build_info: BuildInfo,
         protobuf_classic_buckets: bool,
+        native_schema: i32,
     ) -> (Arc<Self>, impl Future<Output = ()> + Send + 'static) {
         let (stop, stopped) = oneshot::channel();
         let mut layout = Layout::new(Arc::clone(&bounds), build_info);
         layout.protobuf_classic_buckets = protobuf_classic_buckets;
+        layout.native_schema = native_schema;
         let state = Arc::new(Self {
             layout,
             series: Mutex::new(SeriesTable::new(bounds)),

@@ -97,7 +97,8 @@ impl MetricsHandle {
     /// what a Prometheus with native histograms enabled asks for. The
     /// round-trip histograms (`mqtt_client_ping_rtt_seconds`,
     /// `mqtt_client_roundtrip_seconds`, `mqtt_path_latency_seconds`) carry
-    /// native buckets (schema 3) beside their classic ones; everything else
+    /// native buckets (at [`MetricsBuilder::with_native_schema`](super::MetricsBuilder::with_native_schema)'s
+    /// schema) instead of their classic ones; everything else
     /// is what [`render`](Self::render) writes, in another encoding. Reflects
     /// every event dispatched before the call.
     ///

@@ -28,7 +28,7 @@
 use prometheus::proto as plain;
 use prost::Message as _;
 
-use super::native::{NativeBuckets, SCHEMA, ZERO_THRESHOLD};
+use super::native::{NativeBuckets, ZERO_THRESHOLD};
 
 /// The `Content-Type` of this exposition.
 pub const CONTENT_TYPE: &str =
@@ -191,11 +191,13 @@ pub(super) struct HistogramParts<'a> {
     pub native: &'a NativeBuckets,
 }
 
-/// A histogram series: classic buckets up to `bounds` and the native ones.
+/// A histogram series: classic buckets up to `bounds` and the native ones
+/// at `schema`.
 pub(super) fn histogram_metric(
     labels: Vec<LabelPair>,
     parts: &HistogramParts<'_>,
     bounds: &[f64],
+    schema: i32,
 ) -> Metric {
     let mut cumulative = 0;
     let bucket = bounds
@@ -209,14 +211,14 @@ pub(super) fn histogram_metric(
             }
         })
         .collect();
-    let (spans, positive_delta) = parts.native.spans_and_deltas();
+    let (spans, positive_delta) = parts.native.spans_and_deltas(schema);
     Metric {
         label: labels,
         histogram: Some(Histogram {
             sample_count: parts.count,
             sample_sum: parts.sum,
             bucket,
-            schema: SCHEMA,
+            schema,
             // Never zero, even with no observation: a non-zero threshold (and
             // schema) is how Prometheus tells a native histogram from a classic one.
             zero_threshold: ZERO_THRESHOLD,
@@ -375,7 +377,7 @@ mod tests {
             count: 4,
             native: &native,
         };
-        let metric = histogram_metric(vec![label("a", "b")], &parts, &[1.0, 2.0]);
+        let metric = histogram_metric(vec![label("a", "b")], &parts, &[1.0, 2.0], 3);
         let histogram = metric.histogram.unwrap();
         assert_eq!(
             histogram.bucket,
@@ -408,6 +410,22 @@ mod tests {
             ]
         );
         assert_eq!(histogram.positive_delta, vec![2, -1]);
+
+        // At schema 0 the same counts are buckets 0 (upper bound 1) and
+        // 1 (upper bound 2), one span.
+        let histogram = histogram_metric(Vec::new(), &parts, &[], 0)
+            .histogram
+            .unwrap();
+        assert_eq!(histogram.schema, 0);
+        assert_eq!(
+            histogram.positive_span,
+            vec![BucketSpan {
+                offset: 0,
+                length: 2
+            }]
+        );
+        assert_eq!(histogram.positive_delta, vec![2, -1]);
+        assert!(histogram.bucket.is_empty());
     }
 
     #[test]

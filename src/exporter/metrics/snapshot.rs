@@ -48,6 +48,8 @@ pub(super) struct Layout {
     /// Whether the protobuf exposition's round-trip histograms carry their
     /// classic buckets beside the native ones.
     pub protobuf_classic_buckets: bool,
+    /// The schema of the protobuf exposition's native histograms.
+    pub native_schema: i32,
 }
 
 impl Layout {
@@ -74,6 +76,7 @@ impl Layout {
             }
             text::push_label_pair(&mut build_info_pairs, name, value);
         }
+        let native_schema = super::native::schema_for(&bounds);
         Self {
             bounds,
             le_pairs,
@@ -82,6 +85,7 @@ impl Layout {
             build_info,
             build_info_pairs,
             protobuf_classic_buckets: false,
+            native_schema,
         }
     }
 }
@@ -756,7 +760,12 @@ impl FleetSnapshot {
                             native: &empty,
                         },
                     };
-                    metrics.push(histogram_metric(client_labels(row), &parts, bounds));
+                    metrics.push(histogram_metric(
+                        client_labels(row),
+                        &parts,
+                        bounds,
+                        layout.native_schema,
+                    ));
                 }
             }
             Family::RoundTripRtt => {
@@ -776,7 +785,12 @@ impl FleetSnapshot {
                             native: &empty,
                         },
                     };
-                    metrics.push(histogram_metric(client_labels(row), &parts, bounds));
+                    metrics.push(histogram_metric(
+                        client_labels(row),
+                        &parts,
+                        bounds,
+                        layout.native_schema,
+                    ));
                 }
             }
             Family::PathLatency => {
@@ -801,7 +815,12 @@ impl FleetSnapshot {
                         label("from", counts.client_id.as_str()),
                         label("to", counts.to.as_ref().map_or("", ClientId::as_str)),
                     ];
-                    metrics.push(histogram_metric(labels, &parts, bounds));
+                    metrics.push(histogram_metric(
+                        labels,
+                        &parts,
+                        bounds,
+                        layout.native_schema,
+                    ));
                 }
             }
             _ => unreachable!("only histogram families get here"),
@@ -1103,11 +1122,16 @@ mod tests {
         use crate::exporter::metrics::protobuf::{decode_page, from_gathered, push_delimited};
         let mut layout = layout();
         let snapshot = two_clients(&layout);
+        // Bounds 1 ms and 10 ms, one step of 10: schema -1 (buckets of 4×) is
+        // the coarsest no wider.
+        assert_eq!(layout.native_schema, -1);
         let native_only = snapshot.to_protobuf(Family::PingRtt, &layout).unwrap();
         assert!(native_only.metric.iter().all(|m| {
             let histogram = m.histogram.as_ref().unwrap();
-            histogram.bucket.is_empty() && histogram.schema == 3
+            histogram.bucket.is_empty() && histogram.schema == -1
         }));
+        // The rest at the finest schema, set as `with_native_schema` sets it.
+        layout.native_schema = 3;
         layout.protobuf_classic_buckets = true;
         let mut page = Vec::new();
         for family in Family::ALL {
