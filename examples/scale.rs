@@ -112,7 +112,10 @@ fn main() {
 
 fn orchestrate(args: &Args) {
     if let Some(unknown) = args.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
-        fail(&format!("unknown mode {unknown}; modes: {}", MODES.join(", ")));
+        fail(&format!(
+            "unknown mode {unknown}; modes: {}",
+            MODES.join(", ")
+        ));
     }
     // One throw-away CA for the TLS modes' brokers.
     let pki_dir = harness::support::TempDir::new("scale-pki");
@@ -216,7 +219,10 @@ fn orchestrate(args: &Args) {
             row.push_str(&format!(" {:.3} |", median_of(mode, pick)));
         }
         for (a, b) in &pairs {
-            row.push_str(&format!(" {:.2}x |", median_of(*a, pick) / median_of(*b, pick)));
+            row.push_str(&format!(
+                " {:.2}x |",
+                median_of(*a, pick) / median_of(*b, pick)
+            ));
         }
         println!("{row}");
     }
@@ -303,8 +309,11 @@ fn measure(mode: &str, args: &Args) -> Figures {
                 // One configuration for all, as a bare rumqttc user would share it.
                 let tls_config = tls.then(|| raw_tls_config(args.ca.as_deref()));
                 for i in 0..args.connections {
-                    let mut mqtt =
-                        rumqttc::MqttOptions::new(format!("scale-{mode}-{i}"), "127.0.0.1", args.port);
+                    let mut mqtt = rumqttc::MqttOptions::new(
+                        format!("scale-{mode}-{i}"),
+                        "127.0.0.1",
+                        args.port,
+                    );
                     mqtt.set_keep_alive(args.keep_alive);
                     if let Some(config) = &tls_config {
                         mqtt.set_transport(rumqttc::Transport::tls_with_config(
@@ -357,7 +366,9 @@ fn raw_tls_config(ca: Option<&std::path::Path>) -> std::sync::Arc<rustls::Client
     let pem = std::fs::read(ca).expect("read the CA file");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(cert.expect("a CA certificate")).expect("a usable CA certificate");
+        roots
+            .add(cert.expect("a CA certificate"))
+            .expect("a usable CA certificate");
     }
     std::sync::Arc::new(
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
