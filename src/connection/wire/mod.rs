@@ -195,7 +195,7 @@ pub(crate) fn open(settings: Settings, connect_timeout: Duration) -> (Client, Wi
 
 /// A connection's event loop, of either version.
 pub(crate) enum Wire {
-    // Both boxed: the loops differ in size by half (~820 and 1,256 bytes),
+    // Both boxed: the loops differ in size by half (816 and 1,256 bytes),
     // and either way the driver holds one pointer.
     V311(Box<v311::Loop>),
     V5(Box<rumqttc::v5::EventLoop>),

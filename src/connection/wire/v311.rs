@@ -8,8 +8,8 @@
 //! 16 KiB allocator class) and, awaited inline, that size would be the
 //! connection task's for the connection's whole life. So the loop polls
 //! rumqttc's `poll()` only while connecting, boxed (the box lives for one
-//! attempt), and once connected runs its own steady-state select (well
-//! under 1 KiB) over the parts of rumqttc's loop that are public: the
+//! attempt), and once connected runs its own steady-state select (about
+//! 1.2 KiB) over the parts of rumqttc's loop that are public: the
 //! network's `readb`, `write` and `flush`, the `MqttState`, the pending
 //! queue — and the request channel, which it creates itself (rumqttc's
 //! receiver is private) and hands to the client through
