@@ -463,16 +463,18 @@ impl Driver {
                     ))
                 }
             };
+            // Boxed, as `terminate` below: neither is on the steady path,
+            // and inline their futures would add to the size of every
+            // connection's task for its whole life (`wire`'s module doc).
             if let Some((reason, detail)) = failure
-                && self
-                    .recover(reason, up, &detail, &mut shutdown)
+                && Box::pin(self.recover(reason, up, &detail, &mut shutdown))
                     .await
                     .is_break()
             {
                 break;
             }
         }
-        self.terminate().await;
+        Box::pin(self.terminate()).await;
     }
 
     /// Polls the event loop until something happens: an event or error, the

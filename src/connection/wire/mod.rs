@@ -8,10 +8,15 @@
 //! log), each version's options a [`Settings`]. It must never decide what
 //! the driver decides — timers, backoff, what to report — and never block.
 //!
-//! The one thing the versions do differently underneath is rumqttc's own
-//! keep-alive timer, which the driver replaces with its own schedule: the
-//! 3.1.1 loop turns it off at a zero keep-alive, the v5 loop cannot (see
-//! [`v5`]).
+//! The versions differ underneath in two things. rumqttc's own keep-alive
+//! timer, which the driver replaces with its own schedule: the 3.1.1 loop
+//! turns it off at a zero keep-alive, the v5 loop cannot (see [`v5`]). And
+//! the memory of a connected loop: the 3.1.1 one polls rumqttc's large
+//! `poll()` future only while connecting and runs a small select of its own
+//! once connected ([`v311`]); the v5 loop keeps its network private, so it
+//! polls rumqttc's `poll()` throughout, boxed. Nothing that is awaited here
+//! holds a connect path inline: that would make every connection task as
+//! large as the largest connect future.
 
 mod pending;
 pub(crate) mod v311;
@@ -160,9 +165,9 @@ const REQUEST_CAPACITY: usize = 64;
 pub(crate) fn open(settings: Settings, connect_timeout: Duration) -> (Client, Wire) {
     let backstop = connect_timeout.as_secs() + 1;
     match settings {
-        Settings::V311(mut options) => {
-            options.set_request_channel_capacity(REQUEST_CAPACITY);
-            let (client, mut eventloop) = AsyncClient::new(*options, REQUEST_CAPACITY);
+        Settings::V311(options) => {
+            let (client, mut wire) = v311::open(*options, REQUEST_CAPACITY);
+            let eventloop = &mut wire.eventloop;
             // rumqttc preallocates room for 100 buffered events (14 KiB) per
             // connection; a probe rarely buffers more than a few, and the
             // queue grows on demand. This halves the memory of a connection
@@ -172,7 +177,7 @@ pub(crate) fn open(settings: Settings, connect_timeout: Duration) -> (Client, Wi
             network.set_connection_timeout(backstop);
             network.set_tcp_nodelay(true);
             eventloop.set_network_options(network);
-            (Client::V311(client), Wire::V311(Box::new(eventloop)))
+            (Client::V311(client), Wire::V311(Box::new(wire)))
         }
         Settings::V5(mut options) => {
             options.set_request_channel_capacity(REQUEST_CAPACITY);
@@ -190,9 +195,9 @@ pub(crate) fn open(settings: Settings, connect_timeout: Duration) -> (Client, Wi
 
 /// A connection's event loop, of either version.
 pub(crate) enum Wire {
-    // Both boxed: the loops differ in size by half (808 and 1,256 bytes),
+    // Both boxed: the loops differ in size by half (816 and 1,256 bytes),
     // and either way the driver holds one pointer.
-    V311(Box<rumqttc::EventLoop>),
+    V311(Box<v311::Loop>),
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
@@ -203,11 +208,14 @@ impl Wire {
     /// buffer for the next flush).
     pub(crate) async fn poll(&mut self) -> Result<Seen, Failure> {
         match self {
-            Wire::V311(eventloop) => match eventloop.poll().await {
+            Wire::V311(wire) => match wire.poll().await {
                 Ok(event) => Ok(v311::seen(event)),
                 Err(error) => Err(v311::failure(&error)),
             },
-            Wire::V5(eventloop) => match eventloop.poll().await {
+            // Boxed: inline, its connect path would size the task of every
+            // connection, 3.1.1 ones included (module doc). One allocation
+            // per poll, from the allocator's thread cache.
+            Wire::V5(eventloop) => match Box::pin(eventloop.poll()).await {
                 Ok(event) => Ok(v5::seen(event)),
                 Err(error) => Err(v5::failure(&error)),
             },
@@ -225,7 +233,8 @@ impl Wire {
             Wire::V5(eventloop) if v5::may_be_311_only(failure.reason) => eventloop.options.clone(),
             _ => return failure,
         };
-        if !v5::answers_311(&options, limit).await {
+        // Boxed: it runs a 3.1.1 loop's connect path (module doc).
+        if !Box::pin(v5::answers_311(&options, limit)).await {
             return failure;
         }
         Failure {
@@ -241,8 +250,8 @@ impl Wire {
     /// The keep-alive the next CONNECT announces.
     pub(crate) fn announce_keep_alive(&mut self, keep_alive: Duration) {
         match self {
-            Wire::V311(eventloop) => {
-                eventloop.mqtt_options.set_keep_alive(keep_alive);
+            Wire::V311(wire) => {
+                wire.eventloop.mqtt_options.set_keep_alive(keep_alive);
             }
             Wire::V5(eventloop) => {
                 eventloop.options.set_keep_alive(v5::announced(keep_alive));
@@ -255,9 +264,10 @@ impl Wire {
     /// of reach (5).
     pub(crate) fn connected(&mut self) {
         match self {
-            Wire::V311(eventloop) => {
-                // Zero turns rumqttc's keep-alive timer off.
-                eventloop.mqtt_options.set_keep_alive(Duration::ZERO);
+            Wire::V311(wire) => {
+                // Zero turns rumqttc's keep-alive timer off (the steady
+                // state has none: see `v311`).
+                wire.eventloop.mqtt_options.set_keep_alive(Duration::ZERO);
             }
             Wire::V5(eventloop) => {
                 eventloop.options.set_keep_alive(v5::QUIET_TIMER);
@@ -269,7 +279,7 @@ impl Wire {
     /// handle's: where round-trip probes and paths put theirs.
     pub(crate) fn pending(&mut self) -> &mut dyn Pending {
         match self {
-            Wire::V311(eventloop) => &mut eventloop.pending,
+            Wire::V311(wire) => &mut wire.eventloop.pending,
             Wire::V5(eventloop) => &mut eventloop.pending,
         }
     }
@@ -277,7 +287,8 @@ impl Wire {
     /// Queues a PINGREQ; the next poll writes it and yields [`Seen::PingReq`].
     pub(crate) fn request_ping(&mut self) {
         match self {
-            Wire::V311(eventloop) => eventloop
+            Wire::V311(wire) => wire
+                .eventloop
                 .pending
                 .push_back(rumqttc::Request::PingReq(rumqttc::PingReq)),
             Wire::V5(eventloop) => eventloop.pending.push_back(rumqttc::v5::Request::PingReq),
@@ -287,7 +298,7 @@ impl Wire {
     /// Drops the socket (if any), so the next poll reconnects from scratch.
     pub(crate) fn clean(&mut self) {
         match self {
-            Wire::V311(eventloop) => eventloop.clean(),
+            Wire::V311(wire) => wire.clean(),
             Wire::V5(eventloop) => eventloop.clean(),
         }
     }
@@ -295,7 +306,7 @@ impl Wire {
     /// The options the next connect uses, to put newly read files into.
     pub(crate) fn settings_mut(&mut self) -> SettingsMut<'_> {
         match self {
-            Wire::V311(eventloop) => SettingsMut::V311(&mut eventloop.mqtt_options),
+            Wire::V311(wire) => SettingsMut::V311(&mut wire.eventloop.mqtt_options),
             Wire::V5(eventloop) => SettingsMut::V5(&mut eventloop.options),
         }
     }
@@ -361,7 +372,38 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use std::mem::size_of_val;
+    use std::time::Duration;
+
+    use super::Failure;
     use crate::connection::{ConnectionOptions, Protocol};
+
+    /// Each connection's task awaits these, inline: none may hold a connect
+    /// path (rumqttc's is ~14.5 KiB), or every task is as large as the
+    /// largest (module doc). Sizes, not times: the same on every machine.
+    #[test]
+    fn what_a_connection_task_awaits_holds_no_connect_path_inline() {
+        for protocol in [Protocol::V311, Protocol::V5] {
+            let settings = ConnectionOptions::new("c", "mqtt://127.0.0.1:1")
+                .unwrap()
+                .with_protocol(protocol)
+                .to_mqtt_options()
+                .unwrap();
+            let (_client, mut wire) = super::open(settings, Duration::from_secs(1));
+            let poll = size_of_val(&wire.poll());
+            let failure = Failure {
+                reason: None,
+                detail: String::new(),
+            };
+            let second_opinion = size_of_val(&wire.second_opinion(failure, Duration::from_secs(1)));
+            eprintln!("{protocol:?}: poll {poll} bytes, second opinion {second_opinion} bytes");
+            assert!(poll <= 2048, "{protocol:?}: a poll of {poll} bytes");
+            assert!(
+                second_opinion <= 2048,
+                "{protocol:?}: a second opinion of {second_opinion} bytes"
+            );
+        }
+    }
 
     #[test]
     fn settings_never_show_the_password_they_carry() {
