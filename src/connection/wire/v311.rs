@@ -132,11 +132,12 @@ impl Loop {
                 flushed(network.flush(), network_timeout).await?;
             }
         }
-        // Handling a packet, either way, records its event.
-        Ok(state
+        // Handling a packet, either way, records its event; were one ever
+        // missing, the connection is dropped rather than the task panicking.
+        state
             .events
             .pop_front()
-            .expect("rumqttc's state records an event for each packet it handles"))
+            .ok_or(ConnectionError::MqttState(StateError::ConnectionAborted))
     }
 }
 
