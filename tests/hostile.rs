@@ -135,15 +135,6 @@ async fn connects_within(window: Duration, test: &str) -> (usize, Vec<(FailureRe
     (connects, counts)
 }
 
-/// The figure of the issue: connects per 10 s against accept-then-drop with
-/// the default backoff. `cargo test --test hostile -- --ignored --nocapture`.
-#[tokio::test]
-#[ignore = "a 10 s measurement, run by hand"]
-async fn measure_reconnects_per_ten_seconds_against_accept_then_drop() {
-    let (connects, _) = connects_within(Duration::from_secs(10), "measure-drop").await;
-    eprintln!("FIGURE reconnects per 10 s against accept-then-drop: {connects}");
-}
-
 /// Counts what a log text says, line by line.
 fn lines_with(logs: &str, needle: &str) -> usize {
     logs.lines().filter(|line| line.contains(needle)).count()
@@ -364,29 +355,6 @@ async fn pings_leave_before_the_keep_alive_elapses_so_a_strict_broker_keeps_the_
     for interval in intervals {
         assert!(interval < Duration::from_secs(1), "{interval:?}");
     }
-}
-
-/// The figure of the issue: CONNACK to first PINGREQ and PINGREQ to PINGREQ
-/// at keep-alive 1 s, against a broker that tolerates 2×.
-#[tokio::test]
-#[ignore = "a measurement, run by hand"]
-async fn measure_the_ping_interval_at_a_one_second_keep_alive() {
-    let (log, url) = keep_alive_broker(2.0).await;
-    let events = Events::new();
-    let options = ConnectionOptions::new(client_id("measure-ping").as_str(), &url)
-        .unwrap()
-        .with_keep_alive(Duration::from_secs(1));
-    let mut rtts = events.register(ClientFilter::Any, EventKind::PingResponse);
-    let connection = Connection::start(options, &events).unwrap();
-    for _ in 0..5 {
-        timeout(Duration::from_secs(3), rtts.recv()).await.unwrap();
-    }
-    connection.shutdown().await;
-    let gaps = log.lock().unwrap().gaps();
-    eprintln!(
-        "FIGURE ping gaps at keep-alive 1 s (max {:?}): {gaps:?}",
-        gaps.iter().max()
-    );
 }
 
 // ---- item 7: a broker that pushes what nobody subscribed to ----
