@@ -103,14 +103,22 @@ fn demo_script_runs_the_stack_on_free_ports_and_ctrl_c_leaves_nothing_behind() {
             demo.script.log()
         )
     });
-    demo.started = children(demo.script.child.id());
+    let services = BTreeSet::from([
+        "mosquitto".to_owned(),
+        "mqtt-pulse".to_owned(),
+        "prometheus".to_owned(),
+    ]);
+    // The banner is written by a `cat` that may not have exited yet when its
+    // last line is read: wait for the script's children to be its services.
+    let script = demo.script.child.id();
+    demo.started = poll(DEADLINE, || {
+        let started = children(script);
+        (started.values().cloned().collect::<BTreeSet<_>>() == services).then_some(started)
+    })
+    .unwrap_or_else(|| children(script));
     assert_eq!(
         demo.started.values().cloned().collect::<BTreeSet<_>>(),
-        BTreeSet::from([
-            "mosquitto".to_owned(),
-            "mqtt-pulse".to_owned(),
-            "prometheus".to_owned()
-        ]),
+        services,
         "{output}"
     );
     let web_port = port_after(&output, "mqtt-pulse   http://127.0.0.1:");
